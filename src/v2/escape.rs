@@ -189,49 +189,47 @@ fn find_next_designation(rest: &str, esc: u8) -> Option<usize> {
 }
 
 /// Escape `text` for ER7 output with `delims`: every delimiter and the escape character become
-/// escape sequences; CR becomes `\X0D\`, LF `\.br\`. `delims.escape` must be set (callers
-/// without one use [`Delimiters::default`]).
+/// escape sequences; LF becomes `\.br\`, every other control character (CR, VT, FS, NUL…)
+/// `\Xhh\`, so nothing in a value can be read back as a terminator or MLLP framing.
+/// `delims.escape` must be set (callers without one use [`Delimiters::default`]).
 pub fn encode(text: &str, delims: &Delimiters, out: &mut String) {
     let esc = delims.escape.unwrap_or(b'\\') as char;
-    let needs = text
+    if !text
         .bytes()
-        .any(|b| delims.is_special(b) || b == b'\r' || b == b'\n');
-    if !needs {
+        .any(|b| delims.is_special(b) || b.is_ascii_control())
+    {
         out.push_str(text);
         return;
     }
+    let mut push = |out: &mut String, code: &str| {
+        out.push(esc);
+        out.push_str(code);
+        out.push(esc);
+    };
     for c in text.chars() {
-        let code = if !c.is_ascii() {
-            None
+        if !c.is_ascii() {
+            out.push(c);
+            continue;
+        }
+        let b = c as u8;
+        if b == delims.field {
+            push(out, "F");
+        } else if b == delims.component {
+            push(out, "S");
+        } else if b == delims.repetition {
+            push(out, "R");
+        } else if Some(b) == delims.escape || (delims.escape.is_none() && b == b'\\') {
+            push(out, "E");
+        } else if Some(b) == delims.subcomponent {
+            push(out, "T");
+        } else if Some(b) == delims.truncation {
+            push(out, "P");
+        } else if b == b'\n' {
+            push(out, ".br");
+        } else if b.is_ascii_control() {
+            push(out, &format!("X{b:02X}"));
         } else {
-            let b = c as u8;
-            if b == delims.field {
-                Some("F")
-            } else if b == delims.component {
-                Some("S")
-            } else if b == delims.repetition {
-                Some("R")
-            } else if Some(b) == delims.escape || (delims.escape.is_none() && b == b'\\') {
-                Some("E")
-            } else if Some(b) == delims.subcomponent {
-                Some("T")
-            } else if Some(b) == delims.truncation {
-                Some("P")
-            } else if b == b'\r' {
-                Some("X0D")
-            } else if b == b'\n' {
-                Some(".br")
-            } else {
-                None
-            }
-        };
-        match code {
-            Some(code) => {
-                out.push(esc);
-                out.push_str(code);
-                out.push(esc);
-            }
-            None => out.push(c),
+            out.push(c);
         }
     }
 }

@@ -1,0 +1,281 @@
+//! Segment grouping by message structure, and the ACK builder.
+
+use v2fhir::v2::ack::{self, AckCode, AckOptions};
+use v2fhir::v2::structure::GroupInstance;
+use v2fhir::v2::{self, Code, Message, Structures};
+
+fn ids(m: &Message<'_>, g: &GroupInstance) -> Vec<String> {
+    g.segments()
+        .map(|i| m.segment(i).map(|s| s.id().to_string()).unwrap_or_default())
+        .collect()
+}
+
+const ORU: &str = "MSH|^~\\&|LAB|FAC|EHR|FAC|20240101||ORU^R01^ORU_R01|C1|P|2.5.1\r\
+PID|1||123^^^H^MR\r\
+PV1|1|O\r\
+ORC|RE|1\r\
+OBR|1|1||GLU\r\
+NTE|1||order note\r\
+OBX|1|NM|GLU||5.5|mmol/L\r\
+NTE|1||obs note\r\
+OBX|2|NM|NA||140|mmol/L\r\
+SPM|1|S1||BLD\r\
+OBX|3|NM|TEMP||4|Cel\r\
+ZXY|1|site data\r\
+OBR|2|2||CBC\r\
+OBX|1|NM|WBC||7\r";
+
+#[test]
+fn oru_groups_follow_the_structure() {
+    let p = v2::parse(ORU.as_bytes()).expect("parse");
+    let m = &p.messages[0];
+    let g = Structures::builtin().group(m);
+    assert_eq!(g.structure.as_deref(), Some("ORU_R01"));
+    let results = g.root.find_all("PATIENT_RESULT");
+    assert_eq!(results.len(), 1);
+    let orders = g.root.find_all("PATIENT_RESULT/ORDER_OBSERVATION");
+    assert_eq!(orders.len(), 2);
+    assert_eq!(ids(m, orders[0]), ["ORC", "OBR", "NTE"]);
+    let obs = orders[0].find_all("OBSERVATION");
+    assert_eq!(obs.len(), 2);
+    assert_eq!(ids(m, obs[0]), ["OBX", "NTE"]);
+    // OBX after SPM belongs to the specimen, not lost and not misfiled as an observation.
+    let spm = orders[0].find_all("SPECIMEN");
+    assert_eq!(spm.len(), 1);
+    assert_eq!(ids(m, spm[0]), ["SPM", "OBX", "ZXY"]);
+    assert_eq!(ids(m, orders[1]), ["OBR"]);
+    assert_eq!(orders[1].find_all("OBSERVATION").len(), 1);
+    let visit = g.root.find_all("PATIENT_RESULT/PATIENT/VISIT");
+    assert_eq!(ids(m, visit[0]), ["PV1"]);
+    // The Z-segment is reported as such.
+    assert!(
+        g.diagnostics
+            .iter()
+            .any(|d| d.code == Code::ZSegment && d.location.segment.as_deref() == Some("ZXY"))
+    );
+}
+
+fn all_indexes(g: &GroupInstance, out: &mut Vec<usize>) {
+    for item in &g.items {
+        match item {
+            v2::GroupItem::Segment(i) => out.push(*i),
+            v2::GroupItem::Group(sub) => all_indexes(sub, out),
+        }
+    }
+}
+
+#[test]
+fn grouping_keeps_every_segment_in_order() {
+    // Every corpus message: the grouped tree holds each segment exactly once, in message order.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut checked = 0;
+    for entry in walk(&dir) {
+        let bytes = std::fs::read(&entry).expect("read");
+        let Ok(p) = v2::parse(&bytes) else { continue };
+        for m in &p.messages {
+            let g = Structures::builtin().group(m);
+            let mut idx = Vec::new();
+            all_indexes(&g.root, &mut idx);
+            assert_eq!(idx, (0..m.len()).collect::<Vec<_>>(), "{}", entry.display());
+            checked += 1;
+        }
+    }
+    assert!(checked > 250, "checked {checked} messages");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "hl7" || x == "bad") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn structure_from_trigger_table_when_msh_9_3_is_missing() {
+    let cases = [
+        ("ADT^A04", Some("ADT_A01")),
+        ("ADT^A08", Some("ADT_A01")),
+        ("ADT^A28", Some("ADT_A05")),
+        ("ADT^A07", Some("ADT_A06")),
+        ("ADT^A40", Some("ADT_A39")),
+        ("SIU^S14", Some("SIU_S12")),
+        ("MDM^T06", Some("MDM_T02")),
+        ("QBP^Q22", Some("QBP_Q21")),
+        ("ACK^A01", Some("ACK")),
+        ("ACK", Some("ACK")),
+        ("ZZZ^Z99", None),
+    ];
+    for (t, want) in cases {
+        let input = format!("MSH|^~\\&|A|B|C|D|2024||{t}|1|P|2.3\rPID|1\r");
+        let p = v2::parse(input.as_bytes()).expect("parse");
+        let g = Structures::builtin().group(&p.messages[0]);
+        assert_eq!(g.structure.as_deref(), want, "{t}");
+        if want.is_none() {
+            assert!(
+                g.diagnostics
+                    .iter()
+                    .any(|d| d.code == Code::UnknownStructure),
+                "{t}"
+            );
+        }
+    }
+}
+
+#[test]
+fn adt_groups_and_unexpected_segments() {
+    let input = "MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rEVN|A01\rPID|1\rPV1|1\rPR1|1\rROL|1\rPR1|2\rIN1|1\rIN2|1\rIN1|2\rNK1|1\r";
+    let p = v2::parse(input.as_bytes()).expect("parse");
+    let m = &p.messages[0];
+    let g = Structures::builtin().group(m);
+    assert_eq!(g.root.find_all("PROCEDURE").len(), 2);
+    assert_eq!(ids(m, g.root.find_all("PROCEDURE")[0]), ["PR1", "ROL"]);
+    let ins = g.root.find_all("INSURANCE");
+    assert_eq!(ins.len(), 2);
+    // NK1 after INSURANCE is out of order: kept in place, reported.
+    assert_eq!(ids(m, ins[1]), ["IN1", "NK1"]);
+    let d: Vec<_> = g
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == Code::UnexpectedSegment)
+        .collect();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].location.segment.as_deref(), Some("NK1"));
+    assert_eq!(d[0].location.segment_seq, Some(11));
+}
+
+fn opts() -> AckOptions {
+    AckOptions {
+        control_id: "ACK1".into(),
+        timestamp: "20240101000000+0000".into(),
+        max_errors: 10,
+    }
+}
+
+fn segs(ack: &str) -> Vec<Vec<String>> {
+    ack.split('\r')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.split('|').map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn ack_original_mode_accept() {
+    let input = "MSH|^~\\&|SAPP|SFAC|RAPP|RFAC|2024||ADT^A01^ADT_A01|CTRL9|P|2.5.1||||||UNICODE UTF-8\rEVN|A01\rPID|1\rPV1|1\r";
+    let p = v2::parse(input.as_bytes()).expect("parse");
+    let m = &p.messages[0];
+    let plan = ack::plan(m, &[]);
+    assert_eq!(plan.code, AckCode::AA);
+    assert!(plan.send);
+    let a = ack::build(m, &plan, &opts());
+    let s = segs(&a);
+    assert_eq!(s.len(), 2, "{a}");
+    let msh = &s[0];
+    assert_eq!(&msh[1], "^~\\&");
+    assert_eq!(
+        (
+            msh[2].as_str(),
+            msh[3].as_str(),
+            msh[4].as_str(),
+            msh[5].as_str()
+        ),
+        ("RAPP", "RFAC", "SAPP", "SFAC")
+    );
+    assert_eq!(msh[8], "ACK^A01^ACK");
+    assert_eq!(msh[9], "ACK1");
+    assert_eq!(msh[10], "P");
+    assert_eq!(msh[11], "2.5.1");
+    assert_eq!(msh[17], "UNICODE UTF-8");
+    assert_eq!(s[1], ["MSA", "AA", "CTRL9"]);
+    // The ACK is itself a parsable message.
+    let back = v2::parse(a.as_bytes()).expect("ack parses");
+    assert_eq!(
+        back.messages[0].header().message_code.as_deref(),
+        Some("ACK")
+    );
+}
+
+#[test]
+fn ack_rejects_unsupported_processing_id_with_err() {
+    let input = "MSH|^~\\&|S|F|R|G|2024||ADT^A01|C1|X|2.5.1\rPID|1\r";
+    let p = v2::parse(input.as_bytes()).expect("parse");
+    let plan = ack::plan(&p.messages[0], &[]);
+    assert_eq!(plan.code, AckCode::AR);
+    let s = segs(&ack::build(&p.messages[0], &plan, &opts()));
+    assert_eq!(s[1][1], "AR");
+    let err = &s[2];
+    assert_eq!(err[0], "ERR");
+    assert_eq!(err[2], "MSH^1^11^1", "ERR-2 location");
+    assert_eq!(err[3], "202^Unsupported processing id^HL70357");
+    assert_eq!(err[4], "E");
+}
+
+#[test]
+fn ack_error_for_error_diagnostics_and_old_version_err_format() {
+    // Invalid encoding characters are an error-level finding → AE; v2.3 uses ERR-1 (ELD).
+    let input = "MSH|&&&&|S|F|R|G|2024||ADT^A01|C2|P|2.3\rPID|1\r";
+    let p = v2::parse(input.as_bytes()).expect("parse");
+    let plan = ack::plan(&p.messages[0], &[]);
+    assert_eq!(plan.code, AckCode::AE);
+    let s = segs(&ack::build(&p.messages[0], &plan, &opts()));
+    assert_eq!(s[0][8], "ACK^A01", "no structure component before v2.4");
+    assert_eq!(s[1][1], "AE");
+    assert_eq!(s[1][2], "C2");
+    assert_eq!(s[2][1], "MSH^1^2^102&Data type error&HL70357");
+}
+
+#[test]
+fn ack_enhanced_mode() {
+    // (MSH-15, processing id, expected code, sent?)
+    let cases = [
+        ("AL", "P", AckCode::CA, true),
+        ("NE", "P", AckCode::CA, false),
+        ("ER", "P", AckCode::CA, false),
+        ("ER", "X", AckCode::CR, true),
+        ("SU", "P", AckCode::CA, true),
+        ("SU", "X", AckCode::CR, false),
+    ];
+    for (msh15, pid, code, send) in cases {
+        let input = format!("MSH|^~\\&|S|F|R|G|2024||ADT^A01|C3|{pid}|2.5.1|||{msh15}|AL\rPID|1\r");
+        let p = v2::parse(input.as_bytes()).expect("parse");
+        let plan = ack::plan(&p.messages[0], &[]);
+        assert_eq!(
+            (plan.code, plan.send),
+            (code, send),
+            "MSH-15 {msh15}, MSH-11 {pid}"
+        );
+    }
+}
+
+#[test]
+fn ack_keeps_inbound_delimiters_and_escapes_values() {
+    let input = "MSH^~|\\&^S\\F\\X^F^R^G^2024^^ADT~A24^C4^P^2.4\rPID^1\r";
+    let p = v2::parse(input.as_bytes()).expect("parse");
+    let m = &p.messages[0];
+    let a = ack::build(m, &ack::plan(m, &[]), &opts());
+    assert!(a.starts_with("MSH^~|\\&^R^G^S\\F\\X^F^"), "{a}");
+    let back = v2::parse(a.as_bytes()).expect("parse ack");
+    assert_eq!(
+        back.messages[0]
+            .header()
+            .receiving_application
+            .namespace_id
+            .as_deref(),
+        Some("S^X")
+    );
+}
+
+#[test]
+fn reject_without_msh() {
+    let a = ack::reject_unparsable("no usable MSH segment", &opts());
+    let s = segs(&a);
+    assert_eq!(s[1], ["MSA", "AR"]);
+    assert_eq!(s[2][3], "100^Segment sequence error^HL70357");
+    assert!(v2::parse(a.as_bytes()).is_ok());
+}
