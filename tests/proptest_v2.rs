@@ -71,9 +71,11 @@ fn msh() -> OwnedSegment {
     }
 }
 
-/// Canonical form: trailing empties trimmed at every level; a `""` text is the same as null for
-/// nobody — it is kept distinct by the writer, so it is not normalized.
-fn norm(segs: &[OwnedSegment]) -> Vec<(String, Vec<Vec<Vec<Vec<Leaf>>>>)> {
+/// Canonical form: trailing empties trimmed at every level (the writer omits them). Null and a
+/// `""` text stay distinct: the writer keeps them apart, so they are not normalized.
+type Canonical = Vec<(String, Vec<er7::OwnedField>)>;
+
+fn norm(segs: &[OwnedSegment]) -> Canonical {
     fn trim<T: PartialEq>(mut v: Vec<T>, empty: impl Fn(&T) -> bool) -> Vec<T> {
         while v.last().is_some_and(&empty) {
             v.pop();

@@ -151,14 +151,14 @@ pub fn plan(msg: &Message<'_>, extra: &[Diagnostic]) -> AckPlan {
         ),
         _ => {}
     }
-    if let Some((major, _)) = h.version_number() {
-        if major != 2 {
-            reject(
-                Hl7Error::UnsupportedVersionId,
-                12,
-                format!("version {major}.x is not HL7 v2"),
-            );
-        }
+    if let Some((major, _)) = h.version_number()
+        && major != 2
+    {
+        reject(
+            Hl7Error::UnsupportedVersionId,
+            12,
+            format!("version {major}.x is not HL7 v2"),
+        );
     }
     if h.message_code.is_none() {
         reject(
@@ -264,10 +264,8 @@ pub fn build(msg: &Message<'_>, plan: &AckPlan, opts: &AckOptions) -> String {
         id: "MSA".into(),
         fields: vec![field_text(plan.code.as_str()), field_text(control)],
     };
-    if !modern {
-        if let Some(e) = plan.errors.first() {
-            msa.fields.push(field_text(e.text.clone()));
-        }
+    if !modern && let Some(e) = plan.errors.first() {
+        msa.fields.push(field_text(e.text.clone()));
     }
     segs.push(msa);
     let shown = plan.errors.len().min(opts.max_errors);

@@ -94,7 +94,10 @@ impl Charset {
     /// Invalid input never fails: unknown sequences become U+FFFD.
     pub fn decode(self, bytes: &[u8]) -> Cow<'_, str> {
         match self {
-            Charset::Utf8 => String::from_utf8_lossy(bytes),
+            Charset::Utf8 => match std::str::from_utf8(bytes) {
+                Ok(s) => Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(bytes),
+            },
             Charset::Latin1 => {
                 if bytes.is_ascii() {
                     // ASCII is valid UTF-8.

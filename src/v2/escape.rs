@@ -15,7 +15,7 @@ pub struct EscapeIssue {
 }
 
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if s.is_empty() || !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -47,7 +47,7 @@ pub fn decode<'t>(
     let Some(esc) = delims.escape else {
         return text;
     };
-    if memchr::memchr(esc, text.as_bytes()).is_none() {
+    if super::model::find_byte(esc, text.as_bytes()).is_none() {
         return text;
     }
     let s: &str = &text;
@@ -201,7 +201,7 @@ pub fn encode(text: &str, delims: &Delimiters, out: &mut String) {
         out.push_str(text);
         return;
     }
-    let mut push = |out: &mut String, code: &str| {
+    let push = |out: &mut String, code: &str| {
         out.push(esc);
         out.push_str(code);
         out.push(esc);

@@ -9,6 +9,17 @@ use super::header::Header;
 use serde::Serialize;
 use std::borrow::Cow;
 
+/// Find `needle` in `hay`. Values are mostly a few bytes long, where a plain loop beats memchr's
+/// per-call setup; long values go to memchr.
+#[inline]
+pub(crate) fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
+    if hay.len() < 32 {
+        hay.iter().position(|&b| b == needle)
+    } else {
+        memchr::memchr(needle, hay)
+    }
+}
+
 /// Index entry for one segment: byte range in the input plus its slice of field-separator positions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SegIdx {
@@ -163,7 +174,7 @@ impl<'a> Value<'a> {
     /// Does this value have more than one child (e.g. several repetitions)?
     pub fn has_children(&self) -> bool {
         match self.child_delim() {
-            Some(d) => memchr::memchr(d, self.bytes).is_some(),
+            Some(d) => find_byte(d, self.bytes).is_some(),
             None => false,
         }
     }
@@ -286,7 +297,7 @@ impl<'a> Iterator for Children<'a> {
     type Item = Value<'a>;
     fn next(&mut self) -> Option<Value<'a>> {
         let rest = self.rest?;
-        let (head, tail) = match self.delim.and_then(|d| memchr::memchr(d, rest)) {
+        let (head, tail) = match self.delim.and_then(|d| find_byte(d, rest)) {
             Some(p) => (&rest[..p], Some(&rest[p + 1..])),
             None => (rest, None),
         };

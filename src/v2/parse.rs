@@ -607,18 +607,19 @@ impl<'a, 'o> Parser<'a, 'o> {
             ));
         }
         let declared = seg.field(1).trim().to_string();
-        if let Ok(n) = declared.parse::<usize>() {
-            if !self.batches.is_empty() && n != self.batches.len() {
-                self.diags.push(Diagnostic::new(
-                    Severity::Warning,
-                    Code::BatchEnvelope,
-                    loc(seg.offset, seg.line),
-                    format!(
-                        "FTS-1 declares {n} batch(es); the file holds {}",
-                        self.batches.len()
-                    ),
-                ));
-            }
+        if let Ok(n) = declared.parse::<usize>()
+            && !self.batches.is_empty()
+            && n != self.batches.len()
+        {
+            self.diags.push(Diagnostic::new(
+                Severity::Warning,
+                Code::BatchEnvelope,
+                loc(seg.offset, seg.line),
+                format!(
+                    "FTS-1 declares {n} batch(es); the file holds {}",
+                    self.batches.len()
+                ),
+            ));
         }
         self.file_open = false;
         self.file.get_or_insert_with(FileEnvelope::default).trailer = Some(seg);
@@ -677,15 +678,15 @@ impl<'a, 'o> Parser<'a, 'o> {
             }
         };
         let count = self.batches.get(idx).map(|b| b.messages.len()).unwrap_or(0);
-        if let Ok(n) = seg.field(1).trim().parse::<usize>() {
-            if n != count {
-                self.diags.push(Diagnostic::new(
-                    Severity::Warning,
-                    Code::BatchEnvelope,
-                    loc(seg.offset, seg.line),
-                    format!("BTS-1 declares {n} message(s); the batch holds {count}"),
-                ));
-            }
+        if let Ok(n) = seg.field(1).trim().parse::<usize>()
+            && n != count
+        {
+            self.diags.push(Diagnostic::new(
+                Severity::Warning,
+                Code::BatchEnvelope,
+                loc(seg.offset, seg.line),
+                format!("BTS-1 declares {n} message(s); the batch holds {count}"),
+            ));
         }
         if let Some(b) = self.batches.get_mut(idx) {
             b.trailer = Some(seg);
@@ -893,10 +894,10 @@ impl<'a, 'o> Parser<'a, 'o> {
             ));
         }
         let idx = self.messages.len();
-        if let Some(bp) = msg.batch {
-            if let Some(batch) = self.batches.get_mut(bp.batch) {
-                batch.messages.push(idx);
-            }
+        if let Some(bp) = msg.batch
+            && let Some(batch) = self.batches.get_mut(bp.batch)
+        {
+            batch.messages.push(idx);
         }
         self.messages.push(msg);
     }

@@ -716,8 +716,7 @@ fn group_segments(def: &Group, msg: &Message<'_>, diags: &mut Vec<Diagnostic>) -
         }
         // Advance at level d to child j, reporting required children skipped over.
         let mut j = j;
-        loop {
-            let Some(f) = stack.last_mut() else { break };
+        while let Some(f) = stack.last_mut() {
             let skip_from = if f.used { f.pos + 1 } else { f.pos };
             for c in f.group.children.iter().take(j).skip(skip_from) {
                 if !c.optional() {
