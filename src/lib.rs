@@ -5,4 +5,5 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod fhir;
 pub mod v2;

@@ -1,0 +1,3 @@
+//! FHIR R4 output: validation (official JSON Schema + required elements), bundles, ids, dates.
+
+pub mod validate;
