@@ -68,7 +68,7 @@ fn for_type(c: &Compiled, rt: &str) -> Result<Arc<jsonschema::Validator>, String
     let Some(Value::Object(doc)) = &c.schema else {
         return Err("FHIR schema not loaded".into());
     };
-    if !doc.get("definitions").and_then(|d| d.get(rt)).is_some() {
+    if doc.get("definitions").and_then(|d| d.get(rt)).is_none() {
         return Err(format!("'{rt}' is not an R4 resource type"));
     }
     let mut doc = doc.clone();
