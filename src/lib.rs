@@ -7,3 +7,4 @@
 pub mod clock;
 pub mod fhir;
 pub mod v2;
+pub mod mapping;

@@ -1,0 +1,4 @@
+//! Declarative mappings: loading (YAML with positions, JSON Schema, semantic checks), compiling
+//! to a plan, and evaluating the plan against a parsed v2 message to produce FHIR resources.
+
+pub mod yaml;
