@@ -6,5 +6,5 @@
 
 pub mod clock;
 pub mod fhir;
-pub mod v2;
 pub mod mapping;
+pub mod v2;

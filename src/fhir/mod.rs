@@ -1,3 +1,5 @@
 //! FHIR R4 output: validation (official JSON Schema + required elements), bundles, ids, dates.
 
+pub mod datetime;
+pub mod ids;
 pub mod validate;

@@ -51,7 +51,10 @@ pub struct YamlError {
 }
 
 fn pos(span: &Span) -> Pos {
-    Pos { line: span.start.line(), col: span.start.col() + 1 }
+    Pos {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+    }
 }
 
 fn plain_scalar(s: &str) -> Value {
@@ -88,7 +91,10 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
     // Pending key for the mapping on top of the stack.
     while let Some(ev) = parser.next_event() {
         let (ev, span) = ev.map_err(|e| YamlError {
-            pos: Pos { line: e.marker().line(), col: e.marker().col() + 1 },
+            pos: Pos {
+                line: e.marker().line(),
+                col: e.marker().col() + 1,
+            },
             message: e.info().to_string(),
         })?;
         let p = pos(&span);
@@ -97,39 +103,77 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
             Event::DocumentStart(_) => {
                 docs += 1;
                 if docs > 1 {
-                    return Err(YamlError { pos: p, message: "only one YAML document per mapping file".into() });
+                    return Err(YamlError {
+                        pos: p,
+                        message: "only one YAML document per mapping file".into(),
+                    });
                 }
                 continue;
             }
-            Event::Alias(_) => return Err(YamlError { pos: p, message: "YAML aliases (*name) are not supported".into() }),
+            Event::Alias(_) => {
+                return Err(YamlError {
+                    pos: p,
+                    message: "YAML aliases (*name) are not supported".into(),
+                });
+            }
             Event::Scalar(s, style, anchor, tag) => {
                 if anchor != 0 {
-                    return Err(YamlError { pos: p, message: "YAML anchors (&name) are not supported".into() });
+                    return Err(YamlError {
+                        pos: p,
+                        message: "YAML anchors (&name) are not supported".into(),
+                    });
                 }
                 if tag.is_some() {
-                    return Err(YamlError { pos: p, message: "YAML tags (!tag) are not supported".into() });
+                    return Err(YamlError {
+                        pos: p,
+                        message: "YAML tags (!tag) are not supported".into(),
+                    });
                 }
                 let v = match style {
                     ScalarStyle::Plain => plain_scalar(&s),
                     _ => Value::String(s.into_owned()),
                 };
-                Some(Node { kind: Kind::Scalar(v), pos: p })
+                Some(Node {
+                    kind: Kind::Scalar(v),
+                    pos: p,
+                })
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) if anchor != 0 => {
-                return Err(YamlError { pos: p, message: "YAML anchors (&name) are not supported".into() });
+                return Err(YamlError {
+                    pos: p,
+                    message: "YAML anchors (&name) are not supported".into(),
+                });
             }
             Event::SequenceStart(_, _) => {
-                stack.push((Node { kind: Kind::Seq(vec![]), pos: p }, None));
+                stack.push((
+                    Node {
+                        kind: Kind::Seq(vec![]),
+                        pos: p,
+                    },
+                    None,
+                ));
                 None
             }
             Event::MappingStart(_, _) => {
-                stack.push((Node { kind: Kind::Map(vec![]), pos: p }, None));
+                stack.push((
+                    Node {
+                        kind: Kind::Map(vec![]),
+                        pos: p,
+                    },
+                    None,
+                ));
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (n, pending) = stack.pop().ok_or(YamlError { pos: p, message: "unbalanced YAML structure".into() })?;
+                let (n, pending) = stack.pop().ok_or(YamlError {
+                    pos: p,
+                    message: "unbalanced YAML structure".into(),
+                })?;
                 if let Some((k, kp)) = pending {
-                    return Err(YamlError { pos: kp, message: format!("key '{k}' has no value") });
+                    return Err(YamlError {
+                        pos: kp,
+                        message: format!("key '{k}' has no value"),
+                    });
                 }
                 Some(n)
             }
@@ -143,20 +187,36 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                     None => match node.kind {
                         Kind::Scalar(Value::String(k)) => {
                             if entries.iter().any(|(e, _, _)| *e == k) {
-                                return Err(YamlError { pos: node.pos, message: format!("duplicate key '{k}'") });
+                                return Err(YamlError {
+                                    pos: node.pos,
+                                    message: format!("duplicate key '{k}'"),
+                                });
                             }
                             *pending = Some((k, node.pos));
                         }
                         Kind::Scalar(v) => *pending = Some((v.to_string(), node.pos)),
-                        _ => return Err(YamlError { pos: node.pos, message: "mapping keys must be scalars".into() }),
+                        _ => {
+                            return Err(YamlError {
+                                pos: node.pos,
+                                message: "mapping keys must be scalars".into(),
+                            });
+                        }
                     },
                     Some((k, kp)) => entries.push((k, kp, node)),
                 },
-                Kind::Scalar(_) => return Err(YamlError { pos: p, message: "internal: scalar parent".into() }),
+                Kind::Scalar(_) => {
+                    return Err(YamlError {
+                        pos: p,
+                        message: "internal: scalar parent".into(),
+                    });
+                }
             },
         }
     }
-    root.ok_or(YamlError { pos: Pos { line: 1, col: 1 }, message: "empty file".into() })
+    root.ok_or(YamlError {
+        pos: Pos { line: 1, col: 1 },
+        message: "empty file".into(),
+    })
 }
 
 impl Node {
@@ -170,7 +230,11 @@ impl Node {
         match &self.kind {
             Kind::Scalar(v) => v.clone(),
             Kind::Seq(items) => Value::Array(
-                items.iter().enumerate().map(|(i, n)| n.to_json_at(format!("{ptr}/{i}"), positions)).collect(),
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| n.to_json_at(format!("{ptr}/{i}"), positions))
+                    .collect(),
             ),
             Kind::Map(entries) => {
                 let mut m = Map::new();
@@ -196,7 +260,12 @@ pub fn position_of(positions: &HashMap<String, Pos>, pointer: &str) -> Pos {
         }
         match p.rfind('/') {
             Some(i) => p.truncate(i),
-            None => return positions.get("").copied().unwrap_or(Pos { line: 1, col: 1 }),
+            None => {
+                return positions
+                    .get("")
+                    .copied()
+                    .unwrap_or(Pos { line: 1, col: 1 });
+            }
         }
     }
 }
@@ -218,7 +287,10 @@ mod tests {
         assert_eq!(j["rules"][1]["on"], true);
         assert_eq!(position_of(&pos, "/rules/1/value"), Pos { line: 5, col: 5 });
         assert_eq!(position_of(&pos, "/rules/0/from"), Pos { line: 3, col: 16 });
-        assert_eq!(position_of(&pos, "/rules/1/value/deeper"), Pos { line: 5, col: 5 });
+        assert_eq!(
+            position_of(&pos, "/rules/1/value/deeper"),
+            Pos { line: 5, col: 5 }
+        );
     }
 
     #[test]
