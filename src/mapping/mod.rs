@@ -1,4 +1,7 @@
 //! Declarative mappings: loading (YAML with positions, JSON Schema, semantic checks), compiling
 //! to a plan, and evaluating the plan against a parsed v2 message to produce FHIR resources.
 
+pub mod ast;
+pub mod load;
+pub mod plan;
 pub mod yaml;

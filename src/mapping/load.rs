@@ -1,0 +1,898 @@
+//! Loading a mapping set: YAML with positions → JSON Schema (`mappings/schema/mapping.schema.json`)
+//! → typed files → semantic checks → a compiled [`Plan`]. Every problem is reported as
+//! `file:line:col: what`, and all of them at once.
+
+use super::ast::{self, File};
+use super::plan::*;
+use super::yaml::{self, Pos};
+use crate::v2::Structures;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A problem in a mapping file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// File (as given, relative to the mapping directory's parent when possible).
+    pub file: String,
+    /// 1-based line (0 when the problem is about the file as a whole).
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+    }
+}
+
+const MAPPING_SCHEMA: &str = include_str!("../../mappings/schema/mapping.schema.json");
+
+fn mapping_validator() -> Result<&'static jsonschema::Validator, String> {
+    static V: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
+    V.get_or_init(|| {
+        let schema: Value = serde_json::from_str(MAPPING_SCHEMA).map_err(|e| format!("mapping schema is not JSON: {e}"))?;
+        jsonschema::options().build(&schema).map_err(|e| format!("mapping schema does not compile: {e}"))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// FHIR element model read from the official R4 JSON Schema's definitions.
+struct FhirModel {
+    defs: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ElementInfo {
+    array: bool,
+    /// Element type name (`Identifier`, `string`, `code`…).
+    ty: String,
+}
+
+fn fhir_model() -> Option<&'static FhirModel> {
+    static M: OnceLock<Option<FhirModel>> = OnceLock::new();
+    M.get_or_init(|| {
+        let v: Value = serde_json::from_str(include_str!("../fhir/fhir.r4.schema.json")).ok()?;
+        let defs = v.get("definitions")?.as_object()?.clone();
+        Some(FhirModel { defs })
+    })
+    .as_ref()
+}
+
+fn ref_name(v: &Value) -> Option<String> {
+    v.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/definitions/")).map(str::to_string)
+}
+
+impl FhirModel {
+    fn has_type(&self, t: &str) -> bool {
+        self.defs.contains_key(t)
+    }
+    fn element(&self, ty: &str, key: &str) -> Option<ElementInfo> {
+        let p = self.defs.get(ty)?.get("properties")?.get(key)?;
+        if let Some(items) = p.get("items") {
+            return Some(ElementInfo { array: true, ty: ref_name(items).unwrap_or_else(|| "code".into()) });
+        }
+        Some(ElementInfo { array: false, ty: ref_name(p).unwrap_or_else(|| "code".into()) })
+    }
+    fn choices(&self, ty: &str, key: &str) -> Vec<String> {
+        let Some(props) = self.defs.get(ty).and_then(|d| d.get("properties")).and_then(Value::as_object) else {
+            return vec![];
+        };
+        props
+            .keys()
+            .filter(|k| k.len() > key.len() && k.starts_with(key) && k[key.len()..].starts_with(|c: char| c.is_ascii_uppercase()))
+            .cloned()
+            .collect()
+    }
+}
+
+fn is_primitive(t: &str) -> bool {
+    t.starts_with(|c: char| c.is_ascii_lowercase()) || t == "ResourceList"
+}
+
+/// Highest field number per segment (HL7 v2.8.2), for "field exists" checks; Z- and unlisted
+/// segments are not checked.
+const SEGMENT_FIELDS: &[(&str, usize)] = &[
+    ("MSH", 28), ("EVN", 7), ("PID", 40), ("PD1", 22), ("NK1", 41), ("PV1", 54), ("PV2", 50),
+    ("AL1", 6), ("DG1", 26), ("PR1", 26), ("IN1", 56), ("IN2", 72), ("IN3", 28), ("GT1", 57),
+    ("OBR", 53), ("OBX", 33), ("ORC", 38), ("NTE", 8), ("SPM", 32), ("RXA", 28), ("RXR", 6),
+    ("TQ1", 14), ("MRG", 7), ("ROL", 13), ("SFT", 6), ("PRT", 24), ("MSA", 8), ("ERR", 12),
+    ("DB1", 8), ("ACC", 11), ("UB1", 23), ("UB2", 17), ("PDA", 9), ("DRG", 31), ("SCH", 27),
+];
+
+struct Ctx<'a> {
+    errors: Vec<LoadError>,
+    map_ids: HashMap<String, MapId>,
+    vocab_ids: HashMap<String, VocabId>,
+    alias_ids: HashMap<String, AliasId>,
+    files: &'a HashMap<String, (String, HashMap<String, Pos>)>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, file: &str, ptr: &str, message: impl Into<String>) {
+        let pos = self.files.get(file).map(|(_, p)| yaml::position_of(p, ptr)).unwrap_or_default();
+        self.errors.push(LoadError { file: file.to_string(), line: pos.line, col: pos.col, message: message.into() });
+    }
+    fn origin(&self, file: &str, ptr: &str) -> String {
+        let pos = self.files.get(file).map(|(_, p)| yaml::position_of(p, ptr)).unwrap_or_default();
+        format!("{file}:{}:{}", pos.line, pos.col)
+    }
+}
+
+/// Parse a source path. Segment paths: `PID-3`, `PID-3[*]`, `PID-3[2].4.1`; relative: `.`, `.4.1`;
+/// alternatives: `a | b`.
+pub fn parse_src(s: &str) -> Result<Src, String> {
+    let s = s.trim();
+    if s.contains('|') {
+        let alts: Result<Vec<Src>, String> = s.split('|').map(parse_src).collect();
+        return Ok(Src::Alt(alts?));
+    }
+    if s == "." {
+        return Ok(Src::Rel(vec![]));
+    }
+    if let Some(rest) = s.strip_prefix('.') {
+        let parts: Result<Vec<usize>, String> = rest
+            .split('.')
+            .map(|p| match p.parse::<usize>() {
+                Ok(0) | Err(_) => Err(format!("'{s}': relative paths are .N or .N.M with 1-based numbers")),
+                Ok(n) => Ok(n),
+            })
+            .collect();
+        let parts = parts?;
+        if parts.len() > 2 {
+            return Err(format!("'{s}': at most two levels (.component.subcomponent)"));
+        }
+        return Ok(Src::Rel(parts));
+    }
+    let b = s.as_bytes();
+    if b.len() < 5 || !b[..3].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) || b[3] != b'-' {
+        return Err(format!("'{s}': expected SEG-field (e.g. PID-3) or a relative path (.1)"));
+    }
+    let seg = [b[0], b[1], b[2]];
+    let rest = &s[4..];
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let field: usize = rest[..end].parse().map_err(|_| format!("'{s}': field number missing"))?;
+    if field == 0 {
+        return Err(format!("'{s}': fields are 1-based"));
+    }
+    let mut rest = &rest[end..];
+    let mut rep = Rep::First;
+    if let Some(r) = rest.strip_prefix('[') {
+        let close = r.find(']').ok_or_else(|| format!("'{s}': unclosed '['"))?;
+        rep = match &r[..close] {
+            "*" => Rep::All,
+            n => match n.parse::<usize>() {
+                Ok(0) | Err(_) => return Err(format!("'{s}': repetition must be [*] or a 1-based number")),
+                Ok(n) => Rep::Nth(n),
+            },
+        };
+        rest = &r[close + 1..];
+    }
+    let mut nums = vec![];
+    for p in rest.split('.').skip(1) {
+        match p.parse::<usize>() {
+            Ok(n) if n > 0 => nums.push(n),
+            _ => return Err(format!("'{s}': components are 1-based numbers")),
+        }
+    }
+    if !rest.is_empty() && !rest.starts_with('.') {
+        return Err(format!("'{s}': unexpected text after the field"));
+    }
+    if nums.len() > 2 {
+        return Err(format!("'{s}': at most field.component.subcomponent"));
+    }
+    Ok(Src::Field { seg, field, rep, comp: nums.first().copied(), sub: nums.get(1).copied() })
+}
+
+/// Parse a target path: `identifier[+].type.coding[+].code`, `value[x]`.
+pub fn parse_target(s: &str) -> Result<Vec<Step>, String> {
+    s.split('.')
+        .map(|part| {
+            let (key, mode) = match part.split_once('[') {
+                None => (part, Mode::Plain),
+                Some((k, m)) => {
+                    let m = m.strip_suffix(']').ok_or_else(|| format!("'{s}': unclosed '['"))?;
+                    let mode = match m {
+                        "+" => Mode::Append,
+                        "=" => Mode::Last,
+                        "x" => Mode::Choice,
+                        n => Mode::Index(n.parse().map_err(|_| format!("'{s}': [{m}] is not [+], [=], [x] or an index"))?),
+                    };
+                    (k, mode)
+                }
+            };
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(format!("'{s}': '{key}' is not an element name"));
+            }
+            Ok(Step { key: key.to_string(), mode })
+        })
+        .collect()
+}
+
+fn parse_cond(v: &Value) -> Result<Cond, String> {
+    let obj = v.as_object().ok_or("a condition is an object with one key")?;
+    let (k, val) = obj.iter().next().ok_or("empty condition")?;
+    let list = |val: &Value| -> Result<Vec<Cond>, String> {
+        val.as_array().ok_or(format!("'{k}' takes a list of conditions"))?.iter().map(parse_cond).collect()
+    };
+    let path = |val: &Value| -> Result<Src, String> { parse_src(val.as_str().ok_or(format!("'{k}' takes a path"))?) };
+    Ok(match k.as_str() {
+        "valued" => Cond::Valued(path(val)?),
+        "not_valued" => Cond::NotValued(path(val)?),
+        "all" => Cond::All(list(val)?),
+        "any" => Cond::Any(list(val)?),
+        "not" => Cond::Not(Box::new(parse_cond(val)?)),
+        p => {
+            let values = val
+                .as_array()
+                .ok_or(format!("'{p}' takes a list of values"))?
+                .iter()
+                .map(|x| match x {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            Cond::In(parse_src(p)?, values)
+        }
+    })
+}
+
+fn cond_paths<'c>(c: &'c Cond, out: &mut Vec<&'c Src>) {
+    match c {
+        Cond::In(s, _) | Cond::Valued(s) | Cond::NotValued(s) => out.push(s),
+        Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| cond_paths(c, out)),
+        Cond::Not(c) => cond_paths(c, out),
+    }
+}
+
+fn src_fields(s: &Src, out: &mut Vec<([u8; 3], usize)>) {
+    match s {
+        Src::Field { seg, field, .. } => out.push((*seg, *field)),
+        Src::Rel(_) => {}
+        Src::Alt(a) => a.iter().for_each(|x| src_fields(x, out)),
+    }
+}
+
+/// Split `X[Y]` into (`X`, `Y`).
+fn split_map_name(n: &str) -> Option<(&str, &str)> {
+    let (a, b) = n.split_once('[')?;
+    Some((a, b.strip_suffix(']')?))
+}
+
+fn read_vocab(name: &str, text: &str) -> Result<Vocab, String> {
+    let mut rows = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
+    let (_, header) = rows.next().ok_or("empty vocabulary file")?;
+    let cols: Vec<String> = split_csv(header).into_iter().map(|c| c.trim().to_string()).collect();
+    let col = |n: &str| cols.iter().position(|c| c == n);
+    let sc = col("source_code").ok_or("header must have source_code")?;
+    let tc = col("target_code").ok_or("header must have target_code")?;
+    let (td, ts) = (col("target_display"), col("target_system"));
+    let mut entries = HashMap::new();
+    for (i, line) in rows {
+        let cells = split_csv(line);
+        let get = |c: Option<usize>| c.and_then(|c| cells.get(c)).map(|s| s.trim().to_string()).unwrap_or_default();
+        let key = get(Some(sc));
+        if entries.contains_key(&key) {
+            return Err(format!("line {}: source_code '{key}' appears twice", i + 1));
+        }
+        entries.insert(key, VocabEntry { code: get(Some(tc)), display: get(td), system: get(ts) });
+    }
+    Ok(Vocab { name: name.to_string(), entries })
+}
+
+fn split_csv(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                if let Some(l) = out.last_mut() {
+                    l.push('"');
+                }
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(String::new()),
+            c => {
+                if let Some(l) = out.last_mut() {
+                    l.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "schema" || n == "structures") {
+                continue;
+            }
+            collect_files(&p, out)?;
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "csv") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Load and compile the mapping set in `dir` (e.g. `mappings/`).
+pub fn load_dir(dir: &Path) -> Result<Plan, Vec<LoadError>> {
+    let mut paths = Vec::new();
+    if let Err(e) = collect_files(dir, &mut paths) {
+        return Err(vec![LoadError { file: dir.display().to_string(), line: 0, col: 0, message: format!("cannot read: {e}") }]);
+    }
+    let base = dir.parent().unwrap_or(dir);
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        let name = p.strip_prefix(base).unwrap_or(&p).display().to_string();
+        match std::fs::read_to_string(&p) {
+            Ok(t) => sources.push((name, t)),
+            Err(e) => errors.push(LoadError { file: name, line: 0, col: 0, message: format!("cannot read: {e}") }),
+        }
+    }
+    match load_sources(&sources) {
+        Ok(plan) if errors.is_empty() => Ok(plan),
+        Ok(_) => Err(errors),
+        Err(mut e) => {
+            errors.append(&mut e);
+            Err(errors)
+        }
+    }
+}
+
+/// Load and compile from in-memory `(file name, text)` pairs: `.yaml` mapping files and `.csv`
+/// vocabularies (named by file stem).
+pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>> {
+    let mut errors: Vec<LoadError> = Vec::new();
+    let validator = match mapping_validator() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(LoadError { file: "mappings/schema/mapping.schema.json".into(), line: 0, col: 0, message: e });
+            None
+        }
+    };
+    let mut files: HashMap<String, (String, HashMap<String, Pos>)> = HashMap::new();
+    let mut parsed: Vec<(String, File)> = Vec::new();
+    let mut vocabs: Vec<Vocab> = Vec::new();
+    for (name, text) in sources {
+        if name.ends_with(".csv") {
+            let stem = Path::new(name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            match read_vocab(&stem, text) {
+                Ok(v) => vocabs.push(v),
+                Err(e) => errors.push(LoadError { file: name.clone(), line: 1, col: 1, message: e }),
+            }
+            continue;
+        }
+        let node = match yaml::parse(text) {
+            Ok(n) => n,
+            Err(e) => {
+                errors.push(LoadError { file: name.clone(), line: e.pos.line, col: e.pos.col, message: e.message });
+                continue;
+            }
+        };
+        let mut positions = HashMap::new();
+        let json = node.to_json(&mut positions);
+        let mut schema_ok = true;
+        if let Some(v) = validator {
+            for e in v.iter_errors(&json) {
+                schema_ok = false;
+                let ptr = e.instance_path().to_string();
+                let pos = yaml::position_of(&positions, &ptr);
+                let msg: String = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                let msg = if msg.chars().count() > 240 { msg.chars().take(240).collect::<String>() + "…" } else { msg };
+                errors.push(LoadError { file: name.clone(), line: pos.line, col: pos.col, message: format!("{}: {msg}", if ptr.is_empty() { "/" } else { &ptr }) });
+            }
+        }
+        files.insert(name.clone(), (String::new(), positions));
+        if !schema_ok {
+            continue;
+        }
+        match serde_json::from_value::<File>(json) {
+            Ok(f) => parsed.push((name.clone(), f)),
+            Err(e) => errors.push(LoadError { file: name.clone(), line: 1, col: 1, message: e.to_string() }),
+        }
+    }
+
+    let mut ctx = Ctx { errors, map_ids: HashMap::new(), vocab_ids: HashMap::new(), alias_ids: HashMap::new(), files: &files };
+    let mut seen_vocab = HashMap::new();
+    for (i, v) in vocabs.iter().enumerate() {
+        if seen_vocab.insert(v.name.clone(), i).is_some() {
+            ctx.errors.push(LoadError { file: format!("vocab {}", v.name), line: 0, col: 0, message: "vocabulary defined twice".into() });
+        }
+        ctx.vocab_ids.insert(v.name.clone(), i);
+    }
+    // Map ids first (maps may refer to each other in any order).
+    let mut map_defs: Vec<(String, &ast::RuleMap, bool)> = Vec::new();
+    for (file, f) in &parsed {
+        match f {
+            File::Segment(m) | File::Datatype(m) => {
+                if ctx.map_ids.contains_key(&m.map) {
+                    ctx.err(file, "/map", format!("map {} is defined twice", m.map));
+                    continue;
+                }
+                ctx.map_ids.insert(m.map.clone(), map_defs.len());
+                map_defs.push((file.clone(), m, matches!(f, File::Segment(_))));
+            }
+            File::Message(m) => {
+                for r in &m.resources {
+                    let n = ctx.alias_ids.len();
+                    ctx.alias_ids.entry(r.alias.clone()).or_insert(n);
+                }
+            }
+        }
+    }
+    let model = fhir_model();
+    if model.is_none() {
+        ctx.errors.push(LoadError { file: "src/fhir/fhir.r4.schema.json".into(), line: 0, col: 0, message: "FHIR schema unreadable".into() });
+    }
+    let mut maps = Vec::new();
+    for (file, m, is_segment) in &map_defs {
+        let (left, fhir_type) = split_map_name(&m.map).unwrap_or(("", ""));
+        if let Some(model) = model {
+            if !model.has_type(fhir_type) {
+                ctx.err(file, "/map", format!("'{fhir_type}' is not an R4 type"));
+            }
+        }
+        if *is_segment && left.len() != 3 {
+            ctx.err(file, "/map", format!("a segment map is named SEG[Type]; '{left}' is not a segment id"));
+        }
+        let seg_ctx = if *is_segment { Some(left) } else { None };
+        let rules = compile_rules(&mut ctx, model, file, "/rules", &m.rules, fhir_type, seg_ctx);
+        maps.push(MapPlan { name: m.map.clone(), fhir_type: fhir_type.to_string(), rules });
+    }
+    let mut messages = Vec::new();
+    let mut message_names = HashMap::new();
+    for (file, f) in &parsed {
+        let File::Message(m) = f else { continue };
+        if message_names.insert(m.name.clone(), file.clone()).is_some() {
+            ctx.err(file, "/name", format!("message map '{}' is defined twice", m.name));
+        }
+        for (i, s) in m.structures.iter().enumerate() {
+            if Structures::builtin().get(s).is_none() {
+                ctx.err(file, &format!("/structures/{i}"), format!("unknown message structure {s} (see mappings/structures/)"));
+            }
+        }
+        let mut resources = Vec::new();
+        let mut declared: Vec<String> = Vec::new();
+        for (i, r) in m.resources.iter().enumerate() {
+            let ptr = format!("/resources/{i}");
+            let alias = ctx.alias_ids.get(&r.alias).copied().unwrap_or(0);
+            let map = match ctx.map_ids.get(&r.map) {
+                Some(&id) => {
+                    if !map_defs[id].2 {
+                        ctx.err(file, &format!("{ptr}/map"), format!("{} is a datatype map; resources come from segment maps", r.map));
+                    }
+                    if maps[id].fhir_type != r.rtype {
+                        ctx.err(file, &format!("{ptr}/map"), format!("{} builds {}, not {}", r.map, maps[id].fhir_type, r.rtype));
+                    }
+                    id
+                }
+                None => {
+                    ctx.err(file, &format!("{ptr}/map"), format!("no segment map named {}", r.map));
+                    0
+                }
+            };
+            let mut steps: Vec<SourceStep> = r
+                .source
+                .split('/')
+                .map(|p| match p.strip_suffix("[*]") {
+                    Some(n) => SourceStep { name: n.to_string(), all: true },
+                    None => SourceStep { name: p.to_string(), all: false },
+                })
+                .collect();
+            let segment = steps.pop().unwrap_or(SourceStep { name: String::new(), all: false });
+            if segment.name.len() != 3 || !segment.name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+                ctx.err(file, &format!("{ptr}/source"), format!("'{}': the last step must be a segment id", r.source));
+            } else if let Some((seg, _)) = split_map_name(&r.map) {
+                if seg != segment.name {
+                    ctx.err(file, &format!("{ptr}/source"), format!("source segment {} does not match map {}", segment.name, r.map));
+                }
+            }
+            for st in &steps {
+                let known = m.structures.iter().any(|s| Structures::builtin().get(s).is_some_and(|g| group_exists(g, &st.name)));
+                if !known {
+                    ctx.err(file, &format!("{ptr}/source"), format!("group {} does not exist in {}", st.name, m.structures.join(", ")));
+                }
+            }
+            let mut key = Vec::new();
+            for (k, p) in r.id.key.iter().enumerate() {
+                match parse_src(p) {
+                    Ok(s) => key.push(s),
+                    Err(e) => ctx.err(file, &format!("{ptr}/id/key/{k}"), e),
+                }
+            }
+            let scope = match r.id.scope.as_deref() {
+                None | Some("sender") => IdScope::Sender,
+                Some("message") => IdScope::Message,
+                _ => IdScope::Global,
+            };
+            let base = match &r.id.base {
+                Some(b) if declared.contains(b) => ctx.alias_ids.get(b).copied(),
+                Some(b) => {
+                    ctx.err(file, &format!("{ptr}/id/base"), format!("base '{b}' must be a resource declared before this one"));
+                    None
+                }
+                None => None,
+            };
+            let when = match &r.when {
+                Some(w) => match parse_cond(w) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        ctx.err(file, &format!("{ptr}/when"), e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            declared.push(r.alias.clone());
+            let origin = ctx.origin(file, &ptr);
+            resources.push(ResourcePlan { alias, rtype: r.rtype.clone(), groups: steps, segment, map, key, scope, base, optional: r.optional, when, origin });
+        }
+        messages.push(MessagePlan {
+            name: m.name.clone(),
+            structures: m.structures.clone(),
+            events: m.events.clone(),
+            resources,
+            tests: m.tests.clone(),
+            file: file.clone(),
+        });
+    }
+    // Every alias used by ref/refs must be declared by some message map.
+    let mut aliases: Vec<String> = vec![String::new(); ctx.alias_ids.len()];
+    for (k, &v) in &ctx.alias_ids {
+        aliases[v] = k.clone();
+    }
+    let errors = ctx.errors;
+    if errors.is_empty() {
+        Ok(Plan { messages, maps, vocabs, aliases })
+    } else {
+        Err(errors)
+    }
+}
+
+fn group_exists(g: &crate::v2::structure::Group, name: &str) -> bool {
+    use crate::v2::structure::Node;
+    &*g.name == name
+        || g.children.iter().any(|c| match c {
+            Node::Group(sub) => group_exists(sub, name),
+            Node::Segment { .. } => false,
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_rules(
+    ctx: &mut Ctx<'_>,
+    model: Option<&FhirModel>,
+    file: &str,
+    ptr: &str,
+    rules: &[ast::Rule],
+    target_type: &str,
+    segment: Option<&str>,
+) -> Vec<RulePlan> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let p = format!("{ptr}/{i}");
+        match r.name.as_deref() {
+            Some(n) => {
+                if let Some(prev) = names.insert(n, i) {
+                    ctx.err(file, &format!("{p}/name"), format!("rule name '{n}' is already used by rule #{}", prev + 1));
+                }
+            }
+            None => ctx.err(file, &p, "every rule needs a name"),
+        }
+        if let Some(rp) = compile_rule(ctx, model, file, &p, r, target_type, segment, None, None) {
+            out.push(rp);
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_rule(
+    ctx: &mut Ctx<'_>,
+    model: Option<&FhirModel>,
+    file: &str,
+    ptr: &str,
+    r: &ast::Rule,
+    target_type: &str,
+    segment: Option<&str>,
+    inherit_from: Option<&Src>,
+    inherit_to: Option<&str>,
+) -> Option<RulePlan> {
+    let name = r.name.clone().unwrap_or_else(|| "case".into());
+    let producers = [
+        r.value.is_some(),
+        r.via.is_some(),
+        r.func.is_some(),
+        r.rules.is_some(),
+        r.reference.is_some(),
+        r.refs.is_some(),
+        r.resource.is_some(),
+        r.switch.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if producers > 1 {
+        ctx.err(file, ptr, "a rule takes at most one of value, via, fn, rules, ref, refs, resource, switch");
+        return None;
+    }
+    let from = match &r.from {
+        Some(f) => match parse_src(f) {
+            Ok(s) => {
+                check_src(ctx, file, &format!("{ptr}/from"), &s, segment);
+                Some(s)
+            }
+            Err(e) => {
+                ctx.err(file, &format!("{ptr}/from"), e);
+                return None;
+            }
+        },
+        None => inherit_from.cloned(),
+    };
+    let to_text = r.to.as_deref().or(inherit_to);
+    let to = match to_text {
+        Some(t) => match parse_target(t) {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.err(file, &format!("{ptr}/to"), e);
+                return None;
+            }
+        },
+        None if r.switch.is_some() => vec![],
+        None => {
+            ctx.err(file, ptr, "rule has no 'to'");
+            return None;
+        }
+    };
+    // Resolve the FHIR type of the target element.
+    let mut elem_ty: Option<String> = None;
+    if let Some(model) = model {
+        if !to.is_empty() {
+            let mut ty = target_type.to_string();
+            for (k, st) in to.iter().enumerate() {
+                if st.mode == Mode::Choice {
+                    let c = model.choices(&ty, &st.key);
+                    if c.is_empty() {
+                        ctx.err(file, &format!("{ptr}/to"), format!("{ty} has no choice element {}[x]", st.key));
+                        return None;
+                    }
+                    elem_ty = Some("*".into());
+                    break;
+                }
+                match model.element(&ty, &st.key) {
+                    None => {
+                        ctx.err(file, &format!("{ptr}/to"), format!("{ty} has no element '{}'", st.key));
+                        return None;
+                    }
+                    Some(info) => {
+                        if info.array && st.mode == Mode::Plain {
+                            ctx.err(file, &format!("{ptr}/to"), format!("{ty}.{} is a list: write {}[+] (append) or {}[=] (last)", st.key, st.key, st.key));
+                        }
+                        if !info.array && matches!(st.mode, Mode::Append | Mode::Last | Mode::Index(_)) {
+                            ctx.err(file, &format!("{ptr}/to"), format!("{ty}.{} is not a list; drop the [..]", st.key));
+                        }
+                        ty = info.ty;
+                        if k == to.len() - 1 {
+                            elem_ty = Some(ty.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let when = match &r.when {
+        Some(w) => match parse_cond(w) {
+            Ok(c) => {
+                let mut ps = vec![];
+                cond_paths(&c, &mut ps);
+                for s in ps {
+                    check_src(ctx, file, &format!("{ptr}/when"), s, segment);
+                }
+                Some(c)
+            }
+            Err(e) => {
+                ctx.err(file, &format!("{ptr}/when"), e);
+                return None;
+            }
+        },
+        None => None,
+    };
+    let vocab = match &r.vocab {
+        Some(v) => {
+            let (n, field) = match v.split_once('.') {
+                Some((n, "display")) => (n, VocabField::Display),
+                Some((n, "system")) => (n, VocabField::System),
+                Some((n, _)) => (n, VocabField::Code),
+                None => (v.as_str(), VocabField::Code),
+            };
+            match ctx.vocab_ids.get(n) {
+                Some(&id) => Some((id, field)),
+                None => {
+                    ctx.err(file, &format!("{ptr}/vocab"), format!("no vocabulary named {n} (mappings/vocab/{n}.csv)"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let expect_ty = |ctx: &mut Ctx<'_>, want: &str, what: &str| {
+        if let Some(t) = &elem_ty {
+            if t != "*" && t != want {
+                ctx.err(file, &format!("{ptr}/to"), format!("{what} produces {want}, but the target element is {t}"));
+            }
+        }
+    };
+    let producer = if let Some(v) = &r.value {
+        Producer::Const(v.clone())
+    } else if let Some(via) = &r.via {
+        match ctx.map_ids.get(via) {
+            Some(&id) => {
+                let (_, fty) = split_map_name(via).unwrap_or(("", ""));
+                expect_ty(ctx, fty, &format!("via {via}"));
+                Producer::Via(id)
+            }
+            None => {
+                ctx.err(file, &format!("{ptr}/via"), format!("no datatype map named {via}"));
+                return None;
+            }
+        }
+    } else if let Some(f) = &r.func {
+        let func = Func::from_name(f)?;
+        if let Some(t) = &elem_ty {
+            let object_fn = matches!(func, Func::Sn | Func::Attachment);
+            if t != "*" && !object_fn && !is_primitive(t) {
+                ctx.err(file, &format!("{ptr}/to"), format!("fn {f} produces a primitive, but the target element is {t}"));
+            }
+        }
+        Producer::Fn(func)
+    } else if let Some(sub) = &r.rules {
+        let Some(t) = elem_ty.clone().or_else(|| model.is_none().then(String::new)) else { return None };
+        Producer::Rules(compile_rules(ctx, model, file, &format!("{ptr}/rules"), sub, &t, segment))
+    } else if let Some(a) = &r.reference {
+        expect_ty(ctx, "Reference", "ref");
+        match ctx.alias_ids.get(a) {
+            Some(&id) => Producer::Ref(id),
+            None => {
+                ctx.err(file, &format!("{ptr}/ref"), format!("no message map declares a resource 'as: {a}'"));
+                return None;
+            }
+        }
+    } else if let Some(a) = &r.refs {
+        expect_ty(ctx, "Reference", "refs");
+        match ctx.alias_ids.get(a) {
+            Some(&id) => Producer::Refs(id),
+            None => {
+                ctx.err(file, &format!("{ptr}/refs"), format!("no message map declares a resource 'as: {a}'"));
+                return None;
+            }
+        }
+    } else if let Some(res) = &r.resource {
+        expect_ty(ctx, "Reference", "resource");
+        let map = match ctx.map_ids.get(&res.map) {
+            Some(&id) => id,
+            None => {
+                ctx.err(file, &format!("{ptr}/resource/map"), format!("no datatype map named {}", res.map));
+                return None;
+            }
+        };
+        if split_map_name(&res.map).map(|(_, t)| t) != Some(res.rtype.as_str()) {
+            ctx.err(file, &format!("{ptr}/resource/map"), format!("{} does not build {}", res.map, res.rtype));
+        }
+        let mut key = vec![];
+        for (k, p) in res.key.iter().enumerate() {
+            match parse_src(p) {
+                Ok(s) => key.push(s),
+                Err(e) => ctx.err(file, &format!("{ptr}/resource/key/{k}"), e),
+            }
+        }
+        Producer::Resource { rtype: res.rtype.clone(), map, key }
+    } else if let Some(sw) = &r.switch {
+        let on = match parse_src(sw) {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.err(file, &format!("{ptr}/switch"), e);
+                return None;
+            }
+        };
+        check_src(ctx, file, &format!("{ptr}/switch"), &on, segment);
+        let mut cases = vec![];
+        let mut default = None;
+        for (k, c) in r.cases.iter().flatten().enumerate() {
+            let cp = format!("{ptr}/cases/{k}");
+            let Some(plan) = compile_rule(ctx, model, file, &cp, c, target_type, segment, from.as_ref(), to_text) else { continue };
+            match &c.is {
+                Some(values) => cases.push((values.clone(), plan)),
+                None if default.is_none() => default = Some(Box::new(plan)),
+                None => ctx.err(file, &cp, "only one case may omit 'is' (the default)"),
+            }
+        }
+        if cases.is_empty() && default.is_none() {
+            ctx.err(file, ptr, "a switch needs cases");
+        }
+        Producer::Switch { on, cases, default }
+    } else {
+        if from.is_none() {
+            ctx.err(file, ptr, "a rule needs 'from' or one of value, via, fn, rules, ref, refs, resource, switch");
+            return None;
+        }
+        if let Some(t) = &elem_ty {
+            if t != "*" && !is_primitive(t) {
+                ctx.err(file, &format!("{ptr}/to"), format!("copying text into {t} needs 'via' a datatype map or 'rules'"));
+            }
+        }
+        Producer::Text
+    };
+    let origin = ctx.origin(file, ptr);
+    Some(RulePlan { name, from, to, when, producer, vocab, default: r.default.clone(), required: r.required, origin })
+}
+
+fn check_src(ctx: &mut Ctx<'_>, file: &str, ptr: &str, s: &Src, segment: Option<&str>) {
+    let mut fields = vec![];
+    src_fields(s, &mut fields);
+    for (seg, field) in fields {
+        let id = String::from_utf8_lossy(&seg).into_owned();
+        if segment.is_none() && id != "MSH" {
+            // Datatype maps address relative paths; segment paths there would bypass the value.
+            ctx.err(file, ptr, format!("datatype maps use relative paths (.1); {id}-{field} is a segment path"));
+            continue;
+        }
+        if let Some((_, max)) = SEGMENT_FIELDS.iter().find(|(s, _)| *s == id) {
+            if field > *max {
+                ctx.err(file, ptr, format!("{id} has {max} fields; {id}-{field} does not exist"));
+            }
+        }
+    }
+    if segment.is_some() {
+        if let Src::Rel(_) = s {
+            ctx.err(file, ptr, "segment maps use segment paths (PID-3); relative paths (.1) belong in datatype maps");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_paths() {
+        let ok = [
+            ("PID-3", Src::Field { seg: *b"PID", field: 3, rep: Rep::First, comp: None, sub: None }),
+            ("PID-3[*].4.1", Src::Field { seg: *b"PID", field: 3, rep: Rep::All, comp: Some(4), sub: Some(1) }),
+            ("OBX-5[2]", Src::Field { seg: *b"OBX", field: 5, rep: Rep::Nth(2), comp: None, sub: None }),
+            (".", Src::Rel(vec![])),
+            (".4.2", Src::Rel(vec![4, 2])),
+        ];
+        for (s, want) in ok {
+            assert_eq!(parse_src(s), Ok(want), "{s}");
+        }
+        assert!(matches!(parse_src("PID-5.1 | PID-5.2"), Ok(Src::Alt(v)) if v.len() == 2));
+        for bad in ["PID", "pid-3", "PID-0", "PID-3[0]", "PID-3.0", "PID-3.1.2.3", ".0", "PID-3x", ".1.2.3"] {
+            assert!(parse_src(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn target_paths() {
+        let t = parse_target("identifier[+].type.coding[=].code").expect("parse");
+        assert_eq!(t.len(), 4);
+        assert_eq!(t[0].mode, Mode::Append);
+        assert_eq!(t[2].mode, Mode::Last);
+        assert_eq!(parse_target("value[x]").expect("x")[0].mode, Mode::Choice);
+        assert!(parse_target("a[?]").is_err());
+        assert!(parse_target("a..b").is_err());
+    }
+}

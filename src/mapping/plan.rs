@@ -1,0 +1,335 @@
+//! The compiled mapping plan: every path parsed, every name resolved to an index. Evaluation
+//! does no YAML, no parsing and no name lookups.
+
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Index of a rule map in [`Plan::maps`].
+pub type MapId = usize;
+/// Index of a vocabulary in [`Plan::vocabs`].
+pub type VocabId = usize;
+/// Index of an alias in [`Plan::aliases`].
+pub type AliasId = usize;
+
+/// Which repetitions a source path selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rep {
+    /// The first (default).
+    First,
+    /// Every repetition (`[*]`): the rule runs once per repetition.
+    All,
+    /// The n-th (1-based).
+    Nth(usize),
+}
+
+/// A compiled source path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Src {
+    /// `SEG-f[rep].c.s` — a segment field, relative to the current segment or group.
+    Field {
+        /// Segment id.
+        seg: [u8; 3],
+        /// Field number.
+        field: usize,
+        /// Repetition selector.
+        rep: Rep,
+        /// Component.
+        comp: Option<usize>,
+        /// Subcomponent.
+        sub: Option<usize>,
+    },
+    /// `.c.s` — relative to the current datatype value; empty = the value itself.
+    Rel(Vec<usize>),
+    /// `a | b` — the first that is valued.
+    Alt(Vec<Src>),
+}
+
+impl Src {
+    /// Does this path iterate (`[*]`)?
+    pub fn iterates(&self) -> bool {
+        match self {
+            Src::Field { rep, .. } => *rep == Rep::All,
+            Src::Rel(_) => false,
+            Src::Alt(a) => a.iter().any(Src::iterates),
+        }
+    }
+}
+
+/// How a target step addresses a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A single element.
+    Plain,
+    /// `[+]`: append a new element.
+    Append,
+    /// `[=]`: the element last appended.
+    Last,
+    /// `[n]`: 0-based index.
+    Index(usize),
+    /// `[x]`: choice type; the function supplies the type suffix.
+    Choice,
+}
+
+/// One step of a target path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Element name.
+    pub key: String,
+    /// List addressing.
+    pub mode: Mode,
+}
+
+/// A compiled condition.
+#[derive(Debug, Clone)]
+pub enum Cond {
+    /// Value (decoded text) is one of these.
+    In(Src, Vec<String>),
+    /// Valued (not empty, not null).
+    Valued(Src),
+    /// Not valued.
+    NotValued(Src),
+    /// All hold.
+    All(Vec<Cond>),
+    /// Any holds.
+    Any(Vec<Cond>),
+    /// Does not hold.
+    Not(Box<Cond>),
+}
+
+/// Conversion functions (`fn:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    /// Decoded text.
+    Text,
+    /// FHIR date.
+    Date,
+    /// FHIR dateTime.
+    DateTime,
+    /// FHIR instant.
+    Instant,
+    /// FHIR time.
+    Time,
+    /// JSON number with the digits as sent.
+    Decimal,
+    /// Integer.
+    Integer,
+    /// Integer > 0.
+    PositiveInt,
+    /// Integer ≥ 0.
+    UnsignedInt,
+    /// Y/N/T/F/1/0 → true/false.
+    Boolean,
+    /// OIDs become `urn:oid:…`; URIs pass through.
+    Uri,
+    /// Structured numeric → Quantity / Range / Ratio (for `value[x]`).
+    Sn,
+    /// Upper-case.
+    Upper,
+    /// Lower-case.
+    Lower,
+    /// ED/RP → Attachment.
+    Attachment,
+}
+
+impl Func {
+    /// Parse a function name.
+    pub fn from_name(s: &str) -> Option<Func> {
+        Some(match s {
+            "text" => Func::Text,
+            "date" => Func::Date,
+            "datetime" => Func::DateTime,
+            "instant" => Func::Instant,
+            "time" => Func::Time,
+            "decimal" => Func::Decimal,
+            "integer" => Func::Integer,
+            "positive_int" => Func::PositiveInt,
+            "unsigned_int" => Func::UnsignedInt,
+            "boolean" => Func::Boolean,
+            "uri" => Func::Uri,
+            "sn" => Func::Sn,
+            "upper" => Func::Upper,
+            "lower" => Func::Lower,
+            "attachment" => Func::Attachment,
+            _ => return None,
+        })
+    }
+}
+
+/// Which column of a vocabulary entry a rule takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VocabField {
+    /// target_code
+    Code,
+    /// target_display
+    Display,
+    /// target_system
+    System,
+}
+
+/// What a rule produces.
+#[derive(Debug, Clone)]
+pub enum Producer {
+    /// The decoded text of the source.
+    Text,
+    /// A constant.
+    Const(Value),
+    /// A datatype map applied to the source value.
+    Via(MapId),
+    /// Inline sub-rules building an object.
+    Rules(Vec<RulePlan>),
+    /// A conversion.
+    Fn(Func),
+    /// A reference to a resource of this message.
+    Ref(AliasId),
+    /// References to every resource with this alias inside the current resource's group instance.
+    Refs(AliasId),
+    /// A resource built from the source value; the rule writes a reference to it.
+    Resource {
+        /// FHIR type.
+        rtype: String,
+        /// Datatype map.
+        map: MapId,
+        /// Key paths (relative).
+        key: Vec<Src>,
+    },
+    /// First matching case.
+    Switch {
+        /// Value switched on.
+        on: Src,
+        /// (values, rule) pairs.
+        cases: Vec<(Vec<String>, RulePlan)>,
+        /// Case without `is`.
+        default: Option<Box<RulePlan>>,
+    },
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct RulePlan {
+    /// Name (for messages and overlays).
+    pub name: String,
+    /// Source.
+    pub from: Option<Src>,
+    /// Target.
+    pub to: Vec<Step>,
+    /// Condition.
+    pub when: Option<Cond>,
+    /// What is produced.
+    pub producer: Producer,
+    /// Vocabulary applied to text.
+    pub vocab: Option<(VocabId, VocabField)>,
+    /// Fallback constant.
+    pub default: Option<Value>,
+    /// Missing → resource not emitted.
+    pub required: bool,
+    /// `file:line:col` of the rule, for diagnostics.
+    pub origin: String,
+}
+
+/// A compiled segment or datatype map.
+#[derive(Debug, Clone)]
+pub struct MapPlan {
+    /// `PID[Patient]`.
+    pub name: String,
+    /// `Patient`.
+    pub fhir_type: String,
+    /// Rules.
+    pub rules: Vec<RulePlan>,
+}
+
+/// One step of a resource source: a group (every instance or the first) or the final segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStep {
+    /// Group name or segment id.
+    pub name: String,
+    /// `[*]`: every instance / occurrence.
+    pub all: bool,
+}
+
+/// A compiled resource definition of a message map.
+#[derive(Debug, Clone)]
+pub struct ResourcePlan {
+    /// Alias.
+    pub alias: AliasId,
+    /// FHIR type.
+    pub rtype: String,
+    /// Group steps, then the segment step.
+    pub groups: Vec<SourceStep>,
+    /// The segment.
+    pub segment: SourceStep,
+    /// Segment map.
+    pub map: MapId,
+    /// Id keys.
+    pub key: Vec<Src>,
+    /// Id scope.
+    pub scope: IdScope,
+    /// Base alias.
+    pub base: Option<AliasId>,
+    /// Absent source is fine.
+    pub optional: bool,
+    /// Condition.
+    pub when: Option<Cond>,
+    /// Where it is defined.
+    pub origin: String,
+}
+
+/// Id scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdScope {
+    /// Sending application + facility.
+    Sender,
+    /// This message (control id).
+    Message,
+    /// Everywhere.
+    Global,
+}
+
+/// A compiled message map.
+#[derive(Debug, Clone)]
+pub struct MessagePlan {
+    /// Name.
+    pub name: String,
+    /// Structures.
+    pub structures: Vec<String>,
+    /// Events (`ADT^A04`); empty = all.
+    pub events: Vec<String>,
+    /// Resources in order.
+    pub resources: Vec<ResourcePlan>,
+    /// Tests.
+    pub tests: Vec<super::ast::TestCase>,
+    /// Source file.
+    pub file: String,
+}
+
+/// A vocabulary entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VocabEntry {
+    /// target_code
+    pub code: String,
+    /// target_display
+    pub display: String,
+    /// target_system
+    pub system: String,
+}
+
+/// A vocabulary (concept map) loaded from CSV.
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    /// Name (file stem).
+    pub name: String,
+    /// source_code → entry.
+    pub entries: HashMap<String, VocabEntry>,
+}
+
+/// The whole compiled mapping set.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Message maps.
+    pub messages: Vec<MessagePlan>,
+    /// Segment and datatype maps.
+    pub maps: Vec<MapPlan>,
+    /// Vocabularies.
+    pub vocabs: Vec<Vocab>,
+    /// Alias names.
+    pub aliases: Vec<String>,
+}
