@@ -1,0 +1,286 @@
+//! The conversion functions a rule can name with `fn:`. Pure, documented, unit-tested. Each
+//! takes the source value and returns a JSON value, or an error that says what was wrong (never
+//! quoting the value: it may be PHI).
+
+use super::plan::Func;
+use crate::fhir::datetime;
+use crate::v2::Value as V2;
+use jiff::tz::TimeZone;
+use serde_json::{Number, Value, json};
+
+/// Output of a function: the value, and for `value[x]` targets the type suffix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Produced {
+    /// The JSON value.
+    pub value: Value,
+    /// `Quantity`, `Range`, `Ratio`, `String`, … for choice targets.
+    pub choice: Option<&'static str>,
+}
+
+fn plain(v: Value, choice: &'static str) -> Produced {
+    Produced { value: v, choice: Some(choice) }
+}
+
+/// A FHIR decimal from HL7 NM text: `+1.50` → `1.50`, `.5` → `0.5`; digits kept exactly.
+pub fn decimal(s: &str) -> Result<Number, String> {
+    let t = s.trim();
+    let (neg, body) = match t.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let body = if body.starts_with('.') { format!("0{body}") } else { body.to_string() };
+    let ok = !body.is_empty()
+        && body.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && body.bytes().filter(|&b| b == b'.').count() <= 1
+        && !body.ends_with('.');
+    if !ok {
+        return Err("not a decimal number".into());
+    }
+    // Strip redundant leading zeros ("007" → "7", "00.5" → "0.5"): JSON forbids them.
+    let trimmed = body.trim_start_matches('0');
+    let body = if trimmed.is_empty() || trimmed.starts_with('.') { format!("0{trimmed}") } else { trimmed.to_string() };
+    let text = if neg && body.bytes().any(|b| (b'1'..=b'9').contains(&b)) { format!("-{body}") } else { body };
+    text.parse::<Number>().map_err(|_| "not a decimal number".into())
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn is_oid(s: &str) -> bool {
+    let mut parts = s.split('.');
+    matches!(parts.next(), Some("0" | "1" | "2"))
+        && s.contains('.')
+        && s.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Apply `f` to a v2 value. `Ok(None)` means "nothing to write" (empty input).
+pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, String> {
+    if !v.is_valued() {
+        return Ok(None);
+    }
+    let text = || v.text().map(|t| t.trim().to_string()).unwrap_or_default();
+    let out = match f {
+        Func::Text => plain(Value::String(text()), "String"),
+        Func::Upper => plain(Value::String(text().to_uppercase()), "String"),
+        Func::Lower => plain(Value::String(text().to_lowercase()), "String"),
+        Func::Date => plain(Value::String(datetime::parse_dtm(&first_component(v))?.to_date()), "Date"),
+        Func::DateTime => plain(Value::String(datetime::parse_dtm(&first_component(v))?.to_datetime(zone)), "DateTime"),
+        Func::Instant => plain(Value::String(datetime::parse_dtm(&first_component(v))?.to_instant(zone)), "Instant"),
+        Func::Time => plain(Value::String(datetime::tm_to_time(&first_component(v))?), "Time"),
+        Func::Decimal => plain(Value::Number(decimal(&text())?), "Decimal"),
+        Func::Integer | Func::PositiveInt | Func::UnsignedInt => {
+            let n: i64 = text().parse().map_err(|_| "not an integer".to_string())?;
+            let ok = match f {
+                Func::PositiveInt => n > 0,
+                Func::UnsignedInt => n >= 0,
+                _ => i32::try_from(n).is_ok(),
+            };
+            if !ok {
+                return Err("integer out of range".into());
+            }
+            plain(json!(n), "Integer")
+        }
+        Func::Boolean => match text().to_ascii_uppercase().as_str() {
+            "Y" | "YES" | "T" | "TRUE" | "1" => plain(Value::Bool(true), "Boolean"),
+            "N" | "NO" | "F" | "FALSE" | "0" => plain(Value::Bool(false), "Boolean"),
+            _ => return Err("not a Y/N boolean".into()),
+        },
+        Func::Uri => {
+            let t = text();
+            let uri = if is_oid(&t) {
+                format!("urn:oid:{t}")
+            } else if t.len() == 36 && t.bytes().filter(|&b| b == b'-').count() == 4 && t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+                format!("urn:uuid:{}", t.to_ascii_lowercase())
+            } else if t.contains(':') && !t.contains(' ') {
+                t
+            } else {
+                return Err("not an OID, UUID or URI".into());
+            };
+            plain(Value::String(uri), "Uri")
+        }
+        Func::Sn => sn(v)?,
+        Func::Attachment => attachment(v)?,
+    };
+    Ok(Some(out))
+}
+
+/// The text of the first component (TS/DTM fields carry a precision in component 2 before v2.6).
+fn first_component(v: &V2<'_>) -> String {
+    let c = if v.has_children() { v.child(1) } else { *v };
+    c.text().map(|t| t.trim().to_string()).unwrap_or_default()
+}
+
+/// SN (structured numeric): comparator ^ num1 ^ separator/suffix ^ num2.
+fn sn(v: &V2<'_>) -> Result<Produced, String> {
+    let part = |n: usize| v.child(n).text().map(|t| t.trim().to_string()).unwrap_or_default();
+    let (cmp, n1, sep, n2) = (part(1), part(2), part(3), part(4));
+    let q = |s: &str| -> Result<Value, String> { Ok(json!({ "value": Value::Number(decimal(s)?) })) };
+    match sep.as_str() {
+        "" if !n1.is_empty() => {
+            let mut quantity = q(&n1)?;
+            if !cmp.is_empty() {
+                let c = match cmp.as_str() {
+                    "<" | "<=" | ">" | ">=" => cmp.clone(),
+                    "=" => String::new(),
+                    _ => return Err("SN comparator is not <, <=, >, >= or =".into()),
+                };
+                if !c.is_empty() {
+                    quantity["comparator"] = Value::String(c);
+                }
+            }
+            Ok(plain(quantity, "Quantity"))
+        }
+        "-" if !n1.is_empty() && !n2.is_empty() => Ok(plain(json!({ "low": q(&n1)?, "high": q(&n2)? }), "Range")),
+        ":" | "/" if !n1.is_empty() && !n2.is_empty() => {
+            Ok(plain(json!({ "numerator": q(&n1)?, "denominator": q(&n2)? }), "Ratio"))
+        }
+        "+" if !n1.is_empty() => Ok(plain(Value::String(format!("{cmp}{n1}+")), "String")),
+        _ => Err("SN value does not follow comparator^num1^separator^num2".into()),
+    }
+}
+
+/// ED: source ^ type ^ subtype ^ encoding ^ data → Attachment.
+fn attachment(v: &V2<'_>) -> Result<Produced, String> {
+    let part = |n: usize| v.child(n).text().map(|t| t.trim().to_string()).unwrap_or_default();
+    let (ty, subtype, enc) = (part(2).to_ascii_lowercase(), part(3).to_ascii_lowercase(), part(4).to_ascii_uppercase());
+    let raw = v.child(5).text().map(|t| t.into_owned()).unwrap_or_default();
+    let data = match enc.as_str() {
+        "BASE64" => raw.split_whitespace().collect::<String>(),
+        "A" | "" => base64(raw.as_bytes()),
+        "HEX" => {
+            let clean: String = raw.split_whitespace().collect();
+            if clean.len() % 2 != 0 || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err("ED data declared Hex is not hexadecimal".into());
+            }
+            let bytes: Vec<u8> = (0..clean.len()).step_by(2).filter_map(|i| u8::from_str_radix(&clean[i..i + 2], 16).ok()).collect();
+            base64(&bytes)
+        }
+        _ => return Err("ED encoding is not Base64, A or Hex".into()),
+    };
+    let mut a = serde_json::Map::new();
+    let mime = |t: &str| match t {
+        "text" | "tx" => Some("text"),
+        "ap" | "application" => Some("application"),
+        "image" | "im" => Some("image"),
+        "audio" | "au" => Some("audio"),
+        "video" => Some("video"),
+        "multipart" => Some("multipart"),
+        _ => None,
+    };
+    if let Some(major) = mime(&ty) {
+        let minor = match subtype.as_str() {
+            "" => "octet-stream".to_string(),
+            "pdf" => "pdf".into(),
+            "rtf" => "rtf".into(),
+            "jpeg" | "jpg" => "jpeg".into(),
+            s => s.to_string(),
+        };
+        a.insert("contentType".into(), Value::String(format!("{major}/{minor}")));
+    }
+    if !data.is_empty() {
+        a.insert("data".into(), Value::String(data));
+    }
+    if a.is_empty() {
+        return Err("ED value holds no data".into());
+    }
+    Ok(plain(Value::Object(a), "Attachment"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn val(text: &str) -> (Vec<u8>, usize) {
+        let msg = format!("MSH|^~\\&|A|B|C|D|2024||ORU^R01|1|P|2.5\rOBX|1|ST|X||{text}\r");
+        (msg.into_bytes(), 0)
+    }
+
+    fn run(f: Func, text: &str) -> Result<Option<Produced>, String> {
+        let (bytes, _) = val(text);
+        let p = crate::v2::parse(&bytes).map_err(|e| e.to_string())?;
+        let m = &p.messages[0];
+        let v = m.segment(1).map(|s| s.field(5).rep(1)).ok_or("no OBX")?;
+        apply(f, &v, &TimeZone::UTC)
+    }
+
+    #[test]
+    fn table() {
+        let cases: &[(Func, &str, Option<Value>)] = &[
+            (Func::Decimal, "98.10", Some(serde_json::from_str("98.10").expect("n"))),
+            (Func::Decimal, "+007.50", Some(serde_json::from_str("7.50").expect("n"))),
+            (Func::Decimal, ".5", Some(serde_json::from_str("0.5").expect("n"))),
+            (Func::Decimal, "-0", Some(json!(0))),
+            (Func::Decimal, "1.2.3", None),
+            (Func::Integer, "42", Some(json!(42))),
+            (Func::PositiveInt, "0", None),
+            (Func::Boolean, "Y", Some(json!(true))),
+            (Func::Boolean, "n", Some(json!(false))),
+            (Func::Boolean, "maybe", None),
+            (Func::Date, "19800102", Some(json!("1980-01-02"))),
+            (Func::Date, "198001", Some(json!("1980-01"))),
+            (Func::DateTime, "198001021230", Some(json!("1980-01-02T12:30:00Z"))),
+            (Func::DateTime, "19800102", Some(json!("1980-01-02"))),
+            (Func::DateTime, "20240101^M", Some(json!("2024-01-01"))),
+            (Func::Time, "1230", Some(json!("12:30:00"))),
+            (Func::Uri, "2.16.840.1.113883.6.1", Some(json!("urn:oid:2.16.840.1.113883.6.1"))),
+            (Func::Uri, "http://loinc.org", Some(json!("http://loinc.org"))),
+            (Func::Uri, "LN", None),
+            (Func::Upper, "abc", Some(json!("ABC"))),
+        ];
+        for (f, input, want) in cases {
+            let got = run(*f, input);
+            match (got, want) {
+                (Ok(Some(p)), Some(w)) => assert_eq!(&p.value, w, "{f:?} {input}"),
+                (Err(_), None) => {}
+                (g, w) => panic!("{f:?} {input}: got {g:?}, want {w:?}"),
+            }
+        }
+        assert_eq!(run(Func::Text, "").expect("empty"), None);
+    }
+
+    #[test]
+    fn structured_numeric() {
+        let cases: &[(&str, &str, Value)] = &[
+            ("^182", "Quantity", json!({"value": 182})),
+            (">^10", "Quantity", json!({"value": 10, "comparator": ">"})),
+            ("^10^-^20", "Range", json!({"low": {"value": 10}, "high": {"value": 20}})),
+            ("^1^:^128", "Ratio", json!({"numerator": {"value": 1}, "denominator": {"value": 128}})),
+            ("^2^+", "String", json!("2+")),
+        ];
+        for (input, choice, want) in cases {
+            let p = run(Func::Sn, input).expect("ok").expect("some");
+            assert_eq!(p.choice, Some(*choice), "{input}");
+            assert_eq!(&p.value, want, "{input}");
+        }
+        assert!(run(Func::Sn, "abc^x").is_err());
+    }
+
+    #[test]
+    fn attachments_and_base64() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        let p = run(Func::Attachment, "LAB^AP^PDF^Base64^JVBERi0=").expect("ok").expect("some");
+        assert_eq!(p.value, json!({"contentType": "application/pdf", "data": "JVBERi0="}));
+        let p = run(Func::Attachment, "^TEXT^^A^hello").expect("ok").expect("some");
+        assert_eq!(p.value, json!({"contentType": "text/octet-stream", "data": "aGVsbG8="}));
+    }
+}
