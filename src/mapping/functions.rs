@@ -18,7 +18,10 @@ pub struct Produced {
 }
 
 fn plain(v: Value, choice: &'static str) -> Produced {
-    Produced { value: v, choice: Some(choice) }
+    Produced {
+        value: v,
+        choice: Some(choice),
+    }
 }
 
 /// A FHIR decimal from HL7 NM text: `+1.50` → `1.50`, `.5` → `0.5`; digits kept exactly.
@@ -28,7 +31,11 @@ pub fn decimal(s: &str) -> Result<Number, String> {
         Some(b) => (true, b),
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
-    let body = if body.starts_with('.') { format!("0{body}") } else { body.to_string() };
+    let body = if body.starts_with('.') {
+        format!("0{body}")
+    } else {
+        body.to_string()
+    };
     let ok = !body.is_empty()
         && body.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         && body.bytes().filter(|&b| b == b'.').count() <= 1
@@ -38,9 +45,18 @@ pub fn decimal(s: &str) -> Result<Number, String> {
     }
     // Strip redundant leading zeros ("007" → "7", "00.5" → "0.5"): JSON forbids them.
     let trimmed = body.trim_start_matches('0');
-    let body = if trimmed.is_empty() || trimmed.starts_with('.') { format!("0{trimmed}") } else { trimmed.to_string() };
-    let text = if neg && body.bytes().any(|b| (b'1'..=b'9').contains(&b)) { format!("-{body}") } else { body };
-    text.parse::<Number>().map_err(|_| "not a decimal number".into())
+    let body = if trimmed.is_empty() || trimmed.starts_with('.') {
+        format!("0{trimmed}")
+    } else {
+        trimmed.to_string()
+    };
+    let text = if neg && body.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+        format!("-{body}")
+    } else {
+        body
+    };
+    text.parse::<Number>()
+        .map_err(|_| "not a decimal number".into())
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -49,7 +65,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -66,7 +86,8 @@ fn is_oid(s: &str) -> bool {
     let mut parts = s.split('.');
     matches!(parts.next(), Some("0" | "1" | "2"))
         && s.contains('.')
-        && s.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && s.split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Apply `f` to a v2 value. `Ok(None)` means "nothing to write" (empty input).
@@ -79,10 +100,22 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
         Func::Text => plain(Value::String(text()), "String"),
         Func::Upper => plain(Value::String(text().to_uppercase()), "String"),
         Func::Lower => plain(Value::String(text().to_lowercase()), "String"),
-        Func::Date => plain(Value::String(datetime::parse_dtm(&first_component(v))?.to_date()), "Date"),
-        Func::DateTime => plain(Value::String(datetime::parse_dtm(&first_component(v))?.to_datetime(zone)), "DateTime"),
-        Func::Instant => plain(Value::String(datetime::parse_dtm(&first_component(v))?.to_instant(zone)), "Instant"),
-        Func::Time => plain(Value::String(datetime::tm_to_time(&first_component(v))?), "Time"),
+        Func::Date => plain(
+            Value::String(datetime::parse_dtm(&first_component(v))?.to_date()),
+            "Date",
+        ),
+        Func::DateTime => plain(
+            Value::String(datetime::parse_dtm(&first_component(v))?.to_datetime(zone)),
+            "DateTime",
+        ),
+        Func::Instant => plain(
+            Value::String(datetime::parse_dtm(&first_component(v))?.to_instant(zone)),
+            "Instant",
+        ),
+        Func::Time => plain(
+            Value::String(datetime::tm_to_time(&first_component(v))?),
+            "Time",
+        ),
         Func::Decimal => plain(Value::Number(decimal(&text())?), "Decimal"),
         Func::Integer | Func::PositiveInt | Func::UnsignedInt => {
             let n: i64 = text().parse().map_err(|_| "not an integer".to_string())?;
@@ -105,7 +138,10 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
             let t = text();
             let uri = if is_oid(&t) {
                 format!("urn:oid:{t}")
-            } else if t.len() == 36 && t.bytes().filter(|&b| b == b'-').count() == 4 && t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            } else if t.len() == 36
+                && t.bytes().filter(|&b| b == b'-').count() == 4
+                && t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+            {
                 format!("urn:uuid:{}", t.to_ascii_lowercase())
             } else if t.contains(':') && !t.contains(' ') {
                 t
@@ -116,6 +152,10 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
         }
         Func::Sn => sn(v)?,
         Func::Attachment => attachment(v)?,
+        Func::Phone => plain(
+            Value::String(phone(v).ok_or("XTN holds no number or address")?),
+            "String",
+        ),
     };
     Ok(Some(out))
 }
@@ -126,11 +166,51 @@ fn first_component(v: &V2<'_>) -> String {
     c.text().map(|t| t.trim().to_string()).unwrap_or_default()
 }
 
+/// XTN → one string: XTN.1 (formatted), else XTN.4 (e-mail), else +country (area) local ext.
+fn phone(v: &V2<'_>) -> Option<String> {
+    let part = |n: usize| {
+        v.child(n)
+            .text()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    };
+    if let Some(t) = part(1) {
+        return Some(t);
+    }
+    if let Some(e) = part(4) {
+        return Some(e);
+    }
+    if let Some(u) = part(12) {
+        return Some(u);
+    }
+    let local = part(7)?;
+    let mut out = String::new();
+    if let Some(c) = part(5) {
+        out.push('+');
+        out.push_str(c.trim_start_matches('+'));
+        out.push(' ');
+    }
+    if let Some(a) = part(6) {
+        out.push_str(&format!("({a}) "));
+    }
+    out.push_str(&local);
+    if let Some(x) = part(8) {
+        out.push_str(&format!(" ext. {x}"));
+    }
+    Some(out)
+}
+
 /// SN (structured numeric): comparator ^ num1 ^ separator/suffix ^ num2.
 fn sn(v: &V2<'_>) -> Result<Produced, String> {
-    let part = |n: usize| v.child(n).text().map(|t| t.trim().to_string()).unwrap_or_default();
+    let part = |n: usize| {
+        v.child(n)
+            .text()
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    };
     let (cmp, n1, sep, n2) = (part(1), part(2), part(3), part(4));
-    let q = |s: &str| -> Result<Value, String> { Ok(json!({ "value": Value::Number(decimal(s)?) })) };
+    let q =
+        |s: &str| -> Result<Value, String> { Ok(json!({ "value": Value::Number(decimal(s)?) })) };
     match sep.as_str() {
         "" if !n1.is_empty() => {
             let mut quantity = q(&n1)?;
@@ -146,10 +226,13 @@ fn sn(v: &V2<'_>) -> Result<Produced, String> {
             }
             Ok(plain(quantity, "Quantity"))
         }
-        "-" if !n1.is_empty() && !n2.is_empty() => Ok(plain(json!({ "low": q(&n1)?, "high": q(&n2)? }), "Range")),
-        ":" | "/" if !n1.is_empty() && !n2.is_empty() => {
-            Ok(plain(json!({ "numerator": q(&n1)?, "denominator": q(&n2)? }), "Ratio"))
+        "-" if !n1.is_empty() && !n2.is_empty() => {
+            Ok(plain(json!({ "low": q(&n1)?, "high": q(&n2)? }), "Range"))
         }
+        ":" | "/" if !n1.is_empty() && !n2.is_empty() => Ok(plain(
+            json!({ "numerator": q(&n1)?, "denominator": q(&n2)? }),
+            "Ratio",
+        )),
         "+" if !n1.is_empty() => Ok(plain(Value::String(format!("{cmp}{n1}+")), "String")),
         _ => Err("SN value does not follow comparator^num1^separator^num2".into()),
     }
@@ -157,9 +240,22 @@ fn sn(v: &V2<'_>) -> Result<Produced, String> {
 
 /// ED: source ^ type ^ subtype ^ encoding ^ data → Attachment.
 fn attachment(v: &V2<'_>) -> Result<Produced, String> {
-    let part = |n: usize| v.child(n).text().map(|t| t.trim().to_string()).unwrap_or_default();
-    let (ty, subtype, enc) = (part(2).to_ascii_lowercase(), part(3).to_ascii_lowercase(), part(4).to_ascii_uppercase());
-    let raw = v.child(5).text().map(|t| t.into_owned()).unwrap_or_default();
+    let part = |n: usize| {
+        v.child(n)
+            .text()
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    };
+    let (ty, subtype, enc) = (
+        part(2).to_ascii_lowercase(),
+        part(3).to_ascii_lowercase(),
+        part(4).to_ascii_uppercase(),
+    );
+    let raw = v
+        .child(5)
+        .text()
+        .map(|t| t.into_owned())
+        .unwrap_or_default();
     let data = match enc.as_str() {
         "BASE64" => raw.split_whitespace().collect::<String>(),
         "A" | "" => base64(raw.as_bytes()),
@@ -168,7 +264,10 @@ fn attachment(v: &V2<'_>) -> Result<Produced, String> {
             if clean.len() % 2 != 0 || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err("ED data declared Hex is not hexadecimal".into());
             }
-            let bytes: Vec<u8> = (0..clean.len()).step_by(2).filter_map(|i| u8::from_str_radix(&clean[i..i + 2], 16).ok()).collect();
+            let bytes: Vec<u8> = (0..clean.len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(&clean[i..i + 2], 16).ok())
+                .collect();
             base64(&bytes)
         }
         _ => return Err("ED encoding is not Base64, A or Hex".into()),
@@ -191,7 +290,10 @@ fn attachment(v: &V2<'_>) -> Result<Produced, String> {
             "jpeg" | "jpg" => "jpeg".into(),
             s => s.to_string(),
         };
-        a.insert("contentType".into(), Value::String(format!("{major}/{minor}")));
+        a.insert(
+            "contentType".into(),
+            Value::String(format!("{major}/{minor}")),
+        );
     }
     if !data.is_empty() {
         a.insert("data".into(), Value::String(data));
@@ -222,9 +324,21 @@ mod tests {
     #[test]
     fn table() {
         let cases: &[(Func, &str, Option<Value>)] = &[
-            (Func::Decimal, "98.10", Some(serde_json::from_str("98.10").expect("n"))),
-            (Func::Decimal, "+007.50", Some(serde_json::from_str("7.50").expect("n"))),
-            (Func::Decimal, ".5", Some(serde_json::from_str("0.5").expect("n"))),
+            (
+                Func::Decimal,
+                "98.10",
+                Some(serde_json::from_str("98.10").expect("n")),
+            ),
+            (
+                Func::Decimal,
+                "+007.50",
+                Some(serde_json::from_str("7.50").expect("n")),
+            ),
+            (
+                Func::Decimal,
+                ".5",
+                Some(serde_json::from_str("0.5").expect("n")),
+            ),
             (Func::Decimal, "-0", Some(json!(0))),
             (Func::Decimal, "1.2.3", None),
             (Func::Integer, "42", Some(json!(42))),
@@ -234,14 +348,38 @@ mod tests {
             (Func::Boolean, "maybe", None),
             (Func::Date, "19800102", Some(json!("1980-01-02"))),
             (Func::Date, "198001", Some(json!("1980-01"))),
-            (Func::DateTime, "198001021230", Some(json!("1980-01-02T12:30:00Z"))),
+            (
+                Func::DateTime,
+                "198001021230",
+                Some(json!("1980-01-02T12:30:00Z")),
+            ),
             (Func::DateTime, "19800102", Some(json!("1980-01-02"))),
             (Func::DateTime, "20240101^M", Some(json!("2024-01-01"))),
             (Func::Time, "1230", Some(json!("12:30:00"))),
-            (Func::Uri, "2.16.840.1.113883.6.1", Some(json!("urn:oid:2.16.840.1.113883.6.1"))),
-            (Func::Uri, "http://loinc.org", Some(json!("http://loinc.org"))),
+            (
+                Func::Uri,
+                "2.16.840.1.113883.6.1",
+                Some(json!("urn:oid:2.16.840.1.113883.6.1")),
+            ),
+            (
+                Func::Uri,
+                "http://loinc.org",
+                Some(json!("http://loinc.org")),
+            ),
             (Func::Uri, "LN", None),
             (Func::Upper, "abc", Some(json!("ABC"))),
+            (
+                Func::Phone,
+                "(555)555-1234^PRN^PH",
+                Some(json!("(555)555-1234")),
+            ),
+            (Func::Phone, "^NET^Internet^a@b.org", Some(json!("a@b.org"))),
+            (
+                Func::Phone,
+                "^PRN^PH^^1^919^5551234^22",
+                Some(json!("+1 (919) 5551234 ext. 22")),
+            ),
+            (Func::Phone, "^PRN^PH", None),
         ];
         for (f, input, want) in cases {
             let got = run(*f, input);
@@ -259,8 +397,16 @@ mod tests {
         let cases: &[(&str, &str, Value)] = &[
             ("^182", "Quantity", json!({"value": 182})),
             (">^10", "Quantity", json!({"value": 10, "comparator": ">"})),
-            ("^10^-^20", "Range", json!({"low": {"value": 10}, "high": {"value": 20}})),
-            ("^1^:^128", "Ratio", json!({"numerator": {"value": 1}, "denominator": {"value": 128}})),
+            (
+                "^10^-^20",
+                "Range",
+                json!({"low": {"value": 10}, "high": {"value": 20}}),
+            ),
+            (
+                "^1^:^128",
+                "Ratio",
+                json!({"numerator": {"value": 1}, "denominator": {"value": 128}}),
+            ),
             ("^2^+", "String", json!("2+")),
         ];
         for (input, choice, want) in cases {
@@ -278,9 +424,19 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        let p = run(Func::Attachment, "LAB^AP^PDF^Base64^JVBERi0=").expect("ok").expect("some");
-        assert_eq!(p.value, json!({"contentType": "application/pdf", "data": "JVBERi0="}));
-        let p = run(Func::Attachment, "^TEXT^^A^hello").expect("ok").expect("some");
-        assert_eq!(p.value, json!({"contentType": "text/octet-stream", "data": "aGVsbG8="}));
+        let p = run(Func::Attachment, "LAB^AP^PDF^Base64^JVBERi0=")
+            .expect("ok")
+            .expect("some");
+        assert_eq!(
+            p.value,
+            json!({"contentType": "application/pdf", "data": "JVBERi0="})
+        );
+        let p = run(Func::Attachment, "^TEXT^^A^hello")
+            .expect("ok")
+            .expect("some");
+        assert_eq!(
+            p.value,
+            json!({"contentType": "text/octet-stream", "data": "aGVsbG8="})
+        );
     }
 }

@@ -27,7 +27,11 @@ pub struct LoadError {
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
     }
 }
 
@@ -36,8 +40,11 @@ const MAPPING_SCHEMA: &str = include_str!("../../mappings/schema/mapping.schema.
 fn mapping_validator() -> Result<&'static jsonschema::Validator, String> {
     static V: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
     V.get_or_init(|| {
-        let schema: Value = serde_json::from_str(MAPPING_SCHEMA).map_err(|e| format!("mapping schema is not JSON: {e}"))?;
-        jsonschema::options().build(&schema).map_err(|e| format!("mapping schema does not compile: {e}"))
+        let schema: Value = serde_json::from_str(MAPPING_SCHEMA)
+            .map_err(|e| format!("mapping schema is not JSON: {e}"))?;
+        jsonschema::options()
+            .build(&schema)
+            .map_err(|e| format!("mapping schema does not compile: {e}"))
     })
     .as_ref()
     .map_err(Clone::clone)
@@ -66,7 +73,10 @@ fn fhir_model() -> Option<&'static FhirModel> {
 }
 
 fn ref_name(v: &Value) -> Option<String> {
-    v.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/definitions/")).map(str::to_string)
+    v.get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/definitions/"))
+        .map(str::to_string)
 }
 
 impl FhirModel {
@@ -76,17 +86,32 @@ impl FhirModel {
     fn element(&self, ty: &str, key: &str) -> Option<ElementInfo> {
         let p = self.defs.get(ty)?.get("properties")?.get(key)?;
         if let Some(items) = p.get("items") {
-            return Some(ElementInfo { array: true, ty: ref_name(items).unwrap_or_else(|| "code".into()) });
+            return Some(ElementInfo {
+                array: true,
+                ty: ref_name(items).unwrap_or_else(|| "code".into()),
+            });
         }
-        Some(ElementInfo { array: false, ty: ref_name(p).unwrap_or_else(|| "code".into()) })
+        Some(ElementInfo {
+            array: false,
+            ty: ref_name(p).unwrap_or_else(|| "code".into()),
+        })
     }
     fn choices(&self, ty: &str, key: &str) -> Vec<String> {
-        let Some(props) = self.defs.get(ty).and_then(|d| d.get("properties")).and_then(Value::as_object) else {
+        let Some(props) = self
+            .defs
+            .get(ty)
+            .and_then(|d| d.get("properties"))
+            .and_then(Value::as_object)
+        else {
             return vec![];
         };
         props
             .keys()
-            .filter(|k| k.len() > key.len() && k.starts_with(key) && k[key.len()..].starts_with(|c: char| c.is_ascii_uppercase()))
+            .filter(|k| {
+                k.len() > key.len()
+                    && k.starts_with(key)
+                    && k[key.len()..].starts_with(|c: char| c.is_ascii_uppercase())
+            })
             .cloned()
             .collect()
     }
@@ -99,11 +124,41 @@ fn is_primitive(t: &str) -> bool {
 /// Highest field number per segment (HL7 v2.8.2), for "field exists" checks; Z- and unlisted
 /// segments are not checked.
 const SEGMENT_FIELDS: &[(&str, usize)] = &[
-    ("MSH", 28), ("EVN", 7), ("PID", 40), ("PD1", 22), ("NK1", 41), ("PV1", 54), ("PV2", 50),
-    ("AL1", 6), ("DG1", 26), ("PR1", 26), ("IN1", 56), ("IN2", 72), ("IN3", 28), ("GT1", 57),
-    ("OBR", 53), ("OBX", 33), ("ORC", 38), ("NTE", 8), ("SPM", 32), ("RXA", 28), ("RXR", 6),
-    ("TQ1", 14), ("MRG", 7), ("ROL", 13), ("SFT", 6), ("PRT", 24), ("MSA", 8), ("ERR", 12),
-    ("DB1", 8), ("ACC", 11), ("UB1", 23), ("UB2", 17), ("PDA", 9), ("DRG", 31), ("SCH", 27),
+    ("MSH", 28),
+    ("EVN", 7),
+    ("PID", 40),
+    ("PD1", 22),
+    ("NK1", 41),
+    ("PV1", 54),
+    ("PV2", 50),
+    ("AL1", 6),
+    ("DG1", 26),
+    ("PR1", 26),
+    ("IN1", 56),
+    ("IN2", 72),
+    ("IN3", 28),
+    ("GT1", 57),
+    ("OBR", 53),
+    ("OBX", 33),
+    ("ORC", 38),
+    ("NTE", 8),
+    ("SPM", 32),
+    ("RXA", 28),
+    ("RXR", 6),
+    ("TQ1", 14),
+    ("MRG", 7),
+    ("ROL", 13),
+    ("SFT", 6),
+    ("PRT", 24),
+    ("MSA", 8),
+    ("ERR", 12),
+    ("DB1", 8),
+    ("ACC", 11),
+    ("UB1", 23),
+    ("UB2", 17),
+    ("PDA", 9),
+    ("DRG", 31),
+    ("SCH", 27),
 ];
 
 struct Ctx<'a> {
@@ -116,11 +171,24 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&mut self, file: &str, ptr: &str, message: impl Into<String>) {
-        let pos = self.files.get(file).map(|(_, p)| yaml::position_of(p, ptr)).unwrap_or_default();
-        self.errors.push(LoadError { file: file.to_string(), line: pos.line, col: pos.col, message: message.into() });
+        let pos = self
+            .files
+            .get(file)
+            .map(|(_, p)| yaml::position_of(p, ptr))
+            .unwrap_or_default();
+        self.errors.push(LoadError {
+            file: file.to_string(),
+            line: pos.line,
+            col: pos.col,
+            message: message.into(),
+        });
     }
     fn origin(&self, file: &str, ptr: &str) -> String {
-        let pos = self.files.get(file).map(|(_, p)| yaml::position_of(p, ptr)).unwrap_or_default();
+        let pos = self
+            .files
+            .get(file)
+            .map(|(_, p)| yaml::position_of(p, ptr))
+            .unwrap_or_default();
         format!("{file}:{}:{}", pos.line, pos.col)
     }
 }
@@ -140,24 +208,49 @@ pub fn parse_src(s: &str) -> Result<Src, String> {
         let parts: Result<Vec<usize>, String> = rest
             .split('.')
             .map(|p| match p.parse::<usize>() {
-                Ok(0) | Err(_) => Err(format!("'{s}': relative paths are .N or .N.M with 1-based numbers")),
+                Ok(0) | Err(_) => Err(format!(
+                    "'{s}': relative paths are .N or .N.M with 1-based numbers"
+                )),
                 Ok(n) => Ok(n),
             })
             .collect();
         let parts = parts?;
         if parts.len() > 2 {
-            return Err(format!("'{s}': at most two levels (.component.subcomponent)"));
+            return Err(format!(
+                "'{s}': at most two levels (.component.subcomponent)"
+            ));
         }
         return Ok(Src::Rel(parts));
     }
     let b = s.as_bytes();
-    if b.len() < 5 || !b[..3].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) || b[3] != b'-' {
-        return Err(format!("'{s}': expected SEG-field (e.g. PID-3) or a relative path (.1)"));
+    if b.len() < 3
+        || !b[..3]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    {
+        return Err(format!(
+            "'{s}': expected SEG-field (e.g. PID-3), SEG[*] or a relative path (.1)"
+        ));
     }
     let seg = [b[0], b[1], b[2]];
-    let rest = &s[4..];
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-    let field: usize = rest[..end].parse().map_err(|_| format!("'{s}': field number missing"))?;
+    let (seg_all, after) = match s[3..].strip_prefix("[*]") {
+        Some(r) => (true, r),
+        None => (false, &s[3..]),
+    };
+    if after.is_empty() {
+        return Ok(Src::Seg { seg, all: seg_all });
+    }
+    let Some(rest) = after.strip_prefix('-') else {
+        return Err(format!(
+            "'{s}': expected SEG-field (e.g. PID-3), SEG[*] or a relative path (.1)"
+        ));
+    };
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let field: usize = rest[..end]
+        .parse()
+        .map_err(|_| format!("'{s}': field number missing"))?;
     if field == 0 {
         return Err(format!("'{s}': fields are 1-based"));
     }
@@ -168,7 +261,9 @@ pub fn parse_src(s: &str) -> Result<Src, String> {
         rep = match &r[..close] {
             "*" => Rep::All,
             n => match n.parse::<usize>() {
-                Ok(0) | Err(_) => return Err(format!("'{s}': repetition must be [*] or a 1-based number")),
+                Ok(0) | Err(_) => {
+                    return Err(format!("'{s}': repetition must be [*] or a 1-based number"));
+                }
                 Ok(n) => Rep::Nth(n),
             },
         };
@@ -187,7 +282,14 @@ pub fn parse_src(s: &str) -> Result<Src, String> {
     if nums.len() > 2 {
         return Err(format!("'{s}': at most field.component.subcomponent"));
     }
-    Ok(Src::Field { seg, field, rep, comp: nums.first().copied(), sub: nums.get(1).copied() })
+    Ok(Src::Field {
+        seg,
+        seg_all,
+        field,
+        rep,
+        comp: nums.first().copied(),
+        sub: nums.get(1).copied(),
+    })
 }
 
 /// Parse a target path: `identifier[+].type.coding[+].code`, `value[x]`.
@@ -197,12 +299,16 @@ pub fn parse_target(s: &str) -> Result<Vec<Step>, String> {
             let (key, mode) = match part.split_once('[') {
                 None => (part, Mode::Plain),
                 Some((k, m)) => {
-                    let m = m.strip_suffix(']').ok_or_else(|| format!("'{s}': unclosed '['"))?;
+                    let m = m
+                        .strip_suffix(']')
+                        .ok_or_else(|| format!("'{s}': unclosed '['"))?;
                     let mode = match m {
                         "+" => Mode::Append,
                         "=" => Mode::Last,
                         "x" => Mode::Choice,
-                        n => Mode::Index(n.parse().map_err(|_| format!("'{s}': [{m}] is not [+], [=], [x] or an index"))?),
+                        n => Mode::Index(n.parse().map_err(|_| {
+                            format!("'{s}': [{m}] is not [+], [=], [x] or an index")
+                        })?),
                     };
                     (k, mode)
                 }
@@ -210,18 +316,29 @@ pub fn parse_target(s: &str) -> Result<Vec<Step>, String> {
             if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(format!("'{s}': '{key}' is not an element name"));
             }
-            Ok(Step { key: key.to_string(), mode })
+            Ok(Step {
+                key: key.to_string(),
+                mode,
+            })
         })
         .collect()
 }
 
 fn parse_cond(v: &Value) -> Result<Cond, String> {
-    let obj = v.as_object().ok_or("a condition is an object with one key")?;
+    let obj = v
+        .as_object()
+        .ok_or("a condition is an object with one key")?;
     let (k, val) = obj.iter().next().ok_or("empty condition")?;
     let list = |val: &Value| -> Result<Vec<Cond>, String> {
-        val.as_array().ok_or(format!("'{k}' takes a list of conditions"))?.iter().map(parse_cond).collect()
+        val.as_array()
+            .ok_or(format!("'{k}' takes a list of conditions"))?
+            .iter()
+            .map(parse_cond)
+            .collect()
     };
-    let path = |val: &Value| -> Result<Src, String> { parse_src(val.as_str().ok_or(format!("'{k}' takes a path"))?) };
+    let path = |val: &Value| -> Result<Src, String> {
+        parse_src(val.as_str().ok_or(format!("'{k}' takes a path"))?)
+    };
     Ok(match k.as_str() {
         "valued" => Cond::Valued(path(val)?),
         "not_valued" => Cond::NotValued(path(val)?),
@@ -254,7 +371,7 @@ fn cond_paths<'c>(c: &'c Cond, out: &mut Vec<&'c Src>) {
 fn src_fields(s: &Src, out: &mut Vec<([u8; 3], usize)>) {
     match s {
         Src::Field { seg, field, .. } => out.push((*seg, *field)),
-        Src::Rel(_) => {}
+        Src::Seg { .. } | Src::Rel(_) => {}
         Src::Alt(a) => a.iter().for_each(|x| src_fields(x, out)),
     }
 }
@@ -266,9 +383,15 @@ fn split_map_name(n: &str) -> Option<(&str, &str)> {
 }
 
 fn read_vocab(name: &str, text: &str) -> Result<Vocab, String> {
-    let mut rows = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
+    let mut rows = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
     let (_, header) = rows.next().ok_or("empty vocabulary file")?;
-    let cols: Vec<String> = split_csv(header).into_iter().map(|c| c.trim().to_string()).collect();
+    let cols: Vec<String> = split_csv(header)
+        .into_iter()
+        .map(|c| c.trim().to_string())
+        .collect();
     let col = |n: &str| cols.iter().position(|c| c == n);
     let sc = col("source_code").ok_or("header must have source_code")?;
     let tc = col("target_code").ok_or("header must have target_code")?;
@@ -276,14 +399,28 @@ fn read_vocab(name: &str, text: &str) -> Result<Vocab, String> {
     let mut entries = HashMap::new();
     for (i, line) in rows {
         let cells = split_csv(line);
-        let get = |c: Option<usize>| c.and_then(|c| cells.get(c)).map(|s| s.trim().to_string()).unwrap_or_default();
+        let get = |c: Option<usize>| {
+            c.and_then(|c| cells.get(c))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
         let key = get(Some(sc));
         if entries.contains_key(&key) {
             return Err(format!("line {}: source_code '{key}' appears twice", i + 1));
         }
-        entries.insert(key, VocabEntry { code: get(Some(tc)), display: get(td), system: get(ts) });
+        entries.insert(
+            key,
+            VocabEntry {
+                code: get(Some(tc)),
+                display: get(td),
+                system: get(ts),
+            },
+        );
     }
-    Ok(Vocab { name: name.to_string(), entries })
+    Ok(Vocab {
+        name: name.to_string(),
+        entries,
+    })
 }
 
 fn split_csv(line: &str) -> Vec<String> {
@@ -311,15 +448,23 @@ fn split_csv(line: &str) -> Vec<String> {
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            if p.file_name().is_some_and(|n| n == "schema" || n == "structures") {
+            if p.file_name()
+                .is_some_and(|n| n == "schema" || n == "structures")
+            {
                 continue;
             }
             collect_files(&p, out)?;
-        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "csv") {
+        } else if p
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "csv")
+        {
             out.push(p);
         }
     }
@@ -330,7 +475,12 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 pub fn load_dir(dir: &Path) -> Result<Plan, Vec<LoadError>> {
     let mut paths = Vec::new();
     if let Err(e) = collect_files(dir, &mut paths) {
-        return Err(vec![LoadError { file: dir.display().to_string(), line: 0, col: 0, message: format!("cannot read: {e}") }]);
+        return Err(vec![LoadError {
+            file: dir.display().to_string(),
+            line: 0,
+            col: 0,
+            message: format!("cannot read: {e}"),
+        }]);
     }
     let base = dir.parent().unwrap_or(dir);
     let mut sources = Vec::new();
@@ -339,7 +489,12 @@ pub fn load_dir(dir: &Path) -> Result<Plan, Vec<LoadError>> {
         let name = p.strip_prefix(base).unwrap_or(&p).display().to_string();
         match std::fs::read_to_string(&p) {
             Ok(t) => sources.push((name, t)),
-            Err(e) => errors.push(LoadError { file: name, line: 0, col: 0, message: format!("cannot read: {e}") }),
+            Err(e) => errors.push(LoadError {
+                file: name,
+                line: 0,
+                col: 0,
+                message: format!("cannot read: {e}"),
+            }),
         }
     }
     match load_sources(&sources) {
@@ -359,7 +514,12 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
     let validator = match mapping_validator() {
         Ok(v) => Some(v),
         Err(e) => {
-            errors.push(LoadError { file: "mappings/schema/mapping.schema.json".into(), line: 0, col: 0, message: e });
+            errors.push(LoadError {
+                file: "mappings/schema/mapping.schema.json".into(),
+                line: 0,
+                col: 0,
+                message: e,
+            });
             None
         }
     };
@@ -368,17 +528,30 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
     let mut vocabs: Vec<Vocab> = Vec::new();
     for (name, text) in sources {
         if name.ends_with(".csv") {
-            let stem = Path::new(name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = Path::new(name)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             match read_vocab(&stem, text) {
                 Ok(v) => vocabs.push(v),
-                Err(e) => errors.push(LoadError { file: name.clone(), line: 1, col: 1, message: e }),
+                Err(e) => errors.push(LoadError {
+                    file: name.clone(),
+                    line: 1,
+                    col: 1,
+                    message: e,
+                }),
             }
             continue;
         }
         let node = match yaml::parse(text) {
             Ok(n) => n,
             Err(e) => {
-                errors.push(LoadError { file: name.clone(), line: e.pos.line, col: e.pos.col, message: e.message });
+                errors.push(LoadError {
+                    file: name.clone(),
+                    line: e.pos.line,
+                    col: e.pos.col,
+                    message: e.message,
+                });
                 continue;
             }
         };
@@ -390,9 +563,22 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
                 schema_ok = false;
                 let ptr = e.instance_path().to_string();
                 let pos = yaml::position_of(&positions, &ptr);
-                let msg: String = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-                let msg = if msg.chars().count() > 240 { msg.chars().take(240).collect::<String>() + "…" } else { msg };
-                errors.push(LoadError { file: name.clone(), line: pos.line, col: pos.col, message: format!("{}: {msg}", if ptr.is_empty() { "/" } else { &ptr }) });
+                let msg: String = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let msg = if msg.chars().count() > 240 {
+                    msg.chars().take(240).collect::<String>() + "…"
+                } else {
+                    msg
+                };
+                errors.push(LoadError {
+                    file: name.clone(),
+                    line: pos.line,
+                    col: pos.col,
+                    message: format!("{}: {msg}", if ptr.is_empty() { "/" } else { &ptr }),
+                });
             }
         }
         files.insert(name.clone(), (String::new(), positions));
@@ -401,15 +587,31 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
         }
         match serde_json::from_value::<File>(json) {
             Ok(f) => parsed.push((name.clone(), f)),
-            Err(e) => errors.push(LoadError { file: name.clone(), line: 1, col: 1, message: e.to_string() }),
+            Err(e) => errors.push(LoadError {
+                file: name.clone(),
+                line: 1,
+                col: 1,
+                message: e.to_string(),
+            }),
         }
     }
 
-    let mut ctx = Ctx { errors, map_ids: HashMap::new(), vocab_ids: HashMap::new(), alias_ids: HashMap::new(), files: &files };
+    let mut ctx = Ctx {
+        errors,
+        map_ids: HashMap::new(),
+        vocab_ids: HashMap::new(),
+        alias_ids: HashMap::new(),
+        files: &files,
+    };
     let mut seen_vocab = HashMap::new();
     for (i, v) in vocabs.iter().enumerate() {
         if seen_vocab.insert(v.name.clone(), i).is_some() {
-            ctx.errors.push(LoadError { file: format!("vocab {}", v.name), line: 0, col: 0, message: "vocabulary defined twice".into() });
+            ctx.errors.push(LoadError {
+                file: format!("vocab {}", v.name),
+                line: 0,
+                col: 0,
+                message: "vocabulary defined twice".into(),
+            });
         }
         ctx.vocab_ids.insert(v.name.clone(), i);
     }
@@ -435,7 +637,12 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
     }
     let model = fhir_model();
     if model.is_none() {
-        ctx.errors.push(LoadError { file: "src/fhir/fhir.r4.schema.json".into(), line: 0, col: 0, message: "FHIR schema unreadable".into() });
+        ctx.errors.push(LoadError {
+            file: "src/fhir/fhir.r4.schema.json".into(),
+            line: 0,
+            col: 0,
+            message: "FHIR schema unreadable".into(),
+        });
     }
     let mut maps = Vec::new();
     for (file, m, is_segment) in &map_defs {
@@ -446,22 +653,40 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             }
         }
         if *is_segment && left.len() != 3 {
-            ctx.err(file, "/map", format!("a segment map is named SEG[Type]; '{left}' is not a segment id"));
+            ctx.err(
+                file,
+                "/map",
+                format!("a segment map is named SEG[Type]; '{left}' is not a segment id"),
+            );
         }
         let seg_ctx = if *is_segment { Some(left) } else { None };
-        let rules = compile_rules(&mut ctx, model, file, "/rules", &m.rules, fhir_type, seg_ctx);
-        maps.push(MapPlan { name: m.map.clone(), fhir_type: fhir_type.to_string(), rules });
+        let rules = compile_rules(
+            &mut ctx, model, file, "/rules", &m.rules, fhir_type, seg_ctx,
+        );
+        maps.push(MapPlan {
+            name: m.map.clone(),
+            fhir_type: fhir_type.to_string(),
+            rules,
+        });
     }
     let mut messages = Vec::new();
     let mut message_names = HashMap::new();
     for (file, f) in &parsed {
         let File::Message(m) = f else { continue };
         if message_names.insert(m.name.clone(), file.clone()).is_some() {
-            ctx.err(file, "/name", format!("message map '{}' is defined twice", m.name));
+            ctx.err(
+                file,
+                "/name",
+                format!("message map '{}' is defined twice", m.name),
+            );
         }
         for (i, s) in m.structures.iter().enumerate() {
             if Structures::builtin().get(s).is_none() {
-                ctx.err(file, &format!("/structures/{i}"), format!("unknown message structure {s} (see mappings/structures/)"));
+                ctx.err(
+                    file,
+                    &format!("/structures/{i}"),
+                    format!("unknown message structure {s} (see mappings/structures/)"),
+                );
             }
         }
         let mut resources = Vec::new();
@@ -472,15 +697,30 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             let map = match ctx.map_ids.get(&r.map) {
                 Some(&id) => {
                     if !map_defs[id].2 {
-                        ctx.err(file, &format!("{ptr}/map"), format!("{} is a datatype map; resources come from segment maps", r.map));
+                        ctx.err(
+                            file,
+                            &format!("{ptr}/map"),
+                            format!(
+                                "{} is a datatype map; resources come from segment maps",
+                                r.map
+                            ),
+                        );
                     }
                     if maps[id].fhir_type != r.rtype {
-                        ctx.err(file, &format!("{ptr}/map"), format!("{} builds {}, not {}", r.map, maps[id].fhir_type, r.rtype));
+                        ctx.err(
+                            file,
+                            &format!("{ptr}/map"),
+                            format!("{} builds {}, not {}", r.map, maps[id].fhir_type, r.rtype),
+                        );
                     }
                     id
                 }
                 None => {
-                    ctx.err(file, &format!("{ptr}/map"), format!("no segment map named {}", r.map));
+                    ctx.err(
+                        file,
+                        &format!("{ptr}/map"),
+                        format!("no segment map named {}", r.map),
+                    );
                     0
                 }
             };
@@ -488,22 +728,59 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
                 .source
                 .split('/')
                 .map(|p| match p.strip_suffix("[*]") {
-                    Some(n) => SourceStep { name: n.to_string(), all: true },
-                    None => SourceStep { name: p.to_string(), all: false },
+                    Some(n) => SourceStep {
+                        name: n.to_string(),
+                        all: true,
+                    },
+                    None => SourceStep {
+                        name: p.to_string(),
+                        all: false,
+                    },
                 })
                 .collect();
-            let segment = steps.pop().unwrap_or(SourceStep { name: String::new(), all: false });
-            if segment.name.len() != 3 || !segment.name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
-                ctx.err(file, &format!("{ptr}/source"), format!("'{}': the last step must be a segment id", r.source));
+            let segment = steps.pop().unwrap_or(SourceStep {
+                name: String::new(),
+                all: false,
+            });
+            if segment.name.len() != 3
+                || !segment
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            {
+                ctx.err(
+                    file,
+                    &format!("{ptr}/source"),
+                    format!("'{}': the last step must be a segment id", r.source),
+                );
             } else if let Some((seg, _)) = split_map_name(&r.map) {
                 if seg != segment.name {
-                    ctx.err(file, &format!("{ptr}/source"), format!("source segment {} does not match map {}", segment.name, r.map));
+                    ctx.err(
+                        file,
+                        &format!("{ptr}/source"),
+                        format!(
+                            "source segment {} does not match map {}",
+                            segment.name, r.map
+                        ),
+                    );
                 }
             }
             for st in &steps {
-                let known = m.structures.iter().any(|s| Structures::builtin().get(s).is_some_and(|g| group_exists(g, &st.name)));
+                let known = m.structures.iter().any(|s| {
+                    Structures::builtin()
+                        .get(s)
+                        .is_some_and(|g| group_exists(g, &st.name))
+                });
                 if !known {
-                    ctx.err(file, &format!("{ptr}/source"), format!("group {} does not exist in {}", st.name, m.structures.join(", ")));
+                    ctx.err(
+                        file,
+                        &format!("{ptr}/source"),
+                        format!(
+                            "group {} does not exist in {}",
+                            st.name,
+                            m.structures.join(", ")
+                        ),
+                    );
                 }
             }
             let mut key = Vec::new();
@@ -521,7 +798,11 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             let base = match &r.id.base {
                 Some(b) if declared.contains(b) => ctx.alias_ids.get(b).copied(),
                 Some(b) => {
-                    ctx.err(file, &format!("{ptr}/id/base"), format!("base '{b}' must be a resource declared before this one"));
+                    ctx.err(
+                        file,
+                        &format!("{ptr}/id/base"),
+                        format!("base '{b}' must be a resource declared before this one"),
+                    );
                     None
                 }
                 None => None,
@@ -538,7 +819,19 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             };
             declared.push(r.alias.clone());
             let origin = ctx.origin(file, &ptr);
-            resources.push(ResourcePlan { alias, rtype: r.rtype.clone(), groups: steps, segment, map, key, scope, base, optional: r.optional, when, origin });
+            resources.push(ResourcePlan {
+                alias,
+                rtype: r.rtype.clone(),
+                groups: steps,
+                segment,
+                map,
+                key,
+                scope,
+                base,
+                optional: r.optional,
+                when,
+                origin,
+            });
         }
         messages.push(MessagePlan {
             name: m.name.clone(),
@@ -556,7 +849,12 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
     }
     let errors = ctx.errors;
     if errors.is_empty() {
-        Ok(Plan { messages, maps, vocabs, aliases })
+        Ok(Plan {
+            messages,
+            maps,
+            vocabs,
+            aliases,
+        })
     } else {
         Err(errors)
     }
@@ -588,7 +886,11 @@ fn compile_rules(
         match r.name.as_deref() {
             Some(n) => {
                 if let Some(prev) = names.insert(n, i) {
-                    ctx.err(file, &format!("{p}/name"), format!("rule name '{n}' is already used by rule #{}", prev + 1));
+                    ctx.err(
+                        file,
+                        &format!("{p}/name"),
+                        format!("rule name '{n}' is already used by rule #{}", prev + 1),
+                    );
                 }
             }
             None => ctx.err(file, &p, "every rule needs a name"),
@@ -627,7 +929,11 @@ fn compile_rule(
     .filter(|b| **b)
     .count();
     if producers > 1 {
-        ctx.err(file, ptr, "a rule takes at most one of value, via, fn, rules, ref, refs, resource, switch");
+        ctx.err(
+            file,
+            ptr,
+            "a rule takes at most one of value, via, fn, rules, ref, refs, resource, switch",
+        );
         return None;
     }
     let from = match &r.from {
@@ -667,7 +973,11 @@ fn compile_rule(
                 if st.mode == Mode::Choice {
                     let c = model.choices(&ty, &st.key);
                     if c.is_empty() {
-                        ctx.err(file, &format!("{ptr}/to"), format!("{ty} has no choice element {}[x]", st.key));
+                        ctx.err(
+                            file,
+                            &format!("{ptr}/to"),
+                            format!("{ty} has no choice element {}[x]", st.key),
+                        );
                         return None;
                     }
                     elem_ty = Some("*".into());
@@ -675,15 +985,32 @@ fn compile_rule(
                 }
                 match model.element(&ty, &st.key) {
                     None => {
-                        ctx.err(file, &format!("{ptr}/to"), format!("{ty} has no element '{}'", st.key));
+                        ctx.err(
+                            file,
+                            &format!("{ptr}/to"),
+                            format!("{ty} has no element '{}'", st.key),
+                        );
                         return None;
                     }
                     Some(info) => {
                         if info.array && st.mode == Mode::Plain {
-                            ctx.err(file, &format!("{ptr}/to"), format!("{ty}.{} is a list: write {}[+] (append) or {}[=] (last)", st.key, st.key, st.key));
+                            ctx.err(
+                                file,
+                                &format!("{ptr}/to"),
+                                format!(
+                                    "{ty}.{} is a list: write {}[+] (append) or {}[=] (last)",
+                                    st.key, st.key, st.key
+                                ),
+                            );
                         }
-                        if !info.array && matches!(st.mode, Mode::Append | Mode::Last | Mode::Index(_)) {
-                            ctx.err(file, &format!("{ptr}/to"), format!("{ty}.{} is not a list; drop the [..]", st.key));
+                        if !info.array
+                            && matches!(st.mode, Mode::Append | Mode::Last | Mode::Index(_))
+                        {
+                            ctx.err(
+                                file,
+                                &format!("{ptr}/to"),
+                                format!("{ty}.{} is not a list; drop the [..]", st.key),
+                            );
                         }
                         ty = info.ty;
                         if k == to.len() - 1 {
@@ -722,7 +1049,11 @@ fn compile_rule(
             match ctx.vocab_ids.get(n) {
                 Some(&id) => Some((id, field)),
                 None => {
-                    ctx.err(file, &format!("{ptr}/vocab"), format!("no vocabulary named {n} (mappings/vocab/{n}.csv)"));
+                    ctx.err(
+                        file,
+                        &format!("{ptr}/vocab"),
+                        format!("no vocabulary named {n} (mappings/vocab/{n}.csv)"),
+                    );
                     None
                 }
             }
@@ -732,7 +1063,11 @@ fn compile_rule(
     let expect_ty = |ctx: &mut Ctx<'_>, want: &str, what: &str| {
         if let Some(t) = &elem_ty {
             if t != "*" && t != want {
-                ctx.err(file, &format!("{ptr}/to"), format!("{what} produces {want}, but the target element is {t}"));
+                ctx.err(
+                    file,
+                    &format!("{ptr}/to"),
+                    format!("{what} produces {want}, but the target element is {t}"),
+                );
             }
         }
     };
@@ -746,7 +1081,11 @@ fn compile_rule(
                 Producer::Via(id)
             }
             None => {
-                ctx.err(file, &format!("{ptr}/via"), format!("no datatype map named {via}"));
+                ctx.err(
+                    file,
+                    &format!("{ptr}/via"),
+                    format!("no datatype map named {via}"),
+                );
                 return None;
             }
         }
@@ -755,19 +1094,40 @@ fn compile_rule(
         if let Some(t) = &elem_ty {
             let object_fn = matches!(func, Func::Sn | Func::Attachment);
             if t != "*" && !object_fn && !is_primitive(t) {
-                ctx.err(file, &format!("{ptr}/to"), format!("fn {f} produces a primitive, but the target element is {t}"));
+                ctx.err(
+                    file,
+                    &format!("{ptr}/to"),
+                    format!("fn {f} produces a primitive, but the target element is {t}"),
+                );
             }
         }
         Producer::Fn(func)
     } else if let Some(sub) = &r.rules {
-        let Some(t) = elem_ty.clone().or_else(|| model.is_none().then(String::new)) else { return None };
-        Producer::Rules(compile_rules(ctx, model, file, &format!("{ptr}/rules"), sub, &t, segment))
+        let Some(t) = elem_ty
+            .clone()
+            .or_else(|| model.is_none().then(String::new))
+        else {
+            return None;
+        };
+        Producer::Rules(compile_rules(
+            ctx,
+            model,
+            file,
+            &format!("{ptr}/rules"),
+            sub,
+            &t,
+            segment,
+        ))
     } else if let Some(a) = &r.reference {
         expect_ty(ctx, "Reference", "ref");
         match ctx.alias_ids.get(a) {
             Some(&id) => Producer::Ref(id),
             None => {
-                ctx.err(file, &format!("{ptr}/ref"), format!("no message map declares a resource 'as: {a}'"));
+                ctx.err(
+                    file,
+                    &format!("{ptr}/ref"),
+                    format!("no message map declares a resource 'as: {a}'"),
+                );
                 return None;
             }
         }
@@ -776,7 +1136,11 @@ fn compile_rule(
         match ctx.alias_ids.get(a) {
             Some(&id) => Producer::Refs(id),
             None => {
-                ctx.err(file, &format!("{ptr}/refs"), format!("no message map declares a resource 'as: {a}'"));
+                ctx.err(
+                    file,
+                    &format!("{ptr}/refs"),
+                    format!("no message map declares a resource 'as: {a}'"),
+                );
                 return None;
             }
         }
@@ -785,12 +1149,20 @@ fn compile_rule(
         let map = match ctx.map_ids.get(&res.map) {
             Some(&id) => id,
             None => {
-                ctx.err(file, &format!("{ptr}/resource/map"), format!("no datatype map named {}", res.map));
+                ctx.err(
+                    file,
+                    &format!("{ptr}/resource/map"),
+                    format!("no datatype map named {}", res.map),
+                );
                 return None;
             }
         };
         if split_map_name(&res.map).map(|(_, t)| t) != Some(res.rtype.as_str()) {
-            ctx.err(file, &format!("{ptr}/resource/map"), format!("{} does not build {}", res.map, res.rtype));
+            ctx.err(
+                file,
+                &format!("{ptr}/resource/map"),
+                format!("{} does not build {}", res.map, res.rtype),
+            );
         }
         let mut key = vec![];
         for (k, p) in res.key.iter().enumerate() {
@@ -799,7 +1171,11 @@ fn compile_rule(
                 Err(e) => ctx.err(file, &format!("{ptr}/resource/key/{k}"), e),
             }
         }
-        Producer::Resource { rtype: res.rtype.clone(), map, key }
+        Producer::Resource {
+            rtype: res.rtype.clone(),
+            map,
+            key,
+        }
     } else if let Some(sw) = &r.switch {
         let on = match parse_src(sw) {
             Ok(s) => s,
@@ -813,7 +1189,19 @@ fn compile_rule(
         let mut default = None;
         for (k, c) in r.cases.iter().flatten().enumerate() {
             let cp = format!("{ptr}/cases/{k}");
-            let Some(plan) = compile_rule(ctx, model, file, &cp, c, target_type, segment, from.as_ref(), to_text) else { continue };
+            let Some(plan) = compile_rule(
+                ctx,
+                model,
+                file,
+                &cp,
+                c,
+                target_type,
+                segment,
+                from.as_ref(),
+                to_text,
+            ) else {
+                continue;
+            };
             match &c.is {
                 Some(values) => cases.push((values.clone(), plan)),
                 None if default.is_none() => default = Some(Box::new(plan)),
@@ -826,18 +1214,36 @@ fn compile_rule(
         Producer::Switch { on, cases, default }
     } else {
         if from.is_none() {
-            ctx.err(file, ptr, "a rule needs 'from' or one of value, via, fn, rules, ref, refs, resource, switch");
+            ctx.err(
+                file,
+                ptr,
+                "a rule needs 'from' or one of value, via, fn, rules, ref, refs, resource, switch",
+            );
             return None;
         }
         if let Some(t) = &elem_ty {
             if t != "*" && !is_primitive(t) {
-                ctx.err(file, &format!("{ptr}/to"), format!("copying text into {t} needs 'via' a datatype map or 'rules'"));
+                ctx.err(
+                    file,
+                    &format!("{ptr}/to"),
+                    format!("copying text into {t} needs 'via' a datatype map or 'rules'"),
+                );
             }
         }
         Producer::Text
     };
     let origin = ctx.origin(file, ptr);
-    Some(RulePlan { name, from, to, when, producer, vocab, default: r.default.clone(), required: r.required, origin })
+    Some(RulePlan {
+        name,
+        from,
+        to,
+        when,
+        producer,
+        vocab,
+        default: r.default.clone(),
+        required: r.required,
+        origin,
+    })
 }
 
 fn check_src(ctx: &mut Ctx<'_>, file: &str, ptr: &str, s: &Src, segment: Option<&str>) {
@@ -847,12 +1253,20 @@ fn check_src(ctx: &mut Ctx<'_>, file: &str, ptr: &str, s: &Src, segment: Option<
         let id = String::from_utf8_lossy(&seg).into_owned();
         if segment.is_none() && id != "MSH" {
             // Datatype maps address relative paths; segment paths there would bypass the value.
-            ctx.err(file, ptr, format!("datatype maps use relative paths (.1); {id}-{field} is a segment path"));
+            ctx.err(
+                file,
+                ptr,
+                format!("datatype maps use relative paths (.1); {id}-{field} is a segment path"),
+            );
             continue;
         }
         if let Some((_, max)) = SEGMENT_FIELDS.iter().find(|(s, _)| *s == id) {
             if field > *max {
-                ctx.err(file, ptr, format!("{id} has {max} fields; {id}-{field} does not exist"));
+                ctx.err(
+                    file,
+                    ptr,
+                    format!("{id} has {max} fields; {id}-{field} does not exist"),
+                );
             }
         }
     }
@@ -870,9 +1284,64 @@ mod tests {
     #[test]
     fn source_paths() {
         let ok = [
-            ("PID-3", Src::Field { seg: *b"PID", field: 3, rep: Rep::First, comp: None, sub: None }),
-            ("PID-3[*].4.1", Src::Field { seg: *b"PID", field: 3, rep: Rep::All, comp: Some(4), sub: Some(1) }),
-            ("OBX-5[2]", Src::Field { seg: *b"OBX", field: 5, rep: Rep::Nth(2), comp: None, sub: None }),
+            (
+                "PID-3",
+                Src::Field {
+                    seg: *b"PID",
+                    seg_all: false,
+                    field: 3,
+                    rep: Rep::First,
+                    comp: None,
+                    sub: None,
+                },
+            ),
+            (
+                "PID-3[*].4.1",
+                Src::Field {
+                    seg: *b"PID",
+                    seg_all: false,
+                    field: 3,
+                    rep: Rep::All,
+                    comp: Some(4),
+                    sub: Some(1),
+                },
+            ),
+            (
+                "OBX-5[2]",
+                Src::Field {
+                    seg: *b"OBX",
+                    seg_all: false,
+                    field: 5,
+                    rep: Rep::Nth(2),
+                    comp: None,
+                    sub: None,
+                },
+            ),
+            (
+                "NTE[*]-3",
+                Src::Field {
+                    seg: *b"NTE",
+                    seg_all: true,
+                    field: 3,
+                    rep: Rep::First,
+                    comp: None,
+                    sub: None,
+                },
+            ),
+            (
+                "OBX[*]",
+                Src::Seg {
+                    seg: *b"OBX",
+                    all: true,
+                },
+            ),
+            (
+                "MRG",
+                Src::Seg {
+                    seg: *b"MRG",
+                    all: false,
+                },
+            ),
             (".", Src::Rel(vec![])),
             (".4.2", Src::Rel(vec![4, 2])),
         ];
@@ -880,7 +1349,19 @@ mod tests {
             assert_eq!(parse_src(s), Ok(want), "{s}");
         }
         assert!(matches!(parse_src("PID-5.1 | PID-5.2"), Ok(Src::Alt(v)) if v.len() == 2));
-        for bad in ["PID", "pid-3", "PID-0", "PID-3[0]", "PID-3.0", "PID-3.1.2.3", ".0", "PID-3x", ".1.2.3"] {
+        for bad in [
+            "PI",
+            "pid-3",
+            "PID-",
+            "PID[2]-3",
+            "PID-0",
+            "PID-3[0]",
+            "PID-3.0",
+            "PID-3.1.2.3",
+            ".0",
+            "PID-3x",
+            ".1.2.3",
+        ] {
             assert!(parse_src(bad).is_err(), "{bad}");
         }
     }

@@ -29,6 +29,8 @@ pub enum Src {
     Field {
         /// Segment id.
         seg: [u8; 3],
+        /// `SEG[*]-f`: every occurrence of the segment in scope, not just the first.
+        seg_all: bool,
         /// Field number.
         field: usize,
         /// Repetition selector.
@@ -37,6 +39,13 @@ pub enum Src {
         comp: Option<usize>,
         /// Subcomponent.
         sub: Option<usize>,
+    },
+    /// `SEG` or `SEG[*]` alone — the segment(s) themselves: sub-rules then read that segment.
+    Seg {
+        /// Segment id.
+        seg: [u8; 3],
+        /// Every occurrence in scope.
+        all: bool,
     },
     /// `.c.s` — relative to the current datatype value; empty = the value itself.
     Rel(Vec<usize>),
@@ -48,7 +57,8 @@ impl Src {
     /// Does this path iterate (`[*]`)?
     pub fn iterates(&self) -> bool {
         match self {
-            Src::Field { rep, .. } => *rep == Rep::All,
+            Src::Field { rep, seg_all, .. } => *rep == Rep::All || *seg_all,
+            Src::Seg { all, .. } => *all,
             Src::Rel(_) => false,
             Src::Alt(a) => a.iter().any(Src::iterates),
         }
@@ -129,6 +139,8 @@ pub enum Func {
     Lower,
     /// ED/RP → Attachment.
     Attachment,
+    /// XTN → one phone number or e-mail address (`.1`, or `.4`, or country/area/local/extension).
+    Phone,
 }
 
 impl Func {
@@ -150,6 +162,7 @@ impl Func {
             "upper" => Func::Upper,
             "lower" => Func::Lower,
             "attachment" => Func::Attachment,
+            "phone" => Func::Phone,
             _ => return None,
         })
     }

@@ -115,6 +115,17 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// An empty value with standard delimiters (absent, not null).
+    pub fn empty() -> Value<'static> {
+        Value {
+            bytes: &[],
+            level: Level::Field,
+            delims: Delimiters::default(),
+            charset: Charset::Utf8,
+            literal: false,
+        }
+    }
+
     /// An empty value (used for addresses past the end).
     pub(crate) fn absent(level: Level, delims: Delimiters, charset: Charset) -> Self {
         Value {

@@ -1,0 +1,1252 @@
+//! Evaluation: a compiled [`Plan`] applied to a parsed message → FHIR resources, a Bundle, and a
+//! loss report. Two phases: first every resource instance is located and given its deterministic
+//! id (so references can point forward), then each is built by its segment map.
+
+use super::functions::{self, Produced};
+use super::plan::*;
+use crate::fhir::{ids, validate};
+use crate::v2::structure::{GroupInstance, GroupItem, Grouping};
+use crate::v2::{Message, Severity, Structures, Value as V2};
+use jiff::tz::TimeZone;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::HashSet;
+
+/// Bundle types we can emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BundleType {
+    /// PUT by id (default).
+    Transaction,
+    /// PUT by id, independent entries.
+    Batch,
+    /// No requests.
+    Collection,
+    /// MessageHeader first, no requests.
+    Message,
+}
+
+impl BundleType {
+    /// Parse `transaction|batch|collection|message`.
+    pub fn from_name(s: &str) -> Option<BundleType> {
+        Some(match s {
+            "transaction" => BundleType::Transaction,
+            "batch" => BundleType::Batch,
+            "collection" => BundleType::Collection,
+            "message" => BundleType::Message,
+            _ => return None,
+        })
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            BundleType::Transaction => "transaction",
+            BundleType::Batch => "batch",
+            BundleType::Collection => "collection",
+            BundleType::Message => "message",
+        }
+    }
+}
+
+/// Conversion settings.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// Bundle type.
+    pub bundle_type: BundleType,
+    /// Zone for date-times without an offset.
+    pub default_zone: TimeZone,
+    /// Validate every resource against R4 before it leaves (default on).
+    pub validate: bool,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            bundle_type: BundleType::Transaction,
+            default_zone: TimeZone::UTC,
+            validate: true,
+        }
+    }
+}
+
+/// One finding of a conversion, reported as an OperationOutcome issue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    /// `information`, `warning`, `error`.
+    pub severity: Severity,
+    /// FHIR issue type (`informational`, `not-supported`, `value`, `required`, `invalid`, `processing`).
+    pub code: &'static str,
+    /// What happened (never a field value).
+    pub text: String,
+    /// Where: a v2 location (`PID-9`) or a FHIR path (`Patient/…/gender`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+/// The result of converting one message.
+#[derive(Debug, Clone)]
+pub struct Conversion {
+    /// The Bundle (present unless no message map applies).
+    pub bundle: Option<Value>,
+    /// Every resource built, by alias (for tests and the `tests:` blocks).
+    pub by_alias: Vec<(String, Value)>,
+    /// Findings, including the loss report.
+    pub issues: Vec<Issue>,
+    /// The message map used.
+    pub map: Option<String>,
+}
+
+impl Conversion {
+    /// True when any error-severity issue was recorded (the message should be acknowledged AE).
+    pub fn failed(&self) -> bool {
+        self.bundle.is_none() || self.issues.iter().any(|i| i.severity == Severity::Error)
+    }
+
+    /// The issues as an OperationOutcome.
+    pub fn outcome(&self) -> Value {
+        let issues: Vec<Value> = if self.issues.is_empty() {
+            vec![
+                json!({"severity": "information", "code": "informational", "diagnostics": "converted without findings"}),
+            ]
+        } else {
+            self.issues
+                .iter()
+                .map(|i| {
+                    let sev = match i.severity {
+                        Severity::Info => "information",
+                        Severity::Warning => "warning",
+                        Severity::Error => "error",
+                    };
+                    let mut o = json!({"severity": sev, "code": i.code, "diagnostics": i.text});
+                    if let Some(l) = &i.location {
+                        o["expression"] = json!([l]);
+                    }
+                    o
+                })
+                .collect()
+        };
+        json!({"resourceType": "OperationOutcome", "issue": issues})
+    }
+}
+
+/// A located resource instance (phase 1).
+struct Inst<'g> {
+    plan: usize,
+    alias: AliasId,
+    rtype: String,
+    seg: usize,
+    chain: Vec<&'g GroupInstance>,
+    scope: Vec<usize>,
+    id: String,
+}
+
+struct Ev<'p, 'm, 'a, 'g> {
+    plan: &'p Plan,
+    msg: &'m Message<'a>,
+    opts: &'p ConvertOptions,
+    insts: Vec<Inst<'g>>,
+    consumed: Vec<Vec<bool>>,
+    issues: Vec<Issue>,
+    extra: Vec<Value>,
+    extra_ids: HashSet<String>,
+    sender: String,
+    /// Segment map of each resource definition of the routed message map.
+    res_maps: Vec<MapId>,
+}
+
+#[derive(Clone)]
+struct Frame<'g, 'a> {
+    seg: Option<usize>,
+    chain: Vec<&'g GroupInstance>,
+    value: Option<V2<'a>>,
+    /// Index of the resource instance being built.
+    inst: usize,
+}
+
+/// Required element missing: the resource is not emitted.
+struct Missing(String);
+
+impl std::fmt::Display for Src {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Src::Seg { seg, all } => write!(
+                f,
+                "{}{}",
+                String::from_utf8_lossy(seg),
+                if *all { "[*]" } else { "" }
+            ),
+            Src::Field {
+                seg,
+                seg_all,
+                field,
+                rep,
+                comp,
+                sub,
+            } => {
+                write!(
+                    f,
+                    "{}{}-{field}",
+                    String::from_utf8_lossy(seg),
+                    if *seg_all { "[*]" } else { "" }
+                )?;
+                match rep {
+                    Rep::All => write!(f, "[*]")?,
+                    Rep::Nth(n) => write!(f, "[{n}]")?,
+                    Rep::First => {}
+                }
+                if let Some(c) = comp {
+                    write!(f, ".{c}")?;
+                }
+                if let Some(s) = sub {
+                    write!(f, ".{s}")?;
+                }
+                Ok(())
+            }
+            Src::Rel(p) => {
+                if p.is_empty() {
+                    return write!(f, ".");
+                }
+                for x in p {
+                    write!(f, ".{x}")?;
+                }
+                Ok(())
+            }
+            Src::Alt(a) => {
+                let parts: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+                write!(f, "{}", parts.join(" | "))
+            }
+        }
+    }
+}
+
+fn common_prefix(a: &[usize], b: &[usize]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Route a message to its message map: structure (MSH-9.3 or trigger table) and event.
+pub fn route<'p>(
+    plan: &'p Plan,
+    msg: &Message<'_>,
+    grouping: &Grouping,
+) -> Option<&'p MessagePlan> {
+    let structure = grouping.structure.as_deref()?;
+    let event = msg.header().message_type();
+    let candidates: Vec<&MessagePlan> = plan
+        .messages
+        .iter()
+        .filter(|m| m.structures.iter().any(|s| s == structure))
+        .collect();
+    candidates
+        .iter()
+        .find(|m| m.events.iter().any(|e| *e == event))
+        .or_else(|| candidates.iter().find(|m| m.events.is_empty()))
+        .copied()
+}
+
+/// Convert one parsed message.
+pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Conversion {
+    let grouping = Structures::builtin().group(msg);
+    let mut issues: Vec<Issue> = msg
+        .diagnostics()
+        .iter()
+        .chain(grouping.diagnostics.iter())
+        .filter(|d| d.severity >= Severity::Warning)
+        .map(|d| Issue {
+            severity: d.severity,
+            code: "structure",
+            text: d.message.clone(),
+            location: Some(d.location.to_string()),
+        })
+        .collect();
+    let Some(mp) = route(plan, msg, &grouping) else {
+        let h = msg.header();
+        issues.push(Issue {
+            severity: Severity::Error,
+            code: "not-supported",
+            text: format!(
+                "no mapping for message type {} (structure {})",
+                h.message_type(),
+                grouping.structure.as_deref().unwrap_or("unknown")
+            ),
+            location: Some("MSH-9".into()),
+        });
+        return Conversion {
+            bundle: None,
+            by_alias: vec![],
+            issues,
+            map: None,
+        };
+    };
+    let h = msg.header();
+    let sender = format!(
+        "{}|{}",
+        h.sending_application.to_key(),
+        h.sending_facility.to_key()
+    );
+    let mut ev = Ev {
+        plan,
+        msg,
+        opts,
+        insts: Vec::new(),
+        consumed: msg
+            .segments()
+            .map(|s| vec![false; s.field_count() + 1])
+            .collect(),
+        issues,
+        extra: Vec::new(),
+        extra_ids: HashSet::new(),
+        sender,
+        res_maps: Vec::new(),
+    };
+    ev.locate(mp, &grouping.root);
+    let mut built: Vec<(usize, Value)> = Vec::new();
+    let mut dropped: HashSet<String> = HashSet::new();
+    for i in 0..ev.insts.len() {
+        match ev.build(i) {
+            Ok(v) => built.push((i, v)),
+            Err(Missing(what)) => {
+                let inst = &ev.insts[i];
+                dropped.insert(format!("{}/{}", inst.rtype, inst.id));
+                ev.issues.push(Issue {
+                    severity: Severity::Error,
+                    code: "required",
+                    text: format!("{} not emitted: required {what} is missing", inst.rtype),
+                    location: Some(ev.seg_label(inst.seg)),
+                });
+            }
+        }
+    }
+    ev.mark_header_fields();
+    ev.loss_report();
+    // Validation before anything leaves.
+    let mut resources: Vec<(Option<usize>, Value)> =
+        built.into_iter().map(|(i, v)| (Some(i), v)).collect();
+    resources.extend(std::mem::take(&mut ev.extra).into_iter().map(|v| (None, v)));
+    if opts.validate {
+        resources.retain(|(_, r)| {
+            let problems = validate::validate(r);
+            if problems.is_empty() {
+                return true;
+            }
+            let rt = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
+            let id = r.get("id").and_then(Value::as_str).unwrap_or("");
+            dropped.insert(format!("{rt}/{id}"));
+            for p in problems {
+                ev.issues.push(Issue {
+                    severity: Severity::Error,
+                    code: "invalid",
+                    text: format!(
+                        "{rt} not emitted: not valid R4 at {}: {}",
+                        if p.path.is_empty() { "/" } else { &p.path },
+                        p.message
+                    ),
+                    location: Some(format!("{rt}{}", p.path)),
+                });
+            }
+            false
+        });
+    }
+    if !dropped.is_empty() {
+        for (_, r) in resources.iter_mut() {
+            prune_refs(r, &dropped);
+        }
+    }
+    let by_alias: Vec<(String, Value)> = resources
+        .iter()
+        .filter_map(|(i, v)| i.map(|i| (plan.aliases[ev.insts[i].alias].clone(), v.clone())))
+        .collect();
+    let bundle = ev.bundle(mp, resources.into_iter().map(|(_, v)| v).collect());
+    Conversion {
+        bundle: Some(bundle),
+        by_alias,
+        issues: ev.issues,
+        map: Some(mp.name.clone()),
+    }
+}
+
+/// Remove references to resources that were not emitted.
+fn prune_refs(v: &mut Value, dropped: &HashSet<String>) {
+    match v {
+        Value::Object(m) => {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            for k in keys {
+                let remove = m
+                    .get(&k)
+                    .and_then(|c| c.get("reference"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|r| dropped.contains(r));
+                if remove {
+                    m.remove(&k);
+                } else if let Some(c) = m.get_mut(&k) {
+                    prune_refs(c, dropped);
+                }
+            }
+        }
+        Value::Array(a) => {
+            a.retain(|x| {
+                !x.get("reference")
+                    .and_then(Value::as_str)
+                    .is_some_and(|r| dropped.contains(r))
+            });
+            for x in a.iter_mut() {
+                prune_refs(x, dropped);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty_json(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
+    fn seg_label(&self, i: usize) -> String {
+        self.msg
+            .segment(i)
+            .map(|s| format!("{} (segment #{})", s.id(), i + 1))
+            .unwrap_or_default()
+    }
+
+    /// Phase 1: find every resource instance and compute its id.
+    fn locate(&mut self, mp: &MessagePlan, root: &'g GroupInstance) {
+        for (pi, rp) in mp.resources.iter().enumerate() {
+            // Expand group steps.
+            let mut levels: Vec<(Vec<&'g GroupInstance>, Vec<usize>)> = vec![(vec![root], vec![])];
+            for step in &rp.groups {
+                let mut next = Vec::new();
+                for (chain, scope) in &levels {
+                    let Some(g) = chain.last() else { continue };
+                    for (idx, item) in g.items.iter().enumerate() {
+                        if let GroupItem::Group(sub) = item {
+                            if *sub.name == *step.name {
+                                let mut c = chain.clone();
+                                c.push(sub);
+                                let mut s = scope.clone();
+                                s.push(idx);
+                                next.push((c, s));
+                                if !step.all {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                levels = next;
+            }
+            let mut count = 0;
+            for (chain, scope) in levels {
+                let Some(g) = chain.last() else { continue };
+                let segs: Vec<usize> = g
+                    .items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(_, it)| match it {
+                        GroupItem::Segment(s)
+                            if self
+                                .msg
+                                .segment(*s)
+                                .is_some_and(|x| x.id() == rp.segment.name) =>
+                        {
+                            Some(*s)
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let segs = if rp.segment.all {
+                    segs
+                } else {
+                    segs.into_iter().take(1).collect()
+                };
+                for s in segs {
+                    let frame = Frame {
+                        seg: Some(s),
+                        chain: chain.clone(),
+                        value: None,
+                        inst: usize::MAX,
+                    };
+                    if let Some(c) = &rp.when {
+                        if !self.cond(c, &frame) {
+                            continue;
+                        }
+                    }
+                    let mut keys: Vec<String> = rp
+                        .key
+                        .iter()
+                        .map(|k| self.first_text(k, &frame, false))
+                        .collect();
+                    let mut scope_str = match rp.scope {
+                        IdScope::Sender => self.sender.clone(),
+                        IdScope::Message => format!(
+                            "{}|{}",
+                            self.sender,
+                            self.msg.header().control_id.as_deref().unwrap_or("")
+                        ),
+                        IdScope::Global => String::new(),
+                    };
+                    if keys.iter().all(String::is_empty) {
+                        // No business key: unique within this message, stable on replay.
+                        scope_str = format!(
+                            "{}|{}",
+                            self.sender,
+                            self.msg.header().control_id.as_deref().unwrap_or("")
+                        );
+                        keys = vec![format!("{}#{count}", self.plan.aliases[rp.alias])];
+                    }
+                    let base = rp
+                        .base
+                        .and_then(|b| self.best_inst(b, &scope))
+                        .map(|i| self.insts[i].id.clone())
+                        .unwrap_or_default();
+                    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    let id = ids::resource_id(&rp.rtype, &scope_str, &base, &key_refs);
+                    self.insts.push(Inst {
+                        plan: pi,
+                        alias: rp.alias,
+                        rtype: rp.rtype.clone(),
+                        seg: s,
+                        chain: chain.clone(),
+                        scope: scope.clone(),
+                        id,
+                    });
+                    count += 1;
+                }
+            }
+            if count == 0 && !rp.optional {
+                self.issues.push(Issue {
+                    severity: Severity::Warning,
+                    code: "incomplete",
+                    text: format!(
+                        "no {} segment for resource '{}' ({})",
+                        rp.segment.name, self.plan.aliases[rp.alias], rp.rtype
+                    ),
+                    location: Some(rp.origin.clone()),
+                });
+            }
+        }
+        self.res_maps = mp.resources.iter().map(|r| r.map).collect();
+    }
+
+    /// The instance with `alias` whose scope shares the longest prefix with `scope`.
+    fn best_inst(&self, alias: AliasId, scope: &[usize]) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, inst) in self.insts.iter().enumerate() {
+            if inst.alias != alias {
+                continue;
+            }
+            let l = common_prefix(&inst.scope, scope);
+            if best.is_none_or(|(_, bl)| l > bl) {
+                best = Some((i, l));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Segments with id `seg` in scope: the current segment; else, from the innermost group
+    /// instance outwards, the first group whose subtree holds any (depth-first, message order).
+    fn segments_for(&self, seg: &[u8; 3], all: bool, frame: &Frame<'g, 'a>) -> Vec<usize> {
+        if let Some(cur) = frame.seg {
+            if !all
+                && self
+                    .msg
+                    .segment(cur)
+                    .is_some_and(|s| s.id().as_bytes() == seg)
+            {
+                return vec![cur];
+            }
+        }
+        if seg == b"MSH" {
+            return vec![0];
+        }
+        for g in frame.chain.iter().rev() {
+            let mut found = Vec::new();
+            collect_segments(self.msg, g, seg, all, &mut found);
+            if !found.is_empty() {
+                return found;
+            }
+        }
+        vec![]
+    }
+
+    /// All values a source path selects (one unless it iterates). `mark` records consumption.
+    fn resolve(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> Vec<V2<'a>> {
+        match src {
+            Src::Seg { .. } => vec![],
+            Src::Field {
+                seg,
+                seg_all,
+                field,
+                rep,
+                comp,
+                sub,
+            } => {
+                let mut out = Vec::new();
+                for si in self.segments_for(seg, *seg_all, frame) {
+                    let Some(segment) = self.msg.segment(si) else {
+                        continue;
+                    };
+                    let f = segment.field(*field);
+                    if mark && f.is_valued() {
+                        if let Some(c) = self.consumed.get_mut(si).and_then(|v| v.get_mut(*field)) {
+                            *c = true;
+                        }
+                    }
+                    let reps: Vec<V2<'a>> = match rep {
+                        Rep::First => vec![f.rep(1)],
+                        Rep::Nth(n) => vec![f.rep(*n)],
+                        Rep::All => f.children().filter(|r| !r.is_empty()).collect(),
+                    };
+                    out.extend(reps.into_iter().map(|r| match (comp, sub) {
+                        (Some(c), Some(s)) => r.component(*c).sub(*s),
+                        (Some(c), None) => r.component(*c),
+                        _ => r,
+                    }));
+                }
+                out
+            }
+            Src::Rel(parts) => {
+                let Some(mut v) = frame.value else {
+                    return vec![];
+                };
+                for &p in parts {
+                    v = v.child(p);
+                }
+                vec![v]
+            }
+            Src::Alt(alts) => {
+                for a in alts {
+                    let vals = self.resolve(a, frame, mark);
+                    if vals.iter().any(|v| v.is_valued()) {
+                        return vals;
+                    }
+                }
+                vec![]
+            }
+        }
+    }
+
+    fn first_text(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> String {
+        self.resolve(src, frame, mark)
+            .into_iter()
+            .find(|v| v.is_valued())
+            .and_then(|v| v.text().map(|t| t.trim().to_string()))
+            .unwrap_or_default()
+    }
+
+    fn cond(&mut self, c: &Cond, frame: &Frame<'g, 'a>) -> bool {
+        match c {
+            Cond::In(src, values) => {
+                let t = self.first_text(src, frame, false);
+                values.iter().any(|v| *v == t)
+            }
+            Cond::Valued(src) => self
+                .resolve(src, frame, false)
+                .iter()
+                .any(|v| v.is_valued()),
+            Cond::NotValued(src) => !self
+                .resolve(src, frame, false)
+                .iter()
+                .any(|v| v.is_valued()),
+            Cond::All(cs) => cs.iter().all(|c| self.cond(c, frame)),
+            Cond::Any(cs) => cs.iter().any(|c| self.cond(c, frame)),
+            Cond::Not(c) => !self.cond(c, frame),
+        }
+    }
+
+    /// Phase 2: build resource instance `i`.
+    fn build(&mut self, i: usize) -> Result<Value, Missing> {
+        let inst = &self.insts[i];
+        let map = self.res_maps.get(inst.plan).copied().unwrap_or(0);
+        let frame = Frame {
+            seg: Some(inst.seg),
+            chain: inst.chain.clone(),
+            value: None,
+            inst: i,
+        };
+        let mut obj = Map::new();
+        obj.insert("resourceType".into(), Value::String(inst.rtype.clone()));
+        obj.insert("id".into(), Value::String(inst.id.clone()));
+        let plan = self.plan;
+        self.run_rules(&plan.maps[map].rules, &frame, &mut obj)?;
+        Ok(Value::Object(obj))
+    }
+
+    fn run_rules(
+        &mut self,
+        rules: &'p [RulePlan],
+        frame: &Frame<'g, 'a>,
+        out: &mut Map<String, Value>,
+    ) -> Result<(), Missing> {
+        for r in rules {
+            self.run_rule(r, frame, out)?;
+        }
+        Ok(())
+    }
+
+    fn run_rule(
+        &mut self,
+        r: &'p RulePlan,
+        frame: &Frame<'g, 'a>,
+        out: &mut Map<String, Value>,
+    ) -> Result<(), Missing> {
+        if let Producer::Switch { on, cases, default } = &r.producer {
+            if let Some(c) = &r.when {
+                if !self.cond(c, frame) {
+                    return Ok(());
+                }
+            }
+            let key = self.first_text(on, frame, true);
+            let case = cases
+                .iter()
+                .find(|(vals, _)| vals.iter().any(|v| *v == key))
+                .map(|(_, c)| c)
+                .or(default.as_deref());
+            return match case {
+                Some(c) => self.run_rule(c, frame, out),
+                None => Ok(()),
+            };
+        }
+        enum Item<'a> {
+            None,
+            Value(V2<'a>),
+            Segment(usize),
+        }
+        let items: Vec<Item<'a>> = match &r.from {
+            Some(Src::Seg { seg, all }) => self
+                .segments_for(seg, *all, frame)
+                .into_iter()
+                .map(Item::Segment)
+                .collect(),
+            Some(src) => {
+                let vals = self.resolve(src, frame, true);
+                if src.iterates() {
+                    vals.into_iter().map(Item::Value).collect()
+                } else {
+                    vec![Item::Value(
+                        vals.into_iter().next().unwrap_or_else(empty_value),
+                    )]
+                }
+            }
+            None => vec![Item::None],
+        };
+        let mut wrote = false;
+        for item in items {
+            let mut sub = frame.clone();
+            let gated_out = match item {
+                Item::Value(v) => {
+                    sub.value = Some(v);
+                    !v.is_valued()
+                }
+                Item::Segment(si) => {
+                    sub.seg = Some(si);
+                    sub.value = None;
+                    false
+                }
+                Item::None => false,
+            };
+            if let Some(c) = &r.when {
+                if !self.cond(c, &sub) {
+                    continue;
+                }
+            }
+            let mut produced = if gated_out {
+                None
+            } else {
+                self.produce(r, &sub)?
+            };
+            if produced.is_none() {
+                if let Some(d) = &r.default {
+                    produced = Some(Produced {
+                        value: d.clone(),
+                        choice: None,
+                    });
+                }
+            }
+            match produced {
+                Some(p) => {
+                    if let Value::Array(list) = &p.value {
+                        if matches!(r.producer, Producer::Refs(_)) {
+                            for v in list {
+                                write(out, &r.to, v.clone(), None);
+                            }
+                            wrote |= !list.is_empty();
+                            continue;
+                        }
+                    }
+                    write(out, &r.to, p.value, p.choice);
+                    wrote = true;
+                }
+                None => {}
+            }
+        }
+        if r.required && !wrote {
+            return Err(Missing(format!(
+                "{} ({})",
+                r.name,
+                r.from.as_ref().map(|s| s.to_string()).unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Produce a rule's value for one item. Switches write their case directly and report `Some(Null)`.
+    fn produce(
+        &mut self,
+        r: &'p RulePlan,
+        frame: &Frame<'g, 'a>,
+    ) -> Result<Option<Produced>, Missing> {
+        let text_of = |v: &Option<V2<'a>>| {
+            v.and_then(|v| v.text().map(|t| t.trim().to_string()))
+                .filter(|t| !t.is_empty())
+        };
+        let p = match &r.producer {
+            Producer::Text => text_of(&frame.value).map(|t| Produced {
+                value: Value::String(t),
+                choice: Some("String"),
+            }),
+            Producer::Const(v) => Some(Produced {
+                value: v.clone(),
+                choice: None,
+            }),
+            Producer::Fn(f) => {
+                let Some(v) = frame.value else {
+                    return Ok(None);
+                };
+                match functions::apply(*f, &v, &self.opts.default_zone) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        self.issues.push(Issue {
+                            severity: Severity::Warning,
+                            code: "value",
+                            text: format!("{why}; value not mapped (rule {})", r.name),
+                            location: Some(self.loc_of(r)),
+                        });
+                        None
+                    }
+                }
+            }
+            Producer::Via(map) => {
+                let mut obj = Map::new();
+                let plan = self.plan;
+                self.run_rules(&plan.maps[*map].rules, frame, &mut obj)?;
+                (!obj.is_empty()).then(|| Produced {
+                    value: Value::Object(obj),
+                    choice: None,
+                })
+            }
+            Producer::Rules(rules) => {
+                let mut obj = Map::new();
+                self.run_rules(rules, frame, &mut obj)?;
+                (!obj.is_empty()).then(|| Produced {
+                    value: Value::Object(obj),
+                    choice: None,
+                })
+            }
+            Producer::Ref(alias) => {
+                let scope = self
+                    .insts
+                    .get(frame.inst)
+                    .map(|i| i.scope.clone())
+                    .unwrap_or_default();
+                self.best_inst(*alias, &scope).map(|i| {
+                    let t = &self.insts[i];
+                    Produced {
+                        value: json!({"reference": format!("{}/{}", t.rtype, t.id)}),
+                        choice: None,
+                    }
+                })
+            }
+            Producer::Refs(alias) => {
+                let scope = self
+                    .insts
+                    .get(frame.inst)
+                    .map(|i| i.scope.clone())
+                    .unwrap_or_default();
+                let refs: Vec<Value> = self
+                    .insts
+                    .iter()
+                    .filter(|t| t.alias == *alias && t.scope.starts_with(&scope))
+                    .map(|t| json!({"reference": format!("{}/{}", t.rtype, t.id)}))
+                    .collect();
+                (!refs.is_empty()).then(|| Produced {
+                    value: Value::Array(refs),
+                    choice: None,
+                })
+            }
+            Producer::Resource { rtype, map, key } => {
+                let mut obj = Map::new();
+                obj.insert("resourceType".into(), Value::String(rtype.clone()));
+                let plan = self.plan;
+                let mut body = Map::new();
+                self.run_rules(&plan.maps[*map].rules, frame, &mut body)?;
+                if body.is_empty() {
+                    return Ok(None);
+                }
+                let keys: Vec<String> = if key.is_empty() {
+                    vec![
+                        frame
+                            .value
+                            .map(|v| String::from_utf8_lossy(v.raw()).into_owned())
+                            .unwrap_or_default(),
+                    ]
+                } else {
+                    key.iter()
+                        .map(|k| self.first_text(k, frame, false))
+                        .collect()
+                };
+                let keys = if keys.iter().all(String::is_empty) {
+                    vec![Value::Object(body.clone()).to_string()]
+                } else {
+                    keys
+                };
+                let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let id = ids::resource_id(rtype, &self.sender, "", &key_refs);
+                obj.insert("id".into(), Value::String(id.clone()));
+                obj.extend(body);
+                let full = format!("{rtype}/{id}");
+                if self.extra_ids.insert(full.clone()) {
+                    self.extra.push(Value::Object(obj));
+                }
+                Some(Produced {
+                    value: json!({"reference": full}),
+                    choice: None,
+                })
+            }
+            // Switches are dispatched in run_rule.
+            Producer::Switch { .. } => None,
+        };
+        let p = match (p, r.vocab) {
+            (
+                Some(Produced {
+                    value: Value::String(s),
+                    choice,
+                }),
+                Some((vid, field)),
+            ) => {
+                let vocab = &self.plan.vocabs[vid];
+                match vocab.entries.get(&s) {
+                    Some(e) => {
+                        let v = match field {
+                            VocabField::Code => &e.code,
+                            VocabField::Display => &e.display,
+                            VocabField::System => &e.system,
+                        };
+                        (!v.is_empty()).then(|| Produced {
+                            value: Value::String(v.clone()),
+                            choice,
+                        })
+                    }
+                    None => {
+                        if field == VocabField::Code {
+                            self.issues.push(Issue {
+                                severity: Severity::Warning,
+                                code: "code-invalid",
+                                text: format!(
+                                    "code '{}' has no entry in vocabulary {} (rule {})",
+                                    s.chars().take(40).collect::<String>(),
+                                    vocab.name,
+                                    r.name
+                                ),
+                                location: Some(self.loc_of(r)),
+                            });
+                        }
+                        None
+                    }
+                }
+            }
+            (p, _) => p,
+        };
+        Ok(p)
+    }
+
+    fn loc_of(&self, r: &RulePlan) -> String {
+        match &r.from {
+            Some(s) => format!("{s} ({})", r.origin),
+            None => r.origin.clone(),
+        }
+    }
+
+    fn mark_header_fields(&mut self) {
+        if let Some(msh) = self.consumed.get_mut(0) {
+            for f in [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 15, 16, 18] {
+                if let Some(c) = msh.get_mut(f) {
+                    *c = true;
+                }
+            }
+        }
+    }
+
+    /// Segments and fields no rule consumed.
+    fn loss_report(&mut self) {
+        for seg in self.msg.segments() {
+            let i = seg.index();
+            let used = &self.consumed[i];
+            let valued: Vec<usize> = seg
+                .fields()
+                .filter(|(_, v)| v.is_valued())
+                .map(|(n, _)| n)
+                .collect();
+            if valued.is_empty() {
+                continue;
+            }
+            if !used.iter().any(|u| *u) {
+                self.issues.push(Issue {
+                    severity: Severity::Warning,
+                    code: "not-supported",
+                    text: format!(
+                        "segment {} was not mapped ({} valued field(s))",
+                        seg.id(),
+                        valued.len()
+                    ),
+                    location: Some(format!("{} (segment #{})", seg.id(), i + 1)),
+                });
+                continue;
+            }
+            let lost: Vec<String> = valued
+                .iter()
+                .filter(|&&n| !used.get(n).copied().unwrap_or(false))
+                .map(|n| format!("{}-{n}", seg.id()))
+                .collect();
+            if !lost.is_empty() {
+                self.issues.push(Issue {
+                    severity: Severity::Info,
+                    code: "informational",
+                    text: format!("field(s) not mapped: {}", lost.join(", ")),
+                    location: Some(format!("{} (segment #{})", seg.id(), i + 1)),
+                });
+            }
+        }
+    }
+
+    fn bundle(&mut self, mp: &MessagePlan, resources: Vec<Value>) -> Value {
+        let h = self.msg.header();
+        let zone = &self.opts.default_zone;
+        let ts = h
+            .datetime
+            .as_deref()
+            .and_then(|t| crate::fhir::datetime::parse_dtm(t).ok())
+            .map(|d| d.to_instant(zone));
+        let control = h.control_id.as_deref().unwrap_or("");
+        let endpoint = |hd: &crate::v2::Hd<'_>| -> String {
+            match (&hd.universal_id, &hd.namespace_id) {
+                (Some(u), _)
+                    if u.split('.')
+                        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) =>
+                {
+                    format!("urn:oid:{u}")
+                }
+                (_, Some(n)) => format!("urn:hl7v2:{}", n.replace(' ', "_")),
+                (Some(u), None) => format!("urn:hl7v2:{}", u.replace(' ', "_")),
+                (None, None) => "urn:hl7v2:unknown".to_string(),
+            }
+        };
+        let focus: Vec<Value> = resources
+            .iter()
+            .take(64)
+            .filter_map(|r| Some(json!({"reference": format!("{}/{}", r.get("resourceType")?.as_str()?, r.get("id")?.as_str()?)})))
+            .collect();
+        let mh_id = ids::resource_id("MessageHeader", &self.sender, "", &[control]);
+        let mut mh = json!({
+            "resourceType": "MessageHeader",
+            "id": mh_id,
+            "eventCoding": {"system": "http://terminology.hl7.org/CodeSystem/v2-0003", "code": h.trigger_event.as_deref().unwrap_or(h.message_code.as_deref().unwrap_or(""))},
+            "source": {"endpoint": endpoint(&h.sending_application)},
+        });
+        if let Some(n) = &h.sending_application.namespace_id {
+            mh["source"]["name"] = json!(n);
+        }
+        if !h.receiving_application.is_empty() {
+            let mut d = json!({"endpoint": endpoint(&h.receiving_application)});
+            if let Some(n) = &h.receiving_application.namespace_id {
+                d["name"] = json!(n);
+            }
+            mh["destination"] = json!([d]);
+        }
+        if !focus.is_empty() {
+            mh["focus"] = Value::Array(focus.clone());
+        }
+        let prov_id = ids::resource_id("Provenance", &self.sender, "", &[control]);
+        let mut prov = json!({
+            "resourceType": "Provenance",
+            "id": prov_id,
+            "target": if focus.is_empty() { json!([{"reference": format!("MessageHeader/{mh_id}")}]) } else { Value::Array(focus) },
+            "recorded": ts.clone().unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
+            "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE", "display": "revise"}]},
+            "agent": [{
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler", "display": "Assembler"}]},
+                "who": {"display": "v2fhir"}
+            }],
+            "entity": [{"role": "source", "what": {"identifier": {"value": control}, "display": format!("HL7 v2 {} message {}", h.message_type(), mp.name)}}],
+        });
+        if ts.is_none() {
+            prov["recorded"] = json!("1970-01-01T00:00:00Z");
+            self.issues.push(Issue {
+                severity: Severity::Warning,
+                code: "incomplete",
+                text: "MSH-7 is missing or invalid; Provenance.recorded set to the epoch".into(),
+                location: Some("MSH-7".into()),
+            });
+        }
+        let bt = self.opts.bundle_type;
+        let mut all = Vec::with_capacity(resources.len() + 2);
+        all.push(mh);
+        all.extend(resources);
+        all.push(prov);
+        let entries: Vec<Value> = all
+            .into_iter()
+            .map(|r| {
+                let rt = r
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let id = r
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let mut e = json!({"fullUrl": format!("urn:uuid:{id}"), "resource": r});
+                if matches!(bt, BundleType::Transaction | BundleType::Batch) {
+                    e["request"] = json!({"method": "PUT", "url": format!("{rt}/{id}")});
+                }
+                e
+            })
+            .collect();
+        let mut b = json!({"resourceType": "Bundle", "id": ids::resource_id("Bundle", &self.sender, "", &[control]), "type": bt.as_str()});
+        if let Some(t) = ts {
+            b["timestamp"] = json!(t);
+        }
+        b["entry"] = Value::Array(entries);
+        b
+    }
+}
+
+fn collect_segments(
+    msg: &Message<'_>,
+    g: &GroupInstance,
+    seg: &[u8; 3],
+    all: bool,
+    out: &mut Vec<usize>,
+) {
+    for item in &g.items {
+        if !all && !out.is_empty() {
+            return;
+        }
+        match item {
+            GroupItem::Segment(s) => {
+                if msg.segment(*s).is_some_and(|x| x.id().as_bytes() == seg) {
+                    out.push(*s);
+                }
+            }
+            GroupItem::Group(sub) => collect_segments(msg, sub, seg, all, out),
+        }
+    }
+}
+
+fn empty_value<'a>() -> V2<'a> {
+    crate::v2::model::Value::empty()
+}
+
+/// Write `v` at `steps` inside `obj`. Empty values are never written; `[+]` elements that end
+/// up empty are removed.
+pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Option<&str>) {
+    if is_empty_json(&v) {
+        return;
+    }
+    let Some((step, rest)) = steps.split_first() else {
+        return;
+    };
+    let key = match (step.mode, choice) {
+        (Mode::Choice, Some(c)) => format!("{}{c}", step.key),
+        (Mode::Choice, None) => format!("{}String", step.key),
+        _ => step.key.clone(),
+    };
+    if rest.is_empty() {
+        match step.mode {
+            Mode::Plain | Mode::Choice => {
+                obj.insert(key, v);
+            }
+            Mode::Append => {
+                let arr = obj.entry(key).or_insert_with(|| Value::Array(vec![]));
+                if let Value::Array(a) = arr {
+                    a.push(v);
+                }
+            }
+            Mode::Last => {
+                let arr = obj.entry(key).or_insert_with(|| Value::Array(vec![]));
+                if let Value::Array(a) = arr {
+                    match a.last_mut() {
+                        Some(last) => *last = v,
+                        None => a.push(v),
+                    }
+                }
+            }
+            Mode::Index(n) => {
+                let arr = obj.entry(key).or_insert_with(|| Value::Array(vec![]));
+                if let Value::Array(a) = arr {
+                    if n < a.len() {
+                        a[n] = v;
+                    } else if n == a.len() {
+                        a.push(v);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    match step.mode {
+        Mode::Plain | Mode::Choice => {
+            let child = obj
+                .entry(key.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(c) = child {
+                write(c, rest, v, choice);
+                if c.is_empty() {
+                    obj.remove(&key);
+                }
+            }
+        }
+        Mode::Append | Mode::Last | Mode::Index(_) => {
+            let arr = obj
+                .entry(key.clone())
+                .or_insert_with(|| Value::Array(vec![]));
+            let Value::Array(a) = arr else { return };
+            let idx = match step.mode {
+                Mode::Append => {
+                    a.push(Value::Object(Map::new()));
+                    a.len() - 1
+                }
+                Mode::Last => {
+                    if a.is_empty() {
+                        a.push(Value::Object(Map::new()));
+                    }
+                    a.len() - 1
+                }
+                Mode::Index(n) => {
+                    if n == a.len() {
+                        a.push(Value::Object(Map::new()));
+                    }
+                    if n >= a.len() {
+                        return;
+                    }
+                    n
+                }
+                _ => return,
+            };
+            if let Some(Value::Object(c)) = a.get_mut(idx) {
+                write(c, rest, v, choice);
+            }
+            if a.get(idx).is_some_and(is_empty_json) {
+                a.remove(idx);
+            }
+            if a.is_empty() {
+                obj.remove(&key);
+            }
+        }
+    }
+}
