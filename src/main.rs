@@ -23,6 +23,42 @@ struct InputArgs {
     fallback_charset: String,
 }
 
+#[derive(clap::Args)]
+struct MappingArgs {
+    /// The mapping set directory.
+    #[arg(long, default_value = "mappings", env = "V2FHIR_MAPPINGS")]
+    mappings: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum MappingsCommand {
+    /// Load, validate and compile the mapping set; list every error as file:line:col.
+    Check(MappingArgs),
+    /// Run the `tests:` blocks of the message maps.
+    Test(MappingArgs),
+}
+
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// Files or directories (all *.hl7 inside, recursively), or `-` for standard input.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    mapping: MappingArgs,
+    /// Bundle type: transaction, batch, collection or message.
+    #[arg(long, default_value = "transaction")]
+    bundle_type: String,
+    /// IANA zone for date-times without an offset.
+    #[arg(long, default_value = "UTC", env = "V2FHIR_DEFAULT_ZONE")]
+    zone: String,
+    /// Print one JSON object per line ({"bundle": …, "outcome": …}) instead of pretty bundles.
+    #[arg(long)]
+    ndjson: bool,
+    /// Skip R4 validation (not recommended).
+    #[arg(long)]
+    no_validate: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Parse a file of HL7 v2 messages (single, concatenated or batch) and print the model as JSON.
@@ -30,6 +66,11 @@ enum Command {
     Parse(InputArgs),
     /// Print the acknowledgment (ER7) the gateway would send for each message in the input.
     Ack(InputArgs),
+    /// Convert HL7 v2 messages to FHIR R4 bundles. Exits non-zero when any message fails.
+    Convert(ConvertArgs),
+    /// Work with the mapping set.
+    #[command(subcommand)]
+    Mappings(MappingsCommand),
 }
 
 fn read_input(path: &PathBuf) -> Result<Vec<u8>> {
@@ -90,6 +131,30 @@ fn run() -> Result<ExitCode> {
                 }
             }
         }
+        Command::Mappings(MappingsCommand::Check(a)) => {
+            let plan = load_plan(&a.mappings)?;
+            let rules: usize = plan.maps.iter().map(|m| m.rules.len()).sum();
+            println!(
+                "{}: {} message maps, {} segment/datatype maps ({} rules), {} vocabularies — OK",
+                a.mappings.display(),
+                plan.messages.len(),
+                plan.maps.len(),
+                rules,
+                plan.vocabs.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mappings(MappingsCommand::Test(a)) => {
+            let plan = load_plan(&a.mappings)?;
+            let base = a.mappings.parent().map(PathBuf::from).unwrap_or_default();
+            let report = v2fhir::mapping::tests::run_all(&plan, &base);
+            for line in &report.lines {
+                println!("{line}");
+            }
+            println!("{} passed, {} failed", report.passed, report.failed);
+            Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Convert(a) => convert(a, &mut out),
         Command::Ack(args) => {
             let input = read_input(&args.input)?;
             let opts = || ack::AckOptions {
@@ -125,4 +190,79 @@ fn run() -> Result<ExitCode> {
             }
         }
     }
+}
+
+fn load_plan(dir: &std::path::Path) -> Result<v2fhir::mapping::plan::Plan> {
+    match v2fhir::mapping::load::load_dir(dir) {
+        Ok(p) => Ok(p),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            anyhow::bail!("{} error(s) in the mapping set {}", errors.len(), dir.display())
+        }
+    }
+}
+
+fn collect_inputs(p: &std::path::Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))?.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() {
+                collect_inputs(&e, out)?;
+            } else if e.extension().is_some_and(|x| x == "hl7") {
+                out.push(e);
+            }
+        }
+    } else {
+        out.push(p.to_path_buf());
+    }
+    Ok(())
+}
+
+fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
+    use v2fhir::mapping::eval::{self, BundleType, ConvertOptions};
+    let plan = load_plan(&a.mapping.mappings)?;
+    let bundle_type = BundleType::from_name(&a.bundle_type)
+        .with_context(|| format!("--bundle-type '{}' is not transaction, batch, collection or message", a.bundle_type))?;
+    let zone = jiff::tz::TimeZone::get(&a.zone).with_context(|| format!("--zone '{}' is not an IANA time zone", a.zone))?;
+    let opts = ConvertOptions { bundle_type, default_zone: zone, validate: !a.no_validate };
+    let mut files = Vec::new();
+    for i in &a.inputs {
+        collect_inputs(i, &mut files)?;
+    }
+    let (mut ok, mut failed) = (0usize, 0usize);
+    let progress = files.len() > 20 && !a.ndjson;
+    for (n, f) in files.iter().enumerate() {
+        let bytes = read_input(f)?;
+        let parsed = match v2::parse(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{}: {e}", f.display());
+                failed += 1;
+                continue;
+            }
+        };
+        for (i, msg) in parsed.messages.iter().enumerate() {
+            let c = eval::convert(&plan, msg, &opts);
+            let label = format!("{} message {}", f.display(), i + 1);
+            for issue in c.issues.iter().filter(|x| x.severity >= v2::Severity::Warning) {
+                eprintln!("{label}: {:?}: {}{}", issue.severity, issue.text, issue.location.as_ref().map(|l| format!(" [{l}]")).unwrap_or_default());
+            }
+            if c.failed() { failed += 1 } else { ok += 1 }
+            if a.ndjson {
+                serde_json::to_writer(&mut *out, &serde_json::json!({"source": label, "bundle": c.bundle, "outcome": c.outcome()}))?;
+                writeln!(out)?;
+            } else if let Some(b) = &c.bundle {
+                serde_json::to_writer_pretty(&mut *out, b)?;
+                writeln!(out)?;
+            }
+        }
+        if progress && (n + 1) % 10 == 0 {
+            eprintln!("[{}/{}] files", n + 1, files.len());
+        }
+    }
+    eprintln!("{ok} converted, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

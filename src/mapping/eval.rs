@@ -713,23 +713,34 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
         enum Item<'a> {
             None,
-            Value(V2<'a>),
+            Value(V2<'a>, Option<usize>),
             Segment(usize),
         }
         let items: Vec<Item<'a>> = match &r.from {
-            Some(Src::Seg { seg, all }) => self
-                .segments_for(seg, *all, frame)
-                .into_iter()
-                .map(Item::Segment)
-                .collect(),
+            Some(Src::Seg { seg, all }) => self.segments_for(seg, *all, frame).into_iter().map(Item::Segment).collect(),
+            Some(Src::Field { seg, seg_all: true, field, rep, comp, sub }) => {
+                // Every occurrence of the segment: each item is read (and `when` is evaluated)
+                // with that occurrence as the current segment.
+                let one = Src::Field { seg: *seg, seg_all: false, field: *field, rep: *rep, comp: *comp, sub: *sub };
+                let mut out = Vec::new();
+                for si in self.segments_for(seg, true, frame) {
+                    let mut f2 = frame.clone();
+                    f2.seg = Some(si);
+                    let vals = self.resolve(&one, &f2, true);
+                    if one.iterates() {
+                        out.extend(vals.into_iter().map(|v| Item::Value(v, Some(si))));
+                    } else if let Some(v) = vals.into_iter().next() {
+                        out.push(Item::Value(v, Some(si)));
+                    }
+                }
+                out
+            }
             Some(src) => {
                 let vals = self.resolve(src, frame, true);
                 if src.iterates() {
-                    vals.into_iter().map(Item::Value).collect()
+                    vals.into_iter().map(|v| Item::Value(v, None)).collect()
                 } else {
-                    vec![Item::Value(
-                        vals.into_iter().next().unwrap_or_else(empty_value),
-                    )]
+                    vec![Item::Value(vals.into_iter().next().unwrap_or_else(empty_value), None)]
                 }
             }
             None => vec![Item::None],
@@ -738,8 +749,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         for item in items {
             let mut sub = frame.clone();
             let gated_out = match item {
-                Item::Value(v) => {
+                Item::Value(v, seg) => {
                     sub.value = Some(v);
+                    if let Some(si) = seg {
+                        sub.seg = Some(si);
+                    }
                     !v.is_valued()
                 }
                 Item::Segment(si) => {

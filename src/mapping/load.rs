@@ -661,7 +661,7 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
         }
         let seg_ctx = if *is_segment { Some(left) } else { None };
         let rules = compile_rules(
-            &mut ctx, model, file, "/rules", &m.rules, fhir_type, seg_ctx,
+            &mut ctx, model, file, "/rules", &m.rules, fhir_type, seg_ctx, !*is_segment,
         );
         maps.push(MapPlan {
             name: m.map.clone(),
@@ -878,6 +878,7 @@ fn compile_rules(
     rules: &[ast::Rule],
     target_type: &str,
     segment: Option<&str>,
+    has_value: bool,
 ) -> Vec<RulePlan> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut out = Vec::new();
@@ -895,7 +896,7 @@ fn compile_rules(
             }
             None => ctx.err(file, &p, "every rule needs a name"),
         }
-        if let Some(rp) = compile_rule(ctx, model, file, &p, r, target_type, segment, None, None) {
+        if let Some(rp) = compile_rule(ctx, model, file, &p, r, target_type, segment, has_value, None, None) {
             out.push(rp);
         }
     }
@@ -911,6 +912,7 @@ fn compile_rule(
     r: &ast::Rule,
     target_type: &str,
     segment: Option<&str>,
+    has_value: bool,
     inherit_from: Option<&Src>,
     inherit_to: Option<&str>,
 ) -> Option<RulePlan> {
@@ -939,7 +941,7 @@ fn compile_rule(
     let from = match &r.from {
         Some(f) => match parse_src(f) {
             Ok(s) => {
-                check_src(ctx, file, &format!("{ptr}/from"), &s, segment);
+                check_src(ctx, file, &format!("{ptr}/from"), &s, segment, has_value);
                 Some(s)
             }
             Err(e) => {
@@ -1021,13 +1023,15 @@ fn compile_rule(
             }
         }
     }
+    // Inside this rule (its `when`, nested rules), relative paths address the selected field value.
+    let item_value = has_value || matches!(from, Some(Src::Field { .. }) | Some(Src::Alt(_)));
     let when = match &r.when {
         Some(w) => match parse_cond(w) {
             Ok(c) => {
                 let mut ps = vec![];
                 cond_paths(&c, &mut ps);
                 for s in ps {
-                    check_src(ctx, file, &format!("{ptr}/when"), s, segment);
+                    check_src(ctx, file, &format!("{ptr}/when"), s, segment, item_value);
                 }
                 Some(c)
             }
@@ -1117,6 +1121,7 @@ fn compile_rule(
             sub,
             &t,
             segment,
+            item_value,
         ))
     } else if let Some(a) = &r.reference {
         expect_ty(ctx, "Reference", "ref");
@@ -1184,7 +1189,7 @@ fn compile_rule(
                 return None;
             }
         };
-        check_src(ctx, file, &format!("{ptr}/switch"), &on, segment);
+        check_src(ctx, file, &format!("{ptr}/switch"), &on, segment, item_value);
         let mut cases = vec![];
         let mut default = None;
         for (k, c) in r.cases.iter().flatten().enumerate() {
@@ -1197,6 +1202,7 @@ fn compile_rule(
                 c,
                 target_type,
                 segment,
+                has_value,
                 from.as_ref(),
                 to_text,
             ) else {
@@ -1246,34 +1252,33 @@ fn compile_rule(
     })
 }
 
-fn check_src(ctx: &mut Ctx<'_>, file: &str, ptr: &str, s: &Src, segment: Option<&str>) {
+fn check_src(ctx: &mut Ctx<'_>, file: &str, ptr: &str, s: &Src, segment: Option<&str>, has_value: bool) {
     let mut fields = vec![];
     src_fields(s, &mut fields);
     for (seg, field) in fields {
         let id = String::from_utf8_lossy(&seg).into_owned();
         if segment.is_none() && id != "MSH" {
             // Datatype maps address relative paths; segment paths there would bypass the value.
-            ctx.err(
-                file,
-                ptr,
-                format!("datatype maps use relative paths (.1); {id}-{field} is a segment path"),
-            );
+            ctx.err(file, ptr, format!("datatype maps use relative paths (.1); {id}-{field} is a segment path"));
             continue;
         }
         if let Some((_, max)) = SEGMENT_FIELDS.iter().find(|(s, _)| *s == id) {
             if field > *max {
-                ctx.err(
-                    file,
-                    ptr,
-                    format!("{id} has {max} fields; {id}-{field} does not exist"),
-                );
+                ctx.err(file, ptr, format!("{id} has {max} fields; {id}-{field} does not exist"));
             }
         }
     }
-    if segment.is_some() {
-        if let Src::Rel(_) = s {
-            ctx.err(file, ptr, "segment maps use segment paths (PID-3); relative paths (.1) belong in datatype maps");
+    let mut rel = false;
+    fn any_rel(s: &Src, out: &mut bool) {
+        match s {
+            Src::Rel(_) => *out = true,
+            Src::Alt(a) => a.iter().for_each(|x| any_rel(x, out)),
+            _ => {}
         }
+    }
+    any_rel(s, &mut rel);
+    if rel && !has_value {
+        ctx.err(file, ptr, "a relative path (.1) needs a value: use it in a datatype map, or in rules nested under a rule whose 'from' selects a field");
     }
 }
 

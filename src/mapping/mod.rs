@@ -6,4 +6,5 @@ pub mod eval;
 pub mod functions;
 pub mod load;
 pub mod plan;
+pub mod tests;
 pub mod yaml;

@@ -1,0 +1,100 @@
+//! Runs the `tests:` blocks of message maps (`v2fhir mappings test`).
+
+use super::eval::{self, ConvertOptions};
+use super::plan::Plan;
+use serde_json::Value;
+use std::path::Path;
+
+/// Outcome of running the tests.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Passed expectations.
+    pub passed: usize,
+    /// Failed expectations (and unreadable inputs).
+    pub failed: usize,
+    /// One line per failure, plus a line per test case.
+    pub lines: Vec<String>,
+}
+
+/// Look up `a.b[0].c` in a JSON value.
+pub fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut cur = v;
+    for part in path.split('.') {
+        let (key, idx) = match part.split_once('[') {
+            Some((k, rest)) => (k, rest.strip_suffix(']').and_then(|n| n.parse::<usize>().ok())),
+            None => (part, None),
+        };
+        if !key.is_empty() {
+            cur = cur.get(key)?;
+        }
+        if let Some(i) = idx {
+            cur = cur.get(i)?;
+        }
+    }
+    Some(cur)
+}
+
+/// Run every message map's tests; input paths are relative to `base` (the mapping set's parent).
+pub fn run_all(plan: &Plan, base: &Path) -> Report {
+    let mut r = Report::default();
+    let opts = ConvertOptions::default();
+    for mp in &plan.messages {
+        for t in &mp.tests {
+            let path = base.join(&t.input);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    r.failed += 1;
+                    r.lines.push(format!("FAIL {} {}: cannot read input: {e}", mp.file, t.input));
+                    continue;
+                }
+            };
+            let parsed = match crate::v2::parse(&bytes) {
+                Ok(p) => p,
+                Err(e) => {
+                    r.failed += 1;
+                    r.lines.push(format!("FAIL {} {}: {e}", mp.file, t.input));
+                    continue;
+                }
+            };
+            let Some(msg) = parsed.messages.first() else { continue };
+            let c = eval::convert(plan, msg, &opts);
+            let mut case_failed = 0;
+            for e in &t.expect {
+                let of_alias: Vec<&Value> = c.by_alias.iter().filter(|(a, _)| *a == e.resource).map(|(_, v)| v).collect();
+                let problem = if let Some(n) = e.count {
+                    (of_alias.len() != n).then(|| format!("expected {n} '{}' resource(s), got {}", e.resource, of_alias.len()))
+                } else {
+                    match of_alias.first() {
+                        None => Some(format!("no '{}' resource", e.resource)),
+                        Some(res) => {
+                            let got = lookup(res, &e.path);
+                            if e.absent == Some(true) {
+                                got.map(|g| format!("{}.{} should be absent, is {g}", e.resource, e.path))
+                            } else if let Some(want) = &e.equals {
+                                match got {
+                                    Some(g) if g == want || g.as_str().is_some_and(|s| Some(s) == want.as_str()) || g.to_string() == want.to_string() => None,
+                                    other => Some(format!("{}.{}: expected {want}, got {}", e.resource, e.path, other.map(|g| g.to_string()).unwrap_or("nothing".into()))),
+                                }
+                            } else {
+                                got.is_none().then(|| format!("{}.{} is missing", e.resource, e.path))
+                            }
+                        }
+                    }
+                };
+                match problem {
+                    None => r.passed += 1,
+                    Some(p) => {
+                        r.failed += 1;
+                        case_failed += 1;
+                        r.lines.push(format!("FAIL {} {}: {p}", mp.file, t.input));
+                    }
+                }
+            }
+            if case_failed == 0 {
+                r.lines.push(format!("ok   {} {} ({} expectation(s))", mp.file, t.input, t.expect.len()));
+            }
+        }
+    }
+    r
+}
