@@ -88,6 +88,9 @@ pub fn parse_dtm(s: &str) -> Result<Dtm, String> {
     }
     let part = |a: usize, b: usize| main.get(a..b).map(|p| num(p, "date part")).transpose();
     let year = num(&main[..4], "year")?;
+    if year == 0 {
+        return Err("year 0000 does not exist".into());
+    }
     let month = part(4, 6)?;
     let day = part(6, 8)?;
     let hour = part(8, 10)?;

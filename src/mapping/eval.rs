@@ -354,7 +354,8 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         .iter()
         .filter_map(|(i, v)| i.map(|i| (plan.aliases[ev.insts[i].alias].clone(), v.clone())))
         .collect();
-    let bundle = ev.bundle(mp, resources.into_iter().map(|(_, v)| v).collect());
+    let focus_count = resources.iter().filter(|(i, _)| i.is_some()).count();
+    let bundle = ev.bundle(mp, resources.into_iter().map(|(_, v)| v).collect(), focus_count);
     Conversion {
         bundle: Some(bundle),
         by_alias,
@@ -708,6 +709,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 .or(default.as_deref());
             return match case {
                 Some(c) => self.run_rule(c, frame, out),
+                None if r.required => Err(Missing(format!("{} (no case for this {on} value)", r.name))),
                 None => Ok(()),
             };
         }
@@ -1037,7 +1039,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
     }
 
-    fn bundle(&mut self, mp: &MessagePlan, resources: Vec<Value>) -> Value {
+    fn bundle(&mut self, mp: &MessagePlan, resources: Vec<Value>, focus_count: usize) -> Value {
         let h = self.msg.header();
         let zone = &self.opts.default_zone;
         let ts = h
@@ -1061,7 +1063,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         };
         let focus: Vec<Value> = resources
             .iter()
-            .take(64)
+            .take(focus_count)
             .filter_map(|r| Some(json!({"reference": format!("{}/{}", r.get("resourceType")?.as_str()?, r.get("id")?.as_str()?)})))
             .collect();
         let mh_id = ids::resource_id("MessageHeader", &self.sender, "", &[control]);

@@ -1208,6 +1208,8 @@ fn compile_rule(
             ) else {
                 continue;
             };
+            let mut plan = plan;
+            plan.required |= r.required;
             match &c.is {
                 Some(values) => cases.push((values.clone(), plan)),
                 None if default.is_none() => default = Some(Box::new(plan)),
