@@ -1210,6 +1210,9 @@ fn compile_rule(
             };
             let mut plan = plan;
             plan.required |= r.required;
+            if c.name.is_none() {
+                plan.name = name.clone();
+            }
             match &c.is {
                 Some(values) => cases.push((values.clone(), plan)),
                 None if default.is_none() => default = Some(Box::new(plan)),
