@@ -152,7 +152,11 @@ fn run() -> Result<ExitCode> {
                 println!("{line}");
             }
             println!("{} passed, {} failed", report.passed, report.failed);
-            Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Convert(a) => convert(a, &mut out),
         Command::Ack(args) => {
@@ -199,14 +203,22 @@ fn load_plan(dir: &std::path::Path) -> Result<v2fhir::mapping::plan::Plan> {
             for e in &errors {
                 eprintln!("{e}");
             }
-            anyhow::bail!("{} error(s) in the mapping set {}", errors.len(), dir.display())
+            anyhow::bail!(
+                "{} error(s) in the mapping set {}",
+                errors.len(),
+                dir.display()
+            )
         }
     }
 }
 
 fn collect_inputs(p: &std::path::Path, out: &mut Vec<PathBuf>) -> Result<()> {
     if p.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))?.flatten().map(|e| e.path()).collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         entries.sort();
         for e in entries {
             if e.is_dir() {
@@ -224,10 +236,19 @@ fn collect_inputs(p: &std::path::Path, out: &mut Vec<PathBuf>) -> Result<()> {
 fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
     use v2fhir::mapping::eval::{self, BundleType, ConvertOptions};
     let plan = load_plan(&a.mapping.mappings)?;
-    let bundle_type = BundleType::from_name(&a.bundle_type)
-        .with_context(|| format!("--bundle-type '{}' is not transaction, batch, collection or message", a.bundle_type))?;
-    let zone = jiff::tz::TimeZone::get(&a.zone).with_context(|| format!("--zone '{}' is not an IANA time zone", a.zone))?;
-    let opts = ConvertOptions { bundle_type, default_zone: zone, validate: !a.no_validate };
+    let bundle_type = BundleType::from_name(&a.bundle_type).with_context(|| {
+        format!(
+            "--bundle-type '{}' is not transaction, batch, collection or message",
+            a.bundle_type
+        )
+    })?;
+    let zone = jiff::tz::TimeZone::get(&a.zone)
+        .with_context(|| format!("--zone '{}' is not an IANA time zone", a.zone))?;
+    let opts = ConvertOptions {
+        bundle_type,
+        default_zone: zone,
+        validate: !a.no_validate,
+    };
     let mut files = Vec::new();
     for i in &a.inputs {
         collect_inputs(i, &mut files)?;
@@ -247,12 +268,32 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
         for (i, msg) in parsed.messages.iter().enumerate() {
             let c = eval::convert(&plan, msg, &opts);
             let label = format!("{} message {}", f.display(), i + 1);
-            for issue in c.issues.iter().filter(|x| x.severity >= v2::Severity::Warning) {
-                eprintln!("{label}: {:?}: {}{}", issue.severity, issue.text, issue.location.as_ref().map(|l| format!(" [{l}]")).unwrap_or_default());
+            for issue in c
+                .issues
+                .iter()
+                .filter(|x| x.severity >= v2::Severity::Warning)
+            {
+                eprintln!(
+                    "{label}: {:?}: {}{}",
+                    issue.severity,
+                    issue.text,
+                    issue
+                        .location
+                        .as_ref()
+                        .map(|l| format!(" [{l}]"))
+                        .unwrap_or_default()
+                );
             }
-            if c.failed() { failed += 1 } else { ok += 1 }
+            if c.failed() {
+                failed += 1
+            } else {
+                ok += 1
+            }
             if a.ndjson {
-                serde_json::to_writer(&mut *out, &serde_json::json!({"source": label, "bundle": c.bundle, "outcome": c.outcome()}))?;
+                serde_json::to_writer(
+                    &mut *out,
+                    &serde_json::json!({"source": label, "bundle": c.bundle, "outcome": c.outcome()}),
+                )?;
                 writeln!(out)?;
             } else if let Some(b) = &c.bundle {
                 serde_json::to_writer_pretty(&mut *out, b)?;
@@ -264,5 +305,9 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
         }
     }
     eprintln!("{ok} converted, {failed} failed");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -10,28 +10,150 @@ use std::path::Path;
 use v2fhir::mapping::eval::{self, ConvertOptions};
 
 /// Minimum agreement per resource type (fraction of expected facts we reproduce).
+/// Measured 2026-11-29: Patient 71.7%, Encounter 61.6%, Observation 47.3%, Immunization 88.2%,
+/// DiagnosticReport 6.6% (most expected reports come from OML/OMG/OUL/REF order messages, which
+/// FHIR-Converter turns into reports; see docs/conformance.md). Target: 95%.
 const FLOORS: &[(&str, f64)] = &[
-    ("Patient", 0.0),
-    ("Encounter", 0.0),
-    ("Observation", 0.0),
-    ("Immunization", 0.0),
-    ("DiagnosticReport", 0.0),
+    ("Patient", 0.70),
+    ("Encounter", 0.60),
+    ("Observation", 0.45),
+    ("Immunization", 0.85),
+    ("DiagnosticReport", 0.05),
 ];
 
 /// Which elements are facts, per resource type (dotted paths, arrays flattened).
 const FACT_PATHS: &[(&str, &[&str])] = &[
-    ("Patient", &["identifier.value", "name.family", "name.given", "birthDate", "gender", "address.line", "address.city", "address.state", "address.postalCode", "address.country", "telecom.value", "maritalStatus.coding", "communication.language.coding", "deceasedDateTime", "deceasedBoolean", "multipleBirthBoolean", "multipleBirthInteger"]),
-    ("Encounter", &["status", "class", "type.coding", "period.start", "period.end", "identifier.value", "hospitalization.admitSource.coding", "hospitalization.dischargeDisposition.coding", "hospitalization.reAdmission.coding", "participant.type.coding", "reasonCode.coding"]),
-    ("Observation", &["status", "code.coding", "valueQuantity.value", "valueQuantity.unit", "valueString", "valueCodeableConcept.coding", "valueDateTime", "effectiveDateTime", "interpretation.coding", "method.coding", "issued"]),
-    ("Immunization", &["status", "vaccineCode.coding", "occurrenceDateTime", "doseQuantity.value", "doseQuantity.unit", "lotNumber", "expirationDate", "route.coding", "site.coding", "statusReason.coding", "reportOrigin.coding", "primarySource"]),
-    ("DiagnosticReport", &["status", "code.coding", "effectiveDateTime", "issued", "identifier.value", "category.coding", "conclusion"]),
-    ("AllergyIntolerance", &["code.coding", "category", "criticality", "onsetDateTime", "reaction.manifestation.text"]),
-    ("Condition", &["code.coding", "onsetDateTime", "recordedDate"]),
+    (
+        "Patient",
+        &[
+            "identifier.value",
+            "name.family",
+            "name.given",
+            "birthDate",
+            "gender",
+            "address.line",
+            "address.city",
+            "address.state",
+            "address.postalCode",
+            "address.country",
+            "telecom.value",
+            "maritalStatus.coding",
+            "communication.language.coding",
+            "deceasedDateTime",
+            "deceasedBoolean",
+            "multipleBirthBoolean",
+            "multipleBirthInteger",
+        ],
+    ),
+    (
+        "Encounter",
+        &[
+            "status",
+            "class",
+            "type.coding",
+            "period.start",
+            "period.end",
+            "identifier.value",
+            "hospitalization.admitSource.coding",
+            "hospitalization.dischargeDisposition.coding",
+            "hospitalization.reAdmission.coding",
+            "participant.type.coding",
+            "reasonCode.coding",
+        ],
+    ),
+    (
+        "Observation",
+        &[
+            "status",
+            "code.coding",
+            "valueQuantity.value",
+            "valueQuantity.unit",
+            "valueString",
+            "valueCodeableConcept.coding",
+            "valueDateTime",
+            "effectiveDateTime",
+            "interpretation.coding",
+            "method.coding",
+            "issued",
+        ],
+    ),
+    (
+        "Immunization",
+        &[
+            "status",
+            "vaccineCode.coding",
+            "occurrenceDateTime",
+            "doseQuantity.value",
+            "doseQuantity.unit",
+            "lotNumber",
+            "expirationDate",
+            "route.coding",
+            "site.coding",
+            "statusReason.coding",
+            "reportOrigin.coding",
+            "primarySource",
+        ],
+    ),
+    (
+        "DiagnosticReport",
+        &[
+            "status",
+            "code.coding",
+            "effectiveDateTime",
+            "issued",
+            "identifier.value",
+            "category.coding",
+            "conclusion",
+        ],
+    ),
+    (
+        "AllergyIntolerance",
+        &[
+            "code.coding",
+            "category",
+            "criticality",
+            "onsetDateTime",
+            "reaction.manifestation.text",
+        ],
+    ),
+    (
+        "Condition",
+        &["code.coding", "onsetDateTime", "recordedDate"],
+    ),
     ("Procedure", &["status", "code.coding", "performedDateTime"]),
-    ("Coverage", &["status", "subscriberId", "period.start", "period.end"]),
-    ("RelatedPerson", &["name.family", "name.given", "relationship.coding", "telecom.value", "gender", "birthDate"]),
-    ("ServiceRequest", &["status", "intent", "code.coding", "identifier.value", "authoredOn"]),
-    ("Specimen", &["type.coding", "collection.collectedDateTime", "receivedTime"]),
+    (
+        "Coverage",
+        &["status", "subscriberId", "period.start", "period.end"],
+    ),
+    (
+        "RelatedPerson",
+        &[
+            "name.family",
+            "name.given",
+            "relationship.coding",
+            "telecom.value",
+            "gender",
+            "birthDate",
+        ],
+    ),
+    (
+        "ServiceRequest",
+        &[
+            "status",
+            "intent",
+            "code.coding",
+            "identifier.value",
+            "authoredOn",
+        ],
+    ),
+    (
+        "Specimen",
+        &[
+            "type.coding",
+            "collection.collectedDateTime",
+            "receivedTime",
+        ],
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +180,10 @@ fn normalize(v: &Value) -> String {
             }
             s.to_string()
         }
-        Value::Number(n) => n.as_f64().map(|f| format!("{f}")).unwrap_or_else(|| n.to_string()),
+        Value::Number(n) => n
+            .as_f64()
+            .map(|f| format!("{f}"))
+            .unwrap_or_else(|| n.to_string()),
         other => other.to_string(),
     }
 }
@@ -70,9 +195,17 @@ fn collect(v: &Value, path: &[&str], key: &str, out: &mut Vec<Fact>) {
             if let Some(code) = v.get("code").filter(|_| v.is_object()) {
                 // A Coding.
                 let system = v.get("system").and_then(Value::as_str).map(str::to_string);
-                out.push(Fact { key: key.to_string(), value: normalize(code), system });
+                out.push(Fact {
+                    key: key.to_string(),
+                    value: normalize(code),
+                    system,
+                });
             } else if !v.is_object() {
-                out.push(Fact { key: key.to_string(), value: normalize(v), system: None });
+                out.push(Fact {
+                    key: key.to_string(),
+                    value: normalize(v),
+                    system: None,
+                });
             }
         }
         Value::Object(m) => {
@@ -85,7 +218,10 @@ fn collect(v: &Value, path: &[&str], key: &str, out: &mut Vec<Fact>) {
 }
 
 fn facts(resource: &Value) -> Vec<Fact> {
-    let rt = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
+    let rt = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let mut out = Vec::new();
     if let Some((_, paths)) = FACT_PATHS.iter().find(|(t, _)| *t == rt) {
         for p in *paths {
@@ -97,7 +233,8 @@ fn facts(resource: &Value) -> Vec<Fact> {
 }
 
 fn placeholder_system(s: &Option<String>) -> bool {
-    s.as_deref().is_none_or(|s| s.starts_with("http://example.com/"))
+    s.as_deref()
+        .is_none_or(|s| s.starts_with("http://example.com/"))
 }
 
 /// How many expected facts are found among ours (each of ours used at most once).
@@ -106,7 +243,10 @@ fn matched(expected: &[Fact], ours: &[Fact]) -> usize {
     let mut n = 0;
     for e in expected {
         let hit = ours.iter().enumerate().position(|(i, o)| {
-            !used[i] && o.key == e.key && o.value == e.value && (placeholder_system(&e.system) || o.system == e.system)
+            !used[i]
+                && o.key == e.key
+                && o.value == e.value
+                && (placeholder_system(&e.system) || o.system == e.system)
         });
         if let Some(i) = hit {
             used[i] = true;
@@ -117,7 +257,10 @@ fn matched(expected: &[Fact], ours: &[Fact]) -> usize {
 }
 
 fn resources(bundle: &Value) -> Vec<&Value> {
-    bundle["entry"].as_array().map(|a| a.iter().filter_map(|e| e.get("resource")).collect()).unwrap_or_default()
+    bundle["entry"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e.get("resource")).collect())
+        .unwrap_or_default()
 }
 
 #[derive(Default, Clone, Copy)]
@@ -130,10 +273,21 @@ struct Tally {
 fn agreement_with_fhir_converter() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let plan = v2fhir::mapping::load::load_dir(&root.join("mappings")).unwrap_or_else(|e| {
-        panic!("mapping set does not load:\n{}", e.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"))
+        panic!(
+            "mapping set does not load:\n{}",
+            e.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     });
     let dir = root.join("tests/corpus/fhir-converter");
-    let mut pairs: Vec<_> = std::fs::read_dir(&dir).expect("corpus").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "hl7")).collect();
+    let mut pairs: Vec<_> = std::fs::read_dir(&dir)
+        .expect("corpus")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hl7"))
+        .collect();
     pairs.sort();
     assert_eq!(pairs.len(), 121, "expected the 121 FHIR-Converter pairs");
     let opts = ConvertOptions::default();
@@ -142,7 +296,9 @@ fn agreement_with_fhir_converter() {
     let mut unresolved = Vec::new();
     for hl7 in &pairs {
         let json_path = hl7.with_extension("json");
-        let expected: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("expected json")).expect("json");
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(&json_path).expect("expected json"))
+                .expect("json");
         let bytes = std::fs::read(hl7).expect("hl7");
         let parsed = v2fhir::v2::parse(&bytes).expect("parses");
         let msg = &parsed.messages[0];
@@ -153,7 +309,13 @@ fn agreement_with_fhir_converter() {
         if let Some(b) = &conv.bundle {
             let ids: std::collections::HashSet<String> = ours
                 .iter()
-                .filter_map(|r| Some(format!("{}/{}", r.get("resourceType")?.as_str()?, r.get("id")?.as_str()?)))
+                .filter_map(|r| {
+                    Some(format!(
+                        "{}/{}",
+                        r.get("resourceType")?.as_str()?,
+                        r.get("id")?.as_str()?
+                    ))
+                })
                 .collect();
             let text = b.to_string();
             for (i, _) in text.match_indices("\"reference\":\"") {
@@ -167,50 +329,101 @@ fn agreement_with_fhir_converter() {
         }
         let exp_res = resources(&expected);
         for (rt, _) in FACT_PATHS {
-            let e: Vec<Fact> = exp_res.iter().filter(|r| r["resourceType"] == *rt).flat_map(|r| facts(r)).collect();
+            let e: Vec<Fact> = exp_res
+                .iter()
+                .filter(|r| r["resourceType"] == *rt)
+                .flat_map(|r| facts(r))
+                .collect();
             if e.is_empty() {
                 continue;
             }
-            let o: Vec<Fact> = ours.iter().filter(|r| r["resourceType"] == *rt).flat_map(|r| facts(r)).collect();
+            let o: Vec<Fact> = ours
+                .iter()
+                .filter(|r| r["resourceType"] == *rt)
+                .flat_map(|r| facts(r))
+                .collect();
             let m = matched(&e, &o);
-            if std::env::var("CONFORMANCE_DEBUG").is_ok_and(|f| hl7.display().to_string().contains(&f)) {
+            if std::env::var("CONFORMANCE_DEBUG")
+                .is_ok_and(|f| hl7.display().to_string().contains(&f))
+            {
                 for f in &e {
                     if matched(std::slice::from_ref(f), &o) == 0 {
-                        println!("MISSING {rt} {} = {} [{}]", f.key, f.value, f.system.as_deref().unwrap_or(""));
+                        println!(
+                            "MISSING {rt} {} = {} [{}]",
+                            f.key,
+                            f.value,
+                            f.system.as_deref().unwrap_or("")
+                        );
                     }
                 }
                 for f in &o {
                     if matched(std::slice::from_ref(f), &e) == 0 {
-                        println!("EXTRA   {rt} {} = {} [{}]", f.key, f.value, f.system.as_deref().unwrap_or(""));
+                        println!(
+                            "EXTRA   {rt} {} = {} [{}]",
+                            f.key,
+                            f.value,
+                            f.system.as_deref().unwrap_or("")
+                        );
                     }
                 }
             }
             let t = by_type.entry(rt.to_string()).or_default();
             t.expected += e.len();
             t.matched += m;
-            let mt = by_message.entry(mtype.clone()).or_default().entry(rt.to_string()).or_default();
+            let mt = by_message
+                .entry(mtype.clone())
+                .or_default()
+                .entry(rt.to_string())
+                .or_default();
             mt.expected += e.len();
             mt.matched += m;
         }
     }
-    println!("\nAgreement with FHIR-Converter's expected output (facts reproduced / facts expected):");
-    println!("{:<20} {:>8} {:>8} {:>7}", "resource type", "matched", "expected", "%");
+    println!(
+        "\nAgreement with FHIR-Converter's expected output (facts reproduced / facts expected):"
+    );
+    println!(
+        "{:<20} {:>8} {:>8} {:>7}",
+        "resource type", "matched", "expected", "%"
+    );
     for (rt, t) in &by_type {
-        println!("{rt:<20} {:>8} {:>8} {:>6.1}%", t.matched, t.expected, 100.0 * t.matched as f64 / t.expected.max(1) as f64);
+        println!(
+            "{rt:<20} {:>8} {:>8} {:>6.1}%",
+            t.matched,
+            t.expected,
+            100.0 * t.matched as f64 / t.expected.max(1) as f64
+        );
     }
     println!("\nBy message type:");
     for (mt, types) in &by_message {
-        let (m, e) = types.values().fold((0, 0), |(m, e), t| (m + t.matched, e + t.expected));
-        println!("{mt:<12} {m:>6} / {e:<6} {:>6.1}%", 100.0 * m as f64 / e.max(1) as f64);
+        let (m, e) = types
+            .values()
+            .fold((0, 0), |(m, e), t| (m + t.matched, e + t.expected));
+        println!(
+            "{mt:<12} {m:>6} / {e:<6} {:>6.1}%",
+            100.0 * m as f64 / e.max(1) as f64
+        );
     }
-    assert!(unresolved.is_empty(), "references that do not resolve:\n{}", unresolved.join("\n"));
+    assert!(
+        unresolved.is_empty(),
+        "references that do not resolve:\n{}",
+        unresolved.join("\n")
+    );
     let mut below = Vec::new();
     for (rt, floor) in FLOORS {
         let t = by_type.get(*rt).copied().unwrap_or_default();
         let pct = t.matched as f64 / t.expected.max(1) as f64;
         if pct < *floor {
-            below.push(format!("{rt}: {:.1}% < floor {:.1}%", pct * 100.0, floor * 100.0));
+            below.push(format!(
+                "{rt}: {:.1}% < floor {:.1}%",
+                pct * 100.0,
+                floor * 100.0
+            ));
         }
     }
-    assert!(below.is_empty(), "agreement fell below the floor:\n{}", below.join("\n"));
+    assert!(
+        below.is_empty(),
+        "agreement fell below the floor:\n{}",
+        below.join("\n")
+    );
 }

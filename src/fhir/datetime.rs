@@ -100,10 +100,10 @@ pub fn parse_dtm(s: &str) -> Result<Dtm, String> {
         if !(1..=12).contains(&m) {
             return Err("month out of range".into());
         }
-        if let Some(d) = day {
-            if d < 1 || d > days_in_month(year, m) {
-                return Err("day out of range for its month".into());
-            }
+        if let Some(d) = day
+            && (d < 1 || d > days_in_month(year, m))
+        {
+            return Err("day out of range for its month".into());
         }
     }
     if hour.is_some_and(|h| h > 23)

@@ -237,7 +237,7 @@ pub fn route<'p>(
         .collect();
     candidates
         .iter()
-        .find(|m| m.events.iter().any(|e| *e == event))
+        .find(|m| m.events.contains(&event))
         .or_else(|| candidates.iter().find(|m| m.events.is_empty()))
         .copied()
 }
@@ -355,7 +355,11 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         .filter_map(|(i, v)| i.map(|i| (plan.aliases[ev.insts[i].alias].clone(), v.clone())))
         .collect();
     let focus_count = resources.iter().filter(|(i, _)| i.is_some()).count();
-    let bundle = ev.bundle(mp, resources.into_iter().map(|(_, v)| v).collect(), focus_count);
+    let bundle = ev.bundle(
+        mp,
+        resources.into_iter().map(|(_, v)| v).collect(),
+        focus_count,
+    );
     Conversion {
         bundle: Some(bundle),
         by_alias,
@@ -424,16 +428,16 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 for (chain, scope) in &levels {
                     let Some(g) = chain.last() else { continue };
                     for (idx, item) in g.items.iter().enumerate() {
-                        if let GroupItem::Group(sub) = item {
-                            if *sub.name == *step.name {
-                                let mut c = chain.clone();
-                                c.push(sub);
-                                let mut s = scope.clone();
-                                s.push(idx);
-                                next.push((c, s));
-                                if !step.all {
-                                    break;
-                                }
+                        if let GroupItem::Group(sub) = item
+                            && *sub.name == *step.name
+                        {
+                            let mut c = chain.clone();
+                            c.push(sub);
+                            let mut s = scope.clone();
+                            s.push(idx);
+                            next.push((c, s));
+                            if !step.all {
+                                break;
                             }
                         }
                     }
@@ -446,8 +450,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let segs: Vec<usize> = g
                     .items
                     .iter()
-                    .enumerate()
-                    .filter_map(|(_, it)| match it {
+                    .filter_map(|it| match it {
                         GroupItem::Segment(s)
                             if self
                                 .msg
@@ -471,10 +474,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         value: None,
                         inst: usize::MAX,
                     };
-                    if let Some(c) = &rp.when {
-                        if !self.cond(c, &frame) {
-                            continue;
-                        }
+                    if let Some(c) = &rp.when
+                        && !self.cond(c, &frame)
+                    {
+                        continue;
                     }
                     let mut keys: Vec<String> = rp
                         .key
@@ -551,15 +554,14 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     /// Segments with id `seg` in scope: the current segment; else, from the innermost group
     /// instance outwards, the first group whose subtree holds any (depth-first, message order).
     fn segments_for(&self, seg: &[u8; 3], all: bool, frame: &Frame<'g, 'a>) -> Vec<usize> {
-        if let Some(cur) = frame.seg {
-            if !all
-                && self
-                    .msg
-                    .segment(cur)
-                    .is_some_and(|s| s.id().as_bytes() == seg)
-            {
-                return vec![cur];
-            }
+        if let Some(cur) = frame.seg
+            && !all
+            && self
+                .msg
+                .segment(cur)
+                .is_some_and(|s| s.id().as_bytes() == seg)
+        {
+            return vec![cur];
         }
         if seg == b"MSH" {
             return vec![0];
@@ -592,10 +594,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         continue;
                     };
                     let f = segment.field(*field);
-                    if mark && f.is_valued() {
-                        if let Some(c) = self.consumed.get_mut(si).and_then(|v| v.get_mut(*field)) {
-                            *c = true;
-                        }
+                    if mark
+                        && f.is_valued()
+                        && let Some(c) = self.consumed.get_mut(si).and_then(|v| v.get_mut(*field))
+                    {
+                        *c = true;
                     }
                     let reps: Vec<V2<'a>> = match rep {
                         Rep::First => vec![f.rep(1)],
@@ -643,7 +646,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         match c {
             Cond::In(src, values) => {
                 let t = self.first_text(src, frame, false);
-                values.iter().any(|v| *v == t)
+                values.contains(&t)
             }
             Cond::Valued(src) => self
                 .resolve(src, frame, false)
@@ -696,20 +699,22 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         out: &mut Map<String, Value>,
     ) -> Result<(), Missing> {
         if let Producer::Switch { on, cases, default } = &r.producer {
-            if let Some(c) = &r.when {
-                if !self.cond(c, frame) {
-                    return Ok(());
-                }
+            if let Some(c) = &r.when
+                && !self.cond(c, frame)
+            {
+                return Ok(());
             }
             let key = self.first_text(on, frame, true);
             let case = cases
                 .iter()
-                .find(|(vals, _)| vals.iter().any(|v| *v == key))
+                .find(|(vals, _)| vals.contains(&key))
                 .map(|(_, c)| c)
                 .or(default.as_deref());
             return match case {
                 Some(c) => self.run_rule(c, frame, out),
-                None if r.required => Err(Missing(format!("{} (no case for this {on} value)", r.name))),
+                None if r.required => {
+                    Err(Missing(format!("{} (no case for this {on} value)", r.name)))
+                }
                 None => Ok(()),
             };
         }
@@ -719,11 +724,29 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             Segment(usize),
         }
         let items: Vec<Item<'a>> = match &r.from {
-            Some(Src::Seg { seg, all }) => self.segments_for(seg, *all, frame).into_iter().map(Item::Segment).collect(),
-            Some(Src::Field { seg, seg_all: true, field, rep, comp, sub }) => {
+            Some(Src::Seg { seg, all }) => self
+                .segments_for(seg, *all, frame)
+                .into_iter()
+                .map(Item::Segment)
+                .collect(),
+            Some(Src::Field {
+                seg,
+                seg_all: true,
+                field,
+                rep,
+                comp,
+                sub,
+            }) => {
                 // Every occurrence of the segment: each item is read (and `when` is evaluated)
                 // with that occurrence as the current segment.
-                let one = Src::Field { seg: *seg, seg_all: false, field: *field, rep: *rep, comp: *comp, sub: *sub };
+                let one = Src::Field {
+                    seg: *seg,
+                    seg_all: false,
+                    field: *field,
+                    rep: *rep,
+                    comp: *comp,
+                    sub: *sub,
+                };
                 let mut out = Vec::new();
                 for si in self.segments_for(seg, true, frame) {
                     let mut f2 = frame.clone();
@@ -742,7 +765,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 if src.iterates() {
                     vals.into_iter().map(|v| Item::Value(v, None)).collect()
                 } else {
-                    vec![Item::Value(vals.into_iter().next().unwrap_or_else(empty_value), None)]
+                    vec![Item::Value(
+                        vals.into_iter().next().unwrap_or_else(empty_value),
+                        None,
+                    )]
                 }
             }
             None => vec![Item::None],
@@ -765,39 +791,36 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 }
                 Item::None => false,
             };
-            if let Some(c) = &r.when {
-                if !self.cond(c, &sub) {
-                    continue;
-                }
+            if let Some(c) = &r.when
+                && !self.cond(c, &sub)
+            {
+                continue;
             }
             let mut produced = if gated_out {
                 None
             } else {
                 self.produce(r, &sub)?
             };
-            if produced.is_none() {
-                if let Some(d) = &r.default {
-                    produced = Some(Produced {
-                        value: d.clone(),
-                        choice: None,
-                    });
-                }
+            if produced.is_none()
+                && let Some(d) = &r.default
+            {
+                produced = Some(Produced {
+                    value: d.clone(),
+                    choice: None,
+                });
             }
-            match produced {
-                Some(p) => {
-                    if let Value::Array(list) = &p.value {
-                        if matches!(r.producer, Producer::Refs(_)) {
-                            for v in list {
-                                write(out, &r.to, v.clone(), None);
-                            }
-                            wrote |= !list.is_empty();
-                            continue;
-                        }
+            if let Some(p) = produced {
+                if let Value::Array(list) = &p.value
+                    && matches!(r.producer, Producer::Refs(_))
+                {
+                    for v in list {
+                        write(out, &r.to, v.clone(), None);
                     }
-                    write(out, &r.to, p.value, p.choice);
-                    wrote = true;
+                    wrote |= !list.is_empty();
+                    continue;
                 }
-                None => {}
+                write(out, &r.to, p.value, p.choice);
+                wrote = true;
             }
         }
         if r.required && !wrote {

@@ -166,7 +166,9 @@ fn first_component(v: &V2<'_>) -> String {
     c.text().map(|t| t.trim().to_string()).unwrap_or_default()
 }
 
-/// XTN → one string: XTN.1 (formatted), else XTN.4 (e-mail), else +country (area) local ext.
+/// XTN → one string: the e-mail address (XTN.4) for Internet/X.400 equipment; else the
+/// unformatted number (XTN.12), else the legacy formatted number (XTN.1), else
+/// +country (area) local ext. composed from XTN.5–8, else the e-mail address.
 fn phone(v: &V2<'_>) -> Option<String> {
     let part = |n: usize| {
         v.child(n)
@@ -174,30 +176,34 @@ fn phone(v: &V2<'_>) -> Option<String> {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
     };
-    if let Some(t) = part(1) {
-        return Some(t);
-    }
-    if let Some(e) = part(4) {
+    if matches!(part(3).as_deref(), Some("Internet" | "X.400"))
+        && let Some(e) = part(4)
+    {
         return Some(e);
     }
     if let Some(u) = part(12) {
         return Some(u);
     }
-    let local = part(7)?;
-    let mut out = String::new();
-    if let Some(c) = part(5) {
-        out.push('+');
-        out.push_str(c.trim_start_matches('+'));
-        out.push(' ');
+    if let Some(t) = part(1) {
+        return Some(t);
     }
-    if let Some(a) = part(6) {
-        out.push_str(&format!("({a}) "));
+    if let Some(local) = part(7) {
+        let mut out = String::new();
+        if let Some(c) = part(5) {
+            out.push('+');
+            out.push_str(c.trim_start_matches('+'));
+            out.push(' ');
+        }
+        if let Some(a) = part(6) {
+            out.push_str(&format!("({a}) "));
+        }
+        out.push_str(&local);
+        if let Some(x) = part(8) {
+            out.push_str(&format!(" ext. {x}"));
+        }
+        return Some(out);
     }
-    out.push_str(&local);
-    if let Some(x) = part(8) {
-        out.push_str(&format!(" ext. {x}"));
-    }
-    Some(out)
+    part(4)
 }
 
 /// SN (structured numeric): comparator ^ num1 ^ separator/suffix ^ num2.
@@ -261,7 +267,7 @@ fn attachment(v: &V2<'_>) -> Result<Produced, String> {
         "A" | "" => base64(raw.as_bytes()),
         "HEX" => {
             let clean: String = raw.split_whitespace().collect();
-            if clean.len() % 2 != 0 || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !clean.len().is_multiple_of(2) || !clean.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err("ED data declared Hex is not hexadecimal".into());
             }
             let bytes: Vec<u8> = (0..clean.len())
@@ -374,6 +380,11 @@ mod tests {
                 Some(json!("(555)555-1234")),
             ),
             (Func::Phone, "^NET^Internet^a@b.org", Some(json!("a@b.org"))),
+            (
+                Func::Phone,
+                "555^^CP^^^^^^^^^5551234",
+                Some(json!("5551234")),
+            ),
             (
                 Func::Phone,
                 "^PRN^PH^^1^919^5551234^22",

@@ -647,10 +647,10 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
     let mut maps = Vec::new();
     for (file, m, is_segment) in &map_defs {
         let (left, fhir_type) = split_map_name(&m.map).unwrap_or(("", ""));
-        if let Some(model) = model {
-            if !model.has_type(fhir_type) {
-                ctx.err(file, "/map", format!("'{fhir_type}' is not an R4 type"));
-            }
+        if let Some(model) = model
+            && !model.has_type(fhir_type)
+        {
+            ctx.err(file, "/map", format!("'{fhir_type}' is not an R4 type"));
         }
         if *is_segment && left.len() != 3 {
             ctx.err(
@@ -661,7 +661,14 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
         }
         let seg_ctx = if *is_segment { Some(left) } else { None };
         let rules = compile_rules(
-            &mut ctx, model, file, "/rules", &m.rules, fhir_type, seg_ctx, !*is_segment,
+            &mut ctx,
+            model,
+            file,
+            "/rules",
+            &m.rules,
+            fhir_type,
+            seg_ctx,
+            !*is_segment,
         );
         maps.push(MapPlan {
             name: m.map.clone(),
@@ -753,17 +760,17 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
                     &format!("{ptr}/source"),
                     format!("'{}': the last step must be a segment id", r.source),
                 );
-            } else if let Some((seg, _)) = split_map_name(&r.map) {
-                if seg != segment.name {
-                    ctx.err(
-                        file,
-                        &format!("{ptr}/source"),
-                        format!(
-                            "source segment {} does not match map {}",
-                            segment.name, r.map
-                        ),
-                    );
-                }
+            } else if let Some((seg, _)) = split_map_name(&r.map)
+                && seg != segment.name
+            {
+                ctx.err(
+                    file,
+                    &format!("{ptr}/source"),
+                    format!(
+                        "source segment {} does not match map {}",
+                        segment.name, r.map
+                    ),
+                );
             }
             for st in &steps {
                 let known = m.structures.iter().any(|s| {
@@ -896,7 +903,18 @@ fn compile_rules(
             }
             None => ctx.err(file, &p, "every rule needs a name"),
         }
-        if let Some(rp) = compile_rule(ctx, model, file, &p, r, target_type, segment, has_value, None, None) {
+        if let Some(rp) = compile_rule(
+            ctx,
+            model,
+            file,
+            &p,
+            r,
+            target_type,
+            segment,
+            has_value,
+            None,
+            None,
+        ) {
             out.push(rp);
         }
     }
@@ -968,56 +986,55 @@ fn compile_rule(
     };
     // Resolve the FHIR type of the target element.
     let mut elem_ty: Option<String> = None;
-    if let Some(model) = model {
-        if !to.is_empty() {
-            let mut ty = target_type.to_string();
-            for (k, st) in to.iter().enumerate() {
-                if st.mode == Mode::Choice {
-                    let c = model.choices(&ty, &st.key);
-                    if c.is_empty() {
-                        ctx.err(
-                            file,
-                            &format!("{ptr}/to"),
-                            format!("{ty} has no choice element {}[x]", st.key),
-                        );
-                        return None;
-                    }
-                    elem_ty = Some("*".into());
-                    break;
+    if let Some(model) = model
+        && !to.is_empty()
+    {
+        let mut ty = target_type.to_string();
+        for (k, st) in to.iter().enumerate() {
+            if st.mode == Mode::Choice {
+                let c = model.choices(&ty, &st.key);
+                if c.is_empty() {
+                    ctx.err(
+                        file,
+                        &format!("{ptr}/to"),
+                        format!("{ty} has no choice element {}[x]", st.key),
+                    );
+                    return None;
                 }
-                match model.element(&ty, &st.key) {
-                    None => {
+                elem_ty = Some("*".into());
+                break;
+            }
+            match model.element(&ty, &st.key) {
+                None => {
+                    ctx.err(
+                        file,
+                        &format!("{ptr}/to"),
+                        format!("{ty} has no element '{}'", st.key),
+                    );
+                    return None;
+                }
+                Some(info) => {
+                    if info.array && st.mode == Mode::Plain {
                         ctx.err(
                             file,
                             &format!("{ptr}/to"),
-                            format!("{ty} has no element '{}'", st.key),
+                            format!(
+                                "{ty}.{} is a list: write {}[+] (append) or {}[=] (last)",
+                                st.key, st.key, st.key
+                            ),
                         );
-                        return None;
                     }
-                    Some(info) => {
-                        if info.array && st.mode == Mode::Plain {
-                            ctx.err(
-                                file,
-                                &format!("{ptr}/to"),
-                                format!(
-                                    "{ty}.{} is a list: write {}[+] (append) or {}[=] (last)",
-                                    st.key, st.key, st.key
-                                ),
-                            );
-                        }
-                        if !info.array
-                            && matches!(st.mode, Mode::Append | Mode::Last | Mode::Index(_))
-                        {
-                            ctx.err(
-                                file,
-                                &format!("{ptr}/to"),
-                                format!("{ty}.{} is not a list; drop the [..]", st.key),
-                            );
-                        }
-                        ty = info.ty;
-                        if k == to.len() - 1 {
-                            elem_ty = Some(ty.clone());
-                        }
+                    if !info.array && matches!(st.mode, Mode::Append | Mode::Last | Mode::Index(_))
+                    {
+                        ctx.err(
+                            file,
+                            &format!("{ptr}/to"),
+                            format!("{ty}.{} is not a list; drop the [..]", st.key),
+                        );
+                    }
+                    ty = info.ty;
+                    if k == to.len() - 1 {
+                        elem_ty = Some(ty.clone());
                     }
                 }
             }
@@ -1065,14 +1082,15 @@ fn compile_rule(
         None => None,
     };
     let expect_ty = |ctx: &mut Ctx<'_>, want: &str, what: &str| {
-        if let Some(t) = &elem_ty {
-            if t != "*" && t != want {
-                ctx.err(
-                    file,
-                    &format!("{ptr}/to"),
-                    format!("{what} produces {want}, but the target element is {t}"),
-                );
-            }
+        if let Some(t) = &elem_ty
+            && t != "*"
+            && t != want
+        {
+            ctx.err(
+                file,
+                &format!("{ptr}/to"),
+                format!("{what} produces {want}, but the target element is {t}"),
+            );
         }
     };
     let producer = if let Some(v) = &r.value {
@@ -1107,12 +1125,7 @@ fn compile_rule(
         }
         Producer::Fn(func)
     } else if let Some(sub) = &r.rules {
-        let Some(t) = elem_ty
-            .clone()
-            .or_else(|| model.is_none().then(String::new))
-        else {
-            return None;
-        };
+        let t = elem_ty.clone().or_else(|| model.is_none().then(String::new))?;
         Producer::Rules(compile_rules(
             ctx,
             model,
@@ -1189,7 +1202,14 @@ fn compile_rule(
                 return None;
             }
         };
-        check_src(ctx, file, &format!("{ptr}/switch"), &on, segment, item_value);
+        check_src(
+            ctx,
+            file,
+            &format!("{ptr}/switch"),
+            &on,
+            segment,
+            item_value,
+        );
         let mut cases = vec![];
         let mut default = None;
         for (k, c) in r.cases.iter().flatten().enumerate() {
@@ -1232,14 +1252,15 @@ fn compile_rule(
             );
             return None;
         }
-        if let Some(t) = &elem_ty {
-            if t != "*" && !is_primitive(t) {
-                ctx.err(
-                    file,
-                    &format!("{ptr}/to"),
-                    format!("copying text into {t} needs 'via' a datatype map or 'rules'"),
-                );
-            }
+        if let Some(t) = &elem_ty
+            && t != "*"
+            && !is_primitive(t)
+        {
+            ctx.err(
+                file,
+                &format!("{ptr}/to"),
+                format!("copying text into {t} needs 'via' a datatype map or 'rules'"),
+            );
         }
         Producer::Text
     };
@@ -1257,20 +1278,35 @@ fn compile_rule(
     })
 }
 
-fn check_src(ctx: &mut Ctx<'_>, file: &str, ptr: &str, s: &Src, segment: Option<&str>, has_value: bool) {
+fn check_src(
+    ctx: &mut Ctx<'_>,
+    file: &str,
+    ptr: &str,
+    s: &Src,
+    segment: Option<&str>,
+    has_value: bool,
+) {
     let mut fields = vec![];
     src_fields(s, &mut fields);
     for (seg, field) in fields {
         let id = String::from_utf8_lossy(&seg).into_owned();
         if segment.is_none() && id != "MSH" {
             // Datatype maps address relative paths; segment paths there would bypass the value.
-            ctx.err(file, ptr, format!("datatype maps use relative paths (.1); {id}-{field} is a segment path"));
+            ctx.err(
+                file,
+                ptr,
+                format!("datatype maps use relative paths (.1); {id}-{field} is a segment path"),
+            );
             continue;
         }
-        if let Some((_, max)) = SEGMENT_FIELDS.iter().find(|(s, _)| *s == id) {
-            if field > *max {
-                ctx.err(file, ptr, format!("{id} has {max} fields; {id}-{field} does not exist"));
-            }
+        if let Some((_, max)) = SEGMENT_FIELDS.iter().find(|(s, _)| *s == id)
+            && field > *max
+        {
+            ctx.err(
+                file,
+                ptr,
+                format!("{id} has {max} fields; {id}-{field} does not exist"),
+            );
         }
     }
     let mut rel = false;

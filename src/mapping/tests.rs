@@ -21,7 +21,10 @@ pub fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
     let mut cur = v;
     for part in path.split('.') {
         let (key, idx) = match part.split_once('[') {
-            Some((k, rest)) => (k, rest.strip_suffix(']').and_then(|n| n.parse::<usize>().ok())),
+            Some((k, rest)) => (
+                k,
+                rest.strip_suffix(']').and_then(|n| n.parse::<usize>().ok()),
+            ),
             None => (part, None),
         };
         if !key.is_empty() {
@@ -45,7 +48,10 @@ pub fn run_all(plan: &Plan, base: &Path) -> Report {
                 Ok(b) => b,
                 Err(e) => {
                     r.failed += 1;
-                    r.lines.push(format!("FAIL {} {}: cannot read input: {e}", mp.file, t.input));
+                    r.lines.push(format!(
+                        "FAIL {} {}: cannot read input: {e}",
+                        mp.file, t.input
+                    ));
                     continue;
                 }
             };
@@ -57,27 +63,55 @@ pub fn run_all(plan: &Plan, base: &Path) -> Report {
                     continue;
                 }
             };
-            let Some(msg) = parsed.messages.first() else { continue };
+            let Some(msg) = parsed.messages.first() else {
+                continue;
+            };
             let c = eval::convert(plan, msg, &opts);
             let mut case_failed = 0;
             for e in &t.expect {
-                let of_alias: Vec<&Value> = c.by_alias.iter().filter(|(a, _)| *a == e.resource).map(|(_, v)| v).collect();
+                let of_alias: Vec<&Value> = c
+                    .by_alias
+                    .iter()
+                    .filter(|(a, _)| *a == e.resource)
+                    .map(|(_, v)| v)
+                    .collect();
                 let problem = if let Some(n) = e.count {
-                    (of_alias.len() != n).then(|| format!("expected {n} '{}' resource(s), got {}", e.resource, of_alias.len()))
+                    (of_alias.len() != n).then(|| {
+                        format!(
+                            "expected {n} '{}' resource(s), got {}",
+                            e.resource,
+                            of_alias.len()
+                        )
+                    })
                 } else {
                     match of_alias.first() {
                         None => Some(format!("no '{}' resource", e.resource)),
                         Some(res) => {
                             let got = lookup(res, &e.path);
                             if e.absent == Some(true) {
-                                got.map(|g| format!("{}.{} should be absent, is {g}", e.resource, e.path))
+                                got.map(|g| {
+                                    format!("{}.{} should be absent, is {g}", e.resource, e.path)
+                                })
                             } else if let Some(want) = &e.equals {
                                 match got {
-                                    Some(g) if g == want || g.as_str().is_some_and(|s| Some(s) == want.as_str()) || g.to_string() == want.to_string() => None,
-                                    other => Some(format!("{}.{}: expected {want}, got {}", e.resource, e.path, other.map(|g| g.to_string()).unwrap_or("nothing".into()))),
+                                    Some(g)
+                                        if g == want
+                                            || g.as_str()
+                                                .is_some_and(|s| Some(s) == want.as_str())
+                                            || *g == *want =>
+                                    {
+                                        None
+                                    }
+                                    other => Some(format!(
+                                        "{}.{}: expected {want}, got {}",
+                                        e.resource,
+                                        e.path,
+                                        other.map(|g| g.to_string()).unwrap_or("nothing".into())
+                                    )),
                                 }
                             } else {
-                                got.is_none().then(|| format!("{}.{} is missing", e.resource, e.path))
+                                got.is_none()
+                                    .then(|| format!("{}.{} is missing", e.resource, e.path))
                             }
                         }
                     }
@@ -92,7 +126,12 @@ pub fn run_all(plan: &Plan, base: &Path) -> Report {
                 }
             }
             if case_failed == 0 {
-                r.lines.push(format!("ok   {} {} ({} expectation(s))", mp.file, t.input, t.expect.len()));
+                r.lines.push(format!(
+                    "ok   {} {} ({} expectation(s))",
+                    mp.file,
+                    t.input,
+                    t.expect.len()
+                ));
             }
         }
     }
