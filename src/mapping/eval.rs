@@ -551,25 +551,32 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         best.map(|(i, _)| i)
     }
 
-    /// Segments with id `seg` in scope: the current segment; else, from the innermost group
-    /// instance outwards, the first group whose subtree holds any (depth-first, message order).
+    /// Segments with id `seg` in scope.
+    /// - `all` (`SEG[*]`): every occurrence in the current (innermost) group instance — its
+    ///   direct segments, or if it has none, those in its subgroups. Never a sibling's.
+    /// - first occurrence: the current segment; else, from the innermost group outwards, the
+    ///   first group holding one directly (the innermost may also look into its subgroups).
     fn segments_for(&self, seg: &[u8; 3], all: bool, frame: &Frame<'g, 'a>) -> Vec<usize> {
-        if let Some(cur) = frame.seg
-            && !all
-            && self
-                .msg
-                .segment(cur)
-                .is_some_and(|s| s.id().as_bytes() == seg)
-        {
-            return vec![cur];
+        if let Some(cur) = frame.seg {
+            if !all && self.msg.segment(cur).is_some_and(|s| s.id().as_bytes() == seg) {
+                return vec![cur];
+            }
         }
         if seg == b"MSH" {
             return vec![0];
         }
-        for g in frame.chain.iter().rev() {
-            let mut found = Vec::new();
-            collect_segments(self.msg, g, seg, all, &mut found);
-            if !found.is_empty() {
+        let direct = |g: &GroupInstance| -> Vec<usize> {
+            g.segments().filter(|&s| self.msg.segment(s).is_some_and(|x| x.id().as_bytes() == seg)).collect()
+        };
+        for (depth, g) in frame.chain.iter().rev().enumerate() {
+            let mut found = direct(g);
+            if found.is_empty() && depth == 0 {
+                collect_segments(self.msg, g, seg, all, &mut found);
+            }
+            if all || !found.is_empty() {
+                if !all {
+                    found.truncate(1);
+                }
                 return found;
             }
         }
