@@ -427,3 +427,55 @@ fn agreement_with_fhir_converter() {
         below.join("\n")
     );
 }
+
+#[test]
+fn every_corpus_message_converts_without_panic_and_every_resource_is_valid_r4() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let plan = v2fhir::mapping::load::load_dir(&root.join("mappings")).expect("mapping set loads");
+    let opts = ConvertOptions::default();
+    let mut converted = 0;
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(root.join("tests/corpus"))
+        .expect("corpus")
+        .flatten()
+    {
+        if dir.path().is_dir() {
+            for f in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+                let p = f.path();
+                if p.extension().is_some_and(|x| x == "hl7" || x == "bad") {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    files.sort();
+    let mut invalid = Vec::new();
+    for f in &files {
+        let bytes = std::fs::read(f).expect("read");
+        let Ok(parsed) = v2fhir::v2::parse(&bytes) else {
+            continue;
+        };
+        for m in &parsed.messages {
+            let c = eval::convert(&plan, m, &opts);
+            if let Some(b) = &c.bundle {
+                converted += 1;
+                for r in resources(b) {
+                    let problems = v2fhir::fhir::validate::validate(r);
+                    if !problems.is_empty() {
+                        invalid.push(format!("{}: {problems:?}", f.display()));
+                    }
+                }
+                let mut shell = b.clone();
+                shell["entry"] = Value::Array(vec![]);
+                let problems = v2fhir::fhir::validate::validate(&shell);
+                assert!(
+                    problems.is_empty(),
+                    "{}: Bundle itself invalid: {problems:?}",
+                    f.display()
+                );
+            }
+        }
+    }
+    assert!(converted > 200, "only {converted} messages converted");
+    assert!(invalid.is_empty(), "{}", invalid.join("\n"));
+}

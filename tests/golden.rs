@@ -9,7 +9,13 @@ use v2fhir::mapping::eval::{self, ConvertOptions};
 fn plan() -> v2fhir::mapping::plan::Plan {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     v2fhir::mapping::load::load_dir(&root.join("mappings")).unwrap_or_else(|e| {
-        panic!("mapping set does not load:\n{}", e.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"))
+        panic!(
+            "mapping set does not load:\n{}",
+            e.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     })
 }
 
@@ -25,30 +31,54 @@ fn golden_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let plan = plan();
     let update = std::env::var("UPDATE_GOLDEN").is_ok();
-    let mut inputs: Vec<_> = std::fs::read_dir(&dir).expect("dir").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "hl7")).collect();
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hl7"))
+        .collect();
     inputs.sort();
     assert!(inputs.len() >= 7, "golden inputs missing");
     let mut mismatched = Vec::new();
     for input in &inputs {
         let (got, conv) = convert(&plan, input);
-        assert!(!conv.failed(), "{}: conversion failed: {:?}", input.display(), conv.issues);
+        assert!(
+            !conv.failed(),
+            "{}: conversion failed: {:?}",
+            input.display(),
+            conv.issues
+        );
         let expected_path = input.with_extension("json");
         let text = serde_json::to_string_pretty(&got).expect("json") + "\n";
         if update {
             std::fs::write(&expected_path, &text).expect("write golden");
             continue;
         }
-        let want = std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|_| panic!("{} missing: run UPDATE_GOLDEN=1 cargo test --test golden", expected_path.display()));
+        let want = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+            panic!(
+                "{} missing: run UPDATE_GOLDEN=1 cargo test --test golden",
+                expected_path.display()
+            )
+        });
         if want != text {
             mismatched.push(expected_path.display().to_string());
         }
     }
-    assert!(mismatched.is_empty(), "output differs from golden file(s) (UPDATE_GOLDEN=1 to refresh, then review the diff):\n{}", mismatched.join("\n"));
+    assert!(
+        mismatched.is_empty(),
+        "output differs from golden file(s) (UPDATE_GOLDEN=1 to refresh, then review the diff):\n{}",
+        mismatched.join("\n")
+    );
 }
 
 fn resource<'v>(bundle: &'v Value, rt: &str) -> Vec<&'v Value> {
-    bundle["entry"].as_array().expect("entries").iter().map(|e| &e["resource"]).filter(|r| r["resourceType"] == rt).collect()
+    bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == rt)
+        .collect()
 }
 
 #[test]
@@ -57,7 +87,10 @@ fn replays_and_updates_keep_ids() {
     let plan = plan();
     let (a01, _) = convert(&plan, &dir.join("adt_a01.hl7"));
     let (again, _) = convert(&plan, &dir.join("adt_a01.hl7"));
-    assert_eq!(a01, again, "converting the same message twice must give the same bundle");
+    assert_eq!(
+        a01, again,
+        "converting the same message twice must give the same bundle"
+    );
     let (a08, _) = convert(&plan, &dir.join("adt_a08_update.hl7"));
     let (a03, _) = convert(&plan, &dir.join("adt_a03_discharge.hl7"));
     let (a11, _) = convert(&plan, &dir.join("adt_a11_cancel_admit.hl7"));
@@ -71,7 +104,10 @@ fn replays_and_updates_keep_ids() {
     assert_eq!(status(&a03), "finished");
     assert_eq!(status(&a11), "cancelled");
     // The A08's new address replaces the old one in the resource the PUT sends.
-    assert_eq!(resource(&a08["bundle"], "Patient")[0]["address"][0]["line"][0], "456 OAK AVE");
+    assert_eq!(
+        resource(&a08["bundle"], "Patient")[0]["address"][0]["line"][0],
+        "456 OAK AVE"
+    );
 }
 
 #[test]
@@ -80,11 +116,21 @@ fn merge_links_both_ways() {
     let (b, _) = convert(&plan(), &dir.join("adt_a40_merge.hl7"));
     let patients = resource(&b["bundle"], "Patient");
     assert_eq!(patients.len(), 2);
-    let (survivor, merged) = if patients[0]["active"] == false { (patients[1], patients[0]) } else { (patients[0], patients[1]) };
+    let (survivor, merged) = if patients[0]["active"] == false {
+        (patients[1], patients[0])
+    } else {
+        (patients[0], patients[1])
+    };
     assert_eq!(survivor["link"][0]["type"], "replaces");
-    assert_eq!(survivor["link"][0]["other"]["reference"], format!("Patient/{}", merged["id"].as_str().expect("id")));
+    assert_eq!(
+        survivor["link"][0]["other"]["reference"],
+        format!("Patient/{}", merged["id"].as_str().expect("id"))
+    );
     assert_eq!(merged["link"][0]["type"], "replaced-by");
-    assert_eq!(merged["link"][0]["other"]["reference"], format!("Patient/{}", survivor["id"].as_str().expect("id")));
+    assert_eq!(
+        merged["link"][0]["other"]["reference"],
+        format!("Patient/{}", survivor["id"].as_str().expect("id"))
+    );
     // The merged patient's id is the id its own messages produced (same key: MRG-1 ≙ PID-3).
     let other = "MSH|^~\\&|ADTAPP|GENHOSP^2.16.840.1.113883.3.999^ISO|EHR|GENHOSP|20240101||ADT^A08^ADT_A01|X1|P|2.5.1\rPID|1||MRN99999^^^GENHOSP^MR||DOE^JANE\rPV1|1|I\r";
     let parsed = v2fhir::v2::parse(other.as_bytes()).expect("parse");
@@ -98,19 +144,46 @@ fn every_value_type_and_attachment() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let (b, _) = convert(&plan(), &dir.join("oru_r01_lab.hl7"));
     let obs = resource(&b["bundle"], "Observation");
-    let by_code = |c: &str| obs.iter().find(|o| o["code"]["coding"][0]["code"] == c).copied().unwrap_or_else(|| panic!("no {c}"));
-    assert_eq!(by_code("2345-7")["valueQuantity"]["value"].to_string(), "98.10", "decimals keep their precision");
+    let by_code = |c: &str| {
+        obs.iter()
+            .find(|o| o["code"]["coding"][0]["code"] == c)
+            .copied()
+            .unwrap_or_else(|| panic!("no {c}"))
+    };
+    assert_eq!(
+        by_code("2345-7")["valueQuantity"]["value"].to_string(),
+        "98.10",
+        "decimals keep their precision"
+    );
     assert_eq!(by_code("2160-0")["valueQuantity"]["comparator"], "<");
-    assert_eq!(by_code("5048-4")["valueRatio"]["denominator"]["value"].to_string(), "128");
-    assert_eq!(by_code("2947-0")["valueRange"]["high"]["value"].to_string(), "145");
-    assert_eq!(by_code("600-7")["valueCodeableConcept"]["coding"][0]["system"], "http://snomed.info/sct");
-    assert_eq!(by_code("18725-2")["valueString"], "Specimen slightly hemolyzed\nRecollect if needed");
+    assert_eq!(
+        by_code("5048-4")["valueRatio"]["denominator"]["value"].to_string(),
+        "128"
+    );
+    assert_eq!(
+        by_code("2947-0")["valueRange"]["high"]["value"].to_string(),
+        "145"
+    );
+    assert_eq!(
+        by_code("600-7")["valueCodeableConcept"]["coding"][0]["system"],
+        "http://snomed.info/sct"
+    );
+    assert_eq!(
+        by_code("18725-2")["valueString"],
+        "Specimen slightly hemolyzed\nRecollect if needed"
+    );
     assert_eq!(by_code("33882-2")["valueDateTime"], "2024-03-15");
     assert_eq!(by_code("18749-2")["valueTime"], "10:15:00");
     let reports = resource(&b["bundle"], "DiagnosticReport");
-    let pdf = reports.iter().find(|r| r["presentedForm"].is_array()).expect("ED as attachment");
+    let pdf = reports
+        .iter()
+        .find(|r| r["presentedForm"].is_array())
+        .expect("ED as attachment");
     assert_eq!(pdf["presentedForm"][0]["contentType"], "application/pdf");
-    let panel = reports.iter().find(|r| r["result"].is_array()).expect("panel report");
+    let panel = reports
+        .iter()
+        .find(|r| r["result"].is_array())
+        .expect("panel report");
     assert_eq!(panel["result"].as_array().expect("results").len(), 8);
     // Notes go to their own observation only.
     assert_eq!(by_code("2345-7")["note"][0]["text"], "Within normal limits");
@@ -121,6 +194,10 @@ fn every_value_type_and_attachment() {
 fn mapping_tests_blocks_pass() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let report = v2fhir::mapping::tests::run_all(&plan(), root);
-    assert!(report.passed >= 30, "expected the tests: blocks of the message maps to run: {:?}", report.lines);
+    assert!(
+        report.passed >= 30,
+        "expected the tests: blocks of the message maps to run: {:?}",
+        report.lines
+    );
     assert_eq!(report.failed, 0, "{}", report.lines.join("\n"));
 }

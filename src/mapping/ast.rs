@@ -180,6 +180,9 @@ pub struct Rule {
     /// Free text.
     #[serde(default)]
     pub note: Option<String>,
+    /// Set by the loader for a rule that failed schema validation (already reported); skipped.
+    #[serde(skip)]
+    pub invalid: bool,
 }
 
 /// `resource:` inside a rule.

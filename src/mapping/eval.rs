@@ -558,7 +558,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     ///   first group holding one directly (the innermost may also look into its subgroups).
     fn segments_for(&self, seg: &[u8; 3], all: bool, frame: &Frame<'g, 'a>) -> Vec<usize> {
         if let Some(cur) = frame.seg {
-            if !all && self.msg.segment(cur).is_some_and(|s| s.id().as_bytes() == seg) {
+            if !all
+                && self
+                    .msg
+                    .segment(cur)
+                    .is_some_and(|s| s.id().as_bytes() == seg)
+            {
                 return vec![cur];
             }
         }
@@ -566,7 +571,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             return vec![0];
         }
         let direct = |g: &GroupInstance| -> Vec<usize> {
-            g.segments().filter(|&s| self.msg.segment(s).is_some_and(|x| x.id().as_bytes() == seg)).collect()
+            g.segments()
+                .filter(|&s| {
+                    self.msg
+                        .segment(s)
+                        .is_some_and(|x| x.id().as_bytes() == seg)
+                })
+                .collect()
         };
         for (depth, g) in frame.chain.iter().rev().enumerate() {
             let mut found = direct(g);
@@ -1127,8 +1138,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler", "display": "Assembler"}]},
                 "who": {"display": "v2fhir"}
             }],
-            "entity": [{"role": "source", "what": {"identifier": {"value": control}, "display": format!("HL7 v2 {} message {}", h.message_type(), mp.name)}}],
+            "entity": [{"role": "source", "what": {"display": format!("HL7 v2 {} message {}", h.message_type(), mp.name)}}],
         });
+        if !control.is_empty() {
+            prov["entity"][0]["what"]["identifier"] = json!({"value": control});
+        }
         if ts.is_none() {
             prov["recorded"] = json!("1970-01-01T00:00:00Z");
             self.issues.push(Issue {
@@ -1137,6 +1151,21 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 text: "MSH-7 is missing or invalid; Provenance.recorded set to the epoch".into(),
                 location: Some("MSH-7".into()),
             });
+        }
+        if self.opts.validate {
+            for r in [&mh, &prov] {
+                for p in validate::validate(r) {
+                    self.issues.push(Issue {
+                        severity: Severity::Error,
+                        code: "invalid",
+                        text: format!(
+                            "{} not valid R4 at {}: {}",
+                            p.resource_type, p.path, p.message
+                        ),
+                        location: Some(format!("{}{}", p.resource_type, p.path)),
+                    });
+                }
+            }
         }
         let bt = self.opts.bundle_type;
         let mut all = Vec::with_capacity(resources.len() + 2);

@@ -556,12 +556,24 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             }
         };
         let mut positions = HashMap::new();
-        let json = node.to_json(&mut positions);
+        let mut json = node.to_json(&mut positions);
         let mut schema_ok = true;
+        let mut bad_rules: std::collections::BTreeSet<usize> = Default::default();
+        let mut bad_elsewhere = false;
         if let Some(v) = validator {
             for e in v.iter_errors(&json) {
                 schema_ok = false;
                 let ptr = e.instance_path().to_string();
+                match ptr
+                    .strip_prefix("/rules/")
+                    .and_then(|r| r.split('/').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    Some(n) => {
+                        bad_rules.insert(n);
+                    }
+                    None => bad_elsewhere = true,
+                }
                 let pos = yaml::position_of(&positions, &ptr);
                 let msg: String = e
                     .to_string()
@@ -583,10 +595,30 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
         }
         files.insert(name.clone(), (String::new(), positions));
         if !schema_ok {
-            continue;
+            // Keep checking the rules that are well-formed, so every error is listed at once:
+            // each broken rule is replaced by a stub that compilation skips.
+            if bad_elsewhere {
+                continue;
+            }
+            if let Some(rules) = json.get_mut("rules").and_then(Value::as_array_mut) {
+                for &n in &bad_rules {
+                    if let Some(r) = rules.get_mut(n) {
+                        *r = serde_json::json!({ "name": format!("__schema_error_{n}") });
+                    }
+                }
+            }
         }
         match serde_json::from_value::<File>(json) {
-            Ok(f) => parsed.push((name.clone(), f)),
+            Ok(mut f) => {
+                if let File::Segment(m) | File::Datatype(m) = &mut f {
+                    for &n in &bad_rules {
+                        if let Some(r) = m.rules.get_mut(n) {
+                            r.invalid = true;
+                        }
+                    }
+                }
+                parsed.push((name.clone(), f));
+            }
             Err(e) => errors.push(LoadError {
                 file: name.clone(),
                 line: 1,
@@ -890,6 +922,9 @@ fn compile_rules(
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut out = Vec::new();
     for (i, r) in rules.iter().enumerate() {
+        if r.invalid {
+            continue;
+        }
         let p = format!("{ptr}/{i}");
         match r.name.as_deref() {
             Some(n) => {
@@ -1125,7 +1160,9 @@ fn compile_rule(
         }
         Producer::Fn(func)
     } else if let Some(sub) = &r.rules {
-        let t = elem_ty.clone().or_else(|| model.is_none().then(String::new))?;
+        let t = elem_ty
+            .clone()
+            .or_else(|| model.is_none().then(String::new))?;
         Producer::Rules(compile_rules(
             ctx,
             model,
