@@ -557,15 +557,14 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     /// - first occurrence: the current segment; else, from the innermost group outwards, the
     ///   first group holding one directly (the innermost may also look into its subgroups).
     fn segments_for(&self, seg: &[u8; 3], all: bool, frame: &Frame<'g, 'a>) -> Vec<usize> {
-        if let Some(cur) = frame.seg {
-            if !all
-                && self
-                    .msg
-                    .segment(cur)
-                    .is_some_and(|s| s.id().as_bytes() == seg)
-            {
-                return vec![cur];
-            }
+        if let Some(cur) = frame.seg
+            && !all
+            && self
+                .msg
+                .segment(cur)
+                .is_some_and(|s| s.id().as_bytes() == seg)
+        {
+            return vec![cur];
         }
         if seg == b"MSH" {
             return vec![0];
