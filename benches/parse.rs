@@ -14,12 +14,7 @@ use std::hint::black_box;
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects cases by substring.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    let budget = Duration::from_millis(
-        std::env::var("BENCH_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1000),
-    );
+    let budget = common::budget();
     let cases = [
         ("ADT^A01", load("ADT-A01-01.hl7")),
         ("ORU^R01 (20 OBX)", oru_with_20_obx()),
