@@ -376,10 +376,11 @@ fn src_fields(s: &Src, out: &mut Vec<([u8; 3], usize)>) {
     }
 }
 
-/// Split `X[Y]` into (`X`, `Y`).
+/// Split `X[Y]` or `X[Y:Variant]` into (`X`, `Y`): the FHIR type without the variant name.
 fn split_map_name(n: &str) -> Option<(&str, &str)> {
     let (a, b) = n.split_once('[')?;
-    Some((a, b.strip_suffix(']')?))
+    let inner = b.strip_suffix(']')?;
+    Some((a, inner.split(':').next().unwrap_or(inner)))
 }
 
 fn read_vocab(name: &str, text: &str) -> Result<Vocab, String> {
