@@ -414,7 +414,7 @@ fn agreement_with_fhir_converter() {
     }
     if !missing.is_empty() {
         let mut v: Vec<_> = missing.into_iter().collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|x| std::cmp::Reverse(x.1));
         println!("\nMost frequent missing facts:");
         for (k, n) in v.iter().take(40) {
             println!("{n:>6}  {k}");
