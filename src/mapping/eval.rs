@@ -11,6 +11,7 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
+use std::rc::Rc;
 
 /// Bundle types we can emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -87,8 +88,8 @@ pub struct Issue {
 pub struct Conversion {
     /// The Bundle (present unless no message map applies).
     pub bundle: Option<Value>,
-    /// Every resource built, by alias (for tests and the `tests:` blocks).
-    pub by_alias: Vec<(String, Value)>,
+    /// Alias of every resource built from the message map, with its index in `bundle.entry`.
+    pub by_alias: Vec<(String, usize)>,
     /// Findings, including the loss report.
     pub issues: Vec<Issue>,
     /// The message map used.
@@ -96,6 +97,23 @@ pub struct Conversion {
 }
 
 impl Conversion {
+    /// The resources built for `alias`, in order.
+    pub fn resources_of(&self, alias: &str) -> Vec<&Value> {
+        let Some(entries) = self
+            .bundle
+            .as_ref()
+            .and_then(|b| b.get("entry"))
+            .and_then(Value::as_array)
+        else {
+            return vec![];
+        };
+        self.by_alias
+            .iter()
+            .filter(|(a, _)| a == alias)
+            .filter_map(|(_, i)| entries.get(*i).and_then(|e| e.get("resource")))
+            .collect()
+    }
+
     /// True when any error-severity issue was recorded (the message should be acknowledged AE).
     pub fn failed(&self) -> bool {
         self.bundle.is_none() || self.issues.iter().any(|i| i.severity == Severity::Error)
@@ -134,7 +152,7 @@ struct Inst<'g> {
     alias: AliasId,
     rtype: String,
     seg: usize,
-    chain: Vec<&'g GroupInstance>,
+    chain: Rc<[&'g GroupInstance]>,
     scope: Vec<usize>,
     id: String,
 }
@@ -156,7 +174,7 @@ struct Ev<'p, 'm, 'a, 'g> {
 #[derive(Clone)]
 struct Frame<'g, 'a> {
     seg: Option<usize>,
-    chain: Vec<&'g GroupInstance>,
+    chain: Rc<[&'g GroupInstance]>,
     value: Option<V2<'a>>,
     /// Index of the resource instance being built.
     inst: usize,
@@ -350,9 +368,11 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
             prune_refs(r, &dropped);
         }
     }
-    let by_alias: Vec<(String, Value)> = resources
+    // Entry 0 is the MessageHeader; resources follow in order.
+    let by_alias: Vec<(String, usize)> = resources
         .iter()
-        .filter_map(|(i, v)| i.map(|i| (plan.aliases[ev.insts[i].alias].clone(), v.clone())))
+        .enumerate()
+        .filter_map(|(pos, (i, _))| i.map(|i| (plan.aliases[ev.insts[i].alias].clone(), pos + 1)))
         .collect();
     let focus_count = resources.iter().filter(|(i, _)| i.is_some()).count();
     let bundle = ev.bundle(
@@ -446,7 +466,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
             let mut count = 0;
             for (chain, scope) in levels {
-                let Some(g) = chain.last() else { continue };
+                let Some(g) = chain.last().copied() else {
+                    continue;
+                };
+                let chain: Rc<[&'g GroupInstance]> = chain.into();
                 let segs: Vec<usize> = g
                     .items
                     .iter()
@@ -1171,6 +1194,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         all.push(mh);
         all.extend(resources);
         all.push(prov);
+        // Build entries by moving each resource in: `json!` would deep-copy it through to_value.
         let entries: Vec<Value> = all
             .into_iter()
             .map(|r| {
@@ -1184,11 +1208,16 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                let mut e = json!({"fullUrl": format!("urn:uuid:{id}"), "resource": r});
+                let mut e = Map::with_capacity(3);
+                e.insert("fullUrl".into(), Value::String(format!("urn:uuid:{id}")));
+                e.insert("resource".into(), r);
                 if matches!(bt, BundleType::Transaction | BundleType::Batch) {
-                    e["request"] = json!({"method": "PUT", "url": format!("{rt}/{id}")});
+                    let mut req = Map::with_capacity(2);
+                    req.insert("method".into(), Value::String("PUT".into()));
+                    req.insert("url".into(), Value::String(format!("{rt}/{id}")));
+                    e.insert("request".into(), Value::Object(req));
                 }
-                e
+                Value::Object(e)
             })
             .collect();
         let mut b = json!({"resourceType": "Bundle", "id": ids::resource_id("Bundle", &self.sender, "", &[control]), "type": bt.as_str()});

@@ -69,12 +69,7 @@ pub fn run_all(plan: &Plan, base: &Path) -> Report {
             let c = eval::convert(plan, msg, &opts);
             let mut case_failed = 0;
             for e in &t.expect {
-                let of_alias: Vec<&Value> = c
-                    .by_alias
-                    .iter()
-                    .filter(|(a, _)| *a == e.resource)
-                    .map(|(_, v)| v)
-                    .collect();
+                let of_alias: Vec<&Value> = c.resources_of(&e.resource);
                 let problem = if let Some(n) = e.count {
                     (of_alias.len() != n).then(|| {
                         format!(
