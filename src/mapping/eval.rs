@@ -180,6 +180,17 @@ struct Frame<'g, 'a> {
     inst: usize,
 }
 
+/// One thing a rule's `from` selected.
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    /// No `from`: the rule runs once on the current frame.
+    None,
+    /// A value (and the segment it came from, for `SEG[*]-f`).
+    Value(V2<'a>, Option<usize>),
+    /// A segment (`SEG` / `SEG[*]`), which becomes the current segment.
+    Segment(usize),
+}
+
 /// Required element missing: the resource is not emitted.
 struct Missing(String);
 
@@ -616,6 +627,88 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         vec![]
     }
 
+    /// The first segment with id `seg` in scope (same rules as `segments_for` without `all`),
+    /// without allocating.
+    fn segment_first(&self, seg: &[u8; 3], frame: &Frame<'g, 'a>) -> Option<usize> {
+        if let Some(cur) = frame.seg {
+            if self
+                .msg
+                .segment(cur)
+                .is_some_and(|s| s.id().as_bytes() == seg)
+            {
+                return Some(cur);
+            }
+        }
+        if seg == b"MSH" {
+            return Some(0);
+        }
+        for (depth, g) in frame.chain.iter().rev().enumerate() {
+            if let Some(s) = g.segments().find(|&s| {
+                self.msg
+                    .segment(s)
+                    .is_some_and(|x| x.id().as_bytes() == seg)
+            }) {
+                return Some(s);
+            }
+            if depth == 0 {
+                if let Some(s) = find_segment(self.msg, g, seg) {
+                    return Some(s);
+                }
+            }
+        }
+        None
+    }
+
+    /// The one value a non-iterating path selects (absent when nothing), without allocating.
+    fn resolve_one(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> Option<V2<'a>> {
+        match src {
+            Src::Field {
+                seg,
+                seg_all: false,
+                field,
+                rep,
+                comp,
+                sub,
+            } if *rep != Rep::All => {
+                let si = self.segment_first(seg, frame)?;
+                let segment = self.msg.segment(si)?;
+                let f = segment.field(*field);
+                if mark && f.is_valued() {
+                    if let Some(c) = self.consumed.get_mut(si).and_then(|v| v.get_mut(*field)) {
+                        *c = true;
+                    }
+                }
+                let r = match rep {
+                    Rep::Nth(n) => f.rep(*n),
+                    _ => f.rep(1),
+                };
+                Some(match (comp, sub) {
+                    (Some(c), Some(s)) => r.component(*c).sub(*s),
+                    (Some(c), None) => r.component(*c),
+                    _ => r,
+                })
+            }
+            Src::Rel(parts) => {
+                let mut v = frame.value?;
+                for &p in parts {
+                    v = v.child(p);
+                }
+                Some(v)
+            }
+            Src::Alt(alts) if !src.iterates() => {
+                for a in alts {
+                    if let Some(v) = self.resolve_one(a, frame, mark) {
+                        if v.is_valued() {
+                            return Some(v);
+                        }
+                    }
+                }
+                None
+            }
+            _ => self.resolve(src, frame, mark).into_iter().next(),
+        }
+    }
+
     /// All values a source path selects (one unless it iterates). `mark` records consumption.
     fn resolve(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> Vec<V2<'a>> {
         match src {
@@ -675,11 +768,27 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     }
 
     fn first_text(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> String {
-        self.resolve(src, frame, mark)
-            .into_iter()
-            .find(|v| v.is_valued())
+        let v = if src.iterates() {
+            self.resolve(src, frame, mark)
+                .into_iter()
+                .find(|v| v.is_valued())
+        } else {
+            self.resolve_one(src, frame, mark)
+        };
+        v.filter(|v| v.is_valued())
             .and_then(|v| v.text().map(|t| t.trim().to_string()))
             .unwrap_or_default()
+    }
+
+    fn valued(&mut self, src: &Src, frame: &Frame<'g, 'a>) -> bool {
+        if src.iterates() {
+            self.resolve(src, frame, false)
+                .iter()
+                .any(|v| v.is_valued())
+        } else {
+            self.resolve_one(src, frame, false)
+                .is_some_and(|v| v.is_valued())
+        }
     }
 
     fn cond(&mut self, c: &Cond, frame: &Frame<'g, 'a>) -> bool {
@@ -688,14 +797,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let t = self.first_text(src, frame, false);
                 values.contains(&t)
             }
-            Cond::Valued(src) => self
-                .resolve(src, frame, false)
-                .iter()
-                .any(|v| v.is_valued()),
-            Cond::NotValued(src) => !self
-                .resolve(src, frame, false)
-                .iter()
-                .any(|v| v.is_valued()),
+            Cond::Valued(src) => self.valued(src, frame),
+            Cond::NotValued(src) => !self.valued(src, frame),
             Cond::All(cs) => cs.iter().all(|c| self.cond(c, frame)),
             Cond::Any(cs) => cs.iter().any(|c| self.cond(c, frame)),
             Cond::Not(c) => !self.cond(c, frame),
@@ -758,17 +861,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 None => Ok(()),
             };
         }
-        enum Item<'a> {
-            None,
-            Value(V2<'a>, Option<usize>),
-            Segment(usize),
-        }
-        let items: Vec<Item<'a>> = match &r.from {
-            Some(Src::Seg { seg, all }) => self
-                .segments_for(seg, *all, frame)
-                .into_iter()
-                .map(Item::Segment)
-                .collect(),
+        let mut wrote = false;
+        match &r.from {
+            Some(Src::Seg { seg, all }) => {
+                for si in self.segments_for(seg, *all, frame) {
+                    wrote |= self.run_item(r, frame, Item::Segment(si), out)?;
+                }
+            }
             Some(Src::Field {
                 seg,
                 seg_all: true,
@@ -787,81 +886,31 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     comp: *comp,
                     sub: *sub,
                 };
-                let mut out = Vec::new();
                 for si in self.segments_for(seg, true, frame) {
                     let mut f2 = frame.clone();
                     f2.seg = Some(si);
-                    let vals = self.resolve(&one, &f2, true);
-                    if one.iterates() {
-                        out.extend(vals.into_iter().map(|v| Item::Value(v, Some(si))));
-                    } else if let Some(v) = vals.into_iter().next() {
-                        out.push(Item::Value(v, Some(si)));
+                    let vals = if one.iterates() {
+                        self.resolve(&one, &f2, true)
+                    } else {
+                        self.resolve_one(&one, &f2, true).into_iter().collect()
+                    };
+                    for v in vals {
+                        wrote |= self.run_item(r, frame, Item::Value(v, Some(si)), out)?;
                     }
                 }
-                out
+            }
+            Some(src) if src.iterates() => {
+                for v in self.resolve(src, frame, true) {
+                    wrote |= self.run_item(r, frame, Item::Value(v, None), out)?;
+                }
             }
             Some(src) => {
-                let vals = self.resolve(src, frame, true);
-                if src.iterates() {
-                    vals.into_iter().map(|v| Item::Value(v, None)).collect()
-                } else {
-                    vec![Item::Value(
-                        vals.into_iter().next().unwrap_or_else(empty_value),
-                        None,
-                    )]
-                }
+                let v = self
+                    .resolve_one(src, frame, true)
+                    .unwrap_or_else(empty_value);
+                wrote |= self.run_item(r, frame, Item::Value(v, None), out)?;
             }
-            None => vec![Item::None],
-        };
-        let mut wrote = false;
-        for item in items {
-            let mut sub = frame.clone();
-            let gated_out = match item {
-                Item::Value(v, seg) => {
-                    sub.value = Some(v);
-                    if let Some(si) = seg {
-                        sub.seg = Some(si);
-                    }
-                    !v.is_valued()
-                }
-                Item::Segment(si) => {
-                    sub.seg = Some(si);
-                    sub.value = None;
-                    false
-                }
-                Item::None => false,
-            };
-            if let Some(c) = &r.when
-                && !self.cond(c, &sub)
-            {
-                continue;
-            }
-            let mut produced = if gated_out {
-                None
-            } else {
-                self.produce(r, &sub)?
-            };
-            if produced.is_none()
-                && let Some(d) = &r.default
-            {
-                produced = Some(Produced {
-                    value: d.clone(),
-                    choice: None,
-                });
-            }
-            if let Some(p) = produced {
-                if let Value::Array(list) = &p.value
-                    && matches!(r.producer, Producer::Refs(_))
-                {
-                    for v in list {
-                        write(out, &r.to, v.clone(), None);
-                    }
-                    wrote |= !list.is_empty();
-                    continue;
-                }
-                write(out, &r.to, p.value, p.choice);
-                wrote = true;
-            }
+            None => wrote |= self.run_item(r, frame, Item::None, out)?,
         }
         if r.required && !wrote {
             return Err(Missing(format!(
@@ -871,6 +920,64 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             )));
         }
         Ok(())
+    }
+
+    /// Run a rule for one selected item; true when something was written.
+    fn run_item(
+        &mut self,
+        r: &'p RulePlan,
+        frame: &Frame<'g, 'a>,
+        item: Item<'a>,
+        out: &mut Map<String, Value>,
+    ) -> Result<bool, Missing> {
+        let mut sub = frame.clone();
+        let gated_out = match item {
+            Item::Value(v, seg) => {
+                sub.value = Some(v);
+                if let Some(si) = seg {
+                    sub.seg = Some(si);
+                }
+                !v.is_valued()
+            }
+            Item::Segment(si) => {
+                sub.seg = Some(si);
+                sub.value = None;
+                false
+            }
+            Item::None => false,
+        };
+        if let Some(c) = &r.when
+            && !self.cond(c, &sub)
+        {
+            return Ok(false);
+        }
+        let mut produced = if gated_out {
+            None
+        } else {
+            self.produce(r, &sub)?
+        };
+        if produced.is_none()
+            && let Some(d) = &r.default
+        {
+            produced = Some(Produced {
+                value: d.clone(),
+                choice: None,
+            });
+        }
+        let Some(p) = produced else { return Ok(false) };
+        if let Value::Array(list) = p.value {
+            if matches!(r.producer, Producer::Refs(_)) {
+                let any = !list.is_empty();
+                for v in list {
+                    write(out, &r.to, v, None);
+                }
+                return Ok(any);
+            }
+            write(out, &r.to, Value::Array(list), p.choice);
+            return Ok(true);
+        }
+        write(out, &r.to, p.value, p.choice);
+        Ok(true)
     }
 
     /// Produce a rule's value for one item. Switches write their case directly and report `Some(Null)`.
@@ -1227,6 +1334,25 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         b["entry"] = Value::Array(entries);
         b
     }
+}
+
+/// The first segment with id `seg` in `g`'s subtree (message order), without allocating.
+fn find_segment(msg: &Message<'_>, g: &GroupInstance, seg: &[u8; 3]) -> Option<usize> {
+    for item in &g.items {
+        match item {
+            GroupItem::Segment(s) => {
+                if msg.segment(*s).is_some_and(|x| x.id().as_bytes() == seg) {
+                    return Some(*s);
+                }
+            }
+            GroupItem::Group(sub) => {
+                if let Some(s) = find_segment(msg, sub, seg) {
+                    return Some(s);
+                }
+            }
+        }
+    }
+    None
 }
 
 fn collect_segments(
