@@ -630,14 +630,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     /// The first segment with id `seg` in scope (same rules as `segments_for` without `all`),
     /// without allocating.
     fn segment_first(&self, seg: &[u8; 3], frame: &Frame<'g, 'a>) -> Option<usize> {
-        if let Some(cur) = frame.seg {
-            if self
+        if let Some(cur) = frame.seg
+            && self
                 .msg
                 .segment(cur)
                 .is_some_and(|s| s.id().as_bytes() == seg)
-            {
-                return Some(cur);
-            }
+        {
+            return Some(cur);
         }
         if seg == b"MSH" {
             return Some(0);
@@ -650,10 +649,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }) {
                 return Some(s);
             }
-            if depth == 0 {
-                if let Some(s) = find_segment(self.msg, g, seg) {
-                    return Some(s);
-                }
+            if depth == 0
+                && let Some(s) = find_segment(self.msg, g, seg)
+            {
+                return Some(s);
             }
         }
         None
@@ -673,10 +672,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let si = self.segment_first(seg, frame)?;
                 let segment = self.msg.segment(si)?;
                 let f = segment.field(*field);
-                if mark && f.is_valued() {
-                    if let Some(c) = self.consumed.get_mut(si).and_then(|v| v.get_mut(*field)) {
-                        *c = true;
-                    }
+                if mark
+                    && f.is_valued()
+                    && let Some(c) = self.consumed.get_mut(si).and_then(|v| v.get_mut(*field))
+                {
+                    *c = true;
                 }
                 let r = match rep {
                     Rep::Nth(n) => f.rep(*n),
@@ -697,10 +697,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
             Src::Alt(alts) if !src.iterates() => {
                 for a in alts {
-                    if let Some(v) = self.resolve_one(a, frame, mark) {
-                        if v.is_valued() {
-                            return Some(v);
-                        }
+                    if let Some(v) = self.resolve_one(a, frame, mark)
+                        && v.is_valued()
+                    {
+                        return Some(v);
                     }
                 }
                 None
