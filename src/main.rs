@@ -254,8 +254,19 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
         collect_inputs(i, &mut files)?;
     }
     let (mut ok, mut failed) = (0usize, 0usize);
-    let progress = files.len() > 20 && !a.ndjson;
-    for (n, f) in files.iter().enumerate() {
+    // A progress bar for many files, on a terminal only (never in pipes or CI logs).
+    use std::io::IsTerminal;
+    let bar = (files.len() > 20 && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(files.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} files  {elapsed_precise}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    for f in &files {
         let bytes = read_input(f)?;
         let parsed = match v2::parse(&bytes) {
             Ok(p) => p,
@@ -273,7 +284,7 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
                 .iter()
                 .filter(|x| x.severity >= v2::Severity::Warning)
             {
-                eprintln!(
+                let line = format!(
                     "{label}: {:?}: {}{}",
                     issue.severity,
                     issue.text,
@@ -283,6 +294,10 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
                         .map(|l| format!(" [{l}]"))
                         .unwrap_or_default()
                 );
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
             }
             if c.failed() {
                 failed += 1
@@ -300,9 +315,13 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
                 writeln!(out)?;
             }
         }
-        if progress && (n + 1) % 10 == 0 {
-            eprintln!("[{}/{}] files", n + 1, files.len());
+        if let Some(b) = &bar {
+            b.set_message(format!("{failed} failed"));
+            b.inc(1);
         }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     eprintln!("{ok} converted, {failed} failed");
     Ok(if failed == 0 {

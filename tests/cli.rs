@@ -116,3 +116,137 @@ fn missing_file_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("reading no/such/file.hl7"), "{err}");
 }
+
+#[test]
+fn convert_prints_a_transaction_bundle() {
+    let out = run(&["convert", "tests/golden/vxu_v04.hl7"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bundle JSON");
+    assert_eq!(b["resourceType"], "Bundle");
+    assert_eq!(b["type"], "transaction");
+    assert_eq!(b["entry"][0]["resource"]["resourceType"], "MessageHeader");
+    assert!(
+        b["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["resource"]["resourceType"] == "Immunization")
+    );
+    assert_eq!(b["entry"][1]["request"]["method"], "PUT");
+}
+
+#[test]
+fn convert_ndjson_over_a_directory_with_outcomes() {
+    let out = run(
+        &[
+            "convert",
+            "--ndjson",
+            "--bundle-type",
+            "collection",
+            "tests/golden",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson line"))
+        .collect();
+    assert_eq!(lines.len(), 7);
+    for l in &lines {
+        assert_eq!(l["bundle"]["type"], "collection");
+        assert!(
+            l["bundle"]["entry"][0].get("request").is_none(),
+            "collections have no requests"
+        );
+        assert_eq!(l["outcome"]["resourceType"], "OperationOutcome");
+    }
+}
+
+#[test]
+fn convert_fails_for_unmapped_messages_and_says_why() {
+    let input = b"MSH|^~\\&|A|B|C|D|2024||ZZZ^Z99|1|P|2.5\rPID|1\r";
+    let out = run(&["convert", "-"], Some(input));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no mapping for message type ZZZ^Z99"), "{err}");
+}
+
+#[test]
+fn convert_rejects_unknown_zone_and_bundle_type() {
+    let out = run(
+        &[
+            "convert",
+            "--zone",
+            "Mars/Olympus",
+            "tests/golden/vxu_v04.hl7",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an IANA time zone"));
+    let out = run(
+        &[
+            "convert",
+            "--bundle-type",
+            "pile",
+            "tests/golden/vxu_v04.hl7",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn mappings_check_and_test() {
+    let out = run(&["mappings", "check"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("— OK"));
+    let out = run(&["mappings", "test"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" passed, 0 failed"));
+}
+
+#[test]
+fn a_broken_mapping_set_does_not_load() {
+    let dir = std::env::temp_dir().join(format!("v2fhir-bad-mappings-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("segments")).expect("mkdir");
+    std::fs::write(
+        dir.join("segments/PID.yaml"),
+        "kind: segment\nmap: \"PID[Patient]\"\nrules:\n  - { name: a, from: PID-8, to: sex }\n",
+    )
+    .expect("write");
+    let out = run(
+        &[
+            "mappings",
+            "check",
+            "--mappings",
+            dir.to_str().expect("path"),
+        ],
+        None,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("segments/PID.yaml:4:") && err.contains("Patient has no element 'sex'"),
+        "{err}"
+    );
+}

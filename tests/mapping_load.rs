@@ -131,3 +131,23 @@ fn the_shipped_mapping_set_loads() {
         );
     }
 }
+
+#[test]
+fn cycles_between_maps_are_rejected() {
+    let e = errors(&[
+        (
+            "m/datatypes/A.yaml",
+            "kind: datatype\nmap: \"CWE[CodeableConcept]\"\nrules:\n  - { name: c, from: .1, to: \"coding[+]\", via: \"CWE[Coding]\" }\n",
+        ),
+        (
+            "m/datatypes/B.yaml",
+            "kind: datatype\nmap: \"CWE[Coding]\"\nrules:\n  - { name: x, from: .4, to: \"extension[+].valueCodeableConcept\", via: \"CWE[CodeableConcept]\" }\n",
+        ),
+    ]);
+    assert!(
+        e.iter().any(|x| x.contains(
+            "is part of a cycle: CWE[CodeableConcept] → CWE[Coding] → CWE[CodeableConcept]"
+        )),
+        "{e:#?}"
+    );
+}

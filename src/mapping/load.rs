@@ -887,6 +887,18 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
     for (k, &v) in &ctx.alias_ids {
         aliases[v] = k.clone();
     }
+    // A cycle of `via` / `resource:` maps (A → B → A) would recurse forever at conversion time.
+    for (id, m) in maps.iter().enumerate() {
+        if let Some(path) = find_cycle(&maps, id) {
+            let (file, _, _) = &map_defs[id];
+            let names: Vec<&str> = path.iter().map(|&i| maps[i].name.as_str()).collect();
+            ctx.err(
+                file,
+                "/map",
+                format!("map {} is part of a cycle: {}", m.name, names.join(" → ")),
+            );
+        }
+    }
     let errors = ctx.errors;
     if errors.is_empty() {
         Ok(Plan {
@@ -898,6 +910,58 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
     } else {
         Err(errors)
     }
+}
+
+/// Maps referenced by a rule list (via, resource:, nested rules, switch cases).
+fn referenced_maps(rules: &[RulePlan], out: &mut Vec<MapId>) {
+    for r in rules {
+        match &r.producer {
+            Producer::Via(m) => out.push(*m),
+            Producer::Resource { map, .. } => out.push(*map),
+            Producer::Rules(sub) => referenced_maps(sub, out),
+            Producer::Switch { cases, default, .. } => {
+                for (_, c) in cases {
+                    referenced_maps(std::slice::from_ref(c), out);
+                }
+                if let Some(d) = default {
+                    referenced_maps(std::slice::from_ref(d), out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A cycle through `start`, as the list of maps along it (start … start), if any.
+fn find_cycle(maps: &[MapPlan], start: MapId) -> Option<Vec<MapId>> {
+    fn dfs(
+        maps: &[MapPlan],
+        start: MapId,
+        at: MapId,
+        path: &mut Vec<MapId>,
+        seen: &mut Vec<bool>,
+    ) -> bool {
+        let mut next = Vec::new();
+        referenced_maps(&maps[at].rules, &mut next);
+        for n in next {
+            if n == start {
+                path.push(n);
+                return true;
+            }
+            if n < seen.len() && !seen[n] {
+                seen[n] = true;
+                path.push(n);
+                if dfs(maps, start, n, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start];
+    let mut seen = vec![false; maps.len()];
+    dfs(maps, start, start, &mut path, &mut seen).then_some(path)
 }
 
 fn group_exists(g: &crate::v2::structure::Group, name: &str) -> bool {
