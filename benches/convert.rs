@@ -3,6 +3,9 @@
 
 mod common;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use common::{load, measure, oru_with_20_obx, report};
 use std::hint::black_box;
 use std::path::Path;

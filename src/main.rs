@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use v2fhir::v2::{self, ParseOptions, Structures, ack};
 
+/// mimalloc: conversion allocates many small JSON nodes; it is ~30% faster than glibc malloc here
+/// (`cargo bench --bench convert`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "v2fhir", version, about = "HL7 v2 → FHIR R4 gateway")]
 struct Cli {
