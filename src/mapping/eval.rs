@@ -1390,39 +1390,43 @@ pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Opt
     let Some((step, rest)) = steps.split_first() else {
         return;
     };
-    let key = match (step.mode, choice) {
-        (Mode::Choice, Some(c)) => format!("{}{c}", step.key),
-        (Mode::Choice, None) => format!("{}String", step.key),
-        _ => step.key.clone(),
+    // Owned keys are only allocated when an element is created; lookups borrow the plan's key.
+    let choice_key;
+    let key: &str = match (step.mode, choice) {
+        (Mode::Choice, Some(c)) => {
+            choice_key = format!("{}{c}", step.key);
+            &choice_key
+        }
+        (Mode::Choice, None) => {
+            choice_key = format!("{}String", step.key);
+            &choice_key
+        }
+        _ => &step.key,
     };
     if rest.is_empty() {
         match step.mode {
-            Mode::Plain | Mode::Choice => {
-                obj.insert(key, v);
-            }
-            Mode::Append => {
-                let arr = obj.entry(key).or_insert_with(|| Value::Array(vec![]));
-                if let Value::Array(a) = arr {
-                    a.push(v);
+            Mode::Plain | Mode::Choice => match obj.get_mut(key) {
+                Some(slot) => *slot = v,
+                None => {
+                    obj.insert(key.to_string(), v);
                 }
-            }
-            Mode::Last => {
-                let arr = obj.entry(key).or_insert_with(|| Value::Array(vec![]));
-                if let Value::Array(a) = arr {
-                    match a.last_mut() {
+            },
+            Mode::Append | Mode::Last | Mode::Index(_) => {
+                if !obj.contains_key(key) {
+                    obj.insert(key.to_string(), Value::Array(Vec::new()));
+                }
+                let Some(Value::Array(a)) = obj.get_mut(key) else {
+                    return;
+                };
+                match step.mode {
+                    Mode::Append => a.push(v),
+                    Mode::Last => match a.last_mut() {
                         Some(last) => *last = v,
                         None => a.push(v),
-                    }
-                }
-            }
-            Mode::Index(n) => {
-                let arr = obj.entry(key).or_insert_with(|| Value::Array(vec![]));
-                if let Value::Array(a) = arr {
-                    if n < a.len() {
-                        a[n] = v;
-                    } else if n == a.len() {
-                        a.push(v);
-                    }
+                    },
+                    Mode::Index(n) if n < a.len() => a[n] = v,
+                    Mode::Index(n) if n == a.len() => a.push(v),
+                    _ => {}
                 }
             }
         }
@@ -1430,21 +1434,27 @@ pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Opt
     }
     match step.mode {
         Mode::Plain | Mode::Choice => {
-            let child = obj
-                .entry(key.clone())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(c) = child {
-                write(c, rest, v, choice);
-                if c.is_empty() {
-                    obj.remove(&key);
+            if !obj.contains_key(key) {
+                obj.insert(key.to_string(), Value::Object(Map::new()));
+            }
+            let now_empty = match obj.get_mut(key) {
+                Some(Value::Object(c)) => {
+                    write(c, rest, v, choice);
+                    c.is_empty()
                 }
+                _ => false,
+            };
+            if now_empty {
+                obj.remove(key);
             }
         }
         Mode::Append | Mode::Last | Mode::Index(_) => {
-            let arr = obj
-                .entry(key.clone())
-                .or_insert_with(|| Value::Array(vec![]));
-            let Value::Array(a) = arr else { return };
+            if !obj.contains_key(key) {
+                obj.insert(key.to_string(), Value::Array(Vec::new()));
+            }
+            let Some(Value::Array(a)) = obj.get_mut(key) else {
+                return;
+            };
             let idx = match step.mode {
                 Mode::Append => {
                     a.push(Value::Object(Map::new()));
@@ -1474,7 +1484,7 @@ pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Opt
                 a.remove(idx);
             }
             if a.is_empty() {
-                obj.remove(&key);
+                obj.remove(key);
             }
         }
     }
