@@ -486,10 +486,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     .iter()
                     .filter_map(|it| match it {
                         GroupItem::Segment(s)
-                            if self
-                                .msg
-                                .segment(*s)
-                                .is_some_and(|x| x.id() == rp.segment.name) =>
+                            if self.msg.segment_id(*s) == rp.segment.name.as_bytes() =>
                         {
                             Some(*s)
                         }
@@ -593,10 +590,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     fn segments_for(&self, seg: &[u8; 3], all: bool, frame: &Frame<'g, 'a>) -> Vec<usize> {
         if let Some(cur) = frame.seg
             && !all
-            && self
-                .msg
-                .segment(cur)
-                .is_some_and(|s| s.id().as_bytes() == seg)
+            && self.msg.segment_id(cur) == seg
         {
             return vec![cur];
         }
@@ -605,11 +599,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
         let direct = |g: &GroupInstance| -> Vec<usize> {
             g.segments()
-                .filter(|&s| {
-                    self.msg
-                        .segment(s)
-                        .is_some_and(|x| x.id().as_bytes() == seg)
-                })
+                .filter(|&s| self.msg.segment_id(s) == seg)
                 .collect()
         };
         for (depth, g) in frame.chain.iter().rev().enumerate() {
@@ -631,10 +621,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     /// without allocating.
     fn segment_first(&self, seg: &[u8; 3], frame: &Frame<'g, 'a>) -> Option<usize> {
         if let Some(cur) = frame.seg
-            && self
-                .msg
-                .segment(cur)
-                .is_some_and(|s| s.id().as_bytes() == seg)
+            && self.msg.segment_id(cur) == seg
         {
             return Some(cur);
         }
@@ -642,11 +629,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             return Some(0);
         }
         for (depth, g) in frame.chain.iter().rev().enumerate() {
-            if let Some(s) = g.segments().find(|&s| {
-                self.msg
-                    .segment(s)
-                    .is_some_and(|x| x.id().as_bytes() == seg)
-            }) {
+            if let Some(s) = g.segments().find(|&s| self.msg.segment_id(s) == seg) {
                 return Some(s);
             }
             if depth == 0
@@ -1341,7 +1324,7 @@ fn find_segment(msg: &Message<'_>, g: &GroupInstance, seg: &[u8; 3]) -> Option<u
     for item in &g.items {
         match item {
             GroupItem::Segment(s) => {
-                if msg.segment(*s).is_some_and(|x| x.id().as_bytes() == seg) {
+                if msg.segment_id(*s) == seg {
                     return Some(*s);
                 }
             }
@@ -1368,7 +1351,7 @@ fn collect_segments(
         }
         match item {
             GroupItem::Segment(s) => {
-                if msg.segment(*s).is_some_and(|x| x.id().as_bytes() == seg) {
+                if msg.segment_id(*s) == seg {
                     out.push(*s);
                 }
             }

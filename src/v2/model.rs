@@ -513,6 +513,18 @@ impl<'a> Message<'a> {
             })
     }
 
+    /// The raw id bytes of segment `i` (e.g. `b"PID"`), without building a [`Segment`].
+    #[inline]
+    pub fn segment_id(&self, i: usize) -> &'a [u8] {
+        match self.segs.get(i) {
+            Some(s) => self
+                .input
+                .get(s.start as usize..s.start as usize + 3)
+                .unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
     /// The `occurrence`-th (1-based) segment with this id.
     pub fn find(&self, id: &str, occurrence: usize) -> Option<Segment<'_, 'a>> {
         self.segments()
