@@ -140,12 +140,13 @@ fn run() -> Result<ExitCode> {
             let plan = load_plan(&a.mappings)?;
             let rules: usize = plan.maps.iter().map(|m| m.rules.len()).sum();
             println!(
-                "{}: {} message maps, {} segment/datatype maps ({} rules), {} vocabularies — OK",
+                "{}: {} message maps, {} segment/datatype maps ({} rules), {} vocabularies, {} sender overlays — OK",
                 a.mappings.display(),
                 plan.messages.len(),
                 plan.maps.len(),
                 rules,
-                plan.vocabs.len()
+                plan.vocabs.len(),
+                plan.senders.len()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -201,3 +201,45 @@ fn mapping_tests_blocks_pass() {
     );
     assert_eq!(report.failed, 0, "{}", report.lines.join("\n"));
 }
+
+#[test]
+fn sender_overlays_apply_only_to_their_sender() {
+    let plan = plan();
+    let msg = |app: &str| {
+        format!(
+            "MSH|^~\\&|{app}|FAC|EHR|FAC|20240101||ORU^R01^ORU_R01|C1|P|2.5.1\rPID|1|EXT-42^^^LAB^MR|MRN-7^^^HOSP^MR||DOE^JO\rOBR|1|||GLU^Glucose^LN\rOBX|1|NM|GLU^Glucose^LN||5|mmol/L|3-6||||F||from overlay\r"
+        )
+    };
+    let run = |app: &str| {
+        let text = msg(app);
+        let parsed = v2fhir::v2::parse(text.as_bytes()).expect("parse");
+        eval::convert(&plan, &parsed.messages[0], &ConvertOptions::default())
+    };
+    let base = run("OTHERLAB");
+    let over = run("EXAMPLELAB");
+    let ids = |c: &eval::Conversion| c.resources_of("patient")[0]["identifier"].clone();
+    assert_eq!(
+        ids(&base).as_array().expect("ids").len(),
+        2,
+        "PID-2 and PID-3 without the overlay"
+    );
+    assert_eq!(
+        ids(&over).as_array().expect("ids").len(),
+        1,
+        "only PID-2 with the overlay"
+    );
+    assert_eq!(ids(&over)[0]["value"], "EXT-42");
+    assert!(c_note(&base).is_none());
+    assert_eq!(c_note(&over).as_deref(), Some("from overlay"));
+    assert!(
+        over.issues
+            .iter()
+            .any(|i| i.text.contains("sender overlay 'example-lab' applied"))
+    );
+    // Different patient ids: the overlay changes the identifier, not the id scheme.
+    fn c_note(c: &eval::Conversion) -> Option<String> {
+        c.resources_of("observation")[0]["note"][0]["text"]
+            .as_str()
+            .map(str::to_string)
+    }
+}

@@ -151,3 +151,38 @@ fn cycles_between_maps_are_rejected() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn sender_overlay_errors_are_reported() {
+    let e = errors(&[
+        (
+            "m/segments/PID.yaml",
+            "kind: segment\nmap: \"PID[Patient]\"\nrules:\n  - { name: gender, from: PID-8.1, to: gender }\n",
+        ),
+        (
+            "m/senders/x.yaml",
+            "kind: sender\nname: x\nmatch: { MSH-3: [X] }\npatch:\n  - { map: \"PID[Patient]\", remove: nope }\n  - { map: \"PV1[Encounter]\", remove: status }\n  - { map: \"PID[Patient]\", replace: gender, with: { name: gender, from: PID-8, to: sex } }\n  - { map: \"PID[Patient]\", rules: [{ name: gender, from: PID-8, to: gender }] }\n",
+        ),
+    ]);
+    let has =
+        |prefix: &str, text: &str| e.iter().any(|x| x.starts_with(prefix) && x.contains(text));
+    assert!(
+        has("m/senders/x.yaml:5:", "has no rule named 'nope'"),
+        "{e:#?}"
+    );
+    assert!(
+        has(
+            "m/senders/x.yaml:6:",
+            "no segment or datatype map named PV1[Encounter]"
+        ),
+        "{e:#?}"
+    );
+    assert!(
+        has("m/senders/x.yaml:7:", "Patient has no element 'sex'"),
+        "{e:#?}"
+    );
+    assert!(
+        has("m/senders/x.yaml:8:", "two rules named 'gender'"),
+        "{e:#?}"
+    );
+}

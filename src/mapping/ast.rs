@@ -14,6 +14,50 @@ pub enum File {
     Segment(RuleMap),
     /// Rules from one v2 datatype to one FHIR datatype (or resource).
     Datatype(RuleMap),
+    /// Per-sender patches to other maps.
+    Sender(SenderMap),
+}
+
+/// `kind: sender`: patches applied when MSH fields match.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderMap {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `MSH-3: [LAB1, LAB2]`: every listed field must hold one of its values.
+    #[serde(rename = "match")]
+    pub matches: std::collections::BTreeMap<String, Vec<String>>,
+    /// Patches, applied in order.
+    pub patch: Vec<Patch>,
+}
+
+/// One patch of a sender overlay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patch {
+    /// The map patched (`PID[Patient]`).
+    pub map: String,
+    /// Rule replaced by `with`.
+    #[serde(default)]
+    pub replace: Option<String>,
+    /// The replacement rule.
+    #[serde(default)]
+    pub with: Option<Rule>,
+    /// Rule removed.
+    #[serde(default)]
+    pub remove: Option<String>,
+    /// Insert `rules` before this rule.
+    #[serde(default)]
+    pub add_before: Option<String>,
+    /// Insert `rules` after this rule.
+    #[serde(default)]
+    pub add_after: Option<String>,
+    /// Rules inserted (appended when neither add_before nor add_after is given).
+    #[serde(default)]
+    pub rules: Option<Vec<Rule>>,
 }
 
 /// `kind: message`.

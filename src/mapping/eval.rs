@@ -169,6 +169,8 @@ struct Ev<'p, 'm, 'a, 'g> {
     sender: String,
     /// Segment map of each resource definition of the routed message map.
     res_maps: Vec<MapId>,
+    /// The sender overlay that applies to this message, if any.
+    overlay: Option<&'p SenderPlan>,
 }
 
 #[derive(Clone)]
@@ -325,7 +327,17 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         extra_ids: HashSet::new(),
         sender,
         res_maps: Vec::new(),
+        overlay: None,
     };
+    ev.overlay = plan.senders.iter().find(|sp| ev.sender_matches(sp));
+    if let Some(sp) = ev.overlay {
+        ev.issues.push(Issue {
+            severity: Severity::Info,
+            code: "informational",
+            text: format!("sender overlay '{}' applied", sp.name),
+            location: Some("MSH-3/MSH-4".into()),
+        });
+    }
     ev.locate(mp, &grouping.root);
     let mut built: Vec<(usize, Value)> = Vec::new();
     let mut dropped: HashSet<String> = HashSet::new();
@@ -442,6 +454,51 @@ fn is_empty_json(v: &Value) -> bool {
 }
 
 impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
+    /// A map by id, as patched by the sender overlay when one applies.
+    fn map_plan(&self, id: MapId) -> &'p MapPlan {
+        let plan: &'p Plan = self.plan;
+        match self.overlay.and_then(|o| o.maps.get(&id)) {
+            Some(m) => m,
+            None => &plan.maps[id],
+        }
+    }
+
+    /// Does every matcher of `sp` hold for this message? A field path without a component also
+    /// matches on its first component (`MSH-3: [LAB]` matches `LAB^1.2.3^ISO`).
+    fn sender_matches(&mut self, sp: &SenderPlan) -> bool {
+        let frame = Frame {
+            seg: Some(0),
+            chain: Rc::from(Vec::new()),
+            value: None,
+            inst: usize::MAX,
+        };
+        sp.matches.iter().all(|(src, values)| {
+            let whole = self.first_text(src, &frame, false);
+            let first = match src {
+                Src::Field {
+                    seg,
+                    seg_all,
+                    field,
+                    rep,
+                    comp: None,
+                    ..
+                } => {
+                    let c = Src::Field {
+                        seg: *seg,
+                        seg_all: *seg_all,
+                        field: *field,
+                        rep: *rep,
+                        comp: Some(1),
+                        sub: None,
+                    };
+                    self.first_text(&c, &frame, false)
+                }
+                _ => whole.clone(),
+            };
+            values.iter().any(|v| *v == whole || *v == first)
+        })
+    }
+
     fn seg_label(&self, i: usize) -> String {
         self.msg
             .segment(i)
@@ -801,8 +858,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let mut obj = Map::new();
         obj.insert("resourceType".into(), Value::String(inst.rtype.clone()));
         obj.insert("id".into(), Value::String(inst.id.clone()));
-        let plan = self.plan;
-        self.run_rules(&plan.maps[map].rules, &frame, &mut obj)?;
+        self.run_rules(&self.map_plan(map).rules, &frame, &mut obj)?;
         Ok(Value::Object(obj))
     }
 
@@ -1001,8 +1057,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
             Producer::Via(map) => {
                 let mut obj = Map::new();
-                let plan = self.plan;
-                self.run_rules(&plan.maps[*map].rules, frame, &mut obj)?;
+                self.run_rules(&self.map_plan(*map).rules, frame, &mut obj)?;
                 (!obj.is_empty()).then(|| Produced {
                     value: Value::Object(obj),
                     choice: None,
@@ -1050,9 +1105,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             Producer::Resource { rtype, map, key } => {
                 let mut obj = Map::new();
                 obj.insert("resourceType".into(), Value::String(rtype.clone()));
-                let plan = self.plan;
                 let mut body = Map::new();
-                self.run_rules(&plan.maps[*map].rules, frame, &mut body)?;
+                self.run_rules(&self.map_plan(*map).rules, frame, &mut body)?;
                 if body.is_empty() {
                     return Ok(None);
                 }

@@ -660,6 +660,7 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
                 ctx.map_ids.insert(m.map.clone(), map_defs.len());
                 map_defs.push((file.clone(), m, matches!(f, File::Segment(_))));
             }
+            File::Sender(_) => {}
             File::Message(m) => {
                 for r in &m.resources {
                     let n = ctx.alias_ids.len();
@@ -899,6 +900,152 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             );
         }
     }
+    // Sender overlays: patched copies of the maps they change, checked like any other rules.
+    let mut senders = Vec::new();
+    let mut sender_names = HashMap::new();
+    for (file, f) in &parsed {
+        let File::Sender(sm) = f else { continue };
+        if sender_names.insert(sm.name.clone(), file.clone()).is_some() {
+            ctx.err(
+                file,
+                "/name",
+                format!("sender overlay '{}' is defined twice", sm.name),
+            );
+        }
+        let mut matches = Vec::new();
+        for (path, values) in &sm.matches {
+            match parse_src(path) {
+                Ok(src) => matches.push((src, values.clone())),
+                Err(e) => ctx.err(file, &format!("/match/{path}"), e),
+            }
+        }
+        let mut patched: HashMap<MapId, MapPlan> = HashMap::new();
+        for (k, p) in sm.patch.iter().enumerate() {
+            let ptr = format!("/patch/{k}");
+            let Some(&id) = ctx.map_ids.get(&p.map) else {
+                ctx.err(
+                    file,
+                    &format!("{ptr}/map"),
+                    format!("no segment or datatype map named {}", p.map),
+                );
+                continue;
+            };
+            let is_segment = map_defs[id].2;
+            let left = split_map_name(&p.map).map(|(l, _)| l).unwrap_or("");
+            let seg_ctx = if is_segment { Some(left) } else { None };
+            let mut base = patched.remove(&id).unwrap_or_else(|| maps[id].clone());
+            let fhir_type = base.fhir_type.clone();
+            let position =
+                |base: &MapPlan, name: &str| base.rules.iter().position(|r| r.name == name);
+            if let (Some(name), Some(with)) = (&p.replace, &p.with) {
+                match position(&base, name) {
+                    Some(i) => {
+                        if with.name.is_none() {
+                            ctx.err(
+                                file,
+                                &format!("{ptr}/with"),
+                                "the replacement rule needs a name",
+                            );
+                        }
+                        let compiled = compile_rule(
+                            &mut ctx,
+                            model,
+                            file,
+                            &format!("{ptr}/with"),
+                            with,
+                            &fhir_type,
+                            seg_ctx,
+                            !is_segment,
+                            None,
+                            None,
+                        );
+                        if let Some(rp) = compiled {
+                            base.rules[i] = rp;
+                        }
+                    }
+                    None => ctx.err(
+                        file,
+                        &format!("{ptr}/replace"),
+                        format!("{} has no rule named '{name}'", p.map),
+                    ),
+                }
+            } else if let Some(name) = &p.remove {
+                match position(&base, name) {
+                    Some(i) => {
+                        base.rules.remove(i);
+                    }
+                    None => ctx.err(
+                        file,
+                        &format!("{ptr}/remove"),
+                        format!("{} has no rule named '{name}'", p.map),
+                    ),
+                }
+            } else if let Some(rules) = &p.rules {
+                let new = compile_rules(
+                    &mut ctx,
+                    model,
+                    file,
+                    &format!("{ptr}/rules"),
+                    rules,
+                    &fhir_type,
+                    seg_ctx,
+                    !is_segment,
+                );
+                let at = match (&p.add_before, &p.add_after) {
+                    (Some(name), _) => position(&base, name).ok_or(("add_before", name)),
+                    (None, Some(name)) => position(&base, name)
+                        .map(|i| i + 1)
+                        .ok_or(("add_after", name)),
+                    (None, None) => Ok(base.rules.len()),
+                };
+                match at {
+                    Ok(i) => {
+                        for (n, rp) in new.into_iter().enumerate() {
+                            base.rules.insert(i + n, rp);
+                        }
+                    }
+                    Err((key, name)) => ctx.err(
+                        file,
+                        &format!("{ptr}/{key}"),
+                        format!("{} has no rule named '{name}'", p.map),
+                    ),
+                }
+            }
+            let mut seen: HashMap<&str, ()> = HashMap::new();
+            for r in &base.rules {
+                if seen.insert(r.name.as_str(), ()).is_some() {
+                    ctx.err(
+                        file,
+                        &ptr,
+                        format!(
+                            "after this patch {} has two rules named '{}'",
+                            p.map, r.name
+                        ),
+                    );
+                }
+            }
+            patched.insert(id, base);
+        }
+        let mut view = maps.clone();
+        for (id, m) in &patched {
+            view[*id] = m.clone();
+        }
+        for id in patched.keys() {
+            if let Some(path) = find_cycle(&view, *id) {
+                let names: Vec<&str> = path.iter().map(|&i| view[i].name.as_str()).collect();
+                ctx.err(
+                    file,
+                    "/patch",
+                    format!("the patches create a cycle: {}", names.join(" → ")),
+                );
+            }
+        }
+        senders.push(SenderPlan {
+            name: sm.name.clone(),
+            matches,
+            maps: patched,
+        });
+    }
     let errors = ctx.errors;
     if errors.is_empty() {
         Ok(Plan {
@@ -906,6 +1053,7 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             maps,
             vocabs,
             aliases,
+            senders,
         })
     } else {
         Err(errors)

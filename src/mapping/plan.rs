@@ -334,6 +334,17 @@ pub struct Vocab {
     pub entries: HashMap<String, VocabEntry>,
 }
 
+/// A compiled sender overlay: when every matcher holds, these maps replace the base ones.
+#[derive(Debug, Clone)]
+pub struct SenderPlan {
+    /// Name.
+    pub name: String,
+    /// MSH paths and accepted values.
+    pub matches: Vec<(Src, Vec<String>)>,
+    /// Patched copies of the maps it changes.
+    pub maps: HashMap<MapId, MapPlan>,
+}
+
 /// The whole compiled mapping set.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -345,4 +356,6 @@ pub struct Plan {
     pub vocabs: Vec<Vocab>,
     /// Alias names.
     pub aliases: Vec<String>,
+    /// Sender overlays, in file order (the first that matches applies).
+    pub senders: Vec<SenderPlan>,
 }
