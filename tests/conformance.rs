@@ -4,6 +4,8 @@
 //! and fails under the floors below (raise them as the maps improve). Differences that remain, and
 //! why, are listed in `docs/conformance.md`.
 
+mod common;
+
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -271,23 +273,9 @@ struct Tally {
 #[test]
 fn agreement_with_fhir_converter() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let plan = v2fhir::mapping::load::load_dir(&root.join("mappings")).unwrap_or_else(|e| {
-        panic!(
-            "mapping set does not load:\n{}",
-            e.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    });
+    let plan = common::plan();
     let dir = root.join("tests/corpus/fhir-converter");
-    let mut pairs: Vec<_> = std::fs::read_dir(&dir)
-        .expect("corpus")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "hl7"))
-        .collect();
-    pairs.sort();
+    let pairs = common::hl7_files(&dir);
     assert_eq!(pairs.len(), 121, "expected the 121 FHIR-Converter pairs");
     let opts = ConvertOptions::default();
     let mut by_type: BTreeMap<String, Tally> = BTreeMap::new();
@@ -446,7 +434,7 @@ fn agreement_with_fhir_converter() {
 #[test]
 fn every_corpus_message_converts_without_panic_and_every_resource_is_valid_r4() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let plan = v2fhir::mapping::load::load_dir(&root.join("mappings")).expect("mapping set loads");
+    let plan = common::plan();
     let opts = ConvertOptions::default();
     let mut converted = 0;
     let mut files = Vec::new();

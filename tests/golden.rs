@@ -2,22 +2,12 @@
 //! (`{"bundle": …, "outcome": …}`). Refresh with `UPDATE_GOLDEN=1 cargo test --test golden`
 //! and review the diff.
 
+mod common;
+
+use common::{hl7_files, plan};
 use serde_json::{Value, json};
 use std::path::Path;
 use v2fhir::mapping::eval::{self, ConvertOptions};
-
-fn plan() -> v2fhir::mapping::plan::Plan {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    v2fhir::mapping::load::load_dir(&root.join("mappings")).unwrap_or_else(|e| {
-        panic!(
-            "mapping set does not load:\n{}",
-            e.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })
-}
 
 fn convert(plan: &v2fhir::mapping::plan::Plan, path: &Path) -> (Value, eval::Conversion) {
     let bytes = std::fs::read(path).expect("read");
@@ -31,13 +21,7 @@ fn golden_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let plan = plan();
     let update = std::env::var("UPDATE_GOLDEN").is_ok();
-    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "hl7"))
-        .collect();
-    inputs.sort();
+    let inputs = hl7_files(&dir);
     assert!(inputs.len() >= 7, "golden inputs missing");
     let mut mismatched = Vec::new();
     for input in &inputs {

@@ -1019,6 +1019,34 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         Ok(true)
     }
 
+    /// Run `rules` into a new object; `None` when they wrote nothing.
+    fn build_object(
+        &mut self,
+        rules: &'p [RulePlan],
+        frame: &Frame<'g, 'a>,
+    ) -> Result<Option<Produced>, Missing> {
+        let mut obj = Map::new();
+        self.run_rules(rules, frame, &mut obj)?;
+        Ok((!obj.is_empty()).then(|| Produced {
+            value: Value::Object(obj),
+            choice: None,
+        }))
+    }
+
+    /// The group scope of the resource being built.
+    fn scope_of(&self, frame: &Frame<'g, 'a>) -> Vec<usize> {
+        self.insts
+            .get(frame.inst)
+            .map(|i| i.scope.clone())
+            .unwrap_or_default()
+    }
+
+    /// `{"reference": "Type/id"}` for resource instance `i`.
+    fn reference_to(&self, i: usize) -> Value {
+        let t = &self.insts[i];
+        json!({"reference": format!("{}/{}", t.rtype, t.id)})
+    }
+
     /// Produce a rule's value for one item. Switches write their case directly and report `Some(Null)`.
     fn produce(
         &mut self,
@@ -1055,47 +1083,22 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     }
                 }
             }
-            Producer::Via(map) => {
-                let mut obj = Map::new();
-                self.run_rules(&self.map_plan(*map).rules, frame, &mut obj)?;
-                (!obj.is_empty()).then(|| Produced {
-                    value: Value::Object(obj),
-                    choice: None,
-                })
-            }
-            Producer::Rules(rules) => {
-                let mut obj = Map::new();
-                self.run_rules(rules, frame, &mut obj)?;
-                (!obj.is_empty()).then(|| Produced {
-                    value: Value::Object(obj),
-                    choice: None,
-                })
-            }
+            Producer::Via(map) => self.build_object(&self.map_plan(*map).rules, frame)?,
+            Producer::Rules(rules) => self.build_object(rules, frame)?,
             Producer::Ref(alias) => {
-                let scope = self
-                    .insts
-                    .get(frame.inst)
-                    .map(|i| i.scope.clone())
-                    .unwrap_or_default();
-                self.best_inst(*alias, &scope).map(|i| {
-                    let t = &self.insts[i];
-                    Produced {
-                        value: json!({"reference": format!("{}/{}", t.rtype, t.id)}),
-                        choice: None,
-                    }
+                let scope = self.scope_of(frame);
+                self.best_inst(*alias, &scope).map(|i| Produced {
+                    value: self.reference_to(i),
+                    choice: None,
                 })
             }
             Producer::Refs(alias) => {
-                let scope = self
-                    .insts
-                    .get(frame.inst)
-                    .map(|i| i.scope.clone())
-                    .unwrap_or_default();
-                let refs: Vec<Value> = self
-                    .insts
-                    .iter()
-                    .filter(|t| t.alias == *alias && t.scope.starts_with(&scope))
-                    .map(|t| json!({"reference": format!("{}/{}", t.rtype, t.id)}))
+                let scope = self.scope_of(frame);
+                let refs: Vec<Value> = (0..self.insts.len())
+                    .filter(|&i| {
+                        self.insts[i].alias == *alias && self.insts[i].scope.starts_with(&scope)
+                    })
+                    .map(|i| self.reference_to(i))
                     .collect();
                 (!refs.is_empty()).then(|| Produced {
                     value: Value::Array(refs),
