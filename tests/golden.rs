@@ -227,3 +227,32 @@ fn sender_overlays_apply_only_to_their_sender() {
             .map(str::to_string)
     }
 }
+
+#[test]
+fn when_in_datatype_maps_addresses_the_datatype() {
+    // CX[Identifier]: `from: .4.2` with `when: {.4.3: [ISO]}` — both relative to the CX.
+    let plan = plan();
+    let system_of = |pid3: &str| {
+        let text = format!(
+            "MSH|^~\\&|A|B|C|D|2024||ADT^A01^ADT_A01|1|P|2.5.1\rEVN|A01\rPID|1||{pid3}||DOE^JO\rPV1|1|I\r"
+        );
+        let parsed = v2fhir::v2::parse(text.as_bytes()).expect("parse");
+        let c = eval::convert(&plan, &parsed.messages[0], &ConvertOptions::default());
+        c.resources_of("patient")[0]["identifier"][0]
+            .get("system")
+            .cloned()
+    };
+    assert_eq!(
+        system_of("123^^^HOSP&1.2.3&ISO^MR"),
+        Some(json!("urn:oid:1.2.3"))
+    );
+    assert_eq!(
+        system_of("123^^^HOSP&1.2.3^MR"),
+        Some(json!("urn:oid:1.2.3"))
+    );
+    assert_eq!(
+        system_of("123^^^HOSP&1.2.3&L^MR"),
+        None,
+        "a local (non-ISO) universal id is not an OID"
+    );
+}

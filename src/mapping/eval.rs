@@ -985,8 +985,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
             Item::None => false,
         };
+        // Relative paths in `when` address the same base as a relative `from` (the datatype
+        // value); when `from` selected a segment field, they address that field's value.
+        let relative_from = matches!(&r.from, Some(src) if is_relative(src));
+        let cond_frame = if relative_from { frame } else { &sub };
         if let Some(c) = &r.when
-            && !self.cond(c, &sub)
+            && !self.cond(c, cond_frame)
         {
             return Ok(false);
         }
@@ -1393,6 +1397,15 @@ fn find_segment(msg: &Message<'_>, g: &GroupInstance, seg: &[u8; 3]) -> Option<u
         }
     }
     None
+}
+
+/// Is `src` relative to the current value (`.1`, `.4.2 | .5`)?
+fn is_relative(src: &Src) -> bool {
+    match src {
+        Src::Rel(_) => true,
+        Src::Alt(a) => a.iter().all(is_relative),
+        _ => false,
+    }
 }
 
 fn collect_segments(
