@@ -28,6 +28,13 @@ struct Compiled {
     per_type: Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
 }
 
+/// The official FHIR R4 JSON Schema, parsed once (shared by the validator and the mapping
+/// loader's element model). `None` if the embedded copy is not JSON.
+pub fn schema_document() -> Option<&'static Value> {
+    static DOC: OnceLock<Option<Value>> = OnceLock::new();
+    DOC.get_or_init(|| serde_json::from_str(SCHEMA).ok()).as_ref()
+}
+
 fn compiled() -> &'static Compiled {
     static C: OnceLock<Compiled> = OnceLock::new();
     C.get_or_init(|| {
@@ -37,16 +44,15 @@ fn compiled() -> &'static Compiled {
             error: Some(e),
             per_type: Mutex::default(),
         };
-        let schema: Value = match serde_json::from_str(SCHEMA) {
-            Ok(v) => v,
-            Err(e) => return fail(format!("FHIR schema is not JSON: {e}")),
+        let Some(schema) = schema_document() else {
+            return fail("the embedded FHIR schema is not JSON".into());
         };
         match jsonschema::options()
             .should_validate_formats(false)
-            .build(&schema)
+            .build(schema)
         {
             Ok(full) => Compiled {
-                schema: Some(schema),
+                schema: Some(schema.clone()),
                 full: Some(full),
                 error: None,
                 per_type: Mutex::default(),

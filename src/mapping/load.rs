@@ -65,7 +65,7 @@ struct ElementInfo {
 fn fhir_model() -> Option<&'static FhirModel> {
     static M: OnceLock<Option<FhirModel>> = OnceLock::new();
     M.get_or_init(|| {
-        let v: Value = serde_json::from_str(include_str!("../fhir/fhir.r4.schema.json")).ok()?;
+        let v = crate::fhir::validate::schema_document()?;
         let defs = v.get("definitions")?.as_object()?.clone();
         Some(FhirModel { defs })
     })
