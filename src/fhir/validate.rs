@@ -21,7 +21,7 @@ pub struct Invalid {
 
 struct Compiled {
     /// The document, kept to build per-type validators for error details.
-    schema: Option<Value>,
+    schema: Option<&'static Value>,
     /// The whole schema (root `oneOf` over all resource types): the fast yes/no check.
     full: Option<jsonschema::Validator>,
     error: Option<String>,
@@ -32,7 +32,8 @@ struct Compiled {
 /// loader's element model). `None` if the embedded copy is not JSON.
 pub fn schema_document() -> Option<&'static Value> {
     static DOC: OnceLock<Option<Value>> = OnceLock::new();
-    DOC.get_or_init(|| serde_json::from_str(SCHEMA).ok()).as_ref()
+    DOC.get_or_init(|| serde_json::from_str(SCHEMA).ok())
+        .as_ref()
 }
 
 fn compiled() -> &'static Compiled {
@@ -52,7 +53,7 @@ fn compiled() -> &'static Compiled {
             .build(schema)
         {
             Ok(full) => Compiled {
-                schema: Some(schema.clone()),
+                schema: Some(schema),
                 full: Some(full),
                 error: None,
                 per_type: Mutex::default(),
@@ -71,7 +72,7 @@ fn for_type(c: &Compiled, rt: &str) -> Result<Arc<jsonschema::Validator>, String
     if let Some(v) = cache.get(rt) {
         return Ok(v.clone());
     }
-    let Some(Value::Object(doc)) = &c.schema else {
+    let Some(Value::Object(doc)) = c.schema else {
         return Err("FHIR schema not loaded".into());
     };
     if doc.get("definitions").and_then(|d| d.get(rt)).is_none() {
