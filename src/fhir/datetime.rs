@@ -47,6 +47,10 @@ fn days_in_month(y: i32, m: i32) -> i32 {
 /// Parse `YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`. Errors say what is wrong (never the value).
 pub fn parse_dtm(s: &str) -> Result<Dtm, String> {
     let s = s.trim();
+    // Everything below slices by byte position: only ASCII input is a candidate.
+    if !s.is_ascii() {
+        return Err("date/time holds non-ASCII characters".into());
+    }
     let (body, offset) = match s.find(['+', '-']) {
         Some(i) if i >= 4 => {
             let (b, o) = s.split_at(i);
@@ -192,6 +196,9 @@ impl Dtm {
 /// HL7 TM `HH[MM[SS[.S+]]][+/-ZZZZ]` → FHIR `time` `hh:mm:ss` (offset dropped: FHIR time has none).
 pub fn tm_to_time(s: &str) -> Result<String, String> {
     let s = s.trim();
+    if !s.is_ascii() {
+        return Err("time holds non-ASCII characters".into());
+    }
     let body = s.split(['+', '-']).next().unwrap_or(s);
     let (main, frac) = body.split_once('.').unwrap_or((body, ""));
     if !main.bytes().all(|b| b.is_ascii_digit()) || !matches!(main.len(), 2 | 4 | 6) {
@@ -303,5 +310,7 @@ mod tests {
         assert_eq!(tm_to_time("123045.5").as_deref(), Ok("12:30:45.5"));
         assert_eq!(tm_to_time("08+0100").as_deref(), Ok("08:00:00"));
         assert!(tm_to_time("2561").is_err());
+        assert!(tm_to_time("12\u{81}0").is_err());
+        assert!(tm_to_time("1230+0\u{81}").is_err());
     }
 }

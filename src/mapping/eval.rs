@@ -362,33 +362,44 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
     let mut resources: Vec<(Option<usize>, Value)> =
         built.into_iter().map(|(i, v)| (Some(i), v)).collect();
     resources.extend(std::mem::take(&mut ev.extra).into_iter().map(|v| (None, v)));
-    if opts.validate {
-        resources.retain(|(_, r)| {
-            let problems = validate::validate(r);
-            if problems.is_empty() {
-                return true;
+    // Validate; drop what is invalid; prune references to dropped resources (which can make the
+    // referring resource invalid in turn), and repeat until nothing more is dropped.
+    let mut pruned_since_check = true;
+    while pruned_since_check {
+        pruned_since_check = false;
+        if opts.validate {
+            let issues = &mut ev.issues;
+            resources.retain(|(_, r)| {
+                let problems = validate::validate(r);
+                if problems.is_empty() {
+                    return true;
+                }
+                let rt = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
+                let id = r.get("id").and_then(Value::as_str).unwrap_or("");
+                dropped.insert(format!("{rt}/{id}"));
+                for p in problems {
+                    issues.push(Issue {
+                        severity: Severity::Error,
+                        code: "invalid",
+                        text: format!(
+                            "{rt} not emitted: not valid R4 at {}: {}",
+                            if p.path.is_empty() { "/" } else { &p.path },
+                            p.message
+                        ),
+                        location: Some(format!("{rt}{}", p.path)),
+                    });
+                }
+                false
+            });
+        }
+        if !dropped.is_empty() {
+            for (_, r) in resources.iter_mut() {
+                pruned_since_check |= prune_refs(r, &dropped);
             }
-            let rt = r.get("resourceType").and_then(Value::as_str).unwrap_or("");
-            let id = r.get("id").and_then(Value::as_str).unwrap_or("");
-            dropped.insert(format!("{rt}/{id}"));
-            for p in problems {
-                ev.issues.push(Issue {
-                    severity: Severity::Error,
-                    code: "invalid",
-                    text: format!(
-                        "{rt} not emitted: not valid R4 at {}: {}",
-                        if p.path.is_empty() { "/" } else { &p.path },
-                        p.message
-                    ),
-                    location: Some(format!("{rt}{}", p.path)),
-                });
-            }
-            false
-        });
-    }
-    if !dropped.is_empty() {
-        for (_, r) in resources.iter_mut() {
-            prune_refs(r, &dropped);
+        }
+        // A resource changed by pruning is validated again; stop when pruning changed nothing.
+        if !opts.validate {
+            break;
         }
     }
     // Entry 0 is the MessageHeader; resources follow in order.
@@ -411,36 +422,51 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
     }
 }
 
-/// Remove references to resources that were not emitted.
-fn prune_refs(v: &mut Value, dropped: &HashSet<String>) {
+/// Remove references to resources that were not emitted. A list element whose own direct child
+/// is such a reference (`link[i].other`, `participant[i].individual`) goes as a whole: it existed
+/// to carry that reference. Returns whether anything was removed.
+fn prune_refs(v: &mut Value, dropped: &HashSet<String>) -> bool {
+    let is_dropped_ref = |x: &Value| {
+        x.get("reference")
+            .and_then(Value::as_str)
+            .is_some_and(|r| dropped.contains(r))
+    };
+    let carries_dropped_ref = |x: &Value| {
+        x.as_object()
+            .is_some_and(|o| o.values().any(is_dropped_ref))
+    };
+    let mut changed = false;
     match v {
         Value::Object(m) => {
             let keys: Vec<String> = m.keys().cloned().collect();
             for k in keys {
-                let remove = m
-                    .get(&k)
-                    .and_then(|c| c.get("reference"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|r| dropped.contains(r));
-                if remove {
+                if m.get(&k).is_some_and(is_dropped_ref) {
                     m.remove(&k);
+                    changed = true;
                 } else if let Some(c) = m.get_mut(&k) {
-                    prune_refs(c, dropped);
+                    changed |= prune_refs(c, dropped);
                 }
+            }
+            let empty: Vec<String> = m
+                .iter()
+                .filter(|(_, v)| is_empty_json(v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in empty {
+                m.remove(&k);
             }
         }
         Value::Array(a) => {
-            a.retain(|x| {
-                !x.get("reference")
-                    .and_then(Value::as_str)
-                    .is_some_and(|r| dropped.contains(r))
-            });
+            let n = a.len();
+            a.retain(|x| !is_dropped_ref(x) && !carries_dropped_ref(x));
+            changed |= a.len() != n;
             for x in a.iter_mut() {
-                prune_refs(x, dropped);
+                changed |= prune_refs(x, dropped);
             }
         }
         _ => {}
     }
+    changed
 }
 
 fn is_empty_json(v: &Value) -> bool {
@@ -1058,7 +1084,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         frame: &Frame<'g, 'a>,
     ) -> Result<Option<Produced>, Missing> {
         let text_of = |v: &Option<V2<'a>>| {
-            v.and_then(|v| v.text().map(|t| t.trim().to_string()))
+            v.and_then(|v| v.text().map(|t| functions::fhir_string(&t).into_owned()))
                 .filter(|t| !t.is_empty())
         };
         let p = match &r.producer {
@@ -1262,17 +1288,28 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             .and_then(|t| crate::fhir::datetime::parse_dtm(t).ok())
             .map(|d| d.to_instant(zone));
         let control = h.control_id.as_deref().unwrap_or("");
+        // FHIR `code` forbids leading/trailing whitespace and runs of it; `url` forbids any.
+        let code = |s: &str| {
+            let c = s.split_whitespace().collect::<Vec<_>>().join(" ");
+            if c.is_empty() {
+                "unknown".to_string()
+            } else {
+                c
+            }
+        };
         let endpoint = |hd: &crate::v2::Hd<'_>| -> String {
+            let token = |s: &str| s.split_whitespace().collect::<Vec<_>>().join("_");
             match (&hd.universal_id, &hd.namespace_id) {
                 (Some(u), _)
-                    if u.split('.')
+                    if u.trim()
+                        .split('.')
                         .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) =>
                 {
-                    format!("urn:oid:{u}")
+                    format!("urn:oid:{}", u.trim())
                 }
-                (_, Some(n)) => format!("urn:hl7v2:{}", n.replace(' ', "_")),
-                (Some(u), None) => format!("urn:hl7v2:{}", u.replace(' ', "_")),
-                (None, None) => "urn:hl7v2:unknown".to_string(),
+                (_, Some(n)) if !token(n).is_empty() => format!("urn:hl7v2:{}", token(n)),
+                (Some(u), _) if !token(u).is_empty() => format!("urn:hl7v2:{}", token(u)),
+                _ => "urn:hl7v2:unknown".to_string(),
             }
         };
         let focus: Vec<Value> = resources
@@ -1284,16 +1321,22 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let mut mh = json!({
             "resourceType": "MessageHeader",
             "id": mh_id,
-            "eventCoding": {"system": "http://terminology.hl7.org/CodeSystem/v2-0003", "code": h.trigger_event.as_deref().unwrap_or(h.message_code.as_deref().unwrap_or(""))},
+            "eventCoding": {"system": "http://terminology.hl7.org/CodeSystem/v2-0003", "code": code(h.trigger_event.as_deref().or(h.message_code.as_deref()).unwrap_or("unknown"))},
             "source": {"endpoint": endpoint(&h.sending_application)},
         });
         if let Some(n) = &h.sending_application.namespace_id {
-            mh["source"]["name"] = json!(n);
+            let n = functions::fhir_string(n);
+            if !n.is_empty() {
+                mh["source"]["name"] = json!(n);
+            }
         }
         if !h.receiving_application.is_empty() {
             let mut d = json!({"endpoint": endpoint(&h.receiving_application)});
             if let Some(n) = &h.receiving_application.namespace_id {
-                d["name"] = json!(n);
+                let n = functions::fhir_string(n);
+                if !n.is_empty() {
+                    d["name"] = json!(n);
+                }
             }
             mh["destination"] = json!([d]);
         }
@@ -1311,10 +1354,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler", "display": "Assembler"}]},
                 "who": {"display": "v2fhir"}
             }],
-            "entity": [{"role": "source", "what": {"display": format!("HL7 v2 {} message {}", h.message_type(), mp.name)}}],
+            "entity": [{"role": "source", "what": {"display": functions::fhir_string(&format!("HL7 v2 {} message {}", h.message_type(), mp.name)).into_owned()}}],
         });
-        if !control.is_empty() {
-            prov["entity"][0]["what"]["identifier"] = json!({"value": control});
+        let control_text = functions::fhir_string(control);
+        if !control_text.is_empty() {
+            prov["entity"][0]["what"]["identifier"] = json!({"value": control_text});
         }
         if ts.is_none() {
             prov["recorded"] = json!("1970-01-01T00:00:00Z");

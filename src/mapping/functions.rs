@@ -59,6 +59,31 @@ pub fn decimal(s: &str) -> Result<Number, String> {
         .map_err(|_| "not a decimal number".into())
 }
 
+/// Text from a message made acceptable as a FHIR `string`: whitespace other than space, tab, CR and
+/// LF (no-break space, vertical tab, U+2028…) becomes a space, other control characters are
+/// removed, and the ends are trimmed. Borrowed when nothing changes.
+pub fn fhir_string(s: &str) -> std::borrow::Cow<'_, str> {
+    let t = s.trim();
+    let clean =
+        |c: char| !(c.is_control() || c.is_whitespace()) || matches!(c, ' ' | '\t' | '\r' | '\n');
+    if t.chars().all(clean) {
+        return std::borrow::Cow::Borrowed(t);
+    }
+    let out: String = t
+        .chars()
+        .filter_map(|c| {
+            if clean(c) {
+                Some(c)
+            } else if c.is_whitespace() {
+                Some(' ')
+            } else {
+                None
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(out.trim().to_string())
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding.
@@ -95,7 +120,11 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
     if !v.is_valued() {
         return Ok(None);
     }
-    let text = || v.text().map(|t| t.trim().to_string()).unwrap_or_default();
+    let text = || {
+        v.text()
+            .map(|t| fhir_string(&t).into_owned())
+            .unwrap_or_default()
+    };
     let out = match f {
         Func::Text => plain(Value::String(text()), "String"),
         Func::Upper => plain(Value::String(text().to_uppercase()), "String"),
@@ -401,6 +430,18 @@ mod tests {
             }
         }
         assert_eq!(run(Func::Text, "").expect("empty"), None);
+    }
+
+    #[test]
+    fn strings_are_normalized_for_fhir() {
+        assert_eq!(fhir_string(" plain "), "plain");
+        assert_eq!(fhir_string("no\u{a0}break"), "no break");
+        assert_eq!(fhir_string("tab\tand\nline"), "tab\tand\nline");
+        assert_eq!(fhir_string("bell\u{7}x\u{b}y\u{2028}z"), "bellx y z");
+        assert!(matches!(
+            fhir_string("clean"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]
