@@ -186,3 +186,25 @@ fn sender_overlay_errors_are_reported() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn a_broken_map_is_reported_once_not_at_every_use() {
+    let e = errors(&[
+        // A syntax error (unclosed flow mapping) in the datatype map everyone uses…
+        (
+            "m/datatypes/CX.yaml",
+            "kind: datatype\nmap: \"CX[Identifier]\"\nrules:\n  - { name: value, from: .1, to: value\n",
+        ),
+        // …must not also be reported at each `via` that names it, nor by an overlay on a user.
+        (
+            "m/segments/PID.yaml",
+            "kind: segment\nmap: \"PID[Patient]\"\nrules:\n  - { name: identifier, from: \"PID-3[*]\", to: \"identifier[+]\", via: \"CX[Identifier]\" }\n  - { name: other, from: \"PID-4[*]\", to: \"identifier[+]\", via: \"CX[Identifier]\" }\n",
+        ),
+        (
+            "m/senders/s.yaml",
+            "kind: sender\nname: s\nmatch: { MSH-3: [S] }\npatch:\n  - { map: \"PID[Patient]\", remove: identifier }\n",
+        ),
+    ]);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].starts_with("m/datatypes/CX.yaml:"), "{e:#?}");
+}

@@ -163,6 +163,8 @@ const SEGMENT_FIELDS: &[(&str, usize)] = &[
 
 struct Ctx<'a> {
     errors: Vec<LoadError>,
+    /// Maps that failed to load or compile cleanly; errors that follow from them are not repeated.
+    quiet_maps: std::collections::HashSet<String>,
     map_ids: HashMap<String, MapId>,
     vocab_ids: HashMap<String, VocabId>,
     alias_ids: HashMap<String, AliasId>,
@@ -170,6 +172,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Report a missing map, unless it is one that failed to load (already reported).
+    fn err_missing_map(&mut self, file: &str, ptr: &str, name: &str, message: String) {
+        if !self.quiet_maps.contains(name) {
+            self.err(file, ptr, message);
+        }
+    }
+
     fn err(&mut self, file: &str, ptr: &str, message: impl Into<String>) {
         let pos = self
             .files
@@ -525,6 +534,8 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
         }
     };
     let mut files: HashMap<String, (String, HashMap<String, Pos>)> = HashMap::new();
+    // Maps whose file did not load: references to them are not reported again (one root cause).
+    let mut broken_maps: std::collections::HashSet<String> = Default::default();
     let mut parsed: Vec<(String, File)> = Vec::new();
     let mut vocabs: Vec<Vocab> = Vec::new();
     for (name, text) in sources {
@@ -544,6 +555,10 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             }
             continue;
         }
+        let declared_map = text
+            .lines()
+            .find_map(|l| l.strip_prefix("map:"))
+            .map(|v| v.trim().trim_matches(['"', '\'']).to_string());
         let node = match yaml::parse(text) {
             Ok(n) => n,
             Err(e) => {
@@ -553,6 +568,9 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
                     col: e.pos.col,
                     message: e.message,
                 });
+                if let Some(m) = &declared_map {
+                    broken_maps.insert(m.clone());
+                }
                 continue;
             }
         };
@@ -599,6 +617,9 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             // Keep checking the rules that are well-formed, so every error is listed at once:
             // each broken rule is replaced by a stub that compilation skips.
             if bad_elsewhere {
+                if let Some(m) = &declared_map {
+                    broken_maps.insert(m.clone());
+                }
                 continue;
             }
             if let Some(rules) = json.get_mut("rules").and_then(Value::as_array_mut) {
@@ -631,6 +652,7 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
 
     let mut ctx = Ctx {
         errors,
+        quiet_maps: broken_maps,
         map_ids: HashMap::new(),
         vocab_ids: HashMap::new(),
         alias_ids: HashMap::new(),
@@ -694,6 +716,7 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             );
         }
         let seg_ctx = if *is_segment { Some(left) } else { None };
+        let errors_before = ctx.errors.len();
         let rules = compile_rules(
             &mut ctx,
             model,
@@ -704,6 +727,11 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             seg_ctx,
             !*is_segment,
         );
+        // A map with errors (or with rules dropped for a missing map) may lack rules that
+        // overlays name: those follow-on errors are not repeated.
+        if ctx.errors.len() > errors_before || rules.len() < m.rules.len() {
+            ctx.quiet_maps.insert(m.map.clone());
+        }
         maps.push(MapPlan {
             name: m.map.clone(),
             fhir_type: fhir_type.to_string(),
@@ -757,9 +785,10 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
                     id
                 }
                 None => {
-                    ctx.err(
+                    ctx.err_missing_map(
                         file,
                         &format!("{ptr}/map"),
+                        &r.map,
                         format!("no segment map named {}", r.map),
                     );
                     0
@@ -923,9 +952,10 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
         for (k, p) in sm.patch.iter().enumerate() {
             let ptr = format!("/patch/{k}");
             let Some(&id) = ctx.map_ids.get(&p.map) else {
-                ctx.err(
+                ctx.err_missing_map(
                     file,
                     &format!("{ptr}/map"),
+                    &p.map,
                     format!("no segment or datatype map named {}", p.map),
                 );
                 continue;
@@ -934,6 +964,8 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             let left = split_map_name(&p.map).map(|(l, _)| l).unwrap_or("");
             let seg_ctx = if is_segment { Some(left) } else { None };
             let mut base = patched.remove(&id).unwrap_or_else(|| maps[id].clone());
+            // A map that did not compile cleanly may lack rules: its own errors say why.
+            let base_quiet = ctx.quiet_maps.contains(&p.map);
             let fhir_type = base.fhir_type.clone();
             let position =
                 |base: &MapPlan, name: &str| base.rules.iter().position(|r| r.name == name);
@@ -963,22 +995,30 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
                             base.rules[i] = rp;
                         }
                     }
-                    None => ctx.err(
-                        file,
-                        &format!("{ptr}/replace"),
-                        format!("{} has no rule named '{name}'", p.map),
-                    ),
+                    None => {
+                        if !base_quiet {
+                            ctx.err(
+                                file,
+                                &format!("{ptr}/replace"),
+                                format!("{} has no rule named '{name}'", p.map),
+                            )
+                        }
+                    }
                 }
             } else if let Some(name) = &p.remove {
                 match position(&base, name) {
                     Some(i) => {
                         base.rules.remove(i);
                     }
-                    None => ctx.err(
-                        file,
-                        &format!("{ptr}/remove"),
-                        format!("{} has no rule named '{name}'", p.map),
-                    ),
+                    None => {
+                        if !base_quiet {
+                            ctx.err(
+                                file,
+                                &format!("{ptr}/remove"),
+                                format!("{} has no rule named '{name}'", p.map),
+                            )
+                        }
+                    }
                 }
             } else if let Some(rules) = &p.rules {
                 let new = compile_rules(
@@ -1004,11 +1044,15 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
                             base.rules.insert(i + n, rp);
                         }
                     }
-                    Err((key, name)) => ctx.err(
-                        file,
-                        &format!("{ptr}/{key}"),
-                        format!("{} has no rule named '{name}'", p.map),
-                    ),
+                    Err((key, name)) => {
+                        if !base_quiet {
+                            ctx.err(
+                                file,
+                                &format!("{ptr}/{key}"),
+                                format!("{} has no rule named '{name}'", p.map),
+                            )
+                        }
+                    }
                 }
             }
             let mut seen: HashMap<&str, ()> = HashMap::new();
@@ -1351,9 +1395,10 @@ fn compile_rule(
                 Producer::Via(id)
             }
             None => {
-                ctx.err(
+                ctx.err_missing_map(
                     file,
                     &format!("{ptr}/via"),
+                    &via,
                     format!("no datatype map named {via}"),
                 );
                 return None;
@@ -1417,9 +1462,10 @@ fn compile_rule(
         let map = match ctx.map_ids.get(&res.map) {
             Some(&id) => id,
             None => {
-                ctx.err(
+                ctx.err_missing_map(
                     file,
                     &format!("{ptr}/resource/map"),
+                    &res.map,
                     format!("no datatype map named {}", res.map),
                 );
                 return None;
