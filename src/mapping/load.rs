@@ -1398,7 +1398,7 @@ fn compile_rule(
                 ctx.err_missing_map(
                     file,
                     &format!("{ptr}/via"),
-                    &via,
+                    via,
                     format!("no datatype map named {via}"),
                 );
                 return None;
