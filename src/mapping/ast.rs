@@ -215,6 +215,9 @@ pub struct Rule {
     /// Inline sub-rules building an object at `to`.
     #[serde(default)]
     pub rules: Option<Vec<Rule>>,
+    /// With `rules`: items whose value at this path is equal build one object together.
+    #[serde(default)]
+    pub group_by: Option<String>,
     /// Switch source.
     #[serde(default)]
     pub switch: Option<String>,

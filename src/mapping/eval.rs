@@ -193,6 +193,28 @@ enum Item<'a> {
     Segment(usize),
 }
 
+/// The frame a rule runs in for one selected item, and whether the item is empty (which gates
+/// the producer off).
+fn item_frame<'g, 'a>(frame: &Frame<'g, 'a>, item: Item<'a>) -> (Frame<'g, 'a>, bool) {
+    let mut sub = frame.clone();
+    let gated_out = match item {
+        Item::Value(v, seg) => {
+            sub.value = Some(v);
+            if let Some(si) = seg {
+                sub.seg = Some(si);
+            }
+            !v.is_valued()
+        }
+        Item::Segment(si) => {
+            sub.seg = Some(si);
+            sub.value = None;
+            false
+        }
+        Item::None => false,
+    };
+    (sub, gated_out)
+}
+
 /// Required element missing: the resource is not emitted.
 struct Missing(String);
 
@@ -926,12 +948,15 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 None => Ok(()),
             };
         }
-        let mut wrote = false;
+        // Collect what `from` selects.
+        let mut items: Vec<Item<'a>> = Vec::new();
         match &r.from {
             Some(Src::Seg { seg, all }) => {
-                for si in self.segments_for(seg, *all, frame) {
-                    wrote |= self.run_item(r, frame, Item::Segment(si), out)?;
-                }
+                items.extend(
+                    self.segments_for(seg, *all, frame)
+                        .into_iter()
+                        .map(Item::Segment),
+                );
             }
             Some(Src::Field {
                 seg,
@@ -959,23 +984,61 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     } else {
                         self.resolve_one(&one, &f2, true).into_iter().collect()
                     };
-                    for v in vals {
-                        wrote |= self.run_item(r, frame, Item::Value(v, Some(si)), out)?;
-                    }
+                    items.extend(vals.into_iter().map(|v| Item::Value(v, Some(si))));
                 }
             }
             Some(src) if src.iterates() => {
-                for v in self.resolve(src, frame, true) {
-                    wrote |= self.run_item(r, frame, Item::Value(v, None), out)?;
-                }
+                items.extend(
+                    self.resolve(src, frame, true)
+                        .into_iter()
+                        .map(|v| Item::Value(v, None)),
+                );
             }
             Some(src) => {
                 let v = self
                     .resolve_one(src, frame, true)
                     .unwrap_or_else(empty_value);
-                wrote |= self.run_item(r, frame, Item::Value(v, None), out)?;
+                items.push(Item::Value(v, None));
             }
-            None => wrote |= self.run_item(r, frame, Item::None, out)?,
+            None => items.push(Item::None),
+        }
+        let mut wrote = false;
+        match (&r.group_by, &r.producer) {
+            (Some(key), Producer::Rules(rules)) => {
+                // One object per distinct key, in first-seen order, built by every item of the group.
+                let mut groups: Vec<(String, Vec<Item<'a>>)> = Vec::new();
+                for item in items {
+                    let (sub, _) = item_frame(frame, item);
+                    if let Some(c) = &r.when
+                        && !self.cond(c, &sub)
+                    {
+                        continue;
+                    }
+                    let k = self.first_text(key, &sub, false);
+                    match groups.iter_mut().find(|(g, _)| *g == k) {
+                        Some((_, members)) => members.push(item),
+                        None => groups.push((k, vec![item])),
+                    }
+                }
+                for (_, members) in groups {
+                    let mut obj = Map::new();
+                    for item in members {
+                        let (sub, gated_out) = item_frame(frame, item);
+                        if !gated_out {
+                            self.run_rules(rules, &sub, &mut obj)?;
+                        }
+                    }
+                    if !obj.is_empty() {
+                        write(out, &r.to, Value::Object(obj), None);
+                        wrote = true;
+                    }
+                }
+            }
+            _ => {
+                for item in items {
+                    wrote |= self.run_item(r, frame, item, out)?;
+                }
+            }
         }
         if r.required && !wrote {
             return Err(Missing(format!(
@@ -995,22 +1058,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         item: Item<'a>,
         out: &mut Map<String, Value>,
     ) -> Result<bool, Missing> {
-        let mut sub = frame.clone();
-        let gated_out = match item {
-            Item::Value(v, seg) => {
-                sub.value = Some(v);
-                if let Some(si) = seg {
-                    sub.seg = Some(si);
-                }
-                !v.is_valued()
-            }
-            Item::Segment(si) => {
-                sub.seg = Some(si);
-                sub.value = None;
-                false
-            }
-            Item::None => false,
-        };
+        let (sub, gated_out) = item_frame(frame, item);
         // Relative paths in `when` address the same base as a relative `from` (the datatype
         // value); when `from` selected a segment field, they address that field's value.
         let relative_from = matches!(&r.from, Some(src) if is_relative(src));

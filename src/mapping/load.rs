@@ -1560,6 +1560,36 @@ fn compile_rule(
         }
         Producer::Text
     };
+    let group_by = match &r.group_by {
+        None => None,
+        Some(g) => {
+            if !matches!(producer, Producer::Rules(_)) || !from.as_ref().is_some_and(Src::iterates)
+            {
+                ctx.err(
+                    file,
+                    &format!("{ptr}/group_by"),
+                    "group_by needs `rules` and a `from` that selects several items ([*])",
+                );
+            }
+            match parse_src(g) {
+                Ok(src) => {
+                    check_src(
+                        ctx,
+                        file,
+                        &format!("{ptr}/group_by"),
+                        &src,
+                        segment,
+                        item_value,
+                    );
+                    Some(src)
+                }
+                Err(e) => {
+                    ctx.err(file, &format!("{ptr}/group_by"), e);
+                    None
+                }
+            }
+        }
+    };
     let origin = ctx.origin(file, ptr);
     Some(RulePlan {
         name,
@@ -1570,6 +1600,7 @@ fn compile_rule(
         vocab,
         default: r.default.clone(),
         required: r.required,
+        group_by,
         origin,
     })
 }

@@ -235,6 +235,8 @@ pub struct RulePlan {
     pub default: Option<Value>,
     /// Missing → resource not emitted.
     pub required: bool,
+    /// With `rules`: build one object per distinct value of this path among the selected items.
+    pub group_by: Option<Src>,
     /// `file:line:col` of the rule, for diagnostics.
     pub origin: String,
 }
