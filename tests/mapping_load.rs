@@ -208,3 +208,12 @@ fn a_broken_map_is_reported_once_not_at_every_use() {
     assert_eq!(e.len(), 1, "{e:#?}");
     assert!(e[0].starts_with("m/datatypes/CX.yaml:"), "{e:#?}");
 }
+
+#[test]
+fn group_by_needs_rules_and_several_items() {
+    let e = errors(&[(
+        "m/segments/RXA.yaml",
+        "kind: segment\nmap: \"RXA[Immunization]\"\nrules:\n  - { name: a, from: RXA-5, group_by: OBX-4, to: vaccineCode.text }\n",
+    )]);
+    assert!(e.iter().any(|x| x.starts_with("m/segments/RXA.yaml:4:") && x.contains("group_by needs `rules`")), "{e:#?}");
+}
