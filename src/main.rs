@@ -35,6 +35,14 @@ struct MappingArgs {
     mappings: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct AckArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    #[command(flatten)]
+    mapping: MappingArgs,
+}
+
 #[derive(Subcommand)]
 enum MappingsCommand {
     /// Load, validate and compile the mapping set; list every error as file:line:col.
@@ -69,8 +77,9 @@ enum Command {
     /// Parse a file of HL7 v2 messages (single, concatenated or batch) and print the model as JSON.
     /// Exits non-zero only when no usable MSH is found.
     Parse(InputArgs),
-    /// Print the acknowledgment (ER7) the gateway would send for each message in the input.
-    Ack(InputArgs),
+    /// Print the acknowledgment (ER7) the gateway would send for each message in the input:
+    /// parse, convert with the mapping set, and acknowledge (AE with ERR when conversion fails).
+    Ack(AckArgs),
     /// Convert HL7 v2 messages to FHIR R4 bundles. Exits non-zero when any message fails.
     Convert(ConvertArgs),
     /// Work with the mapping set.
@@ -165,8 +174,12 @@ fn run() -> Result<ExitCode> {
             })
         }
         Command::Convert(a) => convert(a, &mut out),
-        Command::Ack(args) => {
+        Command::Ack(AckArgs {
+            input: args,
+            mapping,
+        }) => {
             let input = read_input(&args.input)?;
+            let mapping_plan = load_plan(&mapping.mappings)?;
             let opts = || ack::AckOptions {
                 control_id: v2fhir::clock::next_control_id(),
                 timestamp: v2fhir::clock::hl7_now(),
@@ -177,6 +190,32 @@ fn run() -> Result<ExitCode> {
                     for msg in &parsed.messages {
                         let mut extra = v2::json::escape_diagnostics(msg);
                         extra.extend(Structures::builtin().group(msg).diagnostics);
+                        // Conversion errors (parse and grouping findings are already above).
+                        let conv = v2fhir::mapping::eval::convert(
+                            &mapping_plan,
+                            msg,
+                            &v2fhir::mapping::eval::ConvertOptions::default(),
+                        );
+                        for issue in conv
+                            .issues
+                            .iter()
+                            .filter(|i| i.severity == v2::Severity::Error && i.code != "structure")
+                        {
+                            let code = if issue.code == "not-supported" {
+                                v2::Code::UnknownStructure
+                            } else {
+                                v2::Code::Conversion
+                            };
+                            extra.push(v2::Diagnostic::new(
+                                v2::Severity::Error,
+                                code,
+                                v2::Location::default(),
+                                match &issue.location {
+                                    Some(l) => format!("{} [{l}]", issue.text),
+                                    None => issue.text.clone(),
+                                },
+                            ));
+                        }
                         let plan = ack::plan(msg, &extra);
                         if !plan.send {
                             eprintln!(

@@ -250,3 +250,13 @@ fn a_broken_mapping_set_does_not_load() {
         "{err}"
     );
 }
+
+#[test]
+fn ack_answers_ae_when_conversion_fails() {
+    let input = b"MSH|^~\\&|A|B|C|D|2024||ORU^R01^ORU_R01|7|P|2.5.1\rPID|1||X\rOBR|1|||P^Panel^LN\rOBX|1|NM||||\r";
+    let out = run(&["ack", "-"], Some(input));
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert!(text.contains("\nMSA|AE|7\n"), "{text}");
+    assert!(text.contains("207^Application internal error^HL70357|E||||Observation not emitted: required code (OBX-3) is missing"), "{text}");
+}

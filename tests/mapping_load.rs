@@ -215,5 +215,10 @@ fn group_by_needs_rules_and_several_items() {
         "m/segments/RXA.yaml",
         "kind: segment\nmap: \"RXA[Immunization]\"\nrules:\n  - { name: a, from: RXA-5, group_by: OBX-4, to: vaccineCode.text }\n",
     )]);
-    assert!(e.iter().any(|x| x.starts_with("m/segments/RXA.yaml:4:") && x.contains("group_by needs `rules`")), "{e:#?}");
+    assert!(
+        e.iter().any(
+            |x| x.starts_with("m/segments/RXA.yaml:4:") && x.contains("group_by needs `rules`")
+        ),
+        "{e:#?}"
+    );
 }

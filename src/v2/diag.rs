@@ -64,6 +64,8 @@ pub enum Code {
     TooLarge,
     /// Segments that belong to no message (no MSH before them); skipped.
     OrphanSegment,
+    /// A later stage (conversion to FHIR) failed for this message; the text says why.
+    Conversion,
 }
 
 impl Code {
@@ -91,6 +93,7 @@ impl Code {
             Code::UnknownStructure => "unknown_structure",
             Code::TooLarge => "too_large",
             Code::OrphanSegment => "orphan_segment",
+            Code::Conversion => "conversion",
         }
     }
 
@@ -106,6 +109,7 @@ impl Code {
             Code::UnknownCharset => Hl7Error::TableValueNotFound,
             Code::UnknownStructure => Hl7Error::UnsupportedMessageType,
             Code::TooLarge => Hl7Error::ValueTooLong,
+            Code::Conversion => Hl7Error::ApplicationInternalError,
             _ => Hl7Error::SegmentSequenceError,
         }
     }
