@@ -7,6 +7,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use v2fhir::v2::{self, ParseOptions, Structures, ack};
 
+/// Like `eprintln!`, but a closed stderr is not a panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 /// mimalloc: conversion allocates many small JSON nodes; it is ~30% faster than glibc malloc here
 /// (`cargo bench --bench convert`).
 #[global_allocator]
@@ -115,8 +122,23 @@ fn options(args: &InputArgs) -> Result<ParseOptions> {
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
+        // The reader went away (`v2fhir convert … | head`): not an error worth a message.
+        Err(e)
+            if e.chain().any(|c| {
+                let kind = c
+                    .downcast_ref::<std::io::Error>()
+                    .map(std::io::Error::kind)
+                    .or_else(|| {
+                        c.downcast_ref::<serde_json::Error>()
+                            .and_then(serde_json::Error::io_error_kind)
+                    });
+                kind == Some(std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("v2fhir: {e:#}");
+            say!("v2fhir: {e:#}");
             ExitCode::from(2)
         }
     }
@@ -140,7 +162,7 @@ fn run() -> Result<ExitCode> {
                     let j = serde_json::json!({ "messages": [], "error": e.to_string(), "diagnostics": e.diagnostics() });
                     serde_json::to_writer_pretty(&mut out, &j)?;
                     writeln!(out)?;
-                    eprintln!("v2fhir: {}: {e}", args.input.display());
+                    say!("v2fhir: {}: {e}", args.input.display());
                     Ok(ExitCode::from(1))
                 }
             }
@@ -218,7 +240,7 @@ fn run() -> Result<ExitCode> {
                         }
                         let plan = ack::plan(msg, &extra);
                         if !plan.send {
-                            eprintln!(
+                            say!(
                                 "v2fhir: message {} asks for no {} acknowledgment (MSH-15); shown anyway",
                                 msg.header().control_id.as_deref().unwrap_or(""),
                                 plan.code.as_str()
@@ -233,7 +255,7 @@ fn run() -> Result<ExitCode> {
                 Err(e) => {
                     let text = ack::reject_unparsable(&e.to_string(), &opts());
                     writeln!(out, "{}", text.trim_end_matches('\r').replace('\r', "\n"))?;
-                    eprintln!("v2fhir: {}: {e}", args.input.display());
+                    say!("v2fhir: {}: {e}", args.input.display());
                     Ok(ExitCode::from(1))
                 }
             }
@@ -246,7 +268,7 @@ fn load_plan(dir: &std::path::Path) -> Result<v2fhir::mapping::plan::Plan> {
         Ok(p) => Ok(p),
         Err(errors) => {
             for e in &errors {
-                eprintln!("{e}");
+                say!("{e}");
             }
             anyhow::bail!(
                 "{} error(s) in the mapping set {}",
@@ -316,7 +338,7 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
         let parsed = match v2::parse(&bytes) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("{}: {e}", f.display());
+                say!("{}: {e}", f.display());
                 failed += 1;
                 continue;
             }
@@ -341,7 +363,7 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
                 );
                 match &bar {
                     Some(b) => b.println(line),
-                    None => eprintln!("{line}"),
+                    None => say!("{line}"),
                 }
             }
             if c.failed() {
@@ -368,7 +390,7 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    eprintln!("{ok} converted, {failed} failed");
+    say!("{ok} converted, {failed} failed");
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
