@@ -218,26 +218,7 @@ fn run() -> Result<ExitCode> {
                             msg,
                             &v2fhir::mapping::eval::ConvertOptions::default(),
                         );
-                        for issue in conv
-                            .issues
-                            .iter()
-                            .filter(|i| i.severity == v2::Severity::Error && i.code != "structure")
-                        {
-                            let code = if issue.code == "not-supported" {
-                                v2::Code::UnknownStructure
-                            } else {
-                                v2::Code::Conversion
-                            };
-                            extra.push(v2::Diagnostic::new(
-                                v2::Severity::Error,
-                                code,
-                                v2::Location::default(),
-                                match &issue.location {
-                                    Some(l) => format!("{} [{l}]", issue.text),
-                                    None => issue.text.clone(),
-                                },
-                            ));
-                        }
+                        extra.extend(conv.ack_diagnostics());
                         let plan = ack::plan(msg, &extra);
                         if !plan.send {
                             say!(

@@ -97,6 +97,29 @@ pub struct Conversion {
 }
 
 impl Conversion {
+    /// The conversion's errors as v2 diagnostics for the ACK's ERR segments: an unsupported
+    /// message (no map) is HL7 table 0357 code 200, any other error code 207. Structure findings
+    /// are left out (grouping reports them already).
+    pub fn ack_diagnostics(&self) -> Vec<crate::v2::Diagnostic> {
+        use crate::v2::{Code, Diagnostic, Location};
+        self.issues
+            .iter()
+            .filter(|i| i.severity == Severity::Error && i.code != "structure")
+            .map(|issue| {
+                let code = if issue.code == "not-supported" {
+                    Code::UnknownStructure
+                } else {
+                    Code::Conversion
+                };
+                let text = match &issue.location {
+                    Some(l) => format!("{} [{l}]", issue.text),
+                    None => issue.text.clone(),
+                };
+                Diagnostic::new(Severity::Error, code, Location::default(), text)
+            })
+            .collect()
+    }
+
     /// The resources built for `alias`, in order.
     pub fn resources_of(&self, alias: &str) -> Vec<&Value> {
         let Some(entries) = self
