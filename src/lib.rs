@@ -4,7 +4,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod clock;
 pub mod fhir;
+pub mod ingest;
 pub mod mapping;
+pub mod serve;
+pub mod sources;
+pub mod store;
 pub mod v2;

@@ -79,8 +79,29 @@ struct ConvertArgs {
     no_validate: bool,
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (every setting has a default; see README "Configuration").
+    #[arg(long, env = "V2FHIR_CONFIG")]
+    config: Option<PathBuf>,
+    /// MLLP listen address (overrides the file and V2FHIR_MLLP_LISTEN); empty disables MLLP.
+    #[arg(long)]
+    mllp: Option<String>,
+    /// HTTP listen address (overrides the file and V2FHIR_HTTP_LISTEN); empty disables HTTP.
+    #[arg(long)]
+    http: Option<String>,
+    /// Store URL: sqlite://FILE or postgres://… (overrides V2FHIR_STORE_URL).
+    #[arg(long)]
+    store: Option<String>,
+    /// Mapping directory (overrides V2FHIR_MAPPINGS_DIR).
+    #[arg(long)]
+    mappings: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway: MLLP on 127.0.0.1:2575, HTTP on 127.0.0.1:8080, SQLite under ./data/.
+    Serve(ServeArgs),
     /// Parse a file of HL7 v2 messages (single, concatenated or batch) and print the model as JSON.
     /// Exits non-zero only when no usable MSH is found.
     Parse(InputArgs),
@@ -196,6 +217,7 @@ fn run() -> Result<ExitCode> {
             })
         }
         Command::Convert(a) => convert(a, &mut out),
+        Command::Serve(a) => serve(a),
         Command::Ack(AckArgs {
             input: args,
             mapping,
@@ -242,6 +264,53 @@ fn run() -> Result<ExitCode> {
             }
         }
     }
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let mut cfg = v2fhir::serve::Config::load(a.config.as_deref(), std::env::vars())?;
+    if let Some(m) = a.mllp {
+        cfg.mllp.listen = m;
+    }
+    if let Some(h) = a.http {
+        cfg.http.listen = h;
+    }
+    if let Some(s) = a.store {
+        cfg.store.url = s;
+    }
+    if let Some(m) = a.mappings {
+        cfg.mappings.dir = m;
+    }
+    v2fhir::serve::init_logging(&cfg.log);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("v2fhir-io")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let running = v2fhir::serve::start(&cfg).await?;
+        // Machine-readable lines for scripts and tests (the addresses may be ephemeral ports).
+        if let Some(a) = running.mllp_addr {
+            println!("v2fhir: MLLP listening on {a}");
+        }
+        if let Some(a) = running.http_addr {
+            println!("v2fhir: HTTP listening on {a}");
+        }
+        println!(
+            "v2fhir: store {} ready",
+            match running.pipeline.store().backend() {
+                v2fhir::store::Backend::Sqlite => "sqlite",
+                v2fhir::store::Backend::Postgres => "postgres",
+            }
+        );
+        let _ = std::io::stdout().flush();
+        tracing::info!(mllp = ?running.mllp_addr, http = ?running.http_addr, "v2fhir serving");
+        v2fhir::serve::signal().await;
+        tracing::info!("shutting down: finishing in-flight messages");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_plan(dir: &std::path::Path) -> Result<v2fhir::mapping::plan::Plan> {

@@ -1,0 +1,151 @@
+//! The HTTP API (axum): v2 ingest (`/v2/…`, in `sources::http`), the operations endpoints
+//! (`/messages`, `/health`, `/metrics`). Errors are FHIR OperationOutcomes with a fitting status.
+
+mod messages;
+
+use crate::ingest::Pipeline;
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `application/fhir+json`.
+pub const FHIR_JSON: &str = "application/fhir+json";
+/// The HL7 v2 ER7 media type.
+pub const HL7_ER7: &str = "x-application/hl7-v2+er7";
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The ingest pipeline (and through it the store and the mapping plan).
+    pub pipeline: Arc<Pipeline>,
+    /// Prometheus rendering.
+    pub metrics: PrometheusHandle,
+    /// Base URL for links (`next`), e.g. `http://127.0.0.1:8080`; empty = relative links.
+    pub base_url: String,
+}
+
+/// An error answered as an OperationOutcome.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    text: String,
+}
+
+impl ApiError {
+    /// An error with an HTTP status, an OperationOutcome issue code and a text.
+    pub fn new(status: StatusCode, code: &'static str, text: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "store error in a request");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", e.to_string())
+    }
+}
+
+/// An OperationOutcome with one issue.
+pub fn outcome(severity: &str, code: &str, text: &str) -> serde_json::Value {
+    serde_json::json!({"resourceType": "OperationOutcome", "issue": [
+        {"severity": severity, "code": code, "diagnostics": text}]})
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = outcome("error", self.code, &self.text).to_string();
+        (
+            self.status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// Limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body.
+    pub max_body: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body: 16 * 1024 * 1024,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("no endpoint at {}", uri.path()),
+    )
+}
+
+/// The whole router.
+pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
+    use tower_http::limit::RequestBodyLimitLayer;
+    use tower_http::timeout::TimeoutLayer;
+    Router::new()
+        .route("/v2/messages", post(crate::sources::http::post_messages))
+        .route("/v2/$convert", post(crate::sources::http::post_convert))
+        .route("/messages", get(messages::list))
+        .route("/messages/{id}", get(messages::get_one))
+        .route("/messages/{id}/reprocess", post(messages::reprocess))
+        .route("/health", get(messages::health))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/metrics", get(messages::metrics))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            cfg.timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(cfg.max_body))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<_>| {
+                    // Method and path only: query strings may carry identifiers.
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
+}
+
+/// The Prometheus recorder, installed once per process.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+            let builder = builder
+                .set_buckets(&[
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .unwrap_or_else(|_| metrics_exporter_prometheus::PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then ours renders nothing new.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

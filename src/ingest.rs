@@ -1,0 +1,693 @@
+//! The ingest pipeline shared by every v2 source: parse → convert → decide the ACK → group commit
+//! → answer. Sources (MLLP, HTTP) hand raw bytes to [`Pipeline::submit`] and send back whatever
+//! [`Reply::acks`] holds; they never build ACKs or touch the store themselves.
+//!
+//! ```text
+//!  connection ─┐               ┌─ lane 0 (thread: parse, convert, ACK) ─┐
+//!  connection ─┼─ patient key ─┼─ lane 1                                ─┼─ writer (task: one transaction
+//!  connection ─┘   hash        └─ lane n                                ─┘   per batch) ─→ reply → ACK
+//! ```
+//!
+//! Invariants:
+//! - An ACK leaves only after the transaction holding the message, its output and its status has
+//!   committed. When the store fails, the answer is a negative ACK (AE/CE, code 207) and nothing
+//!   is claimed.
+//! - Messages with the same routing key (sender + PID-3 first identifier) go through one lane and
+//!   one writer queue, so they are committed in arrival order; different patients use different
+//!   lanes and run in parallel.
+//! - Nothing here logs message content: logs carry ids, types, senders and counts only.
+
+use crate::mapping::eval::{BundleType, ConvertOptions, convert};
+use crate::mapping::plan::Plan;
+use crate::store::{Committed, NewMessage, Status, Store, StoreError, now_micros};
+use crate::v2::ack::{self, AckCode, AckError, AckOptions, AckPlan, Outcome};
+use crate::v2::{
+    self, Diagnostic, Hl7Error, Location, Message, ParseOptions, Severity, Structures,
+};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where a message came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The MLLP listener.
+    Mllp,
+    /// `POST /v2/messages`.
+    Http,
+}
+
+impl Source {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Mllp => "mllp",
+            Source::Http => "http",
+        }
+    }
+}
+
+/// Pipeline settings.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Worker threads doing parse + convert (default: number of CPUs).
+    pub lanes: usize,
+    /// Most messages per group commit.
+    pub max_batch: usize,
+    /// Parser settings.
+    pub parse: ParseOptions,
+    /// Conversion settings (bundle type, default zone, validation).
+    pub convert: ConvertOptions,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            lanes: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            max_batch: 512,
+            parse: ParseOptions::default(),
+            convert: ConvertOptions::default(),
+        }
+    }
+}
+
+/// The outcome of one submitted message.
+#[derive(Debug, Clone)]
+pub struct MessageReply {
+    /// What was logged (`None` when nothing was: the store failed).
+    pub committed: Option<Committed>,
+    /// The acknowledgments to send, in order (may be empty: enhanced mode `NE`).
+    pub acks: Vec<String>,
+    /// Accept, error or reject (of the application acknowledgment).
+    pub outcome: Outcome,
+    /// The FHIR Bundle, JSON (when converted).
+    pub bundle: Option<String>,
+    /// The OperationOutcome, JSON (when there is anything to report).
+    pub diagnostics: Option<String>,
+}
+
+/// The outcome of one submitted frame or body (a batch holds several messages).
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    /// One per message, in input order.
+    pub messages: Vec<MessageReply>,
+}
+
+impl Reply {
+    /// All acknowledgments to send, in order.
+    pub fn acks(&self) -> impl Iterator<Item = &String> {
+        self.messages.iter().flat_map(|m| m.acks.iter())
+    }
+
+    /// The worst outcome.
+    pub fn outcome(&self) -> Outcome {
+        self.messages
+            .iter()
+            .map(|m| m.outcome)
+            .max()
+            .unwrap_or(Outcome::Reject)
+    }
+}
+
+/// Why a submission got no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The pipeline is shutting down.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// One message ready to commit, with what to answer in each case.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The row to write.
+    pub row: NewMessage,
+    /// The acknowledgments to send once committed.
+    pub acks: Vec<String>,
+    /// The acknowledgment to send if the commit fails (AE/CE, code 207).
+    pub failed_ack: String,
+    /// Application outcome.
+    pub outcome: Outcome,
+}
+
+/// Decide the acknowledgment plan of a parsed message with its conversion findings (grouping,
+/// escapes and mapping errors).
+pub fn ack_plan(msg: &Message<'_>, conv: &crate::mapping::eval::Conversion) -> AckPlan {
+    let mut extra = v2::json::escape_diagnostics(msg);
+    extra.extend(Structures::builtin().group(msg).diagnostics);
+    extra.extend(conv.ack_diagnostics());
+    ack::plan(msg, &extra)
+}
+
+/// Does an MSH-15/MSH-16 condition (`AL`, `NE`, `ER`, `SU`; empty = `AL`) ask for this outcome?
+pub fn wanted(condition: Option<&str>, outcome: Outcome) -> bool {
+    match condition.map(str::trim) {
+        Some("NE") => false,
+        Some("ER") => outcome != Outcome::Accept,
+        Some("SU") => outcome == Outcome::Accept,
+        _ => true,
+    }
+}
+
+fn ack_opts() -> AckOptions {
+    AckOptions {
+        control_id: crate::clock::next_control_id(),
+        timestamp: crate::clock::hl7_now(),
+        max_errors: 20,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// SHA-256 of the raw bytes, hex.
+pub fn content_hash(raw: &[u8]) -> String {
+    hex(&Sha256::digest(raw))
+}
+
+fn store_failed_ack(msg: &Message<'_>) -> String {
+    let enhanced = msg.header().enhanced_mode();
+    let plan = AckPlan {
+        code: AckCode::for_outcome(Outcome::Error, enhanced),
+        send: true,
+        errors: vec![AckError {
+            code: Hl7Error::ApplicationInternalError,
+            severity: Severity::Error,
+            location: Location::default(),
+            text: "the message could not be stored; it was not accepted, please resend".into(),
+        }],
+    };
+    ack::build(msg, &plan, &ack_opts())
+}
+
+/// Parse, convert and decide the answers for one frame or body, without storing anything.
+/// Pure CPU work: this is what the lanes run, and what `POST /v2/$convert` runs alone.
+pub fn prepare(
+    raw: &[u8],
+    source: Source,
+    plan: &Plan,
+    cfg: &IngestConfig,
+    received_at: i64,
+) -> Vec<Prepared> {
+    let parsed = match v2::parse_with(raw, &cfg.parse) {
+        Ok(p) => p,
+        Err(e) => {
+            let ack = ack::reject_unparsable(&e.to_string(), &ack_opts());
+            let outcome = serde_json::json!({"resourceType": "OperationOutcome", "issue": [
+                {"severity": "error", "code": "structure", "diagnostics": e.to_string()}]});
+            return vec![Prepared {
+                row: NewMessage {
+                    received_at,
+                    source: source.as_str().into(),
+                    sending_application: String::new(),
+                    sending_facility: String::new(),
+                    control_id: String::new(),
+                    message_type: String::new(),
+                    charset: String::new(),
+                    content_hash: content_hash(raw),
+                    status: Status::Rejected,
+                    ack_code: "AR".into(),
+                    raw: raw.to_vec(),
+                    diagnostics: Some(outcome.to_string()),
+                    output: None,
+                    ack: ack.clone(),
+                },
+                acks: vec![ack.clone()],
+                failed_ack: ack,
+                outcome: Outcome::Reject,
+            }];
+        }
+    };
+    let single = parsed.messages.len() == 1;
+    parsed
+        .messages
+        .iter()
+        .map(|msg| {
+            let msg_raw = if single { raw } else { msg.raw() };
+            prepare_message(msg, msg_raw, source, plan, cfg, received_at)
+        })
+        .collect()
+}
+
+fn prepare_message(
+    msg: &Message<'_>,
+    raw: &[u8],
+    source: Source,
+    plan: &Plan,
+    cfg: &IngestConfig,
+    received_at: i64,
+) -> Prepared {
+    let h = msg.header();
+    let conv = convert(plan, msg, &cfg.convert);
+    let mut ack_plan = ack_plan(msg, &conv);
+    let outcome = ack_plan.code.outcome();
+    let enhanced = h.enhanced_mode();
+    let mut acks = Vec::with_capacity(2);
+    let app_code = AckCode::for_outcome(outcome, false);
+    if enhanced {
+        // Commit acknowledgment: the message is safely stored unless it was rejected.
+        let commit = if outcome == Outcome::Reject {
+            Outcome::Reject
+        } else {
+            Outcome::Accept
+        };
+        if wanted(h.accept_ack_type.as_deref(), commit) {
+            let plan = AckPlan {
+                code: AckCode::for_outcome(commit, true),
+                send: true,
+                errors: if commit == Outcome::Reject {
+                    ack_plan.errors.clone()
+                } else {
+                    vec![]
+                },
+            };
+            acks.push(ack::build(msg, &plan, &ack_opts()));
+        }
+        // Application acknowledgment, sent on the same connection right after (see ARCHITECTURE.md).
+        if outcome != Outcome::Reject && wanted(h.application_ack_type.as_deref(), outcome) {
+            ack_plan.code = app_code;
+            acks.push(ack::build(msg, &ack_plan, &ack_opts()));
+        }
+    } else {
+        acks.push(ack::build(msg, &ack_plan, &ack_opts()));
+    }
+    let status = match outcome {
+        Outcome::Accept => Status::Converted,
+        Outcome::Error => Status::Error,
+        Outcome::Reject => Status::Rejected,
+    };
+    let output = if outcome == Outcome::Accept {
+        conv.bundle.as_ref().map(|b| b.to_string())
+    } else {
+        None
+    };
+    let diagnostics = if conv.issues.is_empty() && msg.diagnostics().is_empty() {
+        None
+    } else {
+        Some(diagnostics_outcome(msg.diagnostics(), &conv).to_string())
+    };
+    Prepared {
+        row: NewMessage {
+            received_at,
+            source: source.as_str().into(),
+            sending_application: h.sending_application.to_key(),
+            sending_facility: h.sending_facility.to_key(),
+            control_id: h.control_id.as_deref().unwrap_or("").to_string(),
+            message_type: if h.message_code.is_some() {
+                h.message_type()
+            } else {
+                String::new()
+            },
+            charset: msg.charset().name().to_string(),
+            content_hash: content_hash(raw),
+            status,
+            ack_code: app_code.as_str().to_string(),
+            raw: raw.to_vec(),
+            diagnostics,
+            output,
+            ack: acks.join("\n"),
+        },
+        failed_ack: store_failed_ack(msg),
+        acks,
+        outcome,
+    }
+}
+
+/// Parse findings and conversion issues as one OperationOutcome.
+pub fn diagnostics_outcome(
+    parse: &[Diagnostic],
+    conv: &crate::mapping::eval::Conversion,
+) -> serde_json::Value {
+    let mut oo = conv.outcome();
+    if let Some(issues) = oo.get_mut("issue").and_then(|i| i.as_array_mut()) {
+        for d in parse {
+            let sev = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+                Severity::Info => "information",
+            };
+            issues.push(serde_json::json!({
+                "severity": sev, "code": "structure", "diagnostics": d.to_string()
+            }));
+        }
+    }
+    oo
+}
+
+/// The answer for a frame over the size limit: AR (CR in enhanced mode) with the sender's control
+/// id when the head of the frame holds a readable MSH, else a bare AR.
+pub fn reject_oversized(head: &[u8], len: usize, limit: usize) -> String {
+    let text =
+        format!("frame of {len} bytes or more exceeds the limit of {limit} bytes; discarded");
+    // Only the MSH line: the rest of the head is a truncated message.
+    let end = memchr::memchr2(b'\r', b'\n', head).unwrap_or(head.len());
+    match v2::parse_with(&head[..end], &ParseOptions::default()) {
+        Ok(p) if !p.messages.is_empty() => {
+            let msg = &p.messages[0];
+            let plan = AckPlan {
+                code: AckCode::for_outcome(Outcome::Reject, msg.header().enhanced_mode()),
+                send: true,
+                errors: vec![AckError {
+                    code: Hl7Error::ValueTooLong,
+                    severity: Severity::Error,
+                    location: Location::default(),
+                    text,
+                }],
+            };
+            ack::build(msg, &plan, &ack_opts())
+        }
+        _ => ack::reject_unparsable(&text, &ack_opts()),
+    }
+}
+
+/// The routing key of a raw message: PID-3's first identifier (or, without a PID, MSH-10), found
+/// with a byte scan, no parse. Same key → same lane → arrival order kept.
+pub fn routing_key(raw: &[u8]) -> &[u8] {
+    let head = &raw[..raw.len().min(256)];
+    let Some(start) = memchr::memmem::find(head, b"MSH") else {
+        return &[];
+    };
+    let Some(&fs) = raw.get(start + 3) else {
+        return &[];
+    };
+    let cs = raw.get(start + 4).copied().unwrap_or(b'^');
+    let rs = raw.get(start + 5).copied().unwrap_or(b'~');
+    let field = |seg: usize, n: usize| -> &[u8] {
+        let mut i = seg;
+        let mut k = 0;
+        while i < raw.len() && k < n {
+            match raw[i] {
+                b'\r' | b'\n' => return &[],
+                c if c == fs => k += 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        let s = i;
+        while i < raw.len() && ![fs, cs, rs, b'\r', b'\n'].contains(&raw[i]) {
+            i += 1;
+        }
+        &raw[s..i]
+    };
+    let pid = [b'\r', b'P', b'I', b'D', fs];
+    let pid_lf = [b'\n', b'P', b'I', b'D', fs];
+    match memchr::memmem::find(raw, &pid).or_else(|| memchr::memmem::find(raw, &pid_lf)) {
+        Some(p) => field(p + 1, 3),
+        // MSH-10 is the 9th separator after "MSH" (MSH-1 is the separator itself).
+        None => field(start, 9),
+    }
+}
+
+struct LaneJob {
+    raw: bytes::Bytes,
+    source: Source,
+    received_at: i64,
+    reply: oneshot::Sender<Reply>,
+}
+
+struct WriteJob {
+    prepared: Vec<Prepared>,
+    started: Instant,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The running pipeline: lanes (threads) and the group-commit writer (a task).
+pub struct Pipeline {
+    lanes: std::sync::RwLock<Vec<std::sync::mpsc::SyncSender<LaneJob>>>,
+    plan: Arc<Plan>,
+    cfg: IngestConfig,
+    store: Store,
+    in_flight: Arc<AtomicI64>,
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Pipeline {
+    /// Start the lanes and the writer. Call from within a tokio runtime.
+    pub fn start(plan: Arc<Plan>, store: Store, cfg: IngestConfig) -> Arc<Pipeline> {
+        let (wtx, wrx) = mpsc::channel::<WriteJob>(4096);
+        let writer = tokio::spawn(writer_loop(store.clone(), wrx, cfg.max_batch.max(1)));
+        let mut lanes = Vec::new();
+        let mut threads = Vec::new();
+        for n in 0..cfg.lanes.max(1) {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<LaneJob>(1024);
+            let plan = plan.clone();
+            let cfg = cfg.clone();
+            let wtx = wtx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("v2fhir-lane-{n}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let started = Instant::now();
+                        let prepared = prepare(&job.raw, job.source, &plan, &cfg, job.received_at);
+                        let w = WriteJob {
+                            prepared,
+                            started,
+                            reply: job.reply,
+                        };
+                        if wtx.blocking_send(w).is_err() {
+                            break;
+                        }
+                    }
+                });
+            match t {
+                Ok(t) => {
+                    lanes.push(tx);
+                    threads.push(t);
+                }
+                Err(e) => tracing::error!(error = %e, "could not start a pipeline lane"),
+            }
+        }
+        Arc::new(Pipeline {
+            lanes: std::sync::RwLock::new(lanes),
+            plan,
+            cfg,
+            store,
+            in_flight: Arc::new(AtomicI64::new(0)),
+            threads: std::sync::Mutex::new(threads),
+            writer: std::sync::Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The mapping plan in use.
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &IngestConfig {
+        &self.cfg
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Messages submitted and not yet answered.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Process one frame or body: returns once it is committed (or the commit failed, in which
+    /// case the reply holds negative acknowledgments and no `committed`).
+    pub async fn submit(&self, raw: bytes::Bytes, source: Source) -> Result<Reply, IngestError> {
+        let key = routing_key(&raw);
+        let sender = {
+            let lanes = self.lanes.read().unwrap_or_else(|e| e.into_inner());
+            if lanes.is_empty() {
+                return Err(IngestError::ShuttingDown);
+            }
+            lanes[(fnv1a(key) as usize) % lanes.len()].clone()
+        };
+        let (tx, rx) = oneshot::channel();
+        let job = LaneJob {
+            raw,
+            source,
+            received_at: now_micros(),
+            reply: tx,
+        };
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("v2fhir_in_flight_messages").increment(1.0);
+        // The lane queue is bounded: wait (off the async threads) when it is full.
+        let sent = match sender.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || sender.send(job).map_err(|_| ()))
+                    .await
+                    .unwrap_or(Err(()))
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
+        };
+        let result = match sent {
+            Ok(()) => rx.await.map_err(|_| IngestError::ShuttingDown),
+            Err(()) => Err(IngestError::ShuttingDown),
+        };
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("v2fhir_in_flight_messages").decrement(1.0);
+        result
+    }
+
+    /// Stop: drop the lane queues, let the lanes finish what they hold, then the writer commit
+    /// the rest. Callers stop submitting first.
+    pub async fn shutdown(&self) {
+        // Dropping the lane senders ends each lane once it has drained its queue; the lanes' writer
+        // senders go with them, which ends the writer once it has committed everything.
+        self.lanes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+    }
+}
+
+fn fnv1a(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &x in b {
+        h ^= x as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+async fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteJob>, max_batch: usize) {
+    let mut jobs: Vec<WriteJob> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut n = first.prepared.len();
+        jobs.push(first);
+        while n < max_batch {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.prepared.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<NewMessage> = jobs
+            .iter()
+            .flat_map(|j| j.prepared.iter().map(|p| p.row.clone()))
+            .collect();
+        metrics::histogram!("v2fhir_commit_batch_size").record(rows.len() as f64);
+        match store.commit(&rows).await {
+            Ok(done) => {
+                let mut it = done.into_iter();
+                for job in jobs.drain(..) {
+                    let c: Vec<Committed> = it.by_ref().take(job.prepared.len()).collect();
+                    answer(job, Ok(c));
+                }
+            }
+            Err(e) if jobs.len() > 1 => {
+                // One bad row must not fail its neighbours: retry each job alone.
+                tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; retrying one by one");
+                for job in jobs.drain(..) {
+                    let rows: Vec<NewMessage> =
+                        job.prepared.iter().map(|p| p.row.clone()).collect();
+                    let r = store.commit(&rows).await;
+                    answer(job, r);
+                }
+            }
+            Err(e) => {
+                if let Some(job) = jobs.pop() {
+                    answer(job, Err(e));
+                }
+            }
+        }
+    }
+}
+
+fn answer(job: WriteJob, result: Result<Vec<Committed>, StoreError>) {
+    let elapsed = job.started.elapsed().as_secs_f64();
+    let mut reply = Reply::default();
+    match result {
+        Ok(done) => {
+            for (p, c) in job.prepared.into_iter().zip(done) {
+                let acks = if c.status == Status::Duplicate {
+                    c.ack
+                        .split('\n')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                } else {
+                    p.acks
+                };
+                record_metrics(&p.row, &c, elapsed);
+                reply.messages.push(MessageReply {
+                    committed: Some(c),
+                    acks,
+                    outcome: p.outcome,
+                    bundle: p.row.output,
+                    diagnostics: p.row.diagnostics,
+                });
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, messages = job.prepared.len(), "store failed; answering with negative acknowledgments");
+            metrics::counter!("v2fhir_store_failures_total").increment(1);
+            for p in job.prepared {
+                reply.messages.push(MessageReply {
+                    committed: None,
+                    acks: vec![p.failed_ack],
+                    outcome: Outcome::Error,
+                    bundle: None,
+                    diagnostics: None,
+                });
+            }
+        }
+    }
+    // The receiver may be gone (client disconnected): the message is stored either way.
+    let _ = job.reply.send(reply);
+}
+
+fn record_metrics(row: &NewMessage, c: &Committed, elapsed: f64) {
+    let sender = if row.sending_application.is_empty() {
+        "unknown".to_string()
+    } else {
+        row.sending_application.clone()
+    };
+    let ty = if row.message_type.is_empty() {
+        "unknown".to_string()
+    } else {
+        row.message_type.clone()
+    };
+    let labels = [("sender", sender), ("type", ty)];
+    metrics::counter!("v2fhir_messages_received_total", &labels).increment(1);
+    let status = c.status.as_str();
+    metrics::counter!(
+        "v2fhir_messages_stored_total",
+        &[("status", status.to_string())]
+    )
+    .increment(1);
+    match row.ack_code.as_str() {
+        "AA" => metrics::counter!("v2fhir_messages_acked_total", &labels).increment(1),
+        "AE" => metrics::counter!("v2fhir_messages_errored_total", &labels).increment(1),
+        _ => metrics::counter!("v2fhir_messages_rejected_total", &labels).increment(1),
+    }
+    metrics::histogram!("v2fhir_process_seconds").record(elapsed);
+    tracing::debug!(id = c.id, status, msg_type = %row.message_type, "message committed");
+}
+
+/// The bundle type by name for `?_bundle=` style options.
+pub fn bundle_type(name: &str) -> Option<BundleType> {
+    BundleType::from_name(name)
+}

@@ -1,0 +1,74 @@
+//! Sources: where messages come in. Each source frames bytes and hands them to the ingest
+//! pipeline; none of them parses HL7, converts, stores or builds ACKs.
+
+pub mod http;
+pub mod mllp;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
+    /// PEM CA certificates: when set, clients must present a certificate signed by one of them.
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+/// Why TLS could not be set up (names the file).
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {file}: {what}")]
+pub struct TlsError {
+    file: String,
+    what: String,
+}
+
+fn tls_err(file: &Path, what: impl std::fmt::Display) -> TlsError {
+    TlsError {
+        file: file.display().to_string(),
+        what: what.to_string(),
+    }
+}
+
+/// Build a TLS acceptor (rustls, ring provider) from PEM files.
+pub fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| tls_err(&files.cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err(&files.cert, e))?;
+    if certs.is_empty() {
+        return Err(tls_err(&files.cert, "no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| tls_err(&files.key, e))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(&files.cert, e))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| tls_err(ca, e))? {
+                roots
+                    .add(c.map_err(|e| tls_err(ca, e))?)
+                    .map_err(|e| tls_err(ca, e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| tls_err(ca, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| tls_err(&files.key, e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

@@ -1,0 +1,507 @@
+//! The durable store: the message log (raw bytes as received, status, conversion output, the ACK
+//! that was sent) on SQLite (embedded default, WAL) or PostgreSQL (shared by several replicas).
+//!
+//! Both backends run the *same* code: sqlx's `Any` driver, one SQL text with `$n` placeholders,
+//! portable types only (i64 times in microseconds, TEXT, BLOB/BYTEA). Only the DDL (`sqlite.sql`,
+//! `postgres.sql`) and the connection settings differ. Nothing here knows HL7 or FHIR: callers hand
+//! in a [`NewMessage`] with everything already decided, and [`Store::commit`] writes a batch of
+//! them in one transaction (group commit) with duplicate detection.
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use std::time::Duration;
+
+mod query;
+pub use query::{MessageFilter, MessagePage};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded SQLite file (WAL).
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// How hard a commit is pushed to disk (SQLite only; PostgreSQL follows its own settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: an fsync per group commit; safe against power loss. The default.
+    #[default]
+    PowerLoss,
+    /// `synchronous=NORMAL` in WAL mode: safe against a crash of the gateway process, not of the machine.
+    ProcessCrash,
+}
+
+/// Status of a logged message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Stored, not converted yet.
+    Received,
+    /// Converted; the FHIR output is stored with it.
+    Converted,
+    /// Delivered to every sink.
+    Delivered,
+    /// Parsed but conversion failed; diagnostics are stored with it.
+    Error,
+    /// Not accepted (not HL7, unsupported processing id or version, …).
+    Rejected,
+    /// A repeat of an earlier message (same sender, control id and content).
+    Duplicate,
+}
+
+impl Status {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Received => "received",
+            Status::Converted => "converted",
+            Status::Delivered => "delivered",
+            Status::Error => "error",
+            Status::Rejected => "rejected",
+            Status::Duplicate => "duplicate",
+        }
+    }
+
+    /// Parse the stored spelling.
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "received" => Status::Received,
+            "converted" => Status::Converted,
+            "delivered" => Status::Delivered,
+            "error" => Status::Error,
+            "rejected" => Status::Rejected,
+            "duplicate" => Status::Duplicate,
+            _ => return None,
+        })
+    }
+}
+
+/// Errors of the store. The text names the operation; database messages never contain PHI
+/// because values are always bound, never interpolated.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("store: {op}: {source}")]
+    Db {
+        /// What we were doing.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The URL names no supported database.
+    #[error("store: unsupported database URL (use sqlite://FILE or postgres://…)")]
+    UnsupportedUrl,
+}
+
+fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Db { op, source }
+}
+
+/// A message to log, with everything already decided by the pipeline.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Microseconds since the Unix epoch.
+    pub received_at: i64,
+    /// `mllp`, `http`, … (no peer addresses: they identify less than they cost).
+    pub source: String,
+    /// MSH-3 as a key (`namespace&universal&type`, empty when absent).
+    pub sending_application: String,
+    /// MSH-4 as a key.
+    pub sending_facility: String,
+    /// MSH-10.
+    pub control_id: String,
+    /// `ADT^A01`, empty when unknown.
+    pub message_type: String,
+    /// The detected character set.
+    pub charset: String,
+    /// SHA-256 of the raw bytes, hex.
+    pub content_hash: String,
+    /// Converted, error or rejected.
+    pub status: Status,
+    /// MSA-1 of the acknowledgment decided for it.
+    pub ack_code: String,
+    /// The bytes as received.
+    pub raw: Vec<u8>,
+    /// JSON (an OperationOutcome) when there is anything to say.
+    pub diagnostics: Option<String>,
+    /// JSON (the FHIR Bundle) when converted.
+    pub output: Option<String>,
+    /// The acknowledgment(s) to send, ER7; several are separated by `\n`.
+    pub ack: String,
+}
+
+/// What the store did with one [`NewMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Row id of the logged message.
+    pub id: i64,
+    /// Final status (`duplicate` when it repeats an earlier message).
+    pub status: Status,
+    /// The acknowledgment(s) to send: the stored one for duplicates.
+    pub ack: String,
+    /// The earlier message this one repeats.
+    pub duplicate_of: Option<i64>,
+    /// Same sender and control id as an earlier message, but different content.
+    pub collision: bool,
+}
+
+/// One logged message as read back.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredMessage {
+    /// Row id.
+    pub id: i64,
+    /// Microseconds since the Unix epoch.
+    pub received_at: i64,
+    /// Microseconds since the Unix epoch.
+    pub updated_at: i64,
+    /// `mllp`, `http`.
+    pub source: String,
+    /// MSH-3 key.
+    pub sending_application: String,
+    /// MSH-4 key.
+    pub sending_facility: String,
+    /// MSH-10.
+    pub control_id: String,
+    /// `ADT^A01`.
+    pub message_type: String,
+    /// Detected charset.
+    pub charset: String,
+    /// SHA-256 hex of the raw bytes.
+    pub content_hash: String,
+    /// Status.
+    pub status: Status,
+    /// MSA-1 sent.
+    pub ack_code: Option<String>,
+    /// Control id collided with a different earlier message.
+    pub collision: bool,
+    /// The message this one repeats.
+    pub duplicate_of: Option<i64>,
+    /// Raw bytes (not serialized; the API renders them as text).
+    #[serde(skip)]
+    pub raw: Vec<u8>,
+    /// OperationOutcome JSON.
+    #[serde(skip)]
+    pub diagnostics: Option<String>,
+    /// Bundle JSON.
+    #[serde(skip)]
+    pub output: Option<String>,
+    /// ACK(s) sent.
+    #[serde(skip)]
+    pub ack: Option<String>,
+}
+
+/// The message log on SQLite or PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("sqlite.sql"))];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[(1, include_str!("postgres.sql"))];
+
+/// Columns read by [`StoredMessage::from_row`], in order.
+pub(crate) const COLUMNS: &str = "id, received_at, updated_at, source, sending_application, \
+    sending_facility, control_id, message_type, charset, content_hash, status, ack_code, collision, \
+    duplicate_of, raw, diagnostics, output, ack";
+
+impl StoredMessage {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
+        let status: String = r.try_get(10)?;
+        Ok(StoredMessage {
+            id: r.try_get(0)?,
+            received_at: r.try_get(1)?,
+            updated_at: r.try_get(2)?,
+            source: r.try_get(3)?,
+            sending_application: r.try_get(4)?,
+            sending_facility: r.try_get(5)?,
+            control_id: r.try_get(6)?,
+            message_type: r.try_get(7)?,
+            charset: r.try_get(8)?,
+            content_hash: r.try_get(9)?,
+            status: Status::parse(&status).unwrap_or(Status::Received),
+            ack_code: r.try_get(11)?,
+            collision: r.try_get::<i32, _>(12)? != 0,
+            duplicate_of: r.try_get(13)?,
+            raw: r.try_get(14)?,
+            diagnostics: r.try_get(15)?,
+            output: r.try_get(16)?,
+            ack: r.try_get(17)?,
+        })
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Connect, configure and migrate. `sqlite://PATH` (the file and its directory are created)
+    /// or `postgres://…`.
+    pub async fn open(url: &str, durability: Durability) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Db {
+                    op: "create the database directory",
+                    source: sqlx::Error::Io(e),
+                })?;
+            }
+            (Backend::Sqlite, format!("sqlite://{path}?mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let sync = match durability {
+            Durability::PowerLoss => "FULL",
+            Durability::ProcessCrash => "NORMAL",
+        };
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            opts = opts.after_connect(move |conn, _| {
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; \
+                         PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
+                    )))
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = opts.connect(&url).await.map_err(db("connect"))?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("begin migration"))?;
+        if self.backend == Backend::Postgres {
+            // Replicas starting together: one migrates, the others wait.
+            sqlx::query("SELECT pg_advisory_xact_lock(7250001)")
+                .execute(&mut *tx)
+                .await
+                .map_err(db("lock for migration"))?;
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS v2fhir_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db("create the migrations table"))?;
+        let done: Vec<i64> = sqlx::query("SELECT version FROM v2fhir_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("read applied migrations"))?
+            .iter()
+            .filter_map(|r| r.try_get::<i64, _>(0).ok())
+            .collect();
+        let list = match self.backend {
+            Backend::Sqlite => MIGRATIONS_SQLITE,
+            Backend::Postgres => MIGRATIONS_POSTGRES,
+        };
+        for (version, sql) in list {
+            if done.contains(version) {
+                continue;
+            }
+            tx.execute(*sql).await.map_err(db("apply a migration"))?;
+            sqlx::query("INSERT INTO v2fhir_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(now_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("record a migration"))?;
+        }
+        tx.commit().await.map_err(db("commit migration"))?;
+        Ok(())
+    }
+
+    /// Cheap liveness query for `/health`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("ping"))?;
+        Ok(())
+    }
+
+    /// Write a batch of messages in one transaction (group commit), detecting duplicates: the same
+    /// sender, control id and content hash as a logged message → status `duplicate`, its earlier
+    /// ACK returned; same sender and control id with other content → logged with `collision`.
+    /// All or nothing: on error nothing of the batch is stored.
+    pub async fn commit(&self, batch: &[NewMessage]) -> Result<Vec<Committed>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            let mut earlier: Option<(i64, String)> = None;
+            let mut collision = false;
+            if !m.control_id.is_empty() {
+                let rows = sqlx::query(
+                    "SELECT id, content_hash, ack FROM messages WHERE sending_application = $1 \
+                     AND sending_facility = $2 AND control_id = $3 AND status <> 'duplicate' ORDER BY id",
+                )
+                .bind(m.sending_application.as_str())
+                .bind(m.sending_facility.as_str())
+                .bind(m.control_id.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("look up the control id"))?;
+                for r in &rows {
+                    let hash: String = r.try_get(1).map_err(db("read hash"))?;
+                    if hash == m.content_hash {
+                        let id: i64 = r.try_get(0).map_err(db("read id"))?;
+                        let ack: Option<String> = r.try_get(2).map_err(db("read ack"))?;
+                        earlier = Some((id, ack.unwrap_or_default()));
+                        break;
+                    }
+                    collision = true;
+                }
+            }
+            let (status, ack, duplicate_of, output, diagnostics) = match &earlier {
+                Some((id, ack)) => (Status::Duplicate, ack.clone(), Some(*id), None, None),
+                None => (
+                    m.status,
+                    m.ack.clone(),
+                    None,
+                    m.output.as_deref(),
+                    m.diagnostics.as_deref(),
+                ),
+            };
+            let row = sqlx::query(
+                "INSERT INTO messages (received_at, updated_at, source, sending_application, \
+                 sending_facility, control_id, message_type, charset, content_hash, status, ack_code, \
+                 collision, duplicate_of, raw, diagnostics, output, ack) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id",
+            )
+            .bind(m.received_at)
+            .bind(now_micros())
+            .bind(m.source.as_str())
+            .bind(m.sending_application.as_str())
+            .bind(m.sending_facility.as_str())
+            .bind(m.control_id.as_str())
+            .bind(m.message_type.as_str())
+            .bind(m.charset.as_str())
+            .bind(m.content_hash.as_str())
+            .bind(status.as_str())
+            .bind(m.ack_code.as_str())
+            .bind(collision as i32)
+            .bind(duplicate_of)
+            .bind(m.raw.as_slice())
+            .bind(diagnostics)
+            .bind(output)
+            .bind(ack.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("insert a message"))?;
+            let id: i64 = row.try_get(0).map_err(db("read the new id"))?;
+            out.push(Committed {
+                id,
+                status,
+                ack,
+                duplicate_of,
+                collision,
+            });
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(out)
+    }
+
+    /// One message by id.
+    pub async fn get(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM messages WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read a message"))?;
+        row.map(|r| StoredMessage::from_row(&r))
+            .transpose()
+            .map_err(db("decode a message"))
+    }
+
+    /// Replace the outcome of a message after reprocessing (same row: its history is the log).
+    pub async fn update_outcome(
+        &self,
+        id: i64,
+        status: Status,
+        output: Option<&str>,
+        diagnostics: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE messages SET status = $1, output = $2, diagnostics = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(status.as_str())
+        .bind(output)
+        .bind(diagnostics)
+        .bind(now_micros())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("update a message"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Number of logged messages per status (for metrics and health).
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) FROM messages GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("count messages"))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db("decode counts"))
+    }
+
+    /// Close the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips() {
+        for s in [
+            Status::Received,
+            Status::Converted,
+            Status::Delivered,
+            Status::Error,
+            Status::Rejected,
+            Status::Duplicate,
+        ] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("bogus"), None);
+    }
+}
