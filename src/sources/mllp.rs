@@ -270,14 +270,25 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     use futures_util::StreamExt;
     tracing::debug!(%peer, "MLLP connection opened");
     metrics::gauge!("v2fhir_mllp_connections").increment(1.0);
-    let mut framed = Framed::new(stream, MllpCodec::new(cfg.max_frame));
+    let activity = Activity::new(stream);
+    let last = activity.last.clone();
+    let mut framed = Framed::new(activity, MllpCodec::new(cfg.max_frame));
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let next = tokio::select! {
-            n = tokio::time::timeout(cfg.idle_timeout, framed.next()) => n,
-            _ = shutdown.changed() => break,
+        // Idle means no byte at all for `idle_timeout` (a slow, big frame is not idle).
+        let next = loop {
+            let deadline = last.deadline(cfg.idle_timeout);
+            tokio::select! {
+                n = framed.next() => break Ok(n),
+                _ = tokio::time::sleep_until(deadline) => {
+                    if last.deadline(cfg.idle_timeout) <= tokio::time::Instant::now() {
+                        break Err(());
+                    }
+                }
+                _ = shutdown.changed() => break Ok(None),
+            }
         };
         let skipped = framed.codec_mut().take_skipped();
         if skipped > 0 {
@@ -329,6 +340,81 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
     metrics::gauge!("v2fhir_mllp_connections").decrement(1.0);
     tracing::debug!(%peer, "MLLP connection closed");
+}
+
+/// The time of the last byte read, shared between the stream wrapper and the connection loop.
+#[derive(Clone)]
+struct LastRead(Arc<std::sync::Mutex<tokio::time::Instant>>);
+
+impl LastRead {
+    fn touch(&self) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = tokio::time::Instant::now();
+        }
+    }
+
+    fn deadline(&self, idle: Duration) -> tokio::time::Instant {
+        let t = self
+            .0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|_| tokio::time::Instant::now());
+        t + idle
+    }
+}
+
+/// A stream that records when it last delivered bytes.
+struct Activity<S> {
+    inner: S,
+    last: LastRead,
+}
+
+impl<S> Activity<S> {
+    fn new(inner: S) -> Self {
+        Activity {
+            inner,
+            last: LastRead(Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()))),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

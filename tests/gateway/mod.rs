@@ -1,0 +1,220 @@
+//! Helpers for the tests that run the gateway: fresh stores on both backends, an in-process
+//! server on ephemeral loopback ports, and a minimal MLLP client.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use v2fhir::serve::{Config, Running};
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh, unique scratch directory under the target directory (kept for post-mortems).
+pub fn scratch(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = root().join("target").join("test-scratch").join(format!(
+        "{name}-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        v2fhir::store::now_micros()
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
+/// The admin URL of the test PostgreSQL server (`V2FHIR_TEST_PG_URL`). In CI (`CI` set) a missing
+/// URL fails the test: PostgreSQL tests must run there, not skip.
+pub fn pg_admin_url() -> Option<String> {
+    match std::env::var("V2FHIR_TEST_PG_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "V2FHIR_TEST_PG_URL is not set but CI is: the PostgreSQL tests must run in CI (.ci/run starts the server)"
+                );
+            }
+            eprintln!(
+                "note: V2FHIR_TEST_PG_URL not set; PostgreSQL variants not run here (CI runs them)"
+            );
+            None
+        }
+    }
+}
+
+/// A new empty PostgreSQL database; returns its URL.
+pub async fn fresh_pg(admin: &str, name: &str) -> String {
+    use sqlx::Connection;
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    static N: AtomicU32 = AtomicU32::new(0);
+    let db = format!(
+        "v2fhir_t_{}_{}_{}_{}",
+        name.to_ascii_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        v2fhir::store::now_micros() % 1_000_000
+    );
+    let mut conn = sqlx::AnyConnection::connect(admin)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {admin}: {e}"));
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .await
+        .unwrap_or_else(|e| panic!("create database {db}: {e}"));
+    let _ = conn.close().await;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    format!("{base}/{db}")
+}
+
+/// Store URLs to run a test against: a fresh SQLite file, and a fresh PostgreSQL database when
+/// the server is configured (always in CI).
+pub async fn store_urls(name: &str) -> Vec<(&'static str, String)> {
+    let mut v = vec![(
+        "sqlite",
+        format!("sqlite://{}/v2fhir.db", scratch(name).display()),
+    )];
+    if let Some(admin) = pg_admin_url() {
+        v.push(("postgres", fresh_pg(&admin, name).await));
+    }
+    v
+}
+
+/// A config on ephemeral loopback ports with the shipped mappings.
+pub fn config(store_url: &str) -> Config {
+    let mut c = Config::default();
+    c.store.url = store_url.to_string();
+    c.store.durability = "process-crash".into();
+    c.mllp.listen = "127.0.0.1:0".into();
+    c.http.listen = "127.0.0.1:0".into();
+    c.mappings.dir = root().join("mappings");
+    c.pipeline.lanes = 2;
+    c
+}
+
+/// Start an in-process gateway.
+pub async fn start(cfg: &Config) -> Running {
+    // Logs only when asked (RUST_LOG=v2fhir=debug); the test harness captures them per test.
+    if std::env::var_os("RUST_LOG").is_some() {
+        v2fhir::serve::init_logging(&cfg.log);
+    }
+    v2fhir::serve::start(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("gateway did not start: {e:#}"))
+}
+
+/// Wrap in MLLP.
+pub fn frame(msg: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(msg.len() + 3);
+    v.push(0x0b);
+    v.extend_from_slice(msg);
+    v.extend_from_slice(&[0x1c, 0x0d]);
+    v
+}
+
+/// Read one MLLP frame (the bytes between VT and FS); `None` on EOF.
+pub async fn read_frame(s: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+    loop {
+        if let Some(start) = pending.iter().position(|&b| b == 0x0b)
+            && let Some(end) = pending[start..].iter().position(|&b| b == 0x1c)
+        {
+            let f = pending[start + 1..start + end].to_vec();
+            let cut = (start + end + 2).min(pending.len());
+            pending.drain(..cut);
+            return Some(f);
+        }
+        let mut buf = [0u8; 65536];
+        let n = s.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// An MLLP client connection.
+pub struct Mllp {
+    pub stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl Mllp {
+    /// Connect.
+    pub async fn connect(addr: std::net::SocketAddr) -> Mllp {
+        let stream = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Mllp {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Send one message and read `n` acknowledgment frames.
+    pub async fn send(&mut self, msg: &[u8], n: usize) -> Vec<String> {
+        self.stream
+            .write_all(&frame(msg))
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        self.read(n).await
+    }
+
+    /// Write raw bytes.
+    pub async fn write_raw(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(b).await
+    }
+
+    /// Read `n` frames as text.
+    pub async fn read(&mut self, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                read_frame(&mut self.stream, &mut self.pending),
+            )
+            .await
+            {
+                Ok(Some(f)) => out.push(String::from_utf8_lossy(&f).into_owned()),
+                Ok(None) => break,
+                Err(_) => panic!("no acknowledgment within 60 s"),
+            }
+        }
+        out
+    }
+}
+
+/// MSA-1 and MSA-2 of an acknowledgment.
+pub fn msa(ack: &str) -> (String, String) {
+    let seg = ack
+        .split(['\r', '\n'])
+        .find(|s| s.starts_with("MSA"))
+        .unwrap_or_else(|| panic!("no MSA in {ack:?}"));
+    let fs = seg.chars().nth(3).unwrap_or('|');
+    let f: Vec<&str> = seg.split(fs).collect();
+    (
+        f.get(1).unwrap_or(&"").to_string(),
+        f.get(2).unwrap_or(&"").to_string(),
+    )
+}
+
+/// MSH-10 of a message (by a byte scan, good enough for test inputs).
+pub fn control_id(msg: &[u8]) -> String {
+    let text = String::from_utf8_lossy(msg);
+    let start = text.find("MSH").unwrap_or(0);
+    let line = text[start..].split(['\r', '\n']).next().unwrap_or("");
+    let fs = line.chars().nth(3).unwrap_or('|');
+    line.split(fs).nth(9).unwrap_or("").to_string()
+}
+
+/// A small ADT^A08 with a given control id and patient id.
+pub fn adt(control: &str, patient: &str, extra: &str) -> String {
+    format!(
+        "MSH|^~\\&|ADT1|HOSP|V2FHIR|HOSP|20261129120000+0000||ADT^A08^ADT_A01|{control}|P|2.5.1{extra}\r\
+         EVN|A08|20261129120000+0000\r\
+         PID|1||{patient}^^^HOSP^MR||DOE^JANE^Q||19800101|F\r\
+         PV1|1|I|WARD^101^A\r"
+    )
+}
