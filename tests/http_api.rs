@@ -1,0 +1,384 @@
+//! The HTTP source and operations endpoints over real sockets with a real HTTP client, on both
+//! store backends.
+
+mod gateway;
+
+use gateway::{adt, msa};
+use serde_json::Value;
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .build()
+        .unwrap_or_else(|e| panic!("http client: {e}"))
+}
+
+const ER7: &str = "x-application/hl7-v2+er7";
+
+async fn json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_convert_and_operations() {
+    let http = client();
+    for (backend, url) in gateway::store_urls("http").await {
+        let running = gateway::start(&gateway::config(&url)).await;
+        let base = format!(
+            "http://{}",
+            running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+        );
+        let lab = std::fs::read(gateway::root().join("tests/golden/oru_r01_lab.hl7"))
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        // 1. POST /v2/messages → the ACK, ER7.
+        let r = http
+            .post(format!("{base}/v2/messages"))
+            .header("content-type", ER7)
+            .body(lab.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 200, "{backend}");
+        assert_eq!(
+            r.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some(ER7)
+        );
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(location.starts_with("/messages/"), "{backend}: {location}");
+        let ack = r.text().await.unwrap_or_default();
+        assert_eq!(msa(&ack), ("AA".into(), "LAB0001".into()), "{backend}");
+
+        // 2. Asking for FHIR: the Bundle (text/plain accepted too).
+        let a08 = adt("H1", "P100", "");
+        let r = http
+            .post(format!("{base}/v2/messages"))
+            .header("content-type", "text/plain; charset=utf-8")
+            .header("accept", "application/fhir+json")
+            .body(a08.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, bundle) = json(r).await;
+        assert_eq!(status, 200, "{backend}: {bundle}");
+        assert_eq!(bundle["resourceType"], "Bundle");
+        assert_eq!(bundle["type"], "transaction");
+        let types: Vec<&str> = bundle["entry"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(|x| x["resource"]["resourceType"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            types.contains(&"Patient") && types.contains(&"Encounter"),
+            "{types:?}"
+        );
+
+        // 3. Unsupported message: AE as FHIR → 422 OperationOutcome; stored as `error`.
+        let r = http
+            .post(format!("{base}/v2/messages"))
+            .header("content-type", ER7)
+            .header("accept", "application/fhir+json")
+            .body(adt("H2", "P100", "").replace("ADT^A08^ADT_A01", "ZZZ^Z01"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, oo) = json(r).await;
+        assert_eq!(status, 422, "{backend}: {oo}");
+        assert_eq!(oo["resourceType"], "OperationOutcome");
+        assert!(oo.to_string().contains("ZZZ"), "{oo}");
+
+        // 4. Wrong media type → 415; empty body → 400; unknown path → 404; all OperationOutcomes.
+        for (ct, body, path, want) in [
+            ("application/json", "{}", "/v2/messages", 415),
+            (ER7, "", "/v2/messages", 400),
+            (ER7, "MSH", "/v2/nowhere", 404),
+        ] {
+            let r = http
+                .post(format!("{base}{path}"))
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (status, oo) = json(r).await;
+            assert_eq!(status, want, "{backend}: {path} {ct}: {oo}");
+            assert_eq!(oo["resourceType"], "OperationOutcome");
+        }
+
+        // 5. $convert: the Bundle, nothing stored.
+        let before = json(
+            http.get(format!("{base}/messages"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+        .1["total"]
+            .as_i64();
+        let r = http
+            .post(format!("{base}/v2/$convert?bundle=collection"))
+            .header("content-type", ER7)
+            .body(lab.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, b) = json(r).await;
+        assert_eq!(status, 200);
+        assert_eq!(b["type"], "collection");
+        let r = http
+            .post(format!("{base}/v2/$convert"))
+            .header("content-type", ER7)
+            .body("not hl7")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 400);
+        let after = json(
+            http.get(format!("{base}/messages"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+        .1["total"]
+            .as_i64();
+        assert_eq!(before, after, "{backend}: $convert stores nothing");
+        assert_eq!(after, Some(3));
+
+        // 6. GET /messages: filters, total, pagination via `next`.
+        for i in 0..7 {
+            http.post(format!("{base}/v2/messages"))
+                .header("content-type", ER7)
+                .body(adt(&format!("PG{i}"), "P200", ""))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (status, page) = json(
+            http.get(format!("{base}/messages?type=ADT&status=converted&limit=3"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(page["total"], 8, "{backend}: H1 + PG0..6: {page}");
+        let mut seen = 0;
+        let mut page = page;
+        loop {
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            assert!(items.iter().all(|m| m["status"] == "converted"));
+            seen += items.len();
+            match page["next"].as_str() {
+                Some(next) => {
+                    assert!(next.starts_with("/messages?"), "{next}");
+                    page = json(
+                        http.get(format!("{base}{next}"))
+                            .send()
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}")),
+                    )
+                    .await
+                    .1;
+                    assert_eq!(page["total"], 8);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, 8, "{backend}: pages cover every match once");
+        let (status, oo) = json(
+            http.get(format!("{base}/messages?status=bogus"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        assert_eq!(status, 400, "{oo}");
+        let (status, _) = json(
+            http.get(format!("{base}/messages?since=yesterday"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        assert_eq!(status, 400);
+        let (_, none) = json(
+            http.get(format!("{base}/messages?since=2999-01-01T00:00:00Z"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        assert_eq!(none["total"], 0);
+
+        // 7. GET /messages/{id}: raw, ACK, output.
+        let (status, m) = json(
+            http.get(format!("{base}{location}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(m["raw"].as_str().map(str::as_bytes), Some(&lab[..]));
+        assert_eq!(m["ack"].as_str(), Some(ack.as_str()));
+        assert_eq!(m["output"]["resourceType"], "Bundle");
+        assert_eq!(m["message_type"], "ORU^R01");
+        let (status, _) = json(
+            http.get(format!("{base}/messages/999999"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        assert_eq!(status, 404);
+
+        // 8. Reprocess the errored message: still an error with these mappings, status kept.
+        let (_, errs) = json(
+            http.get(format!("{base}/messages?status=error"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        let id = errs["items"][0]["id"].as_i64().unwrap_or(0);
+        let (status, r) = json(
+            http.post(format!("{base}/messages/{id}/reprocess"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["status"], "error");
+        assert_eq!(r["previous_status"], "error");
+
+        // 9. Health and metrics.
+        let (status, h) = json(
+            http.get(format!("{base}/health"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(h["store"]["status"], "ok");
+        assert_eq!(h["store"]["backend"], backend);
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        assert!(
+            metrics.contains("v2fhir_messages_received_total{"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("v2fhir_process_seconds_bucket"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("v2fhir_queue_depth"), "{metrics}");
+        running.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocess_applies_a_mapping_fix() {
+    // A gateway whose mapping set lacks the ADT_A01 map errors on A08; after the fix (the full
+    // set) a reprocess converts the stored message.
+    let http = client();
+    let dir = gateway::scratch("reprocess");
+    let partial = dir.join("mappings");
+    copy_dir(&gateway::root().join("mappings"), &partial);
+    let a01 = partial.join("messages").join("ADT_A01.yaml");
+    assert!(a01.exists(), "expected {}", a01.display());
+    std::fs::remove_file(&a01).unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}/v2fhir.db", dir.display());
+    let mut cfg = gateway::config(&url);
+    cfg.mappings.dir = partial.clone();
+    let running = gateway::start(&cfg).await;
+    let base = format!(
+        "http://{}",
+        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+    );
+    let r = http
+        .post(format!("{base}/v2/messages"))
+        .header("content-type", ER7)
+        .body(adt("FIX1", "P1", ""))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ack = r.text().await.unwrap_or_default();
+    assert_eq!(msa(&ack).0, "AE", "{ack}");
+    running.shutdown().await;
+
+    // Restart with the fixed mappings, reprocess.
+    let mut cfg = gateway::config(&url);
+    cfg.mappings.dir = gateway::root().join("mappings");
+    let running = gateway::start(&cfg).await;
+    let base = format!(
+        "http://{}",
+        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+    );
+    let (_, errs) = json(
+        http.get(format!("{base}/messages?status=error"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(errs["total"], 1);
+    let id = errs["items"][0]["id"].as_i64().unwrap_or(0);
+    let (status, r) = json(
+        http.post(format!("{base}/messages/{id}/reprocess"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["previous_status"], "error");
+    assert_eq!(r["status"], "converted");
+    let (_, m) = json(
+        http.get(format!("{base}/messages/{id}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(m["status"], "converted");
+    assert_eq!(m["output"]["resourceType"], "Bundle");
+    running.shutdown().await;
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
+    for e in std::fs::read_dir(from)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+    {
+        let p = e.path();
+        let t = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &t);
+        } else {
+            std::fs::copy(&p, &t).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
