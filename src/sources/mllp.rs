@@ -439,8 +439,9 @@ mod tests {
 
     #[test]
     fn table() {
-        // (name, chunks, expected frames, expected noise bytes)
-        let cases: Vec<(&str, Vec<&[u8]>, Vec<Frame>, usize)> = vec![
+        // (name, chunks as read, frames expected, noise bytes expected)
+        type Case<'a> = (&'a str, Vec<&'a [u8]>, Vec<Frame>, usize);
+        let cases: Vec<Case> = vec![
             (
                 "one frame",
                 vec![b"\x0bMSH|a\r\x1c\r"],
