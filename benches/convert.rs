@@ -40,4 +40,22 @@ fn main() {
             report(name, "parse+map+validate+json", bytes.len(), t);
         }
     }
+    // What a gateway lane does per message before the commit: the above plus the ACK(s),
+    // the content hash, the diagnostics and the row.
+    println!("\ningest::prepare (validation on)");
+    let cfg = v2fhir::ingest::IngestConfig::default();
+    for (name, text) in &cases {
+        let bytes = text.as_bytes();
+        let t = measure(budget, || {
+            let p = v2fhir::ingest::prepare(
+                black_box(bytes),
+                v2fhir::ingest::Source::Mllp,
+                &plan,
+                &cfg,
+                0,
+            );
+            black_box(p.len());
+        });
+        report(name, "prepare", bytes.len(), t);
+    }
 }

@@ -21,9 +21,7 @@ use crate::mapping::eval::{BundleType, ConvertOptions, convert};
 use crate::mapping::plan::Plan;
 use crate::store::{Committed, NewMessage, Status, Store, StoreError, now_micros};
 use crate::v2::ack::{self, AckCode, AckError, AckOptions, AckPlan, Outcome};
-use crate::v2::{
-    self, Diagnostic, Hl7Error, Location, Message, ParseOptions, Severity, Structures,
-};
+use crate::v2::{self, Diagnostic, Hl7Error, Location, Message, ParseOptions, Severity};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -128,8 +126,6 @@ pub struct Prepared {
     pub row: NewMessage,
     /// The acknowledgments to send once committed.
     pub acks: Vec<String>,
-    /// The acknowledgment to send if the commit fails (AE/CE, code 207).
-    pub failed_ack: String,
     /// Application outcome.
     pub outcome: Outcome,
 }
@@ -138,7 +134,7 @@ pub struct Prepared {
 /// escapes and mapping errors).
 pub fn ack_plan(msg: &Message<'_>, conv: &crate::mapping::eval::Conversion) -> AckPlan {
     let mut extra = v2::json::escape_diagnostics(msg);
-    extra.extend(Structures::builtin().group(msg).diagnostics);
+    extra.extend(conv.structure.iter().cloned());
     extra.extend(conv.ack_diagnostics());
     ack::plan(msg, &extra)
 }
@@ -175,7 +171,15 @@ pub fn content_hash(raw: &[u8]) -> String {
     hex(&Sha256::digest(raw))
 }
 
-fn store_failed_ack(msg: &Message<'_>) -> String {
+/// The answer when the store failed: AE (CE in enhanced mode) with code 207, built from the raw
+/// bytes again (a rare path, so the happy path builds nothing in advance).
+fn store_failed_ack(raw: &[u8], parse: &ParseOptions) -> String {
+    let text = "the message could not be stored; it was not accepted, please resend";
+    let parsed = match v2::parse_with(raw, parse) {
+        Ok(p) if !p.messages.is_empty() => p,
+        _ => return ack::reject_unparsable(text, &ack_opts()),
+    };
+    let msg = &parsed.messages[0];
     let enhanced = msg.header().enhanced_mode();
     let plan = AckPlan {
         code: AckCode::for_outcome(Outcome::Error, enhanced),
@@ -184,7 +188,7 @@ fn store_failed_ack(msg: &Message<'_>) -> String {
             code: Hl7Error::ApplicationInternalError,
             severity: Severity::Error,
             location: Location::default(),
-            text: "the message could not be stored; it was not accepted, please resend".into(),
+            text: text.into(),
         }],
     };
     ack::build(msg, &plan, &ack_opts())
@@ -222,8 +226,7 @@ pub fn prepare(
                     output: None,
                     ack: ack.clone(),
                 },
-                acks: vec![ack.clone()],
-                failed_ack: ack,
+                acks: vec![ack],
                 outcome: Outcome::Reject,
             }];
         }
@@ -317,7 +320,6 @@ fn prepare_message(
             output,
             ack: acks.join("\n"),
         },
-        failed_ack: store_failed_ack(msg),
         acks,
         outcome,
     }
@@ -436,7 +438,12 @@ impl Pipeline {
     /// Start the lanes and the writer. Call from within a tokio runtime.
     pub fn start(plan: Arc<Plan>, store: Store, cfg: IngestConfig) -> Arc<Pipeline> {
         let (wtx, wrx) = mpsc::channel::<WriteJob>(4096);
-        let writer = tokio::spawn(writer_loop(store.clone(), wrx, cfg.max_batch.max(1)));
+        let writer = tokio::spawn(writer_loop(
+            store.clone(),
+            wrx,
+            cfg.max_batch.max(1),
+            cfg.parse,
+        ));
         let mut lanes = Vec::new();
         let mut threads = Vec::new();
         for n in 0..cfg.lanes.max(1) {
@@ -570,7 +577,12 @@ fn fnv1a(b: &[u8]) -> u64 {
     h
 }
 
-async fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteJob>, max_batch: usize) {
+async fn writer_loop(
+    store: Store,
+    mut rx: mpsc::Receiver<WriteJob>,
+    max_batch: usize,
+    parse: ParseOptions,
+) {
     let mut jobs: Vec<WriteJob> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut n = first.prepared.len();
@@ -584,39 +596,41 @@ async fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteJob>, max_batch: 
                 Err(_) => break,
             }
         }
-        let rows: Vec<NewMessage> = jobs
+        let rows: Vec<&NewMessage> = jobs
             .iter()
-            .flat_map(|j| j.prepared.iter().map(|p| p.row.clone()))
+            .flat_map(|j| j.prepared.iter().map(|p| &p.row))
             .collect();
         metrics::histogram!("v2fhir_commit_batch_size").record(rows.len() as f64);
-        match store.commit(&rows).await {
+        let result = store.commit(&rows).await;
+        drop(rows);
+        match result {
             Ok(done) => {
                 let mut it = done.into_iter();
                 for job in jobs.drain(..) {
                     let c: Vec<Committed> = it.by_ref().take(job.prepared.len()).collect();
-                    answer(job, Ok(c));
+                    answer(job, Ok(c), &parse);
                 }
             }
             Err(e) if jobs.len() > 1 => {
                 // One bad row must not fail its neighbours: retry each job alone.
                 tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; retrying one by one");
                 for job in jobs.drain(..) {
-                    let rows: Vec<NewMessage> =
-                        job.prepared.iter().map(|p| p.row.clone()).collect();
+                    let rows: Vec<&NewMessage> = job.prepared.iter().map(|p| &p.row).collect();
                     let r = store.commit(&rows).await;
-                    answer(job, r);
+                    drop(rows);
+                    answer(job, r, &parse);
                 }
             }
             Err(e) => {
                 if let Some(job) = jobs.pop() {
-                    answer(job, Err(e));
+                    answer(job, Err(e), &parse);
                 }
             }
         }
     }
 }
 
-fn answer(job: WriteJob, result: Result<Vec<Committed>, StoreError>) {
+fn answer(job: WriteJob, result: Result<Vec<Committed>, StoreError>, parse: &ParseOptions) {
     let elapsed = job.started.elapsed().as_secs_f64();
     let mut reply = Reply::default();
     match result {
@@ -647,7 +661,7 @@ fn answer(job: WriteJob, result: Result<Vec<Committed>, StoreError>) {
             for p in job.prepared {
                 reply.messages.push(MessageReply {
                     committed: None,
-                    acks: vec![p.failed_ack],
+                    acks: vec![store_failed_ack(&p.row.raw, parse)],
                     outcome: Outcome::Error,
                     bundle: None,
                     diagnostics: None,

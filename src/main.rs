@@ -232,16 +232,13 @@ fn run() -> Result<ExitCode> {
             match v2::parse_with(&input, &options(&args)?) {
                 Ok(parsed) => {
                     for msg in &parsed.messages {
-                        let mut extra = v2::json::escape_diagnostics(msg);
-                        extra.extend(Structures::builtin().group(msg).diagnostics);
-                        // Conversion errors (parse and grouping findings are already above).
                         let conv = v2fhir::mapping::eval::convert(
                             &mapping_plan,
                             msg,
                             &v2fhir::mapping::eval::ConvertOptions::default(),
                         );
-                        extra.extend(conv.ack_diagnostics());
-                        let plan = ack::plan(msg, &extra);
+                        // The same decision the gateway makes (parse, grouping, escapes, mapping).
+                        let plan = v2fhir::ingest::ack_plan(msg, &conv);
                         if !plan.send {
                             say!(
                                 "v2fhir: message {} asks for no {} acknowledgment (MSH-15); shown anyway",

@@ -94,6 +94,9 @@ pub struct Conversion {
     pub issues: Vec<Issue>,
     /// The message map used.
     pub map: Option<String>,
+    /// Findings of grouping the message by its structure (for the ACK's ERR segments, with
+    /// locations), so callers need not group it again.
+    pub structure: Vec<crate::v2::Diagnostic>,
 }
 
 impl Conversion {
@@ -346,6 +349,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
             location: Some("MSH-9".into()),
         });
         return Conversion {
+            structure: grouping.diagnostics.clone(),
             bundle: None,
             by_alias: vec![],
             issues,
@@ -460,6 +464,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         focus_count,
     );
     Conversion {
+        structure: grouping.diagnostics.clone(),
         bundle: Some(bundle),
         by_alias,
         issues: ev.issues,

@@ -202,6 +202,9 @@ pub struct Store {
     backend: Backend,
 }
 
+/// Rows per multi-row INSERT (17 parameters each; SQLite allows 32,766, PostgreSQL 65,535).
+const MAX_ROWS_PER_INSERT: usize = 512;
+
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("sqlite.sql"))];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[(1, include_str!("postgres.sql"))];
 
@@ -276,7 +279,7 @@ impl Store {
             opts = opts.after_connect(move |conn, _| {
                 Box::pin(async move {
                     conn.execute(sqlx::AssertSqlSafe(format!(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; \
+                        "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; \
                          PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
                     )))
                     .await?;
@@ -350,81 +353,200 @@ impl Store {
     /// sender, control id and content hash as a logged message → status `duplicate`, its earlier
     /// ACK returned; same sender and control id with other content → logged with `collision`.
     /// All or nothing: on error nothing of the batch is stored.
-    pub async fn commit(&self, batch: &[NewMessage]) -> Result<Vec<Committed>, StoreError> {
+    ///
+    /// Statements per batch, not per message: one duplicate lookup and one multi-row INSERT per
+    /// run of rows without a repeated key (usually the whole batch). Per-statement round trips
+    /// dominate the cost otherwise (sqlx runs SQLite on a worker thread).
+    pub async fn commit<M: std::borrow::Borrow<NewMessage>>(
+        &self,
+        batch: &[M],
+    ) -> Result<Vec<Committed>, StoreError> {
+        let rows: Vec<&NewMessage> = batch.iter().map(|m| m.borrow()).collect();
+        let mut out: Vec<Committed> = Vec::with_capacity(rows.len());
         let mut tx = self.pool.begin().await.map_err(db("begin"))?;
-        let mut out = Vec::with_capacity(batch.len());
-        for m in batch {
-            let mut earlier: Option<(i64, String)> = None;
-            let mut collision = false;
-            if !m.control_id.is_empty() {
-                let rows = sqlx::query(
-                    "SELECT id, content_hash, ack FROM messages WHERE sending_application = $1 \
-                     AND sending_facility = $2 AND control_id = $3 AND status <> 'duplicate' ORDER BY id",
-                )
-                .bind(m.sending_application.as_str())
-                .bind(m.sending_facility.as_str())
-                .bind(m.control_id.as_str())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("look up the control id"))?;
-                for r in &rows {
-                    let hash: String = r.try_get(1).map_err(db("read hash"))?;
-                    if hash == m.content_hash {
-                        let id: i64 = r.try_get(0).map_err(db("read id"))?;
-                        let ack: Option<String> = r.try_get(2).map_err(db("read ack"))?;
-                        earlier = Some((id, ack.unwrap_or_default()));
-                        break;
-                    }
-                    collision = true;
+        let mut start = 0;
+        while start < rows.len() {
+            // The longest run from `start` with no repeated (sender, control id): within it every
+            // lookup can be answered from the table as it was before the run.
+            let mut keys = std::collections::HashSet::new();
+            let mut end = start;
+            while end < rows.len() && end - start < MAX_ROWS_PER_INSERT {
+                let m = rows[end];
+                if !keys.insert((
+                    m.sending_application.as_str(),
+                    m.sending_facility.as_str(),
+                    m.control_id.as_str(),
+                )) {
+                    break;
                 }
+                end += 1;
             }
-            let (status, ack, duplicate_of, output, diagnostics) = match &earlier {
-                Some((id, ack)) => (Status::Duplicate, ack.clone(), Some(*id), None, None),
-                None => (
-                    m.status,
-                    m.ack.clone(),
-                    None,
-                    m.output.as_deref(),
-                    m.diagnostics.as_deref(),
-                ),
-            };
-            let row = sqlx::query(
-                "INSERT INTO messages (received_at, updated_at, source, sending_application, \
-                 sending_facility, control_id, message_type, charset, content_hash, status, ack_code, \
-                 collision, duplicate_of, raw, diagnostics, output, ack) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id",
-            )
-            .bind(m.received_at)
-            .bind(now_micros())
-            .bind(m.source.as_str())
-            .bind(m.sending_application.as_str())
-            .bind(m.sending_facility.as_str())
-            .bind(m.control_id.as_str())
-            .bind(m.message_type.as_str())
-            .bind(m.charset.as_str())
-            .bind(m.content_hash.as_str())
-            .bind(status.as_str())
-            .bind(m.ack_code.as_str())
-            .bind(collision as i32)
-            .bind(duplicate_of)
-            .bind(m.raw.as_slice())
-            .bind(diagnostics)
-            .bind(output)
-            .bind(ack.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("insert a message"))?;
-            let id: i64 = row.try_get(0).map_err(db("read the new id"))?;
-            out.push(Committed {
-                id,
-                status,
-                ack,
-                duplicate_of,
-                collision,
-            });
+            let run = &rows[start..end];
+            let done = self.commit_run(&mut tx, run).await?;
+            out.extend(done);
+            start = end;
         }
         tx.commit().await.map_err(db("commit"))?;
         Ok(out)
+    }
+
+    async fn commit_run(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        run: &[&NewMessage],
+    ) -> Result<Vec<Committed>, StoreError> {
+        // 1. Earlier messages with the same control ids (sender filtered below).
+        let mut sql = String::from(
+            "SELECT id, sending_application, sending_facility, control_id, content_hash, ack \
+             FROM messages WHERE status <> 'duplicate' AND control_id IN (",
+        );
+        for i in 0..run.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", i + 1));
+        }
+        sql.push_str(") ORDER BY id");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for m in run {
+            q = q.bind(m.control_id.as_str());
+        }
+        let found = q
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("look up control ids"))?;
+        type Key = (String, String, String);
+        let mut earlier: std::collections::HashMap<Key, Vec<(i64, String, Option<String>)>> =
+            std::collections::HashMap::new();
+        for r in &found {
+            let key: Key = (
+                r.try_get(1).map_err(db("read sender"))?,
+                r.try_get(2).map_err(db("read facility"))?,
+                r.try_get(3).map_err(db("read control id"))?,
+            );
+            earlier.entry(key).or_default().push((
+                r.try_get(0).map_err(db("read id"))?,
+                r.try_get(4).map_err(db("read hash"))?,
+                r.try_get(5).map_err(db("read ack"))?,
+            ));
+        }
+        // 2. Decide each row.
+        struct Decided<'a> {
+            m: &'a NewMessage,
+            status: Status,
+            ack: String,
+            duplicate_of: Option<i64>,
+            collision: bool,
+        }
+        let decided: Vec<Decided> = run
+            .iter()
+            .map(|m| {
+                let key = (
+                    m.sending_application.clone(),
+                    m.sending_facility.clone(),
+                    m.control_id.clone(),
+                );
+                let prior = earlier.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+                match prior.iter().find(|(_, h, _)| *h == m.content_hash) {
+                    Some((id, _, ack)) => Decided {
+                        m,
+                        status: Status::Duplicate,
+                        ack: ack.clone().unwrap_or_default(),
+                        duplicate_of: Some(*id),
+                        collision: false,
+                    },
+                    None => Decided {
+                        m,
+                        status: m.status,
+                        ack: m.ack.clone(),
+                        duplicate_of: None,
+                        collision: !prior.is_empty(),
+                    },
+                }
+            })
+            .collect();
+        // 3. One INSERT for the run.
+        const COLS: usize = 17;
+        let mut sql = String::from(
+            "INSERT INTO messages (received_at, updated_at, source, sending_application, \
+             sending_facility, control_id, message_type, charset, content_hash, status, ack_code, \
+             collision, duplicate_of, raw, diagnostics, output, ack) VALUES ",
+        );
+        for i in 0..decided.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 0..COLS {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i * COLS + c + 1));
+            }
+            sql.push(')');
+        }
+        sql.push_str(" RETURNING id, sending_application, sending_facility, control_id");
+        let now = now_micros();
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for d in &decided {
+            let m = d.m;
+            let dup = d.status == Status::Duplicate;
+            q = q
+                .bind(m.received_at)
+                .bind(now)
+                .bind(m.source.as_str())
+                .bind(m.sending_application.as_str())
+                .bind(m.sending_facility.as_str())
+                .bind(m.control_id.as_str())
+                .bind(m.message_type.as_str())
+                .bind(m.charset.as_str())
+                .bind(m.content_hash.as_str())
+                .bind(d.status.as_str())
+                .bind(m.ack_code.as_str())
+                .bind(d.collision as i32)
+                .bind(d.duplicate_of)
+                .bind(m.raw.as_slice())
+                .bind(if dup { None } else { m.diagnostics.as_deref() })
+                .bind(if dup { None } else { m.output.as_deref() })
+                .bind(d.ack.as_str());
+        }
+        let returned = q
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("insert messages"))?;
+        // RETURNING order is not promised: match rows by their key (unique within a run).
+        let mut ids: std::collections::HashMap<Key, i64> = std::collections::HashMap::new();
+        for r in &returned {
+            ids.insert(
+                (
+                    r.try_get(1).map_err(db("read sender"))?,
+                    r.try_get(2).map_err(db("read facility"))?,
+                    r.try_get(3).map_err(db("read control id"))?,
+                ),
+                r.try_get(0).map_err(db("read the new id"))?,
+            );
+        }
+        decided
+            .into_iter()
+            .map(|d| {
+                let key = (
+                    d.m.sending_application.clone(),
+                    d.m.sending_facility.clone(),
+                    d.m.control_id.clone(),
+                );
+                let id = ids.get(&key).copied().ok_or(StoreError::Db {
+                    op: "match inserted rows",
+                    source: sqlx::Error::RowNotFound,
+                })?;
+                Ok(Committed {
+                    id,
+                    status: d.status,
+                    ack: d.ack,
+                    duplicate_of: d.duplicate_of,
+                    collision: d.collision,
+                })
+            })
+            .collect()
     }
 
     /// One message by id.

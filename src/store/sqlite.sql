@@ -26,4 +26,4 @@ CREATE INDEX IF NOT EXISTS messages_type ON messages (message_type, received_at,
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedupe
     ON messages (sending_application, sending_facility, control_id, content_hash)
     WHERE status <> 'duplicate';
-CREATE INDEX IF NOT EXISTS messages_control ON messages (sending_application, sending_facility, control_id);
+CREATE INDEX IF NOT EXISTS messages_control_id ON messages (control_id);

@@ -18,7 +18,21 @@ fn leaf_json(d: Datum<'_>) -> Option<J> {
 /// Escape-sequence problems in every value of the message, as diagnostics with locations.
 pub fn escape_diagnostics(msg: &Message<'_>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
+    let Some(esc) = msg.delimiters().escape else {
+        return out;
+    };
     for seg in msg.segments() {
+        // Fast path: no escape character in the segment (MSH's encoding characters aside), no
+        // escape sequence to check.
+        let raw = seg.raw();
+        let body = if seg.id() == "MSH" {
+            &raw[raw.len().min(8)..]
+        } else {
+            raw
+        };
+        if memchr::memchr(esc, body).is_none() {
+            continue;
+        }
         walk_segment(msg, &seg, &mut |_, _| {}, &mut out);
     }
     out

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# MLLP throughput and latency of the release gateway with conversion and durable commit on SQLite.
+#   bench/mllp.sh                 # ADT^A01 template
+#   TEMPLATE=tests/golden/oru_r01_lab.hl7 bench/mllp.sh
+# Runs: 1 and 8 connections with durability=process-crash (WAL, synchronous=NORMAL), then
+# 8 connections with durability=power-loss (an fsync per group commit). Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TEMPLATE="${TEMPLATE:-tests/golden/adt_a01.hl7}"
+MESSAGES="${MESSAGES:-40000}"
+cargo build --release --quiet --bin v2fhir --example mllp_load
+BIN=target/release/v2fhir
+LOAD=target/release/examples/mllp_load
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+run() { # durability connections messages
+  local db="$work/$1-$2.db"
+  V2FHIR_STORE_DURABILITY="$1" V2FHIR_LOG_LEVEL=warn "$BIN" serve --store "sqlite://$db" \
+    --mllp 127.0.0.1:0 --http "" >"$work/out" 2>"$work/err" &
+  local pid=$!
+  local addr=""
+  for _ in $(seq 1 100); do
+    addr=$(sed -n 's/^v2fhir: MLLP listening on //p' "$work/out")
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { cat "$work/err"; exit 1; }
+  printf 'durability=%-13s ' "$1"
+  "$LOAD" --addr "$addr" --connections "$2" --messages "$3" --template "$TEMPLATE"
+  local rss
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  echo "    gateway peak RSS: $((rss / 1024)) MiB"
+  kill -TERM "$pid"; wait "$pid" || true
+}
+
+echo "template: $TEMPLATE"
+run process-crash 1 $((MESSAGES / 4))
+run process-crash 8 "$MESSAGES"
+run power-loss 8 "$MESSAGES"
