@@ -444,3 +444,74 @@ pub async fn signal() {
         let _ = ctrl_c.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn the_example_file_spells_out_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("v2fhir.example.toml");
+        let file = Config::load(Some(&path), env(&[])).unwrap_or_else(|e| panic!("{e}"));
+        let defaults = Config::default();
+        assert_eq!(format!("{file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_types_values() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("V2FHIR_STORE_URL", "postgres://u:p@127.0.0.1/db"),
+                ("V2FHIR_MLLP_MAX_FRAME", "1024"),
+                ("V2FHIR_MLLP_LISTEN", ""),
+                ("V2FHIR_CONVERT_VALIDATE", "false"),
+                ("V2FHIR_PIPELINE_LANES", "3"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.store.url, "postgres://u:p@127.0.0.1/db");
+        assert_eq!(c.mllp.max_frame, 1024);
+        assert_eq!(c.mllp.listen, "");
+        assert!(!c.convert.validate);
+        assert_eq!(c.ingest().map(|i| i.lanes).ok(), Some(3));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (pairs, want) in [
+            (
+                vec![("V2FHIR_STORE_DURABILITY", "maybe")],
+                "store.durability 'maybe'",
+            ),
+            (
+                vec![("V2FHIR_CONVERT_BUNDLE", "pile")],
+                "convert.bundle 'pile'",
+            ),
+            (
+                vec![("V2FHIR_CONVERT_DEFAULT_ZONE", "Mars/Olympus")],
+                "Mars/Olympus",
+            ),
+            (vec![("V2FHIR_MLLP_BOGUS", "1")], "bogus"),
+            (
+                vec![("V2FHIR_MLLP_TLS_CERT", "a.pem")],
+                "tls_cert and mllp.tls_key",
+            ),
+            (vec![("V2FHIR_MLLP_MAX_FRAME", "big")], "max_frame"),
+        ] {
+            match Config::load(None, env(&pairs)) {
+                Ok(_) => panic!("{pairs:?} accepted"),
+                Err(e) => assert!(e.to_string().contains(want), "{pairs:?}: {e}"),
+            }
+        }
+    }
+}
