@@ -382,3 +382,23 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn every_route_is_documented_in_openapi() {
+    let router =
+        std::fs::read_to_string(gateway::root().join("src/api/mod.rs")).unwrap_or_default();
+    let spec =
+        std::fs::read_to_string(gateway::root().join("openapi/openapi.yaml")).unwrap_or_default();
+    let routes: Vec<&str> = router
+        .split(".route(\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .collect();
+    assert!(routes.len() >= 8, "{routes:?}");
+    for r in routes {
+        assert!(
+            spec.contains(&format!("\n  {r}:\n")),
+            "{r} is served but not documented in openapi/openapi.yaml"
+        );
+    }
+}
