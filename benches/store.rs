@@ -53,6 +53,16 @@ fn main() {
                 let store = Store::open(&url, durability)
                     .await
                     .unwrap_or_else(|e| panic!("{e}"));
+                if batch == 1 {
+                    let t = Instant::now();
+                    for _ in 0..2000 {
+                        store.ping().await.unwrap_or_else(|e| panic!("{e}"));
+                    }
+                    println!(
+                        "{durability:?} one statement round trip (SELECT 1): {:.1} µs",
+                        t.elapsed().as_secs_f64() * 1e6 / 2000.0
+                    );
+                }
                 let total = 4096usize;
                 let rows: Vec<NewMessage> = (0..total).map(|n| row(n, &raw, &output)).collect();
                 let t = Instant::now();

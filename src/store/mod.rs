@@ -274,7 +274,10 @@ impl Store {
         };
         let mut opts = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .acquire_timeout(Duration::from_secs(10));
+            .acquire_timeout(Duration::from_secs(10))
+            // A ping per acquire would be one more round trip per commit; broken connections
+            // surface as errors and the pool replaces them.
+            .test_before_acquire(false);
         if backend == Backend::Sqlite {
             opts = opts.after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -362,12 +365,11 @@ impl Store {
         batch: &[M],
     ) -> Result<Vec<Committed>, StoreError> {
         let rows: Vec<&NewMessage> = batch.iter().map(|m| m.borrow()).collect();
-        let mut out: Vec<Committed> = Vec::with_capacity(rows.len());
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        // Split into runs without a repeated (sender, control id): within a run every lookup can
+        // be answered from the table as it was before the run.
+        let mut runs: Vec<&[&NewMessage]> = Vec::new();
         let mut start = 0;
         while start < rows.len() {
-            // The longest run from `start` with no repeated (sender, control id): within it every
-            // lookup can be answered from the table as it was before the run.
             let mut keys = std::collections::HashSet::new();
             let mut end = start;
             while end < rows.len() && end - start < MAX_ROWS_PER_INSERT {
@@ -381,10 +383,20 @@ impl Store {
                 }
                 end += 1;
             }
-            let run = &rows[start..end];
-            let done = self.commit_run(&mut tx, run).await?;
-            out.extend(done);
+            runs.push(&rows[start..end]);
             start = end;
+        }
+        if let [run] = runs.as_slice() {
+            // One run is one INSERT statement, atomic on its own: no BEGIN/COMMIT round trips.
+            // (A concurrent insert of the same message by another replica fails the unique
+            // index and so the statement; the caller retries and then sees the original.)
+            let mut conn = self.pool.acquire().await.map_err(db("acquire"))?;
+            return self.commit_run(&mut conn, run).await;
+        }
+        let mut out: Vec<Committed> = Vec::with_capacity(rows.len());
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        for run in runs {
+            out.extend(self.commit_run(&mut tx, run).await?);
         }
         tx.commit().await.map_err(db("commit"))?;
         Ok(out)
@@ -392,7 +404,7 @@ impl Store {
 
     async fn commit_run(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conn: &mut sqlx::AnyConnection,
         run: &[&NewMessage],
     ) -> Result<Vec<Committed>, StoreError> {
         // 1. Earlier messages with the same control ids (sender filtered below).
@@ -412,7 +424,7 @@ impl Store {
             q = q.bind(m.control_id.as_str());
         }
         let found = q
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db("look up control ids"))?;
         type Key = (String, String, String);
@@ -511,7 +523,7 @@ impl Store {
                 .bind(d.ack.as_str());
         }
         let returned = q
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db("insert messages"))?;
         // RETURNING order is not promised: match rows by their key (unique within a run).

@@ -23,7 +23,8 @@ CREATE INDEX IF NOT EXISTS messages_received ON messages (received_at, id);
 CREATE INDEX IF NOT EXISTS messages_status ON messages (status, received_at, id);
 CREATE INDEX IF NOT EXISTS messages_sender ON messages (sending_application, sending_facility, received_at, id);
 CREATE INDEX IF NOT EXISTS messages_type ON messages (message_type, received_at, id);
+-- Duplicate detection and the control-id lookup of every commit (control id first: the lookup
+-- is `control_id IN (…)` for a whole batch).
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedupe
-    ON messages (sending_application, sending_facility, control_id, content_hash)
+    ON messages (control_id, sending_application, sending_facility, content_hash)
     WHERE status <> 'duplicate';
-CREATE INDEX IF NOT EXISTS messages_control_id ON messages (control_id);
