@@ -290,14 +290,14 @@ fn prepare_message(
         Outcome::Reject => Status::Rejected,
     };
     let output = if outcome == Outcome::Accept {
-        conv.bundle.as_ref().map(|b| b.to_string())
+        conv.bundle.as_ref().map(json_text)
     } else {
         None
     };
     let diagnostics = if conv.issues.is_empty() && msg.diagnostics().is_empty() {
         None
     } else {
-        Some(diagnostics_outcome(msg.diagnostics(), &conv).to_string())
+        Some(json_text(&diagnostics_outcome(msg.diagnostics(), &conv)))
     };
     Prepared {
         row: NewMessage {
@@ -323,6 +323,12 @@ fn prepare_message(
         acks,
         outcome,
     }
+}
+
+/// Compact JSON text. `serde_json::to_string` writes into a `Vec` directly; `Value::to_string`
+/// goes through `fmt::Write` and is measurably slower on 15 KB bundles.
+fn json_text(v: &serde_json::Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 /// Parse findings and conversion issues as one OperationOutcome.

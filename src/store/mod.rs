@@ -283,7 +283,7 @@ impl Store {
                 Box::pin(async move {
                     conn.execute(sqlx::AssertSqlSafe(format!(
                         "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; \
-                         PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;"
+                         PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;"
                     )))
                     .await?;
                     Ok(())
@@ -293,7 +293,54 @@ impl Store {
         let pool = opts.connect(&url).await.map_err(db("connect"))?;
         let store = Store { pool, backend };
         store.migrate().await?;
+        if backend == Backend::Sqlite {
+            store.spawn_checkpointer();
+        }
         Ok(store)
+    }
+
+    /// SQLite only: checkpoint the WAL from a background task instead of inside a commit
+    /// (`wal_autocheckpoint=0` on every connection), so a commit does not pay for copying the WAL
+    /// into the database. PASSIVE never blocks writers, but under constant load it never catches
+    /// up either, and the WAL only restarts from the beginning once it has; so past
+    /// `WAL_RESTART_FRAMES` a RESTART checkpoint briefly holds writers back and lets the next
+    /// commit start the WAL over (bounded file, bounded recovery time). Ends with the pool.
+    fn spawn_checkpointer(&self) {
+        const WAL_RESTART_FRAMES: i64 = 2048;
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut mode = "PASSIVE";
+            loop {
+                tick.tick().await;
+                if pool.is_closed() {
+                    break;
+                }
+                let sql = if mode == "RESTART" {
+                    "PRAGMA wal_checkpoint(RESTART)"
+                } else {
+                    "PRAGMA wal_checkpoint(PASSIVE)"
+                };
+                match sqlx::query(sql).fetch_optional(&pool).await {
+                    Ok(Some(row)) => {
+                        let log: i64 = row.try_get(1).unwrap_or(0);
+                        mode = if log > WAL_RESTART_FRAMES {
+                            "RESTART"
+                        } else {
+                            "PASSIVE"
+                        };
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        if pool.is_closed() {
+                            break;
+                        }
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                    }
+                }
+            }
+        });
     }
 
     /// Which database this is.
