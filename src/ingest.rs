@@ -58,6 +58,8 @@ pub struct IngestConfig {
     pub parse: ParseOptions,
     /// Conversion settings (bundle type, default zone, validation).
     pub convert: ConvertOptions,
+    /// Log the raw text of messages answered AE/AR (contains PHI: off unless explicitly enabled).
+    pub log_phi: bool,
 }
 
 impl Default for IngestConfig {
@@ -69,6 +71,7 @@ impl Default for IngestConfig {
             max_batch: 512,
             parse: ParseOptions::default(),
             convert: ConvertOptions::default(),
+            log_phi: false,
         }
     }
 }
@@ -420,6 +423,8 @@ struct LaneJob {
     raw: bytes::Bytes,
     source: Source,
     received_at: i64,
+    /// When the source handed it over (start of the latency histogram).
+    received: Instant,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -449,6 +454,7 @@ impl Pipeline {
             wrx,
             cfg.max_batch.max(1),
             cfg.parse,
+            cfg.log_phi,
         ));
         let mut lanes = Vec::new();
         let mut threads = Vec::new();
@@ -461,7 +467,7 @@ impl Pipeline {
                 .name(format!("v2fhir-lane-{n}"))
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
-                        let started = Instant::now();
+                        let started = job.received;
                         let prepared = prepare(&job.raw, job.source, &plan, &cfg, job.received_at);
                         let w = WriteJob {
                             prepared,
@@ -528,6 +534,7 @@ impl Pipeline {
             raw,
             source,
             received_at: now_micros(),
+            received: Instant::now(),
             reply: tx,
         };
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -588,6 +595,7 @@ async fn writer_loop(
     mut rx: mpsc::Receiver<WriteJob>,
     max_batch: usize,
     parse: ParseOptions,
+    log_phi: bool,
 ) {
     let mut jobs: Vec<WriteJob> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -614,7 +622,7 @@ async fn writer_loop(
                 let mut it = done.into_iter();
                 for job in jobs.drain(..) {
                     let c: Vec<Committed> = it.by_ref().take(job.prepared.len()).collect();
-                    answer(job, Ok(c), &parse);
+                    answer(job, Ok(c), &parse, log_phi);
                 }
             }
             Err(e) if jobs.len() > 1 => {
@@ -624,19 +632,24 @@ async fn writer_loop(
                     let rows: Vec<&NewMessage> = job.prepared.iter().map(|p| &p.row).collect();
                     let r = store.commit(&rows).await;
                     drop(rows);
-                    answer(job, r, &parse);
+                    answer(job, r, &parse, log_phi);
                 }
             }
             Err(e) => {
                 if let Some(job) = jobs.pop() {
-                    answer(job, Err(e), &parse);
+                    answer(job, Err(e), &parse, log_phi);
                 }
             }
         }
     }
 }
 
-fn answer(job: WriteJob, result: Result<Vec<Committed>, StoreError>, parse: &ParseOptions) {
+fn answer(
+    job: WriteJob,
+    result: Result<Vec<Committed>, StoreError>,
+    parse: &ParseOptions,
+    log_phi: bool,
+) {
     let elapsed = job.started.elapsed().as_secs_f64();
     let mut reply = Reply::default();
     match result {
@@ -652,6 +665,15 @@ fn answer(job: WriteJob, result: Result<Vec<Committed>, StoreError>, parse: &Par
                     p.acks
                 };
                 record_metrics(&p.row, &c, elapsed);
+                if log_phi && p.outcome != Outcome::Accept && c.status != Status::Duplicate {
+                    // Explicitly enabled (`log.phi = true`): the message text, for debugging a feed.
+                    tracing::warn!(
+                        id = c.id,
+                        status = c.status.as_str(),
+                        raw = %String::from_utf8_lossy(&p.row.raw).replace('\r', "\n"),
+                        "message not accepted (log.phi: message text included)"
+                    );
+                }
                 reply.messages.push(MessageReply {
                     committed: Some(c),
                     acks,

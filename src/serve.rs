@@ -169,6 +169,8 @@ pub struct LogSection {
     pub format: String,
     /// A tracing filter, e.g. `info` or `v2fhir=debug`.
     pub level: String,
+    /// Include the text of messages answered AE/AR in the logs. Contains PHI: off by default.
+    pub phi: bool,
 }
 
 impl Default for LogSection {
@@ -176,6 +178,7 @@ impl Default for LogSection {
         LogSection {
             format: "text".into(),
             level: "info".into(),
+            phi: false,
         }
     }
 }
@@ -287,6 +290,7 @@ impl Config {
         c.convert.bundle_type = self.bundle_type()?;
         c.convert.default_zone = self.zone()?;
         c.convert.validate = self.convert.validate;
+        c.log_phi = self.log.phi;
         Ok(c)
     }
 }

@@ -8,50 +8,11 @@ use gateway::{Mllp, msa};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::io::AsyncBufReadExt;
 use v2fhir::store::{Durability, MessageFilter, Status, Store};
 
 const TOTAL: usize = 5_000;
 const CONNECTIONS: usize = 4;
 const KILL_AFTER: usize = 1_500;
-
-struct Server {
-    child: tokio::process::Child,
-    mllp: std::net::SocketAddr,
-}
-
-async fn spawn(store_url: &str, log: &std::path::Path) -> Server {
-    let stderr = std::fs::File::create(log).unwrap_or_else(|e| panic!("{e}"));
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_v2fhir"))
-        .arg("serve")
-        .arg("--store")
-        .arg(store_url)
-        .arg("--mllp")
-        .arg("127.0.0.1:0")
-        .arg("--http")
-        .arg("")
-        .arg("--mappings")
-        .arg(gateway::root().join("mappings"))
-        .env("V2FHIR_STORE_DURABILITY", "process-crash")
-        .stdout(std::process::Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn the gateway: {e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let mut mllp = None;
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(a) = line.strip_prefix("v2fhir: MLLP listening on ") {
-            mllp = a.trim().parse().ok();
-        }
-        if line.contains("store") && line.ends_with("ready") {
-            break;
-        }
-    }
-    let mllp = mllp.unwrap_or_else(|| panic!("the gateway did not start; see {}", log.display()));
-    Server { child, mllp }
-}
 
 fn message(i: usize) -> (String, Vec<u8>) {
     let ctl = format!("K{i:05}");
@@ -102,7 +63,7 @@ async fn send_all(
 async fn sigkill_mid_stream_loses_nothing_acknowledged() {
     for (backend, url) in gateway::store_urls("crash").await {
         let dir = gateway::scratch("crash-logs");
-        let mut server = spawn(&url, &dir.join("first.log")).await;
+        let mut server = gateway::spawn(&url, &dir.join("first.log"), &[]).await;
         let count = Arc::new(AtomicUsize::new(0));
         let sender = tokio::spawn(send_all(server.mllp, (0..TOTAL).collect(), count.clone()));
         // Kill once enough messages were answered.
@@ -123,7 +84,7 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged() {
         );
 
         // Restart on the same store: everything acknowledged is there, byte for byte.
-        let server = spawn(&url, &dir.join("second.log")).await;
+        let server = gateway::spawn(&url, &dir.join("second.log"), &[]).await;
         let store = Store::open(&url, Durability::PowerLoss)
             .await
             .unwrap_or_else(|e| panic!("{e}"));

@@ -218,3 +218,44 @@ pub fn adt(control: &str, patient: &str, extra: &str) -> String {
          PV1|1|I|WARD^101^A\r"
     )
 }
+
+/// A gateway running as a separate process (`v2fhir serve`), stderr to `log`.
+pub struct Server {
+    pub child: tokio::process::Child,
+    pub mllp: std::net::SocketAddr,
+}
+
+pub async fn spawn(store_url: &str, log: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    use tokio::io::AsyncBufReadExt;
+    let stderr = std::fs::File::create(log).unwrap_or_else(|e| panic!("{e}"));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_v2fhir"))
+        .arg("serve")
+        .arg("--store")
+        .arg(store_url)
+        .arg("--mllp")
+        .arg("127.0.0.1:0")
+        .arg("--http")
+        .arg("")
+        .arg("--mappings")
+        .arg(root().join("mappings"))
+        .env("V2FHIR_STORE_DURABILITY", "process-crash")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn the gateway: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut mllp = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(a) = line.strip_prefix("v2fhir: MLLP listening on ") {
+            mllp = a.trim().parse().ok();
+        }
+        if line.contains("store") && line.ends_with("ready") {
+            break;
+        }
+    }
+    let mllp = mllp.unwrap_or_else(|| panic!("the gateway did not start; see {}", log.display()));
+    Server { child, mllp }
+}
