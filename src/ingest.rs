@@ -625,19 +625,16 @@ async fn writer_loop(
                     answer(job, Ok(c), &parse, log_phi);
                 }
             }
-            Err(e) if jobs.len() > 1 => {
-                // One bad row must not fail its neighbours: retry each job alone.
-                tracing::warn!(error = %e, jobs = jobs.len(), "group commit failed; retrying one by one");
+            Err(e) => {
+                // Retry each job alone, once: one bad row must not fail its neighbours, and a
+                // unique-index conflict (another replica committed the same message meanwhile)
+                // resolves on the retry, whose lookup now finds the original.
+                tracing::warn!(error = %e, jobs = jobs.len(), "commit failed; retrying each message once");
                 for job in jobs.drain(..) {
                     let rows: Vec<&NewMessage> = job.prepared.iter().map(|p| &p.row).collect();
                     let r = store.commit(&rows).await;
                     drop(rows);
                     answer(job, r, &parse, log_phi);
-                }
-            }
-            Err(e) => {
-                if let Some(job) = jobs.pop() {
-                    answer(job, Err(e), &parse, log_phi);
                 }
             }
         }

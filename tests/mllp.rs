@@ -655,3 +655,71 @@ async fn graceful_shutdown_answers_what_it_committed() {
     }
     assert!(!acked.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_store_each_message_once() {
+    // PostgreSQL only: SQLite is one gateway's embedded file. In CI the URL is always set.
+    let Some(admin) = gateway::pg_admin_url() else {
+        return;
+    };
+    let url = gateway::fresh_pg(&admin, "replicas").await;
+    let a = gateway::start(&gateway::config(&url)).await;
+    let b = gateway::start(&gateway::config(&url)).await;
+    let (addr_a, addr_b) = (
+        a.mllp_addr.unwrap_or_else(|| panic!("no MLLP")),
+        b.mllp_addr.unwrap_or_else(|| panic!("no MLLP")),
+    );
+    // The same 60 messages sent to both replicas at the same time (a sender failing over).
+    let send_all = |addr| async move {
+        let mut c = Mllp::connect(addr).await;
+        let mut acks = Vec::new();
+        for i in 0..60 {
+            let a = c
+                .send(adt(&format!("R{i:02}"), &format!("P{i}"), "").as_bytes(), 1)
+                .await;
+            acks.push(msa(&a[0]));
+        }
+        acks
+    };
+    let (ra, rb) = tokio::join!(
+        tokio::spawn(send_all(addr_a)),
+        tokio::spawn(send_all(addr_b))
+    );
+    let (ra, rb) = (
+        ra.unwrap_or_else(|e| panic!("{e}")),
+        rb.unwrap_or_else(|e| panic!("{e}")),
+    );
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!(x.0, "AA", "{x:?}");
+        assert_eq!(
+            x, y,
+            "both replicas acknowledge the same message the same way"
+        );
+    }
+    let page = a
+        .pipeline
+        .store()
+        .list(&MessageFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.total, 120, "every receipt is logged");
+    let mut originals: Vec<&str> = page
+        .items
+        .iter()
+        .filter(|m| m.status != Status::Duplicate)
+        .map(|m| m.control_id.as_str())
+        .collect();
+    originals.sort();
+    let before = originals.len();
+    originals.dedup();
+    assert_eq!(
+        before, 60,
+        "each message stored once (the other receipt is a duplicate)"
+    );
+    assert_eq!(originals.len(), 60);
+    a.shutdown().await;
+    b.shutdown().await;
+}
