@@ -448,3 +448,64 @@ async fn a_batch_body_is_split_into_messages_stored_byte_exact() {
     }
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_store_fails_nothing_is_acknowledged_as_accepted() {
+    // PostgreSQL only (a database can be taken away from under a running gateway); CI runs it.
+    let Some(admin) = gateway::pg_admin_url() else {
+        return;
+    };
+    let http = client();
+    let url = gateway::fresh_pg(&admin, "storefail").await;
+    let running = gateway::start(&gateway::config(&url)).await;
+    let base = format!(
+        "http://{}",
+        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+    );
+    let mllp = running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"));
+    let mut c = gateway::Mllp::connect(mllp).await;
+    let a = c.send(adt("SF1", "P1", "").as_bytes(), 1).await;
+    assert_eq!(msa(&a[0]).0, "AA");
+
+    // Take the database away (terminating the gateway's connections).
+    {
+        use sqlx::{Connection, Executor};
+        let db = url.rsplit('/').next().unwrap_or("");
+        let mut conn = sqlx::AnyConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {db} WITH (FORCE)"
+        )))
+        .await
+        .unwrap_or_else(|e| panic!("drop {db}: {e}"));
+    }
+    // MLLP: AE with code 207 and "resend", never AA.
+    let a = c.send(adt("SF2", "P2", "").as_bytes(), 1).await;
+    assert_eq!(msa(&a[0]), ("AE".into(), "SF2".into()), "{}", a[0]);
+    assert!(
+        a[0].contains("207") && a[0].contains("could not be stored"),
+        "{}",
+        a[0]
+    );
+    // Enhanced mode: CE, not CA.
+    let a = c.send(adt("SF3", "P3", "|||AL|AL").as_bytes(), 1).await;
+    assert_eq!(msa(&a[0]).0, "CE", "{}", a[0]);
+    // HTTP: 503 with the negative ACK; health says unavailable.
+    let r = http
+        .post(format!("{base}/v2/messages"))
+        .header("content-type", ER7)
+        .body(adt("SF4", "P4", ""))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(msa(&r.text().await.unwrap_or_default()).0, "AE");
+    let h = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(h.status().as_u16(), 503);
+    running.shutdown().await;
+}

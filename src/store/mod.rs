@@ -519,7 +519,8 @@ impl Store {
                         status: m.status,
                         ack: m.ack.clone(),
                         duplicate_of: None,
-                        collision: !prior.is_empty(),
+                        // Input without a control id (not HL7) shares the empty key: no collision.
+                        collision: !prior.is_empty() && !m.control_id.is_empty(),
                     },
                 }
             })
