@@ -730,3 +730,58 @@ fn record_metrics(row: &NewMessage, c: &Committed, elapsed: f64) {
 pub fn bundle_type(name: &str) -> Option<BundleType> {
     BundleType::from_name(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_keys() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (
+                b"MSH|^~\\&|A|B|||2026||ADT^A01|C1|P|2.5\rPID|1||MRN1^^^H^MR~X||DOE\r",
+                b"MRN1",
+            ),
+            (
+                b"MSH|^~\\&|A|B|||2026||ADT^A01|C1|P|2.5\nPID|1||MRN2\n",
+                b"MRN2",
+            ),
+            (
+                b"MSH!@*%$|A!B!!!2026!!ADT@A01!C1!P!2.5\rPID!1!!M3@@@H\r",
+                b"M3",
+            ),
+            (
+                b"MSH|^~\\&|A|B|||2026||ADT^A01|CTRL9|P|2.5\rEVN|A01\r",
+                b"CTRL9",
+            ),
+            (
+                b"\xef\xbb\xbfMSH|^~\\&|A|B|||2026||ADT^A01|C1|P|2.5\rPID|1||\r",
+                b"",
+            ),
+            (b"not hl7 at all", b""),
+            (b"MSH", b""),
+            (b"", b""),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(routing_key(raw), *want, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn ack_conditions() {
+        use Outcome::*;
+        for (cond, outcome, want) in [
+            (None, Accept, true),
+            (Some("AL"), Error, true),
+            (Some("NE"), Accept, false),
+            (Some("NE"), Reject, false),
+            (Some("ER"), Accept, false),
+            (Some("ER"), Error, true),
+            (Some("SU"), Accept, true),
+            (Some("SU"), Reject, false),
+            (Some(" SU "), Accept, true),
+        ] {
+            assert_eq!(wanted(cond, outcome), want, "{cond:?} {outcome:?}");
+        }
+    }
+}

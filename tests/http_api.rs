@@ -509,3 +509,66 @@ async fn when_the_store_fails_nothing_is_acknowledged_as_accepted() {
     assert_eq!(h.status().as_u16(), 503);
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latin1_messages_are_stored_as_bytes_and_shown_decoded() {
+    let http = client();
+    let url = format!(
+        "sqlite://{}/v2fhir.db",
+        gateway::scratch("latin1").display()
+    );
+    let running = gateway::start(&gateway::config(&url)).await;
+    let base = format!(
+        "http://{}",
+        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+    );
+    // MSH-18 8859/1 and a name with é (0xE9), not valid UTF-8.
+    let text = adt("LAT1", "P1", "||||||8859/1").replace("DOE^JANE^Q", "REN\u{e9}^ZO\u{eb}");
+    let bytes: Vec<u8> = text.chars().map(|c| c as u32 as u8).collect();
+    let r = http
+        .post(format!("{base}/v2/messages"))
+        .header("content-type", ER7)
+        .header("accept", "application/fhir+json")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (status, bundle) = json(r).await;
+    assert_eq!(status, 200, "{bundle}");
+    assert!(
+        bundle.to_string().contains("REN\u{e9}"),
+        "the Bundle has the decoded name"
+    );
+    let (_, m) = json(
+        http.get(format!("{base}{location}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert!(
+        m["raw"]
+            .as_str()
+            .is_some_and(|r| r.contains("REN\u{e9}^ZO\u{eb}")),
+        "{m}"
+    );
+    let stored = running
+        .pipeline
+        .store()
+        .get(m["id"].as_i64().unwrap_or(0))
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(
+        stored.map(|s| s.raw),
+        Some(bytes),
+        "stored byte for byte, not re-encoded"
+    );
+    running.shutdown().await;
+}

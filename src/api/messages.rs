@@ -120,6 +120,15 @@ pub async fn list(
     })))
 }
 
+/// The raw bytes as text, decoded with the character set the message declares (MSH-18), so an
+/// ISO 8859-1 message reads right; lossy UTF-8 when it does not parse.
+fn raw_text(raw: &[u8]) -> String {
+    match crate::v2::parse(raw) {
+        Ok(p) if !p.messages.is_empty() => p.messages[0].charset().decode(raw).into_owned(),
+        _ => String::from_utf8_lossy(raw).into_owned(),
+    }
+}
+
 fn parse_json(s: &Option<String>) -> Value {
     s.as_deref()
         .and_then(|t| serde_json::from_str(t).ok())
@@ -140,10 +149,7 @@ pub async fn get_one(
     })?;
     let mut v = summary(&m);
     if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "raw".into(),
-            Value::String(String::from_utf8_lossy(&m.raw).into_owned()),
-        );
+        o.insert("raw".into(), Value::String(raw_text(&m.raw)));
         o.insert("diagnostics".into(), parse_json(&m.diagnostics));
         o.insert("output".into(), parse_json(&m.output));
         o.insert(
