@@ -437,7 +437,9 @@ struct WriteJob {
 /// The running pipeline: lanes (threads) and the group-commit writer (a task).
 pub struct Pipeline {
     lanes: std::sync::RwLock<Vec<std::sync::mpsc::SyncSender<LaneJob>>>,
-    plan: Arc<Plan>,
+    /// The mapping plan in use; replaced whole by [`Pipeline::reload`] (lanes take the current
+    /// one per message, so a message is converted by exactly one plan).
+    plan: Arc<std::sync::RwLock<Arc<Plan>>>,
     cfg: IngestConfig,
     store: Store,
     in_flight: Arc<AtomicI64>,
@@ -448,6 +450,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Start the lanes and the writer. Call from within a tokio runtime.
     pub fn start(plan: Arc<Plan>, store: Store, cfg: IngestConfig) -> Arc<Pipeline> {
+        let plan = Arc::new(std::sync::RwLock::new(plan));
         let (wtx, wrx) = mpsc::channel::<WriteJob>(4096);
         let writer = tokio::spawn(writer_loop(
             store.clone(),
@@ -468,7 +471,12 @@ impl Pipeline {
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
                         let started = job.received;
-                        let prepared = prepare(&job.raw, job.source, &plan, &cfg, job.received_at);
+                        let current = plan
+                            .read()
+                            .map(|p| p.clone())
+                            .unwrap_or_else(|e| e.into_inner().clone());
+                        let prepared =
+                            prepare(&job.raw, job.source, &current, &cfg, job.received_at);
                         let w = WriteJob {
                             prepared,
                             started,
@@ -499,8 +507,26 @@ impl Pipeline {
     }
 
     /// The mapping plan in use.
-    pub fn plan(&self) -> &Arc<Plan> {
-        &self.plan
+    pub fn plan(&self) -> Arc<Plan> {
+        self.plan
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Load the mapping set in `dir` and, if it has no error, use it for every message from now
+    /// on. With errors the running plan stays and every error is returned (`file:line:col`).
+    pub fn reload(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<(), Vec<crate::mapping::load::LoadError>> {
+        let new = crate::mapping::load::load_dir(dir)?;
+        match self.plan.write() {
+            Ok(mut p) => *p = Arc::new(new),
+            Err(e) => *e.into_inner() = Arc::new(new),
+        }
+        tracing::info!(dir = %dir.display(), "mappings reloaded");
+        Ok(())
     }
 
     /// The settings in use.

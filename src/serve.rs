@@ -380,6 +380,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             pipeline: pipeline.clone(),
             metrics: api::metrics_handle(),
             base_url: cfg.http.base_url.trim_end_matches('/').to_string(),
+            mappings_dir: cfg.mappings.dir.clone(),
         };
         let app = api::router(
             state,
@@ -397,6 +398,38 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+    }
+    // SIGHUP reloads the mappings (same rules as POST /admin/mappings/reload).
+    #[cfg(unix)]
+    {
+        let pipeline = pipeline.clone();
+        let dir = cfg.mappings.dir.clone();
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        let p = pipeline.clone();
+                        let d = dir.clone();
+                        match tokio::task::spawn_blocking(move || p.reload(&d)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(errors)) => {
+                                for e in &errors {
+                                    tracing::error!(error = %e, "mapping reload refused");
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "mapping reload failed"),
+                        }
+                    }
+                    _ = rx.changed() => break,
+                }
             }
         }));
     }

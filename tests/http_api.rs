@@ -300,8 +300,8 @@ async fn ingest_convert_and_operations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reprocess_applies_a_mapping_fix() {
-    // A gateway whose mapping set lacks the ADT_A01 map errors on A08; after the fix (the full
-    // set) a reprocess converts the stored message.
+    // A gateway whose mapping set lacks the ADT_A01 map errors on A08; after the fix is reloaded
+    // (no restart) a reprocess converts the stored message.
     let http = client();
     let dir = gateway::scratch("reprocess");
     let partial = dir.join("mappings");
@@ -328,14 +328,40 @@ async fn reprocess_applies_a_mapping_fix() {
     assert_eq!(msa(&ack).0, "AE", "{ack}");
     running.shutdown().await;
 
-    // Restart with the fixed mappings, reprocess.
-    let mut cfg = gateway::config(&url);
-    cfg.mappings.dir = gateway::root().join("mappings");
+    // Restart on the partial set: the fix comes in while it runs.
     let running = gateway::start(&cfg).await;
     let base = format!(
         "http://{}",
         running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
     );
+    let reload = || async {
+        let r = http
+            .post(format!("{base}/admin/mappings/reload"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        json(r).await
+    };
+    // A broken mapping file is refused with its position; the running plan stays.
+    std::fs::write(
+        partial.join("messages").join("BROKEN.yaml"),
+        "kind: message\nmap: [unclosed\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (status, oo) = reload().await;
+    assert_eq!(status, 422, "{oo}");
+    assert!(
+        oo.to_string().contains("BROKEN.yaml:"),
+        "errors name file:line: {oo}"
+    );
+    std::fs::remove_file(partial.join("messages").join("BROKEN.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The fix: the ADT_A01 map is back; reload, then reprocess the stored message.
+    std::fs::copy(gateway::root().join("mappings/messages/ADT_A01.yaml"), &a01)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, r) = reload().await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["status"], "reloaded");
     let (_, errs) = json(
         http.get(format!("{base}/messages?status=error"))
             .send()
@@ -364,6 +390,15 @@ async fn reprocess_applies_a_mapping_fix() {
     .await;
     assert_eq!(m["status"], "converted");
     assert_eq!(m["output"]["resourceType"], "Bundle");
+    // New messages use the reloaded plan too.
+    let r = http
+        .post(format!("{base}/v2/messages"))
+        .header("content-type", ER7)
+        .body(adt("FIX2", "P2", ""))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(msa(&r.text().await.unwrap_or_default()).0, "AA");
     running.shutdown().await;
 }
 

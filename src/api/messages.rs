@@ -184,7 +184,7 @@ pub async fn reprocess(
             ),
         ));
     }
-    let plan = state.pipeline.plan().clone();
+    let plan = state.pipeline.plan();
     let cfg = state.pipeline.config().clone();
     let raw = m.raw.clone();
     let received = m.received_at;
@@ -230,6 +230,43 @@ pub async fn reprocess(
         "diagnostics": parse_json(&p.row.diagnostics),
         "links": {"self": format!("/messages/{id}")},
     })))
+}
+
+/// `POST /admin/mappings/reload`: load the mapping directory again and use it from the next
+/// message on. A mapping set with errors is refused (422, every error as `file:line:col`) and the
+/// running one stays.
+pub async fn reload_mappings(State(state): State<AppState>) -> Response {
+    let dir = state.mappings_dir.clone();
+    let pipeline = state.pipeline.clone();
+    let result = tokio::task::spawn_blocking(move || pipeline.reload(&dir)).await;
+    match result {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            Json(json!({"status": "reloaded", "dir": state.mappings_dir.display().to_string()})),
+        )
+            .into_response(),
+        Ok(Err(errors)) => {
+            let issues: Vec<Value> = errors
+                .iter()
+                .map(|e| json!({"severity": "error", "code": "invalid", "diagnostics": e.to_string()}))
+                .collect();
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(super::FHIR_JSON),
+                )],
+                json!({"resourceType": "OperationOutcome", "issue": issues}).to_string(),
+            )
+                .into_response()
+        }
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            e.to_string(),
+        )
+        .into_response(),
+    }
 }
 
 /// `GET /health`: readiness, including a store round trip.

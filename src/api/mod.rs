@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Base URL for links (`next`), e.g. `http://127.0.0.1:8080`; empty = relative links.
     pub base_url: String,
+    /// The mapping directory, for `POST /admin/mappings/reload`.
+    pub mappings_dir: std::path::PathBuf,
 }
 
 /// An error answered as an OperationOutcome.
@@ -108,6 +110,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/messages", get(messages::list))
         .route("/messages/{id}", get(messages::get_one))
         .route("/messages/{id}/reprocess", post(messages::reprocess))
+        .route("/admin/mappings/reload", post(messages::reload_mappings))
         .route("/health", get(messages::health))
         .route("/health/live", get(|| async { "ok" }))
         .route("/metrics", get(messages::metrics))

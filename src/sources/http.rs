@@ -174,7 +174,7 @@ pub async fn post_convert(
             )
         })?;
     }
-    let plan = state.pipeline.plan().clone();
+    let plan = state.pipeline.plan();
     let prepared = tokio::task::spawn_blocking(move || {
         ingest::prepare(&body, Source::Http, &plan, &cfg, crate::store::now_micros())
     })
