@@ -607,3 +607,38 @@ async fn latin1_messages_are_stored_as_bytes_and_shown_decoded() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_an_operation_outcome_413() {
+    let http = client();
+    let url = format!("sqlite://{}/v2fhir.db", gateway::scratch("limit").display());
+    let mut cfg = gateway::config(&url);
+    cfg.http.max_body = 1024;
+    let running = gateway::start(&cfg).await;
+    let base = format!(
+        "http://{}",
+        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+    );
+    let big = adt("BIG", "P1", "") + &"NTE|1||".repeat(200);
+    let r = http
+        .post(format!("{base}/v2/messages"))
+        .header("content-type", ER7)
+        .body(big)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, oo) = json(r).await;
+    assert_eq!(status, 413, "{oo}");
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    assert_eq!(oo["issue"][0]["code"], "too-long");
+    // Nothing was stored.
+    let (_, page) = json(
+        http.get(format!("{base}/messages"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(page["total"], 0);
+    running.shutdown().await;
+}

@@ -123,6 +123,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         ))
         .layer(RequestBodyLimitLayer::new(cfg.max_body))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(axum::middleware::map_response(limits_as_outcome))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
                 |req: &axum::http::Request<_>| {
@@ -131,6 +132,32 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
                 },
             ),
         )
+}
+
+/// The body-size, timeout and panic layers answer in plain text; every error of this API is an
+/// OperationOutcome, so rewrite those.
+async fn limits_as_outcome<B>(res: axum::http::Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let status = res.status();
+    let fhir = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(FHIR_JSON.as_bytes()));
+    let (code, text) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("too-long", "the request body exceeds http.max_body"),
+        StatusCode::REQUEST_TIMEOUT => {
+            ("timeout", "the request took longer than http.timeout_secs")
+        }
+        StatusCode::INTERNAL_SERVER_ERROR => ("exception", "internal error; see the gateway log"),
+        _ => return res.map(axum::body::Body::new),
+    };
+    if fhir {
+        return res.map(axum::body::Body::new);
+    }
+    ApiError::new(status, code, text).into_response()
 }
 
 /// The Prometheus recorder, installed once per process.
