@@ -723,3 +723,77 @@ async fn two_replicas_on_one_postgres_store_each_message_once() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_connections() {
+    let url = format!("sqlite://{}/v2fhir.db", gateway::scratch("many").display());
+    let running = gateway::start(&gateway::config(&url)).await;
+    let addr = running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"));
+    // Open them all first, then send: every connection is live at the same time.
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        conns.push(Mllp::connect(addr).await);
+    }
+    let mut tasks = Vec::new();
+    for (n, mut c) in conns.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..2 {
+                let ctl = format!("M{n}-{i}");
+                let a = c.send(adt(&ctl, &format!("P{n}"), "").as_bytes(), 1).await;
+                assert_eq!(msa(&a[0]), ("AA".into(), ctl));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let page = running
+        .pipeline
+        .store()
+        .list(&MessageFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.total, 400);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_wait_for_a_free_slot() {
+    let url = format!(
+        "sqlite://{}/v2fhir.db",
+        gateway::scratch("limit-conns").display()
+    );
+    let mut cfg = gateway::config(&url);
+    cfg.mllp.max_connections = 2;
+    let running = gateway::start(&cfg).await;
+    let addr = running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"));
+    let mut a = Mllp::connect(addr).await;
+    let mut b = Mllp::connect(addr).await;
+    assert_eq!(
+        msa(&a.send(adt("A1", "P", "").as_bytes(), 1).await[0]).0,
+        "AA"
+    );
+    assert_eq!(
+        msa(&b.send(adt("B1", "P", "").as_bytes(), 1).await[0]).0,
+        "AA"
+    );
+    // The third connects (kernel backlog) but is not served while two are open.
+    let mut c = Mllp::connect(addr).await;
+    c.write_raw(&gateway::frame(adt("C1", "P", "").as_bytes()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let waited = tokio::time::timeout(Duration::from_millis(700), c.read(1)).await;
+    assert!(
+        waited.is_err(),
+        "the third connection was served beyond the limit"
+    );
+    // A slot frees: the third is served, its message answered.
+    drop(a);
+    let got = c.read(1).await;
+    assert_eq!(msa(&got[0]), ("AA".into(), "C1".into()));
+    drop(b);
+    running.shutdown().await;
+}
