@@ -98,10 +98,26 @@ struct ServeArgs {
     mappings: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct SendArgs {
+    /// Files or directories (all *.hl7 inside) to send, one MLLP frame per message.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// The MLLP listener.
+    #[arg(long, default_value = "127.0.0.1:2575")]
+    to: String,
+    /// Seconds to wait for each acknowledgment.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway: MLLP on 127.0.0.1:2575, HTTP on 127.0.0.1:8080, SQLite under ./data/.
     Serve(ServeArgs),
+    /// Send messages to an MLLP listener (this gateway or any other) and print each
+    /// acknowledgment. Exits 1 when any message is not accepted or not answered.
+    Send(SendArgs),
     /// Parse a file of HL7 v2 messages (single, concatenated or batch) and print the model as JSON.
     /// Exits non-zero only when no usable MSH is found.
     Parse(InputArgs),
@@ -218,6 +234,7 @@ fn run() -> Result<ExitCode> {
         }
         Command::Convert(a) => convert(a, &mut out),
         Command::Serve(a) => serve(a),
+        Command::Send(a) => send(a, &mut out),
         Command::Ack(AckArgs {
             input: args,
             mapping,
@@ -261,6 +278,102 @@ fn run() -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// Read one MLLP frame (VT … FS) from `s`, keeping extra bytes in `pending`.
+fn read_frame(s: &mut std::net::TcpStream, pending: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
+    loop {
+        if let Some(start) = pending.iter().position(|&b| b == 0x0b)
+            && let Some(len) = pending[start..].iter().position(|&b| b == 0x1c)
+        {
+            let frame = pending[start + 1..start + len].to_vec();
+            let cut = (start + len + 2).min(pending.len());
+            pending.drain(..cut);
+            return Ok(frame);
+        }
+        let mut buf = [0u8; 65536];
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the listener closed the connection",
+            ));
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn send(a: SendArgs, out: &mut impl Write) -> Result<ExitCode> {
+    use std::time::Duration;
+    let mut files = Vec::new();
+    for p in &a.inputs {
+        collect_inputs(p, &mut files)?;
+    }
+    let mut stream =
+        std::net::TcpStream::connect(&a.to).with_context(|| format!("connecting to {}", a.to))?;
+    let _ = stream.set_nodelay(true);
+    let mut pending = Vec::new();
+    let (mut sent, mut failed) = (0usize, 0usize);
+    for f in &files {
+        let bytes = read_input(f)?;
+        // One frame per message; input that does not parse is sent as it is (and rejected).
+        let frames: Vec<(Vec<u8>, bool)> = match v2::parse(&bytes) {
+            Ok(p) if !p.messages.is_empty() => p
+                .messages
+                .iter()
+                .map(|m| (m.raw().to_vec(), m.header().enhanced_mode()))
+                .collect(),
+            _ => vec![(bytes.clone(), false)],
+        };
+        for (msg, enhanced) in frames {
+            let mut frame = Vec::with_capacity(msg.len() + 3);
+            frame.push(0x0b);
+            frame.extend_from_slice(&msg);
+            frame.extend_from_slice(&[0x1c, 0x0d]);
+            stream
+                .write_all(&frame)
+                .with_context(|| format!("sending {}", f.display()))?;
+            sent += 1;
+            let mut acks = Vec::new();
+            stream.set_read_timeout(Some(Duration::from_secs(a.timeout.max(1))))?;
+            match read_frame(&mut stream, &mut pending) {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    failed += 1;
+                    say!("v2fhir: {}: no acknowledgment ({e})", f.display());
+                    continue;
+                }
+            }
+            if enhanced {
+                // A commit ACK may be followed by the application ACK.
+                stream.set_read_timeout(Some(Duration::from_millis(300)))?;
+                if let Ok(ack) = read_frame(&mut stream, &mut pending) {
+                    acks.push(ack);
+                }
+            }
+            for ack in acks {
+                let text = String::from_utf8_lossy(&ack);
+                let accepted = text
+                    .split(['\r', '\n'])
+                    .find(|l| l.starts_with("MSA"))
+                    .and_then(|l| l.get(4..6))
+                    .is_some_and(|code| code == "AA" || code == "CA");
+                if !accepted {
+                    failed += 1;
+                }
+                writeln!(out, "{}", text.trim_end_matches('\r').replace('\r', "\n"))?;
+            }
+        }
+    }
+    say!(
+        "v2fhir: {sent} message(s) sent to {}, {failed} not accepted or not answered",
+        a.to
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
