@@ -15,7 +15,8 @@
 //! - Messages with the same routing key (sender + PID-3 first identifier) go through one lane and
 //!   one writer queue, so they are committed in arrival order; different patients use different
 //!   lanes and run in parallel.
-//! - Nothing here logs message content: logs carry ids, types, senders and counts only.
+//! - Nothing here logs message content (logs carry ids, types, senders and counts) unless
+//!   `log.phi` is enabled, which adds the text of messages answered AE/AR.
 
 use crate::mapping::eval::{BundleType, ConvertOptions, convert};
 use crate::mapping::plan::Plan;
@@ -564,7 +565,6 @@ impl Pipeline {
             reply: tx,
         };
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!("v2fhir_in_flight_messages").increment(1.0);
         // The lane queue is bounded: wait (off the async threads) when it is full.
         let sent = match sender.try_send(job) {
             Ok(()) => Ok(()),
@@ -580,7 +580,6 @@ impl Pipeline {
             Err(()) => Err(IngestError::ShuttingDown),
         };
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!("v2fhir_in_flight_messages").decrement(1.0);
         result
     }
 
@@ -750,6 +749,16 @@ fn record_metrics(row: &NewMessage, c: &Committed, elapsed: f64) {
     }
     metrics::histogram!("v2fhir_process_seconds").record(elapsed);
     tracing::debug!(id = c.id, status, msg_type = %row.message_type, "message committed");
+}
+
+/// [`prepare`] on the blocking pool (for request handlers: conversion is CPU work).
+pub async fn prepare_blocking(
+    raw: bytes::Bytes,
+    plan: Arc<Plan>,
+    cfg: IngestConfig,
+    received_at: i64,
+) -> Result<Vec<Prepared>, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || prepare(&raw, Source::Http, &plan, &cfg, received_at)).await
 }
 
 /// The bundle type by name for `?_bundle=` style options.

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use v2fhir::sources::mllp::{Frame, MllpCodec};
 use v2fhir::v2::{self, ParseOptions, Structures, ack};
 
 /// Like `eprintln!`, but a closed stderr is not a panic.
@@ -280,27 +281,38 @@ fn run() -> Result<ExitCode> {
     }
 }
 
-/// Read one MLLP frame (VT … FS) from `s`, keeping extra bytes in `pending`.
-fn read_frame(s: &mut std::net::TcpStream, pending: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
+/// Read the next acknowledgment frame from `s` with the gateway's own MLLP codec.
+fn read_frame(
+    s: &mut std::net::TcpStream,
+    codec: &mut MllpCodec,
+    buf: &mut bytes::BytesMut,
+) -> std::io::Result<Vec<u8>> {
+    use tokio_util::codec::Decoder;
     loop {
-        if let Some(start) = pending.iter().position(|&b| b == 0x0b)
-            && let Some(len) = pending[start..].iter().position(|&b| b == 0x1c)
-        {
-            let frame = pending[start + 1..start + len].to_vec();
-            let cut = (start + len + 2).min(pending.len());
-            pending.drain(..cut);
-            return Ok(frame);
+        while let Some(frame) = codec.decode(buf)? {
+            // Oversized or abandoned frames are not acknowledgments: keep reading.
+            if let Frame::Message(m) = frame {
+                return Ok(m.to_vec());
+            }
         }
-        let mut buf = [0u8; 65536];
-        let n = s.read(&mut buf)?;
+        let mut chunk = [0u8; 65536];
+        let n = s.read(&mut chunk)?;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the listener closed the connection",
             ));
         }
-        pending.extend_from_slice(&buf[..n]);
+        buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// MSA-1 of an acknowledgment, read with the v2 parser.
+fn ack_code(ack: &[u8]) -> Option<String> {
+    let parsed = v2::parse(ack).ok()?;
+    let msg = parsed.messages.first()?;
+    let msa = msg.segments().find(|s| s.id() == "MSA")?;
+    msa.field(1).text().map(|t| t.into_owned())
 }
 
 fn send(a: SendArgs, out: &mut impl Write) -> Result<ExitCode> {
@@ -312,7 +324,8 @@ fn send(a: SendArgs, out: &mut impl Write) -> Result<ExitCode> {
     let mut stream =
         std::net::TcpStream::connect(&a.to).with_context(|| format!("connecting to {}", a.to))?;
     let _ = stream.set_nodelay(true);
-    let mut pending = Vec::new();
+    let mut codec = MllpCodec::new(64 * 1024 * 1024);
+    let mut pending = bytes::BytesMut::new();
     let (mut sent, mut failed) = (0usize, 0usize);
     for f in &files {
         let bytes = read_input(f)?;
@@ -326,17 +339,15 @@ fn send(a: SendArgs, out: &mut impl Write) -> Result<ExitCode> {
             _ => vec![(bytes.clone(), false)],
         };
         for (msg, enhanced) in frames {
-            let mut frame = Vec::with_capacity(msg.len() + 3);
-            frame.push(0x0b);
-            frame.extend_from_slice(&msg);
-            frame.extend_from_slice(&[0x1c, 0x0d]);
+            let mut frame = bytes::BytesMut::with_capacity(msg.len() + 3);
+            tokio_util::codec::Encoder::encode(&mut codec, &msg, &mut frame)?;
             stream
                 .write_all(&frame)
                 .with_context(|| format!("sending {}", f.display()))?;
             sent += 1;
             let mut acks = Vec::new();
             stream.set_read_timeout(Some(Duration::from_secs(a.timeout.max(1))))?;
-            match read_frame(&mut stream, &mut pending) {
+            match read_frame(&mut stream, &mut codec, &mut pending) {
                 Ok(ack) => acks.push(ack),
                 Err(e) => {
                     failed += 1;
@@ -347,17 +358,13 @@ fn send(a: SendArgs, out: &mut impl Write) -> Result<ExitCode> {
             if enhanced {
                 // A commit ACK may be followed by the application ACK.
                 stream.set_read_timeout(Some(Duration::from_millis(300)))?;
-                if let Ok(ack) = read_frame(&mut stream, &mut pending) {
+                if let Ok(ack) = read_frame(&mut stream, &mut codec, &mut pending) {
                     acks.push(ack);
                 }
             }
             for ack in acks {
+                let accepted = ack_code(&ack).is_some_and(|c| c == "AA" || c == "CA");
                 let text = String::from_utf8_lossy(&ack);
-                let accepted = text
-                    .split(['\r', '\n'])
-                    .find(|l| l.starts_with("MSA"))
-                    .and_then(|l| l.get(4..6))
-                    .is_some_and(|code| code == "AA" || code == "CA");
                 if !accepted {
                     failed += 1;
                 }

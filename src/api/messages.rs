@@ -1,7 +1,7 @@
 //! Operations endpoints: the message log, reprocessing, health and metrics.
 
 use super::{ApiError, AppState};
-use crate::ingest::{self, Source};
+use crate::ingest;
 use crate::store::{MessageFilter, Status, StoredMessage};
 use crate::v2::ack::Outcome;
 use axum::Json;
@@ -186,19 +186,15 @@ pub async fn reprocess(
     }
     let plan = state.pipeline.plan();
     let cfg = state.pipeline.config().clone();
-    let raw = m.raw.clone();
-    let received = m.received_at;
-    let prepared = tokio::task::spawn_blocking(move || {
-        ingest::prepare(&raw, Source::Http, &plan, &cfg, received)
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            e.to_string(),
-        )
-    })?;
+    let prepared = ingest::prepare_blocking(m.raw.clone().into(), plan, cfg, m.received_at)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                format!("reprocessing message {id}: the conversion task failed: {e}"),
+            )
+        })?;
     // A stored row is one message (batches are split before storing).
     let Some(p) = prepared.into_iter().next() else {
         return Err(ApiError::new(
@@ -302,7 +298,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             metrics::gauge!("v2fhir_store_messages", "status" => status).set(n as f64);
         }
     }
-    metrics::gauge!("v2fhir_queue_depth").set(state.pipeline.in_flight() as f64);
+    // Sampled at scrape time rather than updated per message.
+    let in_flight = state.pipeline.in_flight() as f64;
+    metrics::gauge!("v2fhir_queue_depth").set(in_flight);
+    metrics::gauge!("v2fhir_in_flight_messages").set(in_flight);
     (
         [(
             header::CONTENT_TYPE,

@@ -175,17 +175,15 @@ pub async fn post_convert(
         })?;
     }
     let plan = state.pipeline.plan();
-    let prepared = tokio::task::spawn_blocking(move || {
-        ingest::prepare(&body, Source::Http, &plan, &cfg, crate::store::now_micros())
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            e.to_string(),
-        )
-    })?;
+    let prepared = ingest::prepare_blocking(body, plan, cfg, crate::store::now_micros())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                format!("$convert: the conversion task failed: {e}"),
+            )
+        })?;
     let reply = ingest::Reply {
         messages: prepared
             .into_iter()

@@ -38,6 +38,30 @@ enum Arg {
     Int(i64),
 }
 
+/// ` WHERE a AND b`, or nothing.
+fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
+/// A query with every argument bound, in order.
+fn bound(
+    sql: String,
+    args: &[Arg],
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for a in args {
+        q = match a {
+            Arg::Text(s) => q.bind(s.clone()),
+            Arg::Int(i) => q.bind(*i),
+        };
+    }
+    q
+}
+
 impl Store {
     /// A page of the message log, newest first, with the number of all matching messages.
     pub async fn list(&self, f: &MessageFilter) -> Result<MessagePage, StoreError> {
@@ -106,20 +130,8 @@ impl Store {
                 &mut args,
             );
         }
-        let filter_where = if conds.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conds.join(" AND "))
-        };
-        let count_sql = format!("SELECT COUNT(*) FROM messages{filter_where}");
-        let mut count_q = sqlx::query(sqlx::AssertSqlSafe(count_sql));
-        for a in &args {
-            count_q = match a {
-                Arg::Text(s) => count_q.bind(s.clone()),
-                Arg::Int(i) => count_q.bind(*i),
-            };
-        }
-        let total: i64 = count_q
+        let count_sql = format!("SELECT COUNT(*) FROM messages{}", where_clause(&conds));
+        let total: i64 = bound(count_sql, &args)
             .fetch_one(self.pool())
             .await
             .map_err(db("count matching messages"))?
@@ -134,24 +146,13 @@ impl Store {
                 &mut args,
             );
         }
-        let page_where = if conds.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conds.join(" AND "))
-        };
+        let page_where = where_clause(&conds);
         let limit = f.limit.clamp(1, 1000) as i64;
         let sql = format!(
             "SELECT {COLUMNS} FROM messages{page_where} ORDER BY id DESC LIMIT {}",
             limit + 1
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for a in &args {
-            q = match a {
-                Arg::Text(s) => q.bind(s.clone()),
-                Arg::Int(i) => q.bind(*i),
-            };
-        }
-        let rows = q
+        let rows = bound(sql, &args)
             .fetch_all(self.pool())
             .await
             .map_err(db("list messages"))?;
