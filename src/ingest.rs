@@ -20,7 +20,7 @@
 
 use crate::mapping::eval::{BundleType, ConvertOptions, convert};
 use crate::mapping::plan::Plan;
-use crate::store::{Committed, NewMessage, Status, Store, StoreError, now_micros};
+use crate::store::{Committed, NewMessage, NewResource, Status, Store, StoreError, now_micros};
 use crate::v2::ack::{self, AckCode, AckError, AckOptions, AckPlan, Outcome};
 use crate::v2::{self, Diagnostic, Hl7Error, Location, Message, ParseOptions, Severity};
 use sha2::{Digest, Sha256};
@@ -229,6 +229,7 @@ pub fn prepare(
                     diagnostics: Some(outcome.to_string()),
                     output: None,
                     ack: ack.clone(),
+                    resources: Vec::new(),
                 },
                 acks: vec![ack],
                 outcome: Outcome::Reject,
@@ -293,10 +294,9 @@ fn prepare_message(
         Outcome::Error => Status::Error,
         Outcome::Reject => Status::Rejected,
     };
-    let output = if outcome == Outcome::Accept {
-        conv.bundle.as_ref().map(json_text)
-    } else {
-        None
+    let (output, resources) = match (&conv.bundle, outcome) {
+        (Some(b), Outcome::Accept) => (Some(json_text(b)), NewResource::from_bundle(b)),
+        _ => (None, Vec::new()),
     };
     let diagnostics = if conv.issues.is_empty() && msg.diagnostics().is_empty() {
         None
@@ -323,6 +323,7 @@ fn prepare_message(
             diagnostics,
             output,
             ack: acks.join("\n"),
+            resources,
         },
         acks,
         outcome,

@@ -20,6 +20,7 @@ fn row(control: &str, raw: &[u8], status: Status, ty: &str, at: i64) -> NewMessa
         diagnostics: None,
         output: Some("{\"resourceType\":\"Bundle\"}".into()),
         ack: format!("MSH|...\rMSA|AA|{control}\r"),
+        resources: Vec::new(),
     }
 }
 
@@ -221,7 +222,7 @@ async fn reopen_keeps_data_and_migrations_are_idempotent() {
             .await
             .unwrap_or_else(|e| panic!("{backend}: reopen: {e}"));
         assert!(
-            s.update_outcome(c[0].id, Status::Converted, Some("{}"), None)
+            s.update_outcome(c[0].id, Status::Converted, Some("{}"), None, &[])
                 .await
                 .unwrap_or(false)
         );

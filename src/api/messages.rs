@@ -210,6 +210,7 @@ pub async fn reprocess(
             p.row.status,
             p.row.output.as_deref(),
             p.row.diagnostics.as_deref(),
+            &p.row.resources,
         )
         .await?;
     tracing::info!(

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): v2 ingest (`/v2/…`, in `sources::http`), the operations endpoints
 //! (`/messages`, `/health`, `/metrics`). Errors are FHIR OperationOutcomes with a fitting status.
 
+pub mod fhir;
 mod messages;
 
 use crate::ingest::Pipeline;
@@ -114,6 +115,15 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/health", get(messages::health))
         .route("/health/live", get(|| async { "ok" }))
         .route("/metrics", get(messages::metrics))
+        .route("/fhir/metadata", get(fhir::metadata))
+        .route("/fhir/_history", get(fhir::history_system))
+        .route("/fhir/Patient/{id}/$everything", get(fhir::everything))
+        .route("/fhir/{type}", get(fhir::search_get))
+        .route("/fhir/{type}/_search", post(fhir::search_post))
+        .route("/fhir/{type}/_history", get(fhir::history_type))
+        .route("/fhir/{type}/{id}", get(fhir::read))
+        .route("/fhir/{type}/{id}/_history", get(fhir::history_instance))
+        .route("/fhir/{type}/{id}/_history/{vid}", get(fhir::vread))
         .fallback(not_found)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -123,6 +133,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         ))
         .layer(RequestBodyLimitLayer::new(cfg.max_body))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .layer(axum::middleware::map_response(limits_as_outcome))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(

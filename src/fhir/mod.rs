@@ -2,4 +2,5 @@
 
 pub mod datetime;
 pub mod ids;
+pub mod search;
 pub mod validate;

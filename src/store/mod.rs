@@ -13,7 +13,9 @@ use sqlx::{AnyPool, Executor, Row};
 use std::time::Duration;
 
 mod query;
+pub mod resources;
 pub use query::{MessageFilter, MessagePage};
+pub use resources::{NewResource, ResourceRow};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,6 +135,8 @@ pub struct NewMessage {
     pub output: Option<String>,
     /// The acknowledgment(s) to send, ER7; several are separated by `\n`.
     pub ack: String,
+    /// The FHIR resources to store with it (converted messages only).
+    pub resources: Vec<NewResource>,
 }
 
 /// What the store did with one [`NewMessage`].
@@ -205,8 +209,14 @@ pub struct Store {
 /// Rows per multi-row INSERT (17 parameters each; SQLite allows 32,766, PostgreSQL 65,535).
 const MAX_ROWS_PER_INSERT: usize = 512;
 
-const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("sqlite.sql"))];
-const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[(1, include_str!("postgres.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("sqlite.sql")),
+    (2, include_str!("sqlite_2.sql")),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("postgres.sql")),
+    (2, include_str!("postgres_2.sql")),
+];
 
 /// Columns read by [`StoredMessage::from_row`], in order.
 pub(crate) const COLUMNS: &str = "id, received_at, updated_at, source, sending_application, \
@@ -343,6 +353,17 @@ impl Store {
         });
     }
 
+    /// A write transaction. On SQLite `BEGIN IMMEDIATE`: a deferred transaction that reads first
+    /// cannot wait for the write lock (SQLite answers "database is locked" at once when, e.g., the
+    /// background RESTART checkpoint holds it), so take it up front and let busy_timeout wait.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(db("begin"))
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -433,7 +454,8 @@ impl Store {
             runs.push(&rows[start..end]);
             start = end;
         }
-        if let [run] = runs.as_slice() {
+        let has_resources = rows.iter().any(|m| !m.resources.is_empty());
+        if let ([run], false) = (runs.as_slice(), has_resources) {
             // One run is one INSERT statement, atomic on its own: no BEGIN/COMMIT round trips.
             // (A concurrent insert of the same message by another replica fails the unique
             // index and so the statement; the caller retries and then sees the original.)
@@ -441,7 +463,7 @@ impl Store {
             return self.commit_run(&mut conn, run).await;
         }
         let mut out: Vec<Committed> = Vec::with_capacity(rows.len());
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.begin_write().await?;
         for run in runs {
             out.extend(self.commit_run(&mut tx, run).await?);
         }
@@ -586,27 +608,31 @@ impl Store {
                 r.try_get(0).map_err(db("read the new id"))?,
             );
         }
-        decided
-            .into_iter()
-            .map(|d| {
-                let key = (
-                    d.m.sending_application.clone(),
-                    d.m.sending_facility.clone(),
-                    d.m.control_id.clone(),
-                );
-                let id = ids.get(&key).copied().ok_or(StoreError::Db {
-                    op: "match inserted rows",
-                    source: sqlx::Error::RowNotFound,
-                })?;
-                Ok(Committed {
-                    id,
-                    status: d.status,
-                    ack: d.ack,
-                    duplicate_of: d.duplicate_of,
-                    collision: d.collision,
-                })
-            })
-            .collect()
+        let mut committed = Vec::with_capacity(decided.len());
+        let mut resources: Vec<(i64, &NewResource)> = Vec::new();
+        for d in decided {
+            let key = (
+                d.m.sending_application.clone(),
+                d.m.sending_facility.clone(),
+                d.m.control_id.clone(),
+            );
+            let id = ids.get(&key).copied().ok_or(StoreError::Db {
+                op: "match inserted rows",
+                source: sqlx::Error::RowNotFound,
+            })?;
+            if d.status == Status::Converted {
+                resources.extend(d.m.resources.iter().map(|r| (id, r)));
+            }
+            committed.push(Committed {
+                id,
+                status: d.status,
+                ack: d.ack,
+                duplicate_of: d.duplicate_of,
+                collision: d.collision,
+            });
+        }
+        resources::apply(conn, &resources, now).await?;
+        Ok(committed)
     }
 
     /// One message by id.
@@ -623,14 +649,17 @@ impl Store {
             .map_err(db("decode a message"))
     }
 
-    /// Replace the outcome of a message after reprocessing (same row: its history is the log).
+    /// Replace the outcome of a message after reprocessing (same row: its history is the log),
+    /// storing its resources (new versions where they changed) in the same transaction.
     pub async fn update_outcome(
         &self,
         id: i64,
         status: Status,
         output: Option<&str>,
         diagnostics: Option<&str>,
+        resources: &[NewResource],
     ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query(
             "UPDATE messages SET status = $1, output = $2, diagnostics = $3, updated_at = $4 WHERE id = $5",
         )
@@ -639,10 +668,16 @@ impl Store {
         .bind(diagnostics)
         .bind(now_micros())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db("update a message"))?;
-        Ok(r.rows_affected() == 1)
+        let found = r.rows_affected() == 1;
+        if found && status == Status::Converted {
+            let items: Vec<(i64, &NewResource)> = resources.iter().map(|r| (id, r)).collect();
+            resources::apply(&mut tx, &items, now_micros()).await?;
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(found)
     }
 
     /// Number of logged messages per status (for metrics and health).

@@ -1,0 +1,1132 @@
+//! The FHIR resource store: versioned resources (PUT by id), written in the transaction of the
+//! message that produced them, with their search index rows; reads, history, search and
+//! `$everything` for the `/fhir` facade.
+//!
+//! Tables (`sqlite_2.sql`, `postgres_2.sql`): `resources` holds one row per `Type/id` (its current
+//! version, hash and a stable integer key `rid`); `resource_versions` every version's JSON;
+//! `idx_token`, `idx_string`, `idx_date`, `idx_ref`, `idx_quantity` the search index of the
+//! current version. The stored JSON carries neither `meta.versionId` nor `meta.lastUpdated`:
+//! they are columns, put into the resource when it is read.
+
+use super::{Store, StoreError, db};
+use crate::fhir::search::IndexRows;
+use crate::fhir::search::query::{Cond, Include, Prefix, SearchQuery, StrMode};
+use sqlx::Row;
+use std::collections::{HashMap, HashSet};
+
+/// A resource produced by a conversion, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewResource {
+    /// `Patient`.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// The resource JSON.
+    pub content: String,
+    /// SHA-256 of `content`, hex: an unchanged resource makes no new version.
+    pub hash: String,
+    /// A delete (from a transaction entry `DELETE Type/id`).
+    pub deleted: bool,
+    /// Search index rows.
+    pub index: IndexRows,
+}
+
+impl NewResource {
+    /// From a resource in a Bundle entry. `None` without `resourceType` or `id`.
+    pub fn from_json(resource: &serde_json::Value) -> Option<NewResource> {
+        let resource_type = resource.get("resourceType")?.as_str()?.to_string();
+        let id = resource.get("id")?.as_str()?.to_string();
+        let content = serde_json::to_string(resource).ok()?;
+        let hash = crate::ingest::content_hash(content.as_bytes());
+        Some(NewResource {
+            resource_type,
+            id,
+            index: crate::fhir::search::index(resource),
+            content,
+            hash,
+            deleted: false,
+        })
+    }
+
+    /// A delete of `Type/id`.
+    pub fn delete(resource_type: &str, id: &str) -> NewResource {
+        NewResource {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            content: String::new(),
+            hash: String::new(),
+            deleted: true,
+            index: IndexRows::default(),
+        }
+    }
+
+    /// The resources of a Bundle's entries (deletes from `request.method = DELETE`).
+    pub fn from_bundle(bundle: &serde_json::Value) -> Vec<NewResource> {
+        let Some(entries) = bundle.get("entry").and_then(|e| e.as_array()) else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter_map(|e| {
+                let req = e.get("request");
+                if req.and_then(|r| r.get("method")).and_then(|m| m.as_str()) == Some("DELETE") {
+                    let url = req?.get("url")?.as_str()?;
+                    let (ty, id) = url.split_once('/')?;
+                    return Some(NewResource::delete(ty, id));
+                }
+                NewResource::from_json(e.get("resource")?)
+            })
+            .collect()
+    }
+}
+
+/// One stored resource version.
+#[derive(Debug, Clone)]
+pub struct ResourceRow {
+    /// Stable integer key of the resource.
+    pub rid: i64,
+    /// Type.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// Version (1, 2, …).
+    pub version: i64,
+    /// µs since the epoch.
+    pub last_updated: i64,
+    /// This version is a delete.
+    pub deleted: bool,
+    /// JSON without `meta.versionId`/`meta.lastUpdated` (empty for deletes).
+    pub content: String,
+    /// The message that produced this version.
+    pub message_id: Option<i64>,
+}
+
+impl ResourceRow {
+    /// The resource with `meta.versionId` and `meta.lastUpdated` set.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&self.content).unwrap_or_else(|_| serde_json::json!({}));
+        if let Some(obj) = v.as_object_mut() {
+            let meta = obj.entry("meta").or_insert_with(|| serde_json::json!({}));
+            if let Some(m) = meta.as_object_mut() {
+                m.insert("versionId".into(), self.version.to_string().into());
+                m.insert("lastUpdated".into(), instant(self.last_updated).into());
+            }
+        }
+        v
+    }
+}
+
+/// A µs timestamp as a FHIR instant (UTC, milliseconds).
+pub fn instant(us: i64) -> String {
+    match jiff::Timestamp::from_microsecond(us) {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        Err(_) => "1970-01-01T00:00:00.000Z".into(),
+    }
+}
+
+/// A page of search results.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    /// All matches (not only this page); `None` when not counted.
+    pub total: Option<i64>,
+    /// This page's matches, in order.
+    pub matches: Vec<ResourceRow>,
+    /// Resources added by `_include` / `_revinclude`.
+    pub included: Vec<ResourceRow>,
+    /// Position to continue after (`_page`), when there are more.
+    pub next: Option<(i64, i64)>,
+}
+
+/// A page of history, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPage {
+    /// Versions (deletes included).
+    pub versions: Vec<ResourceRow>,
+    /// All versions matching (not only this page).
+    pub total: i64,
+    /// `(last_updated, rid, version)` of the last entry, when there are more.
+    pub next: Option<(i64, i64, i64)>,
+}
+
+/// SQL argument.
+#[derive(Debug, Clone)]
+enum Arg {
+    Text(String),
+    Int(i64),
+    Real(f64),
+}
+
+/// A SQL text with its arguments, numbered `$1…` as they are pushed.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    fn arg(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len())
+    }
+    fn text(&mut self, s: &str) -> String {
+        self.arg(Arg::Text(s.to_string()))
+    }
+    fn int(&mut self, i: i64) -> String {
+        self.arg(Arg::Int(i))
+    }
+    fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+        bind_all(&self.text, &self.args)
+    }
+}
+
+fn bind_all<'a>(
+    sql: &str,
+    args: &'a [Arg],
+) -> sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+    for a in args {
+        q = match a {
+            Arg::Text(s) => q.bind(s.as_str()),
+            Arg::Int(i) => q.bind(*i),
+            Arg::Real(f) => q.bind(*f),
+        };
+    }
+    q
+}
+
+/// Rows per multi-row statement (at most 6 columns: far under both databases' limits).
+const CHUNK: usize = 500;
+
+/// `($1, $2), ($3, $4)…` for `rows` rows of `cols` columns.
+fn values_list(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&format!("${}", r * cols + c + 1));
+        }
+        s.push(')');
+    }
+    s
+}
+
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const ROW_COLS: &str =
+    "r.rid, r.type, r.id, v.version, v.last_updated, v.deleted, v.content, v.message_id";
+
+fn row_of(r: &sqlx::any::AnyRow) -> Result<ResourceRow, sqlx::Error> {
+    Ok(ResourceRow {
+        rid: r.try_get(0)?,
+        resource_type: r.try_get(1)?,
+        id: r.try_get(2)?,
+        version: r.try_get(3)?,
+        last_updated: r.try_get(4)?,
+        deleted: r.try_get::<i32, _>(5)? != 0,
+        content: r.try_get(6)?,
+        message_id: r.try_get(7)?,
+    })
+}
+
+/// Write the resources of committed messages, in order: a new version for each resource whose
+/// content changed (or that is new), its index rows replaced. Runs inside the caller's
+/// transaction.
+pub(crate) async fn apply(
+    conn: &mut sqlx::AnyConnection,
+    items: &[(i64, &NewResource)],
+    now: i64,
+) -> Result<(), StoreError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    // 1. Current state of every resource named.
+    struct State {
+        rid: Option<i64>,
+        version: i64,
+        hash: String,
+        deleted: bool,
+        changed: bool,
+        index: Option<usize>,
+    }
+    let mut state: HashMap<(String, String), State> = HashMap::new();
+    let ids: Vec<&str> = {
+        let mut seen = HashSet::new();
+        items
+            .iter()
+            .map(|(_, r)| r.id.as_str())
+            .filter(|id| seen.insert(*id))
+            .collect()
+    };
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT rid, type, id, version, hash, deleted FROM resources WHERE id IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db("look up resources"))?
+        {
+            let key: (String, String) = (
+                r.try_get(1).map_err(db("read type"))?,
+                r.try_get(2).map_err(db("read id"))?,
+            );
+            state.insert(
+                key,
+                State {
+                    rid: Some(r.try_get(0).map_err(db("read rid"))?),
+                    version: r.try_get(3).map_err(db("read version"))?,
+                    hash: r.try_get(4).map_err(db("read hash"))?,
+                    deleted: r.try_get::<i32, _>(5).map_err(db("read deleted"))? != 0,
+                    changed: false,
+                    index: None,
+                },
+            );
+        }
+    }
+    // 2. Decide versions in order.
+    let mut versions: Vec<((String, String), i64, usize, i64)> = Vec::new(); // key, version, item, message
+    for (i, (message_id, r)) in items.iter().enumerate() {
+        let key = (r.resource_type.clone(), r.id.clone());
+        let s = state.entry(key.clone()).or_insert(State {
+            rid: None,
+            version: 0,
+            hash: String::new(),
+            deleted: true,
+            changed: false,
+            index: None,
+        });
+        if s.deleted == r.deleted && (r.deleted || s.hash == r.hash) {
+            continue; // unchanged (or deleting what is not there)
+        }
+        s.version += 1;
+        s.hash = r.hash.clone();
+        s.deleted = r.deleted;
+        s.changed = true;
+        s.index = Some(i);
+        versions.push((key, s.version, i, *message_id));
+    }
+    if versions.is_empty() {
+        return Ok(());
+    }
+    // 3. Upsert the current rows, learning the rid of new ones.
+    let changed: Vec<(&(String, String), &State)> =
+        state.iter().filter(|(_, s)| s.changed).collect();
+    let mut rids: HashMap<(String, String), i64> = HashMap::new();
+    for chunk in changed.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO resources (type, id, version, last_updated, hash, deleted) VALUES {} \
+             ON CONFLICT (id, type) DO UPDATE SET version = excluded.version, \
+             last_updated = excluded.last_updated, hash = excluded.hash, deleted = excluded.deleted \
+             RETURNING rid, type, id",
+            values_list(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ((ty, id), s) in chunk {
+            q = q
+                .bind(ty.as_str())
+                .bind(id.as_str())
+                .bind(s.version)
+                .bind(now)
+                .bind(s.hash.as_str())
+                .bind(s.deleted as i32);
+        }
+        for r in q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db("write resources"))?
+        {
+            rids.insert(
+                (
+                    r.try_get(1).map_err(db("read type"))?,
+                    r.try_get(2).map_err(db("read id"))?,
+                ),
+                r.try_get(0).map_err(db("read rid"))?,
+            );
+        }
+    }
+    let rid_of = |k: &(String, String)| {
+        rids.get(k).copied().ok_or(StoreError::Db {
+            op: "match written resources",
+            source: sqlx::Error::RowNotFound,
+        })
+    };
+    // 4. The versions.
+    for chunk in versions.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO resource_versions (rid, version, last_updated, message_id, deleted, content) VALUES {}",
+            values_list(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (key, version, i, message_id) in chunk {
+            let r = items[*i].1;
+            q = q
+                .bind(rid_of(key)?)
+                .bind(*version)
+                .bind(now)
+                .bind(*message_id)
+                .bind(r.deleted as i32)
+                .bind(r.content.as_str());
+        }
+        q.execute(&mut *conn)
+            .await
+            .map_err(db("write resource versions"))?;
+    }
+    // 5. Index rows: drop those of the previous versions, write the current ones.
+    let old: Vec<i64> = changed.iter().filter_map(|(_, s)| s.rid).collect();
+    for chunk in old.chunks(CHUNK) {
+        for table in [
+            "idx_token",
+            "idx_string",
+            "idx_date",
+            "idx_ref",
+            "idx_quantity",
+        ] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE rid IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for rid in chunk {
+                q = q.bind(*rid);
+            }
+            q.execute(&mut *conn)
+                .await
+                .map_err(db("replace index rows"))?;
+        }
+    }
+    let mut token = Vec::new();
+    let mut string = Vec::new();
+    let mut date = Vec::new();
+    let mut refs = Vec::new();
+    let mut qty = Vec::new();
+    for (key, s) in &changed {
+        let (Some(i), false) = (s.index, s.deleted) else {
+            continue;
+        };
+        let rid = rid_of(key)?;
+        let ix = &items[i].1.index;
+        for (k, sys, code) in &ix.tokens {
+            token.push(vec![
+                Arg::Int(rid),
+                Arg::Text(k.to_string()),
+                Arg::Text(sys.clone()),
+                Arg::Text(code.clone()),
+            ]);
+        }
+        for (k, norm, exact) in &ix.strings {
+            string.push(vec![
+                Arg::Int(rid),
+                Arg::Text(k.to_string()),
+                Arg::Text(norm.clone()),
+                Arg::Text(exact.clone()),
+            ]);
+        }
+        for (k, lo, hi) in &ix.dates {
+            date.push(vec![
+                Arg::Int(rid),
+                Arg::Text(k.to_string()),
+                Arg::Int(*lo),
+                Arg::Int(*hi),
+            ]);
+        }
+        for (k, target) in &ix.refs {
+            refs.push(vec![
+                Arg::Int(rid),
+                Arg::Text(k.clone()),
+                Arg::Text(target.clone()),
+            ]);
+        }
+        for (k, v, sys, code) in &ix.quantities {
+            qty.push(vec![
+                Arg::Int(rid),
+                Arg::Text(k.to_string()),
+                Arg::Real(*v),
+                Arg::Text(sys.clone()),
+                Arg::Text(code.clone()),
+            ]);
+        }
+    }
+    for (table, cols, rows) in [
+        ("idx_token (rid, key, system, code)", 4, token),
+        ("idx_string (rid, key, norm, exact)", 4, string),
+        ("idx_date (rid, key, lo, hi)", 4, date),
+        ("idx_ref (rid, key, target)", 3, refs),
+        ("idx_quantity (rid, key, value, system, code)", 5, qty),
+    ] {
+        for chunk in rows.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO {table} VALUES {}",
+                values_list(chunk.len(), cols)
+            );
+            let args: Vec<Arg> = chunk.iter().flatten().cloned().collect();
+            bind_all(&sql, &args)
+                .execute(&mut *conn)
+                .await
+                .map_err(db("write index rows"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `lo`/`hi` columns against a search range per prefix (R4 date search semantics).
+fn range_cond(prefix: Prefix, lo_col: &str, hi_col: &str, plo: &str, phi: &str) -> String {
+    let within = format!("({lo_col} >= {plo} AND {hi_col} <= {phi})");
+    match prefix {
+        Prefix::Eq => within,
+        Prefix::Ne => format!("NOT {within}"),
+        Prefix::Gt => format!("{hi_col} > {phi}"),
+        Prefix::Lt => format!("{lo_col} < {plo}"),
+        Prefix::Ge => format!("({hi_col} > {phi} OR {within})"),
+        Prefix::Le => format!("({lo_col} < {plo} OR {within})"),
+    }
+}
+
+/// The upper bound of a prefix range in byte order: the value followed by U+10FFFF.
+fn prefix_end(v: &str) -> String {
+    format!("{v}\u{10FFFF}")
+}
+
+fn like_escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// A boolean SQL expression for `cond` on the resource whose rid is `rid` (a column).
+fn cond_sql(sql: &mut Sql, cond: &Cond, rid: &str) -> String {
+    match cond {
+        Cond::Id(id) => {
+            let p = sql.text(id);
+            format!("{rid} IN (SELECT rid FROM resources WHERE id = {p})")
+        }
+        Cond::LastUpdated(prefix, lo, hi) => {
+            let (plo, phi) = (sql.int(*lo), sql.int(*hi));
+            let c = range_cond(*prefix, "x.last_updated", "x.last_updated", &plo, &phi);
+            format!("{rid} IN (SELECT x.rid FROM resources x WHERE {c})")
+        }
+        Cond::Token { key, system, code } => {
+            let k = sql.text(key);
+            let mut c = format!("t.key = {k}");
+            if let Some(code) = code {
+                c += &format!(" AND t.code = {}", sql.text(code));
+            }
+            if let Some(system) = system {
+                c += &format!(" AND t.system = {}", sql.text(system));
+            }
+            format!("EXISTS (SELECT 1 FROM idx_token t WHERE t.rid = {rid} AND {c})")
+        }
+        Cond::Str { key, mode, value } => {
+            let k = sql.text(key);
+            let c = match mode {
+                StrMode::Exact => format!("s.exact = {}", sql.text(value)),
+                StrMode::Prefix => {
+                    let lo = sql.text(value);
+                    let hi = sql.text(&prefix_end(value));
+                    format!("s.norm >= {lo} AND s.norm < {hi}")
+                }
+                StrMode::Contains => {
+                    let p = sql.text(&format!("%{}%", like_escape(value)));
+                    format!("s.norm LIKE {p} ESCAPE '\\'")
+                }
+            };
+            format!(
+                "EXISTS (SELECT 1 FROM idx_string s WHERE s.rid = {rid} AND s.key = {k} AND {c})"
+            )
+        }
+        Cond::Date {
+            key,
+            prefix,
+            lo,
+            hi,
+        } => {
+            let k = sql.text(key);
+            let (plo, phi) = (sql.int(*lo), sql.int(*hi));
+            let c = range_cond(*prefix, "d.lo", "d.hi", &plo, &phi);
+            format!("EXISTS (SELECT 1 FROM idx_date d WHERE d.rid = {rid} AND d.key = {k} AND {c})")
+        }
+        Cond::Ref { key, targets } => {
+            let k = sql.text(key);
+            let list = targets
+                .iter()
+                .map(|t| sql.text(t))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "EXISTS (SELECT 1 FROM idx_ref f WHERE f.rid = {rid} AND f.key = {k} AND f.target IN ({list}))"
+            )
+        }
+        Cond::Chain {
+            key,
+            target_type,
+            inner,
+        } => {
+            let k = sql.text(key);
+            let ty = sql.text(target_type);
+            let c = cond_sql(sql, inner, "c.rid");
+            let prefix_len = target_type.len() + 2;
+            format!(
+                "EXISTS (SELECT 1 FROM idx_ref f JOIN resources c ON c.type = {ty} \
+                 AND c.id = SUBSTR(f.target, {prefix_len}) \
+                 WHERE f.rid = {rid} AND f.key = {k} AND f.target >= {ty} || '/' AND f.target < {ty} || '0' \
+                 AND c.deleted = 0 AND {c})"
+            )
+        }
+        Cond::Quantity {
+            key,
+            prefix,
+            lo,
+            hi,
+            system,
+            code,
+        } => {
+            let k = sql.text(key);
+            let plo = sql.arg(Arg::Real(*lo));
+            let phi = sql.arg(Arg::Real(*hi));
+            let mut c = match prefix {
+                Prefix::Eq => format!("q.value >= {plo} AND q.value < {phi}"),
+                Prefix::Ne => format!("NOT (q.value >= {plo} AND q.value < {phi})"),
+                Prefix::Gt => format!("q.value >= {phi}"),
+                Prefix::Lt => format!("q.value < {plo}"),
+                Prefix::Ge => format!("q.value >= {plo}"),
+                Prefix::Le => format!("q.value < {phi}"),
+            };
+            if let Some(s) = system {
+                c += &format!(" AND q.system = {}", sql.text(s));
+            }
+            if let Some(s) = code {
+                c += &format!(" AND q.code = {}", sql.text(s));
+            }
+            format!(
+                "EXISTS (SELECT 1 FROM idx_quantity q WHERE q.rid = {rid} AND q.key = {k} AND {c})"
+            )
+        }
+    }
+}
+
+/// A set of rids to start from that contains every match, when one condition narrows the search
+/// well (an id, a reference, an identifier): lets the database drive from that index instead of
+/// probing every resource of the type.
+fn driver_sql(sql: &mut Sql, q: &SearchQuery) -> Option<String> {
+    let rank = |c: &Cond| match c {
+        Cond::Id(_) => 0,
+        Cond::Ref { .. } => 1,
+        Cond::Token { code: Some(_), .. } => 2,
+        Cond::Chain { .. } => 3,
+        _ => 9,
+    };
+    let group = q
+        .and
+        .iter()
+        .filter(|g| g.iter().all(|c| rank(c) < 9))
+        .min_by_key(|g| g.iter().map(rank).max().unwrap_or(9))?;
+    let parts: Vec<String> = group
+        .iter()
+        .map(|c| match c {
+            Cond::Id(id) => {
+                let p = sql.text(id);
+                format!("SELECT rid FROM resources WHERE id = {p}")
+            }
+            Cond::Ref { key, targets } => {
+                let k = sql.text(key);
+                let list = targets
+                    .iter()
+                    .map(|t| sql.text(t))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("SELECT rid FROM idx_ref WHERE target IN ({list}) AND key = {k}")
+            }
+            Cond::Token {
+                key,
+                code: Some(code),
+                ..
+            } => {
+                let k = sql.text(key);
+                let c = sql.text(code);
+                format!("SELECT rid FROM idx_token WHERE key = {k} AND code = {c}")
+            }
+            Cond::Chain { key, .. } => {
+                // Every resource with a reference at this element (the chain itself is checked
+                // by the condition).
+                let k = sql.text(key);
+                format!("SELECT rid FROM idx_ref WHERE key = {k}")
+            }
+            _ => String::from("SELECT rid FROM resources"),
+        })
+        .collect();
+    Some(parts.join(" UNION "))
+}
+
+/// The WHERE clause (conditions only) of a search, over `resources r`.
+fn where_sql(sql: &mut Sql, q: &SearchQuery) -> String {
+    let ty = sql.text(&q.resource);
+    let mut conds = vec![format!("r.type = {ty}"), "r.deleted = 0".to_string()];
+    if let Some(d) = driver_sql(sql, q) {
+        conds.push(format!("r.rid IN ({d})"));
+    }
+    for group in &q.and {
+        let alts: Vec<String> = group.iter().map(|c| cond_sql(sql, c, "r.rid")).collect();
+        conds.push(if alts.len() == 1 {
+            alts.into_iter().next().unwrap_or_default()
+        } else {
+            format!("({})", alts.join(" OR "))
+        });
+    }
+    conds.join(" AND ")
+}
+
+impl Store {
+    /// The current version of `Type/id` (deleted ones too: the caller answers 410).
+    pub async fn read_resource(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<ResourceRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ROW_COLS} FROM resources r JOIN resource_versions v \
+             ON v.rid = r.rid AND v.version = r.version WHERE r.id = $1 AND r.type = $2"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(resource_type)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db("read a resource"))?;
+        row.as_ref()
+            .map(row_of)
+            .transpose()
+            .map_err(db("decode a resource"))
+    }
+
+    /// One version of `Type/id`.
+    pub async fn vread_resource(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<ResourceRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ROW_COLS} FROM resources r JOIN resource_versions v ON v.rid = r.rid \
+             WHERE r.id = $1 AND r.type = $2 AND v.version = $3"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(resource_type)
+            .bind(version)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db("read a resource version"))?;
+        row.as_ref()
+            .map(row_of)
+            .transpose()
+            .map_err(db("decode a resource version"))
+    }
+
+    /// History, newest first: of one resource (`id`), of a type, or of everything.
+    pub async fn history(
+        &self,
+        resource_type: Option<&str>,
+        id: Option<&str>,
+        since: Option<i64>,
+        count: u32,
+        before: Option<(i64, i64, i64)>,
+    ) -> Result<HistoryPage, StoreError> {
+        let mut sql = Sql::default();
+        let mut conds = Vec::new();
+        if let Some(t) = resource_type {
+            conds.push(format!("r.type = {}", sql.text(t)));
+        }
+        if let Some(i) = id {
+            conds.push(format!("r.id = {}", sql.text(i)));
+        }
+        if let Some(s) = since {
+            conds.push(format!("v.last_updated >= {}", sql.int(s)));
+        }
+        let from = "FROM resource_versions v JOIN resources r ON r.rid = v.rid";
+        let wh = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
+        sql.text = format!("SELECT COUNT(*) {from}{wh}");
+        let total: i64 = sql
+            .query()
+            .fetch_one(self.pool())
+            .await
+            .map_err(db("count history"))?
+            .try_get(0)
+            .map_err(db("decode a count"))?;
+        if let Some((lu, rid, ver)) = before {
+            let (a, b, c) = (sql.int(lu), sql.int(rid), sql.int(ver));
+            conds.push(format!(
+                "(v.last_updated < {a} OR (v.last_updated = {a} AND (v.rid < {b} OR (v.rid = {b} AND v.version < {c}))))"
+            ));
+        }
+        let wh = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
+        let limit = count.clamp(1, crate::fhir::search::query::MAX_COUNT) as i64;
+        sql.text = format!(
+            "SELECT {ROW_COLS} {from}{wh} ORDER BY v.last_updated DESC, v.rid DESC, v.version DESC LIMIT {}",
+            limit + 1
+        );
+        let rows = sql
+            .query()
+            .fetch_all(self.pool())
+            .await
+            .map_err(db("read history"))?;
+        let mut versions = rows
+            .iter()
+            .map(row_of)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db("decode history"))?;
+        let next = if versions.len() as i64 > limit {
+            versions.truncate(limit as usize);
+            versions.last().map(|v| (v.last_updated, v.rid, v.version))
+        } else {
+            None
+        };
+        Ok(HistoryPage {
+            versions,
+            total,
+            next,
+        })
+    }
+
+    /// Current versions by rid, in the order given (missing ones left out).
+    async fn rows_by_rid(&self, rids: &[i64]) -> Result<Vec<ResourceRow>, StoreError> {
+        let mut by_rid: HashMap<i64, ResourceRow> = HashMap::new();
+        for chunk in rids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {ROW_COLS} FROM resources r JOIN resource_versions v \
+                 ON v.rid = r.rid AND v.version = r.version WHERE r.rid IN ({}) AND r.deleted = 0",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for rid in chunk {
+                q = q.bind(*rid);
+            }
+            for r in q
+                .fetch_all(self.pool())
+                .await
+                .map_err(db("read resources"))?
+            {
+                let row = row_of(&r).map_err(db("decode a resource"))?;
+                by_rid.insert(row.rid, row);
+            }
+        }
+        Ok(rids.iter().filter_map(|r| by_rid.remove(r)).collect())
+    }
+
+    /// A search page (see [`SearchQuery`]).
+    pub async fn search(
+        &self,
+        q: &SearchQuery,
+        count_total: bool,
+    ) -> Result<SearchPage, StoreError> {
+        let mut sql = Sql::default();
+        let wh = where_sql(&mut sql, q);
+        let total = if count_total || q.summary_count {
+            sql.text = format!("SELECT COUNT(*) FROM resources r WHERE {wh}");
+            Some(
+                sql.query()
+                    .fetch_one(self.pool())
+                    .await
+                    .map_err(db("count search matches"))?
+                    .try_get::<i64, _>(0)
+                    .map_err(db("decode a count"))?,
+            )
+        } else {
+            None
+        };
+        if q.summary_count || q.count == 0 {
+            return Ok(SearchPage {
+                total,
+                ..SearchPage::default()
+            });
+        }
+        // Sort key: a number per resource (missing dates last), ties broken by rid.
+        let (sk, desc) = match &q.sort {
+            None => ("r.rid".to_string(), false),
+            Some(s) => {
+                let expr = match s.date_key {
+                    None => "r.last_updated".to_string(),
+                    Some(k) => {
+                        let k = sql.text(k);
+                        let (agg, missing) = if s.desc {
+                            ("MAX(d.hi)", i64::MIN)
+                        } else {
+                            ("MIN(d.lo)", i64::MAX)
+                        };
+                        format!(
+                            "COALESCE((SELECT {agg} FROM idx_date d WHERE d.rid = r.rid AND d.key = {k}), {missing})"
+                        )
+                    }
+                };
+                (expr, s.desc)
+            }
+        };
+        let mut outer = String::new();
+        if let Some((v, rid)) = q.after {
+            let (a, b) = (sql.int(v), sql.int(rid));
+            outer = if desc {
+                format!(" WHERE (t.sk < {a} OR (t.sk = {a} AND t.rid < {b}))")
+            } else {
+                format!(" WHERE (t.sk > {a} OR (t.sk = {a} AND t.rid > {b}))")
+            };
+        }
+        let dir = if desc { "DESC" } else { "ASC" };
+        let limit = q.count as i64;
+        sql.text = format!(
+            "SELECT t.rid, t.sk FROM (SELECT r.rid AS rid, {sk} AS sk FROM resources r WHERE {wh}) t{outer} \
+             ORDER BY t.sk {dir}, t.rid {dir} LIMIT {}",
+            limit + 1
+        );
+        let rows = sql
+            .query()
+            .fetch_all(self.pool())
+            .await
+            .map_err(db("search"))?;
+        let mut hits: Vec<(i64, i64)> = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db("decode search results"))?;
+        let next = if hits.len() as i64 > limit {
+            hits.truncate(limit as usize);
+            hits.last().map(|(rid, sk)| (*sk, *rid))
+        } else {
+            None
+        };
+        let rids: Vec<i64> = hits.iter().map(|(rid, _)| *rid).collect();
+        let matches = self.rows_by_rid(&rids).await?;
+        let included = self.includes(&matches, &q.include, &q.revinclude).await?;
+        Ok(SearchPage {
+            total,
+            matches,
+            included,
+            next,
+        })
+    }
+
+    async fn includes(
+        &self,
+        matches: &[ResourceRow],
+        include: &[Include],
+        revinclude: &[Include],
+    ) -> Result<Vec<ResourceRow>, StoreError> {
+        if matches.is_empty() || (include.is_empty() && revinclude.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let have: HashSet<i64> = matches.iter().map(|m| m.rid).collect();
+        let mut extra: Vec<i64> = Vec::new();
+        for inc in include {
+            let sources: Vec<i64> = matches
+                .iter()
+                .filter(|m| m.resource_type == inc.source)
+                .map(|m| m.rid)
+                .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            let mut sql = Sql::default();
+            let list = sources
+                .iter()
+                .map(|r| sql.int(*r))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut c = format!("rid IN ({list})");
+            if let Some(k) = inc.key {
+                c += &format!(" AND key = {}", sql.text(k));
+            }
+            sql.text = format!("SELECT DISTINCT target FROM idx_ref WHERE {c}");
+            let targets: Vec<String> = sql
+                .query()
+                .fetch_all(self.pool())
+                .await
+                .map_err(db("find included references"))?
+                .iter()
+                .filter_map(|r| r.try_get::<String, _>(0).ok())
+                .filter(|t| {
+                    inc.target
+                        .as_ref()
+                        .is_none_or(|ty| t.starts_with(&format!("{ty}/")))
+                })
+                .collect();
+            extra.extend(self.rids_by_keys_exact(&targets).await?);
+        }
+        for inc in revinclude {
+            let targets: Vec<String> = matches
+                .iter()
+                .filter(|m| inc.target.as_ref().is_none_or(|t| *t == m.resource_type))
+                .map(|m| format!("{}/{}", m.resource_type, m.id))
+                .collect();
+            for chunk in targets.chunks(CHUNK) {
+                let mut sql = Sql::default();
+                let list = chunk
+                    .iter()
+                    .map(|t| sql.text(t))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let src = sql.text(&inc.source);
+                let mut c = format!("f.target IN ({list}) AND r.type = {src} AND r.deleted = 0");
+                if let Some(k) = inc.key {
+                    c += &format!(" AND f.key = {}", sql.text(k));
+                }
+                sql.text = format!(
+                    "SELECT DISTINCT f.rid FROM idx_ref f JOIN resources r ON r.rid = f.rid WHERE {c}"
+                );
+                for r in sql
+                    .query()
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(db("find reverse includes"))?
+                {
+                    extra.push(r.try_get(0).map_err(db("read rid"))?);
+                }
+            }
+        }
+        let mut seen = have;
+        extra.retain(|r| seen.insert(*r));
+        self.rows_by_rid(&extra).await
+    }
+
+    /// rids of `Type/id` keys (types checked).
+    async fn rids_by_keys_exact(&self, keys: &[String]) -> Result<Vec<i64>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let pairs: Vec<(&str, &str)> = chunk.iter().filter_map(|k| k.split_once('/')).collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "SELECT rid, type, id FROM resources WHERE deleted = 0 AND id IN ({})",
+                placeholders(pairs.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (_, id) in &pairs {
+                q = q.bind(*id);
+            }
+            let wanted: HashSet<(&str, &str)> = pairs.iter().copied().collect();
+            for r in q
+                .fetch_all(self.pool())
+                .await
+                .map_err(db("look up resources"))?
+            {
+                let ty: String = r.try_get(1).map_err(db("read type"))?;
+                let id: String = r.try_get(2).map_err(db("read id"))?;
+                if wanted.contains(&(ty.as_str(), id.as_str())) {
+                    out.push(r.try_get(0).map_err(db("read rid"))?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `Patient/{id}/$everything`: the patient, every resource referring to it, and the resources
+    /// those refer to (practitioners, locations, organizations, encounters…), in rid order, paged
+    /// after `after`. `None` when there is no such patient.
+    pub async fn everything(
+        &self,
+        patient_id: &str,
+        since: Option<i64>,
+        count: u32,
+        after: Option<i64>,
+    ) -> Result<Option<(Vec<ResourceRow>, i64, Option<i64>)>, StoreError> {
+        let Some(patient) = self.read_resource("Patient", patient_id).await? else {
+            return Ok(None);
+        };
+        if patient.deleted {
+            return Ok(None);
+        }
+        let target = format!("Patient/{patient_id}");
+        let referring: Vec<i64> = sqlx::query(
+            "SELECT DISTINCT f.rid FROM idx_ref f JOIN resources r ON r.rid = f.rid \
+             WHERE f.target = $1 AND r.deleted = 0",
+        )
+        .bind(target.as_str())
+        .fetch_all(self.pool())
+        .await
+        .map_err(db("find resources of a patient"))?
+        .iter()
+        .filter_map(|r| r.try_get(0).ok())
+        .collect();
+        let mut all: HashSet<i64> = referring.iter().copied().collect();
+        all.insert(patient.rid);
+        let mut second: Vec<String> = Vec::new();
+        for chunk in referring.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT DISTINCT target FROM idx_ref WHERE rid IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for rid in chunk {
+                q = q.bind(*rid);
+            }
+            for r in q
+                .fetch_all(self.pool())
+                .await
+                .map_err(db("find referenced resources"))?
+            {
+                let t: String = r.try_get(0).map_err(db("read target"))?;
+                // Other patients (a linked or merged record) are not this patient's data.
+                if !t.starts_with("Patient/") {
+                    second.push(t);
+                }
+            }
+        }
+        second.sort();
+        second.dedup();
+        all.extend(self.rids_by_keys_exact(&second).await?);
+        let mut rids: Vec<i64> = all.into_iter().collect();
+        rids.sort_unstable();
+        let mut rows = self.rows_by_rid(&rids).await?;
+        if let Some(s) = since {
+            rows.retain(|r| r.last_updated >= s);
+        }
+        let total = rows.len() as i64;
+        if let Some(a) = after {
+            rows.retain(|r| r.rid > a);
+        }
+        let limit = count.clamp(1, crate::fhir::search::query::MAX_COUNT) as usize;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|r| r.rid)
+        } else {
+            None
+        };
+        Ok(Some((rows, total, next)))
+    }
+
+    /// Number of current resources per type.
+    pub async fn resource_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT type, COUNT(*) FROM resources WHERE deleted = 0 GROUP BY type ORDER BY type",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(db("count resources"))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db("decode counts"))
+    }
+}
