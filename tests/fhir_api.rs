@@ -1,0 +1,1082 @@
+//! The FHIR facade (`/fhir`) over real sockets with a real HTTP client, on both store backends:
+//! the developer corpus is ingested, then every search is checked against what the conversions
+//! produced (computed here independently from the returned Bundles).
+
+mod gateway;
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .build()
+        .unwrap_or_else(|e| panic!("http client: {e}"))
+}
+
+const ER7: &str = "x-application/hl7-v2+er7";
+
+type Key = (String, String);
+
+struct Fhir {
+    http: reqwest::Client,
+    base: String,
+    backend: &'static str,
+}
+
+impl Fhir {
+    async fn get_full(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let url = if url.starts_with("http") {
+            url.to_string()
+        } else {
+            format!("{}/fhir/{url}", self.base)
+        };
+        let mut rb = self.http.get(&url);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let r = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: GET {url}: {e}", self.backend));
+        let status = r.status().as_u16();
+        let h = r.headers().clone();
+        (status, h, r.text().await.unwrap_or_default())
+    }
+
+    async fn get(&self, url: &str) -> (u16, Value) {
+        let (s, _, text) = self.get_full(url, &[]).await;
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: {url}: not JSON ({e}): {text}", self.backend));
+        (s, v)
+    }
+
+    /// A search that must succeed; the Bundle.
+    async fn search(&self, url: &str) -> Value {
+        let (s, v) = self.get(url).await;
+        assert_eq!(s, 200, "{}: {url}: {v}", self.backend);
+        assert_eq!(v["type"], "searchset", "{}: {url}", self.backend);
+        v
+    }
+
+    /// Keys of the `match` entries of one page.
+    fn matches(bundle: &Value) -> Vec<Key> {
+        entries(bundle, "match")
+    }
+
+    /// Every match of a search, following `next` links; asserts no resource is seen twice.
+    async fn all(&self, url: &str) -> BTreeSet<Key> {
+        let mut seen = BTreeSet::new();
+        let mut next = Some(url.to_string());
+        let mut pages = 0;
+        while let Some(u) = next {
+            let b = self.search(&u).await;
+            for k in Self::matches(&b) {
+                assert!(
+                    seen.insert(k.clone()),
+                    "{}: {url}: {k:?} seen twice",
+                    self.backend
+                );
+            }
+            next = b["link"].as_array().and_then(|l| {
+                l.iter()
+                    .find(|x| x["relation"] == "next")
+                    .and_then(|x| x["url"].as_str())
+                    .map(String::from)
+            });
+            pages += 1;
+            assert!(pages < 10_000, "{url}: paging does not end");
+        }
+        seen
+    }
+}
+
+fn entries(bundle: &Value, mode: &str) -> Vec<Key> {
+    bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["search"]["mode"] == mode)
+                .map(|x| {
+                    (
+                        x["resource"]["resourceType"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                        x["resource"]["id"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// POST every corpus message; the Bundles of the accepted ones, in order.
+async fn ingest(http: &reqwest::Client, base: &str, files: &[std::path::PathBuf]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for f in files {
+        let body = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let r = http
+            .post(format!("{base}/v2/messages"))
+            .header("content-type", ER7)
+            .header("accept", "application/fhir+json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = r.status().as_u16();
+        let v: Value =
+            serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or(Value::Null);
+        if status == 200 && v["resourceType"] == "Bundle" {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The current content of every resource: the last Bundle naming it wins.
+fn current(bundles: &[Value]) -> BTreeMap<Key, Value> {
+    let mut m = BTreeMap::new();
+    for b in bundles {
+        for e in b["entry"].as_array().into_iter().flatten() {
+            let r = &e["resource"];
+            if let (Some(t), Some(i)) = (r["resourceType"].as_str(), r["id"].as_str()) {
+                m.insert((t.to_string(), i.to_string()), r.clone());
+            }
+        }
+    }
+    m
+}
+
+fn of_type<'a>(
+    all: &'a BTreeMap<Key, Value>,
+    ty: &str,
+) -> impl Iterator<Item = (&'a Key, &'a Value)> {
+    all.iter().filter(move |(k, _)| k.0 == ty)
+}
+
+fn keys_where(all: &BTreeMap<Key, Value>, ty: &str, f: impl Fn(&Value) -> bool) -> BTreeSet<Key> {
+    of_type(all, ty)
+        .filter(|(_, v)| f(v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn codings(v: &Value) -> Vec<(String, String)> {
+    v["coding"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|x| {
+                    Some((
+                        x["system"].as_str().unwrap_or("").to_string(),
+                        x["code"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn subject_of(v: &Value) -> Option<String> {
+    v["subject"]["reference"]
+        .as_str()
+        .or_else(|| v["patient"]["reference"].as_str())
+        .map(String::from)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_over_the_developer_corpus() {
+    let http = client();
+    let mut files: Vec<_> = std::fs::read_dir(gateway::root().join("tests/corpus/fhir-converter"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "hl7"))
+        .collect();
+    files.sort();
+    for (backend, url) in gateway::store_urls("fhir-search").await {
+        let running = gateway::start(&gateway::config(&url)).await;
+        let base = format!(
+            "http://{}",
+            running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+        );
+        let bundles = ingest(&http, &base, &files).await;
+        assert!(
+            bundles.len() > 100,
+            "{backend}: only {} converted",
+            bundles.len()
+        );
+        let all = current(&bundles);
+        let f = Fhir {
+            http: http.clone(),
+            base: base.clone(),
+            backend,
+        };
+
+        // Counts per type, and a full walk of each type in small pages: every resource once.
+        for ty in [
+            "Patient",
+            "Encounter",
+            "Observation",
+            "Immunization",
+            "DiagnosticReport",
+            "Practitioner",
+        ] {
+            let want: BTreeSet<Key> = of_type(&all, ty).map(|(k, _)| k.clone()).collect();
+            assert!(!want.is_empty(), "{backend}: no {ty} in the corpus output");
+            let b = f.search(&format!("{ty}?_summary=count")).await;
+            assert_eq!(b["total"], want.len(), "{backend}: {ty} count");
+            assert!(
+                b.get("entry").is_none(),
+                "{backend}: _summary=count has no entries"
+            );
+            assert_eq!(
+                f.all(&format!("{ty}?_count=7")).await,
+                want,
+                "{backend}: {ty} paging"
+            );
+        }
+        // Sorted paging (newest effective date first) also walks each Observation once.
+        let obs: BTreeSet<Key> = of_type(&all, "Observation")
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(
+            f.all("Observation?_sort=-date&_count=9").await,
+            obs,
+            "{backend}: sorted paging"
+        );
+        let page = f.search("Observation?_sort=date&_count=1000").await;
+        let dates: Vec<String> = page["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                e["resource"]["effectiveDateTime"]
+                    .as_str()
+                    .map(|d| d.chars().take(10).collect())
+            })
+            .collect();
+        assert!(
+            dates.windows(2).all(|w| w[0] <= w[1]),
+            "{backend}: _sort=date order {dates:?}"
+        );
+
+        // Patient by every identifier (system|value): the patient is found, and every hit has it.
+        let mut checked = 0;
+        for (k, p) in of_type(&all, "Patient") {
+            for id in p["identifier"].as_array().into_iter().flatten() {
+                let (Some(sys), Some(val)) = (id["system"].as_str(), id["value"].as_str()) else {
+                    continue;
+                };
+                let want = keys_where(&all, "Patient", |q| {
+                    q["identifier"].as_array().into_iter().flatten().any(|i| {
+                        i["system"].as_str() == Some(sys) && i["value"].as_str() == Some(val)
+                    })
+                });
+                assert!(want.contains(k));
+                let got = f
+                    .all(&format!(
+                        "Patient?identifier={}",
+                        enc(&format!("{sys}|{val}"))
+                    ))
+                    .await;
+                assert_eq!(got, want, "{backend}: identifier {sys}|{val}");
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 5,
+            "{backend}: only {checked} identifiers with a system"
+        );
+        // Value alone and `|value` (no system).
+        let (k, p) = of_type(&all, "Patient")
+            .find(|(_, p)| p["identifier"][0]["value"].is_string())
+            .unwrap_or_else(|| panic!("no identifier"));
+        let val = p["identifier"][0]["value"].as_str().unwrap_or("");
+        assert!(
+            f.all(&format!("Patient?identifier={}", enc(val)))
+                .await
+                .contains(k)
+        );
+        let no_sys = keys_where(&all, "Patient", |q| {
+            q["identifier"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|i| i["system"].is_null() && i["value"] == val)
+        });
+        assert_eq!(
+            f.all(&format!("Patient?identifier=%7C{}", enc(val))).await,
+            no_sys,
+            "{backend}: |value"
+        );
+
+        // Names: family prefix (case-insensitive), :exact, :contains; name matches any part.
+        let family = p["name"][0]["family"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no family"));
+        let prefix: String = family.chars().take(3).collect::<String>().to_lowercase();
+        let want = keys_where(&all, "Patient", |q| {
+            q["name"].as_array().into_iter().flatten().any(|n| {
+                n["family"]
+                    .as_str()
+                    .is_some_and(|x| x.to_lowercase().starts_with(&prefix))
+            })
+        });
+        assert_eq!(
+            f.all(&format!("Patient?family={}", enc(&prefix.to_uppercase())))
+                .await,
+            want,
+            "{backend}: family"
+        );
+        let want_exact = keys_where(&all, "Patient", |q| {
+            q["name"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["family"].as_str() == Some(family))
+        });
+        assert_eq!(
+            f.all(&format!("Patient?family:exact={}", enc(family)))
+                .await,
+            want_exact
+        );
+        assert!(
+            f.all(&format!(
+                "Patient?family:exact={}",
+                enc(&family.to_lowercase())
+            ))
+            .await
+            .len()
+                <= want_exact.len()
+        );
+        let mid: String = family
+            .chars()
+            .skip(1)
+            .take(3)
+            .collect::<String>()
+            .to_lowercase();
+        let want_contains = keys_where(&all, "Patient", |q| {
+            q["name"].as_array().into_iter().flatten().any(|n| {
+                n["family"]
+                    .as_str()
+                    .is_some_and(|x| x.to_lowercase().contains(&mid))
+            })
+        });
+        assert_eq!(
+            f.all(&format!("Patient?family:contains={}", enc(&mid)))
+                .await,
+            want_contains
+        );
+        let given = keys_where(&all, "Patient", |q| {
+            q["name"].as_array().into_iter().flatten().any(|n| {
+                n["given"].as_array().into_iter().flatten().any(|g| {
+                    g.as_str()
+                        .is_some_and(|g| g.to_lowercase().starts_with("a"))
+                })
+            })
+        });
+        assert_eq!(f.all("Patient?given=a").await, given, "{backend}: given");
+        assert!(
+            f.all(&format!("Patient?name={}", enc(&prefix)))
+                .await
+                .is_superset(&want)
+        );
+
+        // Birth date ranges and equality (partial dates: a year matches within it).
+        let want = keys_where(&all, "Patient", |q| {
+            q["birthDate"]
+                .as_str()
+                .is_some_and(|d| d >= "1960-01-01" && d < "1990")
+        });
+        assert!(!want.is_empty());
+        assert_eq!(
+            f.all("Patient?birthdate=ge1960-01-01&birthdate=lt1990")
+                .await,
+            want,
+            "{backend}: birthdate range"
+        );
+        let some = p["birthDate"].as_str().unwrap_or("1900");
+        let year: String = some.chars().take(4).collect();
+        let want = keys_where(&all, "Patient", |q| {
+            q["birthDate"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&year))
+        });
+        assert_eq!(
+            f.all(&format!("Patient?birthdate={year}")).await,
+            want,
+            "{backend}: birthdate={year}"
+        );
+        let want = keys_where(&all, "Patient", |q| {
+            q["birthDate"]
+                .as_str()
+                .is_some_and(|d| !d.starts_with(&year))
+        });
+        assert_eq!(
+            f.all(&format!("Patient?birthdate=ne{year}")).await,
+            want,
+            "{backend}: ne"
+        );
+
+        // Prefix boundaries on a patient's own birth date.
+        let (bk, bd) = of_type(&all, "Patient")
+            .find_map(|(k, q)| {
+                q["birthDate"]
+                    .as_str()
+                    .filter(|d| d.len() == 10)
+                    .map(|d| (k.clone(), d.to_string()))
+            })
+            .unwrap_or_else(|| panic!("no full birth date"));
+        for (prefix, included) in [
+            ("eq", true),
+            ("ge", true),
+            ("le", true),
+            ("gt", false),
+            ("lt", false),
+            ("ne", false),
+        ] {
+            let got = f.all(&format!("Patient?birthdate={prefix}{bd}")).await;
+            assert_eq!(
+                got.contains(&bk),
+                included,
+                "{backend}: birthdate={prefix}{bd}"
+            );
+        }
+        // Gender, telecom, postal code.
+        for g in ["female", "male"] {
+            let want = keys_where(&all, "Patient", |q| q["gender"] == g);
+            assert_eq!(
+                f.all(&format!("Patient?gender={g}")).await,
+                want,
+                "{backend}: gender {g}"
+            );
+        }
+        if let Some((_, q)) =
+            of_type(&all, "Patient").find(|(_, q)| q["address"][0]["postalCode"].is_string())
+        {
+            let pc = q["address"][0]["postalCode"].as_str().unwrap_or("");
+            let want = keys_where(&all, "Patient", |x| {
+                x["address"].as_array().into_iter().flatten().any(|a| {
+                    a["postalCode"]
+                        .as_str()
+                        .is_some_and(|c| c.to_lowercase().starts_with(&pc.to_lowercase()))
+                })
+            });
+            assert_eq!(
+                f.all(&format!("Patient?address-postalcode={}", enc(pc)))
+                    .await,
+                want
+            );
+        }
+        if let Some((k, q)) =
+            of_type(&all, "Patient").find(|(_, q)| q["telecom"][0]["value"].is_string())
+        {
+            let t = &q["telecom"][0];
+            let v = format!(
+                "{}|{}",
+                t["system"].as_str().unwrap_or(""),
+                t["value"].as_str().unwrap_or("")
+            );
+            assert!(
+                f.all(&format!("Patient?telecom={}", enc(&v)))
+                    .await
+                    .contains(k),
+                "{backend}: telecom {v}"
+            );
+        }
+
+        // Observation code: system|code, code alone, system| (any code of the system).
+        let mut freq: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for (_, o) in of_type(&all, "Observation") {
+            for c in codings(&o["code"]) {
+                *freq.entry(c).or_default() += 1;
+            }
+        }
+        let ((sys, code), _) = freq
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .unwrap_or_else(|| panic!("no codes"));
+        let want = keys_where(&all, "Observation", |o| {
+            codings(&o["code"]).contains(&(sys.clone(), code.clone()))
+        });
+        assert_eq!(
+            f.all(&format!(
+                "Observation?code={}",
+                enc(&format!("{sys}|{code}"))
+            ))
+            .await,
+            want,
+            "{backend}: code"
+        );
+        let want_code = keys_where(&all, "Observation", |o| {
+            codings(&o["code"]).iter().any(|(_, c)| c == code)
+        });
+        assert_eq!(
+            f.all(&format!("Observation?code={}", enc(code))).await,
+            want_code
+        );
+        let want_sys = keys_where(&all, "Observation", |o| {
+            codings(&o["code"]).iter().any(|(s, _)| s == sys)
+        });
+        assert_eq!(
+            f.all(&format!("Observation?code={}%7C", enc(sys))).await,
+            want_sys
+        );
+        // Two codes OR-ed.
+        let mut it = freq.keys();
+        if let (Some(a), Some(b)) = (it.next(), it.next()) {
+            let want = keys_where(&all, "Observation", |o| {
+                let c = codings(&o["code"]);
+                c.contains(a) || c.contains(b)
+            });
+            let q = format!(
+                "{},{}",
+                enc(&format!("{}|{}", a.0, a.1)),
+                enc(&format!("{}|{}", b.0, b.1))
+            );
+            assert_eq!(
+                f.all(&format!("Observation?code={q}")).await,
+                want,
+                "{backend}: OR"
+            );
+        }
+
+        // Observation by patient (reference forms), date, status, category; chained identifier.
+        let (pk, _) = of_type(&all, "Observation")
+            .filter_map(|(_, o)| subject_of(o))
+            .fold(BTreeMap::<String, usize>::new(), |mut m, s| {
+                *m.entry(s).or_default() += 1;
+                m
+            })
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .unwrap_or_else(|| panic!("no subjects"));
+        let pid = pk.trim_start_matches("Patient/").to_string();
+        let want = keys_where(&all, "Observation", |o| {
+            subject_of(o).as_deref() == Some(pk.as_str())
+        });
+        for q in [
+            format!("Observation?patient={pid}"),
+            format!("Observation?patient=Patient/{pid}"),
+            format!("Observation?subject=Patient/{pid}"),
+            format!("Observation?subject:Patient={pid}"),
+            format!(
+                "Observation?subject={}",
+                enc(&format!("{base}/fhir/Patient/{pid}"))
+            ),
+        ] {
+            assert_eq!(f.all(&q).await, want, "{backend}: {q}");
+        }
+        let want = keys_where(&all, "Observation", |o| {
+            o["effectiveDateTime"].as_str().is_some_and(|d| d >= "2020")
+                || o["effectivePeriod"]["start"]
+                    .as_str()
+                    .is_some_and(|d| d >= "2020")
+        });
+        assert_eq!(
+            f.all("Observation?date=ge2020-01-01T00:00:00Z").await,
+            want,
+            "{backend}: date ge"
+        );
+        for st in ["final", "preliminary"] {
+            let want = keys_where(&all, "Observation", |o| o["status"] == st);
+            assert_eq!(
+                f.all(&format!("Observation?status={st}")).await,
+                want,
+                "{backend}: status {st}"
+            );
+        }
+        let want = keys_where(&all, "Observation", |o| {
+            o["category"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| codings(c).iter().any(|(_, x)| x == "laboratory"))
+        });
+        assert_eq!(
+            f.all("Observation?category=laboratory").await,
+            want,
+            "{backend}: category"
+        );
+        // Chain: Observations whose subject is a Patient with this identifier.
+        let patient = &all[&("Patient".to_string(), pid.clone())];
+        if let Some(ident) = patient["identifier"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["system"].is_string()))
+        {
+            let token = format!(
+                "{}|{}",
+                ident["system"].as_str().unwrap_or(""),
+                ident["value"].as_str().unwrap_or("")
+            );
+            let holders: BTreeSet<String> = keys_where(&all, "Patient", |q| {
+                q["identifier"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|i| i["system"] == ident["system"] && i["value"] == ident["value"])
+            })
+            .into_iter()
+            .map(|k| format!("Patient/{}", k.1))
+            .collect();
+            let want = keys_where(&all, "Observation", |o| {
+                subject_of(o).is_some_and(|s| holders.contains(&s))
+            });
+            assert_eq!(
+                f.all(&format!(
+                    "Observation?subject:Patient.identifier={}",
+                    enc(&token)
+                ))
+                .await,
+                want,
+                "{backend}: chain"
+            );
+            assert_eq!(
+                f.all(&format!("Observation?patient.identifier={}", enc(&token)))
+                    .await,
+                want
+            );
+        }
+        // value-quantity around a value that is present.
+        if let Some((k, o)) =
+            of_type(&all, "Observation").find(|(_, o)| o["valueQuantity"]["value"].is_number())
+        {
+            let v = o["valueQuantity"]["value"].to_string();
+            assert!(
+                f.all(&format!("Observation?value-quantity={v}"))
+                    .await
+                    .contains(k),
+                "{backend}: value-quantity={v}"
+            );
+            assert!(
+                !f.all(&format!("Observation?value-quantity=gt{v}"))
+                    .await
+                    .contains(k)
+            );
+            assert!(
+                f.all(&format!("Observation?value-quantity=ge{v}"))
+                    .await
+                    .contains(k)
+            );
+        }
+
+        // _include / _revinclude.
+        let b = f
+            .search(&format!(
+                "Observation?patient={pid}&_include=Observation:patient"
+            ))
+            .await;
+        assert_eq!(
+            entries(&b, "include"),
+            vec![("Patient".to_string(), pid.clone())],
+            "{backend}: _include"
+        );
+        let b = f
+            .search(&format!(
+                "Patient?_id={pid}&_revinclude=Observation:patient&_count=1000"
+            ))
+            .await;
+        assert_eq!(
+            Fhir::matches(&b),
+            vec![("Patient".to_string(), pid.clone())]
+        );
+        let rev: BTreeSet<Key> = entries(&b, "include").into_iter().collect();
+        let want = keys_where(&all, "Observation", |o| {
+            subject_of(o).as_deref() == Some(pk.as_str())
+        });
+        assert_eq!(rev, want, "{backend}: _revinclude");
+        let b = f.search("Encounter?_include=Encounter:*&_count=1000").await;
+        let inc: BTreeSet<Key> = entries(&b, "include").into_iter().collect();
+        for (_, e) in of_type(&all, "Encounter") {
+            if let Some(s) = subject_of(e)
+                && let Some((t, i)) = s.split_once('/')
+                && all.contains_key(&(t.to_string(), i.to_string()))
+            {
+                assert!(
+                    inc.contains(&(t.to_string(), i.to_string())),
+                    "{backend}: Encounter:* misses {s}"
+                );
+            }
+        }
+
+        // Encounter, Immunization, DiagnosticReport parameters.
+        for (ty, param, path) in [
+            ("Encounter", "class", "class"),
+            ("Immunization", "vaccine-code", "vaccineCode"),
+            ("DiagnosticReport", "code", "code"),
+        ] {
+            let (k, r) = of_type(&all, ty)
+                .find(|(_, r)| {
+                    let c = if r[path]["code"].is_string() {
+                        vec![(
+                            r[path]["system"].as_str().unwrap_or("").to_string(),
+                            r[path]["code"].as_str().unwrap_or("").to_string(),
+                        )]
+                    } else {
+                        codings(&r[path])
+                    };
+                    !c.is_empty()
+                })
+                .unwrap_or_else(|| panic!("no {ty} with {path}"));
+            let c = if r[path]["code"].is_string() {
+                r[path]["code"].as_str().unwrap_or("").to_string()
+            } else {
+                codings(&r[path])[0].1.clone()
+            };
+            let got = f.all(&format!("{ty}?{param}={}", enc(&c))).await;
+            assert!(got.contains(k), "{backend}: {ty}?{param}={c}");
+        }
+        for st in ["finished", "in-progress"] {
+            let want = keys_where(&all, "Encounter", |e| e["status"] == st);
+            assert_eq!(
+                f.all(&format!("Encounter?status={st}")).await,
+                want,
+                "{backend}: Encounter status {st}"
+            );
+        }
+        let want = keys_where(&all, "Immunization", |i| i["status"] == "completed");
+        assert_eq!(f.all("Immunization?status=completed").await, want);
+        let want = keys_where(&all, "Immunization", |i| {
+            i["occurrenceDateTime"].as_str().is_some_and(|d| d < "2015")
+        });
+        assert_eq!(
+            f.all("Immunization?date=lt2015").await,
+            want,
+            "{backend}: Immunization date"
+        );
+
+        // _elements, _lastUpdated, _id.
+        let b = f.search("Patient?_elements=gender&_count=3").await;
+        for e in b["entry"].as_array().into_iter().flatten() {
+            let keys: BTreeSet<&str> = e["resource"]
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            assert!(
+                keys.is_subset(&BTreeSet::from(["resourceType", "id", "meta", "gender"])),
+                "{keys:?}"
+            );
+            assert!(
+                e["resource"]["meta"]["tag"]
+                    .to_string()
+                    .contains("SUBSETTED")
+            );
+        }
+        assert_eq!(
+            f.all("Patient?_lastUpdated=gt2000-01-01").await.len(),
+            of_type(&all, "Patient").count()
+        );
+        assert!(f.all("Patient?_lastUpdated=lt2000-01-01").await.is_empty());
+        assert_eq!(f.all(&format!("Patient?_id={pid}")).await.len(), 1);
+
+        // POST _search equals GET.
+        let r = http
+            .post(format!("{base}/fhir/Observation/_search"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("patient={pid}&_count=1000"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v: Value =
+            serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or(Value::Null);
+        let got: BTreeSet<Key> = Fhir::matches(&v).into_iter().collect();
+        let want = keys_where(&all, "Observation", |o| {
+            subject_of(o).as_deref() == Some(pk.as_str())
+        });
+        assert_eq!(got, want, "{backend}: POST _search");
+
+        // Unknown parameters: ignored with a warning (lenient), 400 under strict; bad values 400.
+        let b = f.search("Patient?bogus=1&_summary=count").await;
+        assert_eq!(b["total"], of_type(&all, "Patient").count());
+        assert!(
+            b.to_string().contains("bogus"),
+            "lenient search reports what it ignored"
+        );
+        let (s, _, text) = f
+            .get_full("Patient?bogus=1", &[("prefer", "handling=strict")])
+            .await;
+        assert_eq!(s, 400, "{text}");
+        assert!(
+            text.contains("OperationOutcome") && text.contains("bogus"),
+            "{text}"
+        );
+        for bad in [
+            "Patient?birthdate=1980-13",
+            "Patient?_count=x",
+            "Observation?patient=Encounter/1",
+            "Patient?_sort=name",
+        ] {
+            let (s, v) = f.get(bad).await;
+            assert_eq!(
+                (s, v["resourceType"].as_str()),
+                (400, Some("OperationOutcome")),
+                "{backend}: {bad}: {v}"
+            );
+        }
+        // Not found, unknown type, XML: OperationOutcomes with 404, 404, 406.
+        for (u, want) in [
+            ("Patient/nope", 404),
+            ("Foo/1", 404),
+            ("Patient?_format=xml", 406),
+            ("Patient/nope/_history/1", 404),
+        ] {
+            let (s, v) = f.get(u).await;
+            assert_eq!(
+                (s, v["resourceType"].as_str()),
+                (want, Some("OperationOutcome")),
+                "{backend}: {u}"
+            );
+        }
+
+        // The CapabilityStatement lists every parameter searched above, and nothing unsupported.
+        let (s, cs) = f.get("metadata").await;
+        assert_eq!(s, 200);
+        assert_eq!(cs["fhirVersion"], "4.0.1");
+        let patient_params: BTreeSet<&str> = cs["rest"][0]["resource"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["type"] == "Patient")
+            .map(|r| {
+                r["searchParam"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["name"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            patient_params,
+            BTreeSet::from([
+                "_id",
+                "_lastUpdated",
+                "identifier",
+                "name",
+                "family",
+                "given",
+                "birthdate",
+                "gender",
+                "address-postalcode",
+                "telecom"
+            ])
+        );
+
+        // gzip when asked.
+        let (s, h, _) = f
+            .get_full("Observation?_count=100", &[("accept-encoding", "gzip")])
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            h.get("content-encoding").and_then(|v| v.to_str().ok()),
+            Some("gzip")
+        );
+
+        running.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_history_etags_everything_and_deletes() {
+    let http = client();
+    let golden = gateway::root().join("tests/golden");
+    for (backend, url) in gateway::store_urls("fhir-history").await {
+        let running = gateway::start(&gateway::config(&url)).await;
+        let base = format!(
+            "http://{}",
+            running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+        );
+        let f = Fhir {
+            http: http.clone(),
+            base: base.clone(),
+            backend,
+        };
+        let a01 = ingest(&http, &base, &[golden.join("adt_a01.hl7")]).await;
+        let a08 = ingest(&http, &base, &[golden.join("adt_a08_update.hl7")]).await;
+        assert_eq!((a01.len(), a08.len()), (1, 1), "{backend}");
+        let p1 = of_type(&current(&a01), "Patient")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .next()
+            .unwrap_or_else(|| panic!("no Patient"));
+        let p2 = current(&a08)
+            .get(&p1.0)
+            .cloned()
+            .unwrap_or_else(|| panic!("A08 updates another patient"));
+        assert_ne!(p1.1, p2, "the A08 changes the patient");
+        let id = p1.0.1.clone();
+
+        // Read: version 2, the A08's content, with ETag / Last-Modified / Content-Location.
+        let (s, h, text) = f.get_full(&format!("Patient/{id}"), &[]).await;
+        assert_eq!(s, 200, "{backend}");
+        let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert_eq!(v["meta"]["versionId"], "2");
+        assert!(
+            v["meta"]["lastUpdated"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+        assert_eq!(h.get("etag").and_then(|x| x.to_str().ok()), Some("W/\"2\""));
+        assert!(h.get("last-modified").is_some());
+        assert!(
+            h.get("content-location")
+                .and_then(|x| x.to_str().ok())
+                .is_some_and(|l| l.ends_with(&format!("/Patient/{id}/_history/2")))
+        );
+        if let Some(m) = v["meta"].as_object_mut() {
+            m.remove("versionId");
+            m.remove("lastUpdated");
+            if m.is_empty() {
+                v.as_object_mut().map(|o| o.remove("meta"));
+            }
+        }
+        assert_eq!(v, p2, "{backend}: read returns what the A08 produced");
+        let (s, _, body) = f
+            .get_full(&format!("Patient/{id}"), &[("if-none-match", "W/\"2\"")])
+            .await;
+        assert_eq!((s, body.as_str()), (304, ""), "{backend}: If-None-Match");
+        let (s, _, _) = f
+            .get_full(&format!("Patient/{id}"), &[("if-none-match", "W/\"1\"")])
+            .await;
+        assert_eq!(s, 200);
+
+        // vread both versions; history newest first.
+        let (s, v1) = f.get(&format!("Patient/{id}/_history/1")).await;
+        assert_eq!((s, &v1["meta"]["versionId"]), (200, &Value::from("1")));
+        assert_eq!(v1["name"], p1.1["name"]);
+        let (s, h) = f.get(&format!("Patient/{id}/_history")).await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            (h["type"].as_str(), h["total"].as_i64()),
+            (Some("history"), Some(2))
+        );
+        let versions: Vec<&str> = h["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["resource"]["meta"]["versionId"].as_str())
+            .collect();
+        assert_eq!(versions, vec!["2", "1"], "{backend}");
+        assert_eq!(h["entry"][1]["response"]["status"], "201");
+        // Type history pages through every version exactly once.
+        let (_, th) = f.get("Patient/_history?_count=1").await;
+        assert_eq!(th["total"], 2);
+        let next = th["link"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["relation"] == "next"))
+            .and_then(|x| x["url"].as_str())
+            .unwrap_or_else(|| panic!("no next"));
+        let (_, th2) = f.get(next).await;
+        assert_eq!(th2["entry"][0]["resource"]["meta"]["versionId"], "1");
+        assert!(
+            th2["link"]
+                .as_array()
+                .is_some_and(|l| l.iter().all(|x| x["relation"] != "next"))
+        );
+
+        // Resending the A08 under a new control id changes nothing: no version 3.
+        let again = std::fs::read_to_string(golden.join("adt_a08_update.hl7"))
+            .unwrap_or_default()
+            .replace("MSG00002", "MSG00002B");
+        let path = gateway::scratch("a08again").join("a08.hl7");
+        std::fs::write(&path, again).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ingest(&http, &base, &[path]).await.len(), 1);
+        let (_, v) = f.get(&format!("Patient/{id}")).await;
+        assert_eq!(
+            v["meta"]["versionId"], "2",
+            "{backend}: unchanged content makes no version"
+        );
+
+        // $everything: the patient, its encounter, and what they refer to; paged exactly once.
+        let (s, ev) = f.get(&format!("Patient/{id}/$everything")).await;
+        assert_eq!(s, 200, "{ev}");
+        let everything: BTreeSet<Key> = entries(&ev, "match").into_iter().collect();
+        let enc_key = of_type(&current(&a08), "Encounter")
+            .map(|(k, _)| k.clone())
+            .next()
+            .unwrap_or_else(|| panic!("no Encounter"));
+        assert!(
+            everything.contains(&p1.0) && everything.contains(&enc_key),
+            "{backend}: {everything:?}"
+        );
+        let all = current(&[a01[0].clone(), a08[0].clone()]);
+        for (k, r) in &all {
+            if subject_of(r).as_deref() == Some(&format!("Patient/{id}")) {
+                assert!(
+                    everything.contains(k),
+                    "{backend}: $everything misses {k:?}"
+                );
+            }
+        }
+        assert_eq!(
+            f.all(&format!("Patient/{id}/$everything?_count=2")).await,
+            everything
+        );
+        let (_, none) = f
+            .get(&format!("Patient/{id}/$everything?_since=2999-01-01"))
+            .await;
+        assert_eq!(none["total"], 0);
+        let (s, _) = f.get("Patient/nope/$everything").await;
+        assert_eq!(s, 404);
+
+        // A delete (written through the store, as a transaction entry would be): 410, a DELETE in
+        // the history, gone from searches.
+        let store = v2fhir::store::Store::open(&url, v2fhir::store::Durability::ProcessCrash)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let raw = b"MSH|^~\\&|T|T|||20240101||ADT^A11|DEL1|P|2.5.1\r".to_vec();
+        store
+            .commit(&[v2fhir::store::NewMessage {
+                received_at: 1,
+                source: "test".into(),
+                sending_application: "T".into(),
+                sending_facility: "T".into(),
+                control_id: "DEL1".into(),
+                message_type: "ADT^A11".into(),
+                charset: "UTF-8".into(),
+                content_hash: v2fhir::ingest::content_hash(&raw),
+                status: v2fhir::store::Status::Converted,
+                ack_code: "AA".into(),
+                raw,
+                diagnostics: None,
+                output: None,
+                ack: String::new(),
+                resources: vec![v2fhir::store::NewResource::delete("Encounter", &enc_key.1)],
+            }])
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        store.close().await;
+        let (s, oo) = f.get(&format!("Encounter/{}", enc_key.1)).await;
+        assert_eq!(
+            (s, oo["resourceType"].as_str()),
+            (410, Some("OperationOutcome")),
+            "{backend}"
+        );
+        let (_, h) = f.get(&format!("Encounter/{}/_history", enc_key.1)).await;
+        assert_eq!(h["entry"][0]["request"]["method"], "DELETE");
+        assert!(
+            f.all(&format!("Encounter?patient={id}")).await.is_empty(),
+            "{backend}: deleted still found"
+        );
+        let (s, _) = f.get(&format!("Encounter/{}/_history/1", enc_key.1)).await;
+        assert_eq!(s, 200, "{backend}: earlier versions stay readable");
+
+        running.shutdown().await;
+    }
+}
