@@ -6,7 +6,7 @@
 //! cargo run --release --example mllp_load -- --template tests/golden/oru_r01_lab.hl7 …
 //! ```
 //! Messages come from a template file (default `tests/golden/adt_a01.hl7`); each copy gets a
-//! unique MSH-10 and one of 1,000 patient ids in PID-3, so duplicates detection and per-patient
+//! unique MSH-10, its own visit (PV1-19) and order (ORC-3/OBR-3) numbers, and one of 1,000 patient ids in PID-3, so duplicates detection and per-patient
 //! ordering see realistic keys. Loopback addresses only.
 
 use std::net::SocketAddr;
@@ -70,6 +70,14 @@ fn generator(path: &str) -> Result<impl Fn(usize) -> Vec<u8> + Clone + use<>, St
             }
             if f[0] == "PID" && f.len() > 3 {
                 f[3] = format!("{}^^^HOSP^MR", 100_000 + n % 1000);
+            }
+            // A new visit / order per message: new Encounter, DiagnosticReport and Observation
+            // resources (versions and index rows) each time, as in a live feed.
+            if f[0] == "PV1" && f.len() > 19 {
+                f[19] = format!("V{run}-{n}");
+            }
+            if (f[0] == "OBR" || f[0] == "ORC") && f.len() > 3 {
+                f[3] = format!("F{run}-{n}");
             }
             out.push_str(&f.join("|"));
             out.push('\r');

@@ -243,6 +243,14 @@ pub fn index(resource: &Value) -> IndexRows {
     let Some(ty) = resource.get("resourceType").and_then(Value::as_str) else {
         return rows;
     };
+    // MessageHeader points at everything a message produced and Provenance at the same again:
+    // indexing those would double the reference rows of every message for no search anyone
+    // makes. A Provenance keeps its Patient targets (it is in the patient's compartment).
+    let refs_wanted = |target: &str| match ty {
+        "MessageHeader" => false,
+        "Provenance" => target.starts_with("Patient/"),
+        _ => true,
+    };
     if let Some(obj) = resource.as_object() {
         for (elem, v) in obj {
             if matches!(
@@ -255,7 +263,7 @@ pub fn index(resource: &Value) -> IndexRows {
             collect_refs(v, &mut found);
             found.sort();
             found.dedup();
-            for target in found {
+            for target in found.into_iter().filter(|t| refs_wanted(t)) {
                 rows.refs.push((format!("{ty}.{elem}"), target));
             }
         }
@@ -292,6 +300,20 @@ pub fn index(resource: &Value) -> IndexRows {
             }
         }
     }
+    // The index tables' primary keys need each row once.
+    rows.tokens.sort();
+    rows.tokens.dedup();
+    rows.strings.sort();
+    rows.strings.dedup();
+    rows.dates.sort();
+    rows.dates.dedup();
+    rows.quantities.sort_by(|a, b| {
+        (a.0, &a.2, &a.3)
+            .cmp(&(b.0, &b.2, &b.3))
+            .then(a.1.total_cmp(&b.1))
+    });
+    rows.quantities
+        .dedup_by(|a, b| a.0 == b.0 && a.1.to_bits() == b.1.to_bits() && a.2 == b.2 && a.3 == b.3);
     rows
 }
 
