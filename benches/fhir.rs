@@ -138,6 +138,11 @@ async fn run(backend: &str, url: &str, patients: usize, obs: usize) {
         patients * obs,
         (patients * (obs + 1)) as f64 / secs
     );
+    // Planner statistics, as autovacuum would have gathered them in a running system.
+    store
+        .analyze()
+        .await
+        .unwrap_or_else(|e| panic!("{backend}: analyze: {e}"));
     store.close().await;
 
     let mut cfg = v2fhir::serve::Config::default();
@@ -228,6 +233,10 @@ fn main() {
                 admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin)
             );
             run("postgres", &url, patients, obs).await;
+            if std::env::var_os("KEEP_DB").is_some() {
+                println!("postgres: kept database {db}");
+                return;
+            }
             let _ = conn
                 .execute(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE {db} WITH (FORCE)"

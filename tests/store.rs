@@ -243,3 +243,136 @@ async fn bad_urls_are_refused_with_a_reason() {
     let e = Store::open("mysql://x", Durability::PowerLoss).await;
     assert!(e.is_err_and(|e| e.to_string().contains("unsupported database URL")));
 }
+
+fn patient(id: &str, family: &str) -> v2fhir::store::NewResource {
+    let v = serde_json::json!({"resourceType": "Patient", "id": id,
+        "identifier": [{"system": "urn:mrn", "value": id}], "name": [{"family": family}]});
+    v2fhir::store::NewResource::from_json(&v).unwrap_or_else(|| panic!("resource"))
+}
+
+fn with(control: &str, resources: Vec<v2fhir::store::NewResource>) -> NewMessage {
+    let mut m = row(control, control.as_bytes(), Status::Converted, "ADT^A08", 1);
+    m.resources = resources;
+    m
+}
+
+/// Versions are made in message order, also within one group commit; unchanged content makes no
+/// version; a delete of an unknown resource does nothing; the index follows the current version;
+/// messages that are not converted, and duplicates, write no resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_versions_follow_message_order() {
+    use v2fhir::fhir::search::query;
+    each_store("resources", async |backend, store| {
+        let pairs = |s: &[(&str, &str)]| -> Vec<(String, String)> {
+            s.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let family = async |name: &str| -> Vec<String> {
+            let q = query::parse("Patient", &pairs(&[("family:exact", name)]), true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let page = store
+                .search(&q, true)
+                .await
+                .unwrap_or_else(|e| panic!("{backend}: {e}"));
+            page.matches.iter().map(|r| r.id.clone()).collect()
+        };
+        // One group commit: p1 created, changed, unchanged; p2 created; unknown deleted.
+        store
+            .commit(&[
+                with("M1", vec![patient("p1", "Alpha")]),
+                with("M2", vec![patient("p1", "Beta"), patient("p2", "Gamma")]),
+                with("M3", vec![patient("p1", "Beta")]),
+                with(
+                    "M4",
+                    vec![v2fhir::store::NewResource::delete("Patient", "nobody")],
+                ),
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let p1 = store.read_resource("Patient", "p1").await.ok().flatten();
+        let p1 = p1.unwrap_or_else(|| panic!("{backend}: p1 missing"));
+        assert_eq!(
+            p1.version, 2,
+            "{backend}: created, changed once, then unchanged"
+        );
+        assert!(p1.content.contains("Beta"));
+        let v1 = store
+            .vread_resource("Patient", "p1", 1)
+            .await
+            .ok()
+            .flatten();
+        assert!(v1.is_some_and(|v| v.content.contains("Alpha")), "{backend}");
+        assert!(
+            store
+                .read_resource("Patient", "nobody")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+        );
+        assert_eq!(
+            family("Beta").await,
+            vec!["p1".to_string()],
+            "{backend}: index follows"
+        );
+        assert!(
+            family("Alpha").await.is_empty(),
+            "{backend}: old index rows removed"
+        );
+        let h = store
+            .history(Some("Patient"), Some("p1"), None, 10, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            h.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+        // A rejected message and a duplicate write nothing.
+        let mut rejected = with("M5", vec![patient("p3", "Delta")]);
+        rejected.status = Status::Error;
+        store
+            .commit(&[rejected, with("M1", vec![patient("p1", "Epsilon")])])
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert!(
+            store
+                .read_resource("Patient", "p3")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+        );
+        let p1 = store.read_resource("Patient", "p1").await.ok().flatten();
+        assert_eq!(
+            p1.map(|p| p.version),
+            Some(2),
+            "{backend}: the duplicate M1 changed p1"
+        );
+        // Delete, then recreate: versions go on.
+        store
+            .commit(&[
+                with(
+                    "M6",
+                    vec![v2fhir::store::NewResource::delete("Patient", "p2")],
+                ),
+                with("M7", vec![patient("p2", "Zeta")]),
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let p2 = store.read_resource("Patient", "p2").await.ok().flatten();
+        assert!(
+            p2.is_some_and(|p| p.version == 3 && !p.deleted),
+            "{backend}"
+        );
+        let v2 = store
+            .vread_resource("Patient", "p2", 2)
+            .await
+            .ok()
+            .flatten();
+        assert!(v2.is_some_and(|v| v.deleted), "{backend}");
+        assert_eq!(family("Zeta").await, vec!["p2".to_string()]);
+        assert!(family("Gamma").await.is_empty());
+    })
+    .await;
+}

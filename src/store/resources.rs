@@ -1116,6 +1116,17 @@ impl Store {
         Ok(Some((rows, total, next)))
     }
 
+    /// Refresh the planner statistics (`ANALYZE`). PostgreSQL's autovacuum does this as tables
+    /// grow; after a bulk load, run it before relying on search plans (without statistics the
+    /// planner guesses one row per condition and can nest loops the wrong way round).
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        sqlx::query("ANALYZE")
+            .execute(self.pool())
+            .await
+            .map_err(db("analyze"))?;
+        Ok(())
+    }
+
     /// Number of current resources per type.
     pub async fn resource_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
