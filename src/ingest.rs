@@ -445,6 +445,8 @@ pub struct Pipeline {
     cfg: IngestConfig,
     store: Store,
     in_flight: Arc<AtomicI64>,
+    /// Jobs handed to a lane and not yet to the writer (the writer waits briefly for them).
+    preparing: Arc<AtomicI64>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -454,12 +456,16 @@ impl Pipeline {
     pub fn start(plan: Arc<Plan>, store: Store, cfg: IngestConfig) -> Arc<Pipeline> {
         let plan = Arc::new(std::sync::RwLock::new(plan));
         let (wtx, wrx) = mpsc::channel::<WriteJob>(4096);
+        let preparing = Arc::new(AtomicI64::new(0));
         let writer = tokio::spawn(writer_loop(
             store.clone(),
             wrx,
-            cfg.max_batch.max(1),
-            cfg.parse,
-            cfg.log_phi,
+            WriterSettings {
+                max_batch: cfg.max_batch.max(1),
+                parse: cfg.parse,
+                log_phi: cfg.log_phi,
+                preparing: preparing.clone(),
+            },
         ));
         let mut lanes = Vec::new();
         let mut threads = Vec::new();
@@ -468,6 +474,7 @@ impl Pipeline {
             let plan = plan.clone();
             let cfg = cfg.clone();
             let wtx = wtx.clone();
+            let preparing = preparing.clone();
             let t = std::thread::Builder::new()
                 .name(format!("v2fhir-lane-{n}"))
                 .spawn(move || {
@@ -484,7 +491,9 @@ impl Pipeline {
                             started,
                             reply: job.reply,
                         };
-                        if wtx.blocking_send(w).is_err() {
+                        let sent = wtx.blocking_send(w);
+                        preparing.fetch_sub(1, Ordering::Relaxed);
+                        if sent.is_err() {
                             break;
                         }
                     }
@@ -503,6 +512,7 @@ impl Pipeline {
             cfg,
             store,
             in_flight: Arc::new(AtomicI64::new(0)),
+            preparing,
             threads: std::sync::Mutex::new(threads),
             writer: std::sync::Mutex::new(Some(writer)),
         })
@@ -566,6 +576,7 @@ impl Pipeline {
             reply: tx,
         };
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.preparing.fetch_add(1, Ordering::Relaxed);
         // The lane queue is bounded: wait (off the async threads) when it is full.
         let sent = match sender.try_send(job) {
             Ok(()) => Ok(()),
@@ -576,6 +587,9 @@ impl Pipeline {
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(()),
         };
+        if sent.is_err() {
+            self.preparing.fetch_sub(1, Ordering::Relaxed);
+        }
         let result = match sent {
             Ok(()) => rx.await.map_err(|_| IngestError::ShuttingDown),
             Err(()) => Err(IngestError::ShuttingDown),
@@ -616,24 +630,51 @@ fn fnv1a(b: &[u8]) -> u64 {
     h
 }
 
-async fn writer_loop(
-    store: Store,
-    mut rx: mpsc::Receiver<WriteJob>,
+struct WriterSettings {
     max_batch: usize,
     parse: ParseOptions,
     log_phi: bool,
-) {
+    preparing: Arc<AtomicI64>,
+}
+
+/// Longest the writer waits for messages still being prepared before committing a batch.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(1500);
+
+async fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteJob>, settings: WriterSettings) {
+    let WriterSettings {
+        max_batch,
+        parse,
+        log_phi,
+        preparing,
+    } = settings;
+    let parse = &parse;
     let mut jobs: Vec<WriteJob> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut n = first.prepared.len();
         jobs.push(first);
+        // Take what is queued; then, while lanes are still preparing messages, wait a little for
+        // them (at most LINGER): a commit costs about the same for one message as for several,
+        // so under load larger batches mean fewer commits. With nothing in the lanes (a single
+        // sender) there is no wait at all.
+        let deadline = tokio::time::Instant::now() + LINGER;
         while n < max_batch {
             match rx.try_recv() {
                 Ok(j) => {
                     n += j.prepared.len();
                     jobs.push(j);
                 }
-                Err(_) => break,
+                Err(_) => {
+                    if preparing.load(Ordering::Relaxed) <= 0 {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(j)) => {
+                            n += j.prepared.len();
+                            jobs.push(j);
+                        }
+                        _ => break,
+                    }
+                }
             }
         }
         let rows: Vec<&NewMessage> = jobs
@@ -648,7 +689,7 @@ async fn writer_loop(
                 let mut it = done.into_iter();
                 for job in jobs.drain(..) {
                     let c: Vec<Committed> = it.by_ref().take(job.prepared.len()).collect();
-                    answer(job, Ok(c), &parse, log_phi);
+                    answer(job, Ok(c), parse, log_phi);
                 }
             }
             Err(e) => {
@@ -660,7 +701,7 @@ async fn writer_loop(
                     let rows: Vec<&NewMessage> = job.prepared.iter().map(|p| &p.row).collect();
                     let r = store.commit(&rows).await;
                     drop(rows);
-                    answer(job, r, &parse, log_phi);
+                    answer(job, r, parse, log_phi);
                 }
             }
         }
