@@ -7,7 +7,8 @@
 //! read `Patient/{id}`, `Patient?identifier=sys|val`, and
 //! `Observation?patient=…&code=…&date=ge…&_count=50`.
 //!
-//! `cargo bench --bench fhir` (`PATIENTS=10000 cargo bench --bench fhir` for a quick run).
+//! `cargo bench --bench fhir` (`PATIENTS=10000 cargo bench --bench fhir` for a quick run;
+//! `SKIP_SQLITE=1`, `KEEP_DB=1` and `PG_DB=name` to measure a kept PostgreSQL database again).
 
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -115,10 +116,23 @@ async fn measure(
     );
 }
 
-async fn run(backend: &str, url: &str, patients: usize, obs: usize) {
+async fn run(backend: &str, url: &str, patients: usize, obs: usize, load: bool) {
     let store = Store::open(url, Durability::ProcessCrash)
         .await
         .unwrap_or_else(|e| panic!("{backend}: {e}"));
+    if load {
+        load_store(backend, &store, patients, obs).await;
+    }
+    // Planner statistics, as autovacuum would have gathered them in a running system.
+    store
+        .analyze()
+        .await
+        .unwrap_or_else(|e| panic!("{backend}: analyze: {e}"));
+    store.close().await;
+    serve_and_measure(backend, url, patients).await;
+}
+
+async fn load_store(backend: &str, store: &Store, patients: usize, obs: usize) {
     let t = Instant::now();
     let batch = 200;
     let mut p = 0;
@@ -138,13 +152,9 @@ async fn run(backend: &str, url: &str, patients: usize, obs: usize) {
         patients * obs,
         (patients * (obs + 1)) as f64 / secs
     );
-    // Planner statistics, as autovacuum would have gathered them in a running system.
-    store
-        .analyze()
-        .await
-        .unwrap_or_else(|e| panic!("{backend}: analyze: {e}"));
-    store.close().await;
+}
 
+async fn serve_and_measure(backend: &str, url: &str, patients: usize) {
     let mut cfg = v2fhir::serve::Config::default();
     cfg.store.url = url.to_string();
     cfg.mllp.listen = String::new();
@@ -208,32 +218,42 @@ fn main() {
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.block_on(async {
-        let dir = std::env::temp_dir().join(format!("v2fhir-bench-fhir-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        run(
-            "sqlite",
-            &format!("sqlite://{}/bench.db", dir.display()),
-            patients,
-            obs,
-        )
-        .await;
-        let _ = std::fs::remove_dir_all(&dir);
+        if std::env::var_os("SKIP_SQLITE").is_none() {
+            let dir =
+                std::env::temp_dir().join(format!("v2fhir-bench-fhir-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            run(
+                "sqlite",
+                &format!("sqlite://{}/bench.db", dir.display()),
+                patients,
+                obs,
+                true,
+            )
+            .await;
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         if let Ok(admin) = std::env::var("V2FHIR_TEST_PG_URL") {
             use sqlx::{Connection, Executor};
             sqlx::any::install_default_drivers();
-            let db = format!("v2fhir_bench_{}", std::process::id());
+            // PG_DB=name measures a database kept by an earlier run (KEEP_DB=1) without loading.
+            let reuse = std::env::var("PG_DB").ok();
+            let db = reuse
+                .clone()
+                .unwrap_or_else(|| format!("v2fhir_bench_{}", std::process::id()));
             let mut conn = sqlx::AnyConnection::connect(&admin)
                 .await
                 .unwrap_or_else(|e| panic!("{admin}: {e}"));
-            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-                .await
-                .unwrap_or_else(|e| panic!("create {db}: {e}"));
+            if reuse.is_none() {
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                    .await
+                    .unwrap_or_else(|e| panic!("create {db}: {e}"));
+            }
             let url = format!(
                 "{}/{db}",
                 admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin)
             );
-            run("postgres", &url, patients, obs).await;
-            if std::env::var_os("KEEP_DB").is_some() {
+            run("postgres", &url, patients, obs, reuse.is_none()).await;
+            if std::env::var_os("KEEP_DB").is_some() || reuse.is_some() {
                 println!("postgres: kept database {db}");
                 return;
             }

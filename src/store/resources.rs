@@ -844,22 +844,22 @@ impl Store {
     ) -> Result<SearchPage, StoreError> {
         let mut sql = Sql::default();
         let wh = where_sql(&mut sql, q);
-        let total = if count_total || q.summary_count {
-            sql.text = format!("SELECT COUNT(*) FROM resources r WHERE {wh}");
-            Some(
-                sql.query()
-                    .fetch_one(self.pool())
-                    .await
-                    .map_err(db("count search matches"))?
-                    .try_get::<i64, _>(0)
-                    .map_err(db("decode a count"))?,
-            )
-        } else {
-            None
+        let count_sql = Sql {
+            text: format!("SELECT COUNT(*) FROM resources r WHERE {wh}"),
+            args: sql.args.clone(),
+        };
+        let count = async || -> Result<i64, StoreError> {
+            count_sql
+                .query()
+                .fetch_one(self.pool())
+                .await
+                .map_err(db("count search matches"))?
+                .try_get::<i64, _>(0)
+                .map_err(db("decode a count"))
         };
         if q.summary_count || q.count == 0 {
             return Ok(SearchPage {
-                total,
+                total: Some(count().await?),
                 ..SearchPage::default()
             });
         }
@@ -915,6 +915,12 @@ impl Store {
             hits.last().map(|(rid, sk)| (*sk, *rid))
         } else {
             None
+        };
+        // A first page that holds every match is its own count: no COUNT query.
+        let total = match (count_total, q.after, next) {
+            (false, _, _) => None,
+            (true, None, None) => Some(hits.len() as i64),
+            _ => Some(count().await?),
         };
         let rids: Vec<i64> = hits.iter().map(|(rid, _)| *rid).collect();
         let matches = self.rows_by_rid(&rids).await?;
