@@ -491,9 +491,9 @@ impl Pipeline {
                             started,
                             reply: job.reply,
                         };
-                        let sent = wtx.blocking_send(w);
+                        // Before the hand-off: the writer must not wait for the job it receives.
                         preparing.fetch_sub(1, Ordering::Relaxed);
-                        if sent.is_err() {
+                        if wtx.blocking_send(w).is_err() {
                             break;
                         }
                     }
