@@ -1080,3 +1080,93 @@ async fn versions_history_etags_everything_and_deletes() {
         running.shutdown().await;
     }
 }
+
+/// Malformed and hostile requests get a 4xx OperationOutcome (or an empty result), never a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_answered_not_crashed() {
+    let http = client();
+    let url = format!(
+        "sqlite://{}/v2fhir.db",
+        gateway::scratch("fhir-hostile").display()
+    );
+    let running = gateway::start(&gateway::config(&url)).await;
+    let base = format!(
+        "http://{}",
+        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+    );
+    let golden = gateway::root().join("tests/golden");
+    assert_eq!(
+        ingest(&http, &base, &[golden.join("adt_a01.hl7")])
+            .await
+            .len(),
+        1
+    );
+    let f = Fhir {
+        http: http.clone(),
+        base: base.clone(),
+        backend: "sqlite",
+    };
+    for q in [
+        "Patient?_page=abc",
+        "Patient?_page=1,2,3",
+        "Patient?_page=-9223372036854775808,9223372036854775807",
+        "Patient?_count=99999999999999999999",
+        "Patient?_count=0",
+        "Patient?_elements=",
+        "Patient?_sort=-",
+        "Patient?_sort=",
+        "Patient?birthdate=ge",
+        "Patient?birthdate=ge99999",
+        "Patient?birthdate=2024-02-30",
+        "Patient?birthdate=-0001",
+        "Patient?identifier=%7C",
+        "Patient?identifier=a%5C",
+        "Patient?name=%25%5F%5C",
+        "Patient?name:contains=%25",
+        "Patient?family:exact=%00",
+        "Patient?_id=",
+        "Patient?_id=%FF%FE",
+        "Patient?%FF=1",
+        "Patient?gender=female&gender=male&gender=",
+        "Patient?_include=Patient",
+        "Patient?_include=:::",
+        "Patient?_revinclude=Observation:nope",
+        "Observation?value-quantity=1e999",
+        "Observation?value-quantity=NaN",
+        "Observation?value-quantity=gt",
+        "Observation?subject=",
+        "Observation?subject=/",
+        "Observation?subject=Patient/",
+        "Observation?subject:patient=1",
+        "Observation?subject:Patient.subject:Patient.identifier=1",
+        "Observation?patient.nope=1",
+        "Observation?code:text=x",
+        "Observation?date=ge2024-01-01T25:00:00Z",
+        "Observation?_lastUpdated=xx",
+        "Patient/_history?_page=x",
+        "Patient/_history?_since=yesterday",
+        "Patient/x/_history/abc",
+        "Patient/x/_history/-1",
+        "Patient/x/_history/99999999999999999999",
+        "Patient/x/$everything?_page=x",
+        "Patient/x/$everything?_count=x",
+        "Patient/..%2F..%2Fetc/passwd",
+        "%2E%2E/metadata",
+        "Patient?_format=application/fhir+xml",
+    ] {
+        let (s, _, body) = f.get_full(q, &[]).await;
+        assert!(s < 500, "{q}: HTTP {s}: {body}");
+        if s >= 400 && s != 404 || s == 404 && !body.is_empty() {
+            assert!(body.contains("OperationOutcome"), "{q}: {s} {body}");
+        }
+    }
+    // A huge query string: refused (4xx) or the connection closed by the HTTP layer, and the
+    // gateway keeps answering.
+    let long = format!("{base}/fhir/Patient?name={}", "a".repeat(100_000));
+    if let Ok(r) = http.get(&long).send().await {
+        assert!(r.status().as_u16() < 500, "long query: {}", r.status());
+    }
+    let (s, _) = f.get("metadata").await;
+    assert_eq!(s, 200, "the gateway still answers");
+    running.shutdown().await;
+}
