@@ -244,6 +244,60 @@ fn link_url(base: &str, path: &str, pairs: &[(String, String)]) -> String {
     }
 }
 
+fn bad_param(name: &str, value: &str, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        format!("{name} '{value}' is not {what}"),
+    )
+}
+
+/// `_since`, `_count` and `_page` of history and `$everything`; anything else is refused under
+/// `Prefer: handling=strict` and ignored otherwise.
+struct Paging {
+    since: Option<i64>,
+    count: u32,
+    page: Option<String>,
+}
+
+fn paging(
+    pairs: &[(String, String)],
+    headers: &HeaderMap,
+    default_count: u32,
+    what: &str,
+) -> Result<Paging, ApiError> {
+    let mut p = Paging {
+        since: None,
+        count: default_count,
+        page: None,
+    };
+    for (n, v) in pairs {
+        match n.as_str() {
+            "_since" => {
+                let (lo, _) =
+                    search::parse_date_range(v).map_err(|_| bad_param(n, v, "an instant"))?;
+                p.since = Some(lo);
+            }
+            "_count" => {
+                p.count = v
+                    .parse()
+                    .map_err(|_| bad_param(n, v, "a non-negative integer"))?
+            }
+            "_page" => p.page = Some(v.clone()),
+            "_format" | "_pretty" => {}
+            other if strict(headers) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "not-supported",
+                    format!("{what} does not support parameter '{other}' (_since, _count)"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
 /// History: `GET /fhir/_history`, `/fhir/{type}/_history`, `/fhir/{type}/{id}/_history`.
 async fn history(
     state: &AppState,
@@ -257,44 +311,20 @@ async fn history(
     }
     let pairs = pairs_of(raw)?;
     check_format(&pairs, headers)?;
-    let mut since = None;
-    let mut count = query::DEFAULT_COUNT;
-    let mut before = None;
-    for (n, v) in &pairs {
-        let bad = |what: &str| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("{n} '{v}' is not {what}"),
-            )
-        };
-        match n.as_str() {
-            "_since" => {
-                since = Some(
-                    search::parse_date_range(v)
-                        .map_err(|_| bad("an instant"))?
-                        .0,
-                )
-            }
-            "_count" => count = v.parse().map_err(|_| bad("a non-negative integer"))?,
-            "_page" => {
-                let parts: Vec<i64> = v.split(',').filter_map(|p| p.parse().ok()).collect();
-                match parts.as_slice() {
-                    [a, b, c] => before = Some((*a, *b, *c)),
-                    _ => return Err(bad("a page position")),
-                }
-            }
-            "_format" | "_pretty" => {}
-            other if strict(headers) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "not-supported",
-                    format!("history does not support parameter '{other}' (_since, _count)"),
-                ));
-            }
-            _ => {}
-        }
-    }
+    let p = paging(&pairs, headers, query::DEFAULT_COUNT, "history")?;
+    let (since, count) = (p.since, p.count);
+    let before = match p.page.as_deref() {
+        None => None,
+        Some(v) => match v
+            .split(',')
+            .map(|x| x.parse::<i64>())
+            .collect::<Result<Vec<_>, _>>()
+            .as_deref()
+        {
+            Ok([a, b, c]) => Some((*a, *b, *c)),
+            _ => return Err(bad_param("_page", v, "a page position")),
+        },
+    };
     let store = state.pipeline.store();
     if let (Some(t), Some(i)) = (ty, id)
         && store.read_resource(t, i).await?.is_none()
@@ -499,38 +529,15 @@ pub async fn everything(
 ) -> Result<Response, ApiError> {
     let pairs = pairs_of(raw.as_deref())?;
     check_format(&pairs, &headers)?;
-    let mut since = None;
-    let mut count = query::MAX_COUNT;
-    let mut after = None;
-    for (n, v) in &pairs {
-        let bad = |what: &str| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("{n} '{v}' is not {what}"),
-            )
-        };
-        match n.as_str() {
-            "_since" => {
-                since = Some(
-                    search::parse_date_range(v)
-                        .map_err(|_| bad("an instant"))?
-                        .0,
-                )
-            }
-            "_count" => count = v.parse().map_err(|_| bad("a non-negative integer"))?,
-            "_page" => after = Some(v.parse().map_err(|_| bad("a page position"))?),
-            "_format" | "_pretty" => {}
-            other if strict(&headers) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "not-supported",
-                    format!("$everything does not support parameter '{other}' (_since, _count)"),
-                ));
-            }
-            _ => {}
-        }
-    }
+    let p = paging(&pairs, &headers, query::MAX_COUNT, "$everything")?;
+    let (since, count) = (p.since, p.count);
+    let after = match p.page.as_deref() {
+        None => None,
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| bad_param("_page", v, "a page position"))?,
+        ),
+    };
     let Some((rows, total, next)) = state
         .pipeline
         .store()

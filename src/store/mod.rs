@@ -14,6 +14,7 @@ use std::time::Duration;
 
 mod query;
 pub mod resources;
+mod sql;
 pub use query::{MessageFilter, MessagePage};
 pub use resources::{NewResource, ResourceRow};
 

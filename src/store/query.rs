@@ -1,5 +1,6 @@
 //! Listing the message log: filters, a total, and keyset pagination (newest first).
 
+use super::sql::{Sql, like_escape};
 use super::{COLUMNS, Status, Store, StoreError, StoredMessage, db};
 use sqlx::Row;
 
@@ -33,11 +34,6 @@ pub struct MessagePage {
     pub next_before: Option<i64>,
 }
 
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
 /// ` WHERE a AND b`, or nothing.
 fn where_clause(conds: &[String]) -> String {
     if conds.is_empty() {
@@ -47,91 +43,38 @@ fn where_clause(conds: &[String]) -> String {
     }
 }
 
-/// A query with every argument bound, in order.
-fn bound(
-    sql: String,
-    args: &[Arg],
-) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for a in args {
-        q = match a {
-            Arg::Text(s) => q.bind(s.clone()),
-            Arg::Int(i) => q.bind(*i),
-        };
-    }
-    q
-}
-
 impl Store {
     /// A page of the message log, newest first, with the number of all matching messages.
     pub async fn list(&self, f: &MessageFilter) -> Result<MessagePage, StoreError> {
+        let mut sql = Sql::default();
         let mut conds: Vec<String> = Vec::new();
-        let mut args: Vec<Arg> = Vec::new();
-        fn push(
-            conds: &mut Vec<String>,
-            cond: &dyn Fn(usize) -> String,
-            a: Arg,
-            args: &mut Vec<Arg>,
-        ) {
-            args.push(a);
-            conds.push(cond(args.len()));
+        if let Some(st) = f.status {
+            conds.push(format!("status = {}", sql.text(st.as_str())));
         }
-        if let Some(s) = f.status {
-            push(
-                &mut conds,
-                &|n| format!("status = ${n}"),
-                Arg::Text(s.as_str().into()),
-                &mut args,
-            );
-        }
-        if let Some(s) = &f.sender {
-            push(
-                &mut conds,
-                &|n| format!("(sending_application = ${n} OR sending_facility = ${n})"),
-                Arg::Text(s.clone()),
-                &mut args,
-            );
+        if let Some(sender) = &f.sender {
+            let p = sql.text(sender);
+            conds.push(format!(
+                "(sending_application = {p} OR sending_facility = {p})"
+            ));
         }
         if let Some(t) = &f.message_type {
             if t.contains('^') {
-                push(
-                    &mut conds,
-                    &|n| format!("message_type = ${n}"),
-                    Arg::Text(t.clone()),
-                    &mut args,
-                );
+                conds.push(format!("message_type = {}", sql.text(t)));
             } else {
                 // `ADT` matches `ADT^…`; LIKE metacharacters in the value are escaped.
-                let esc = t
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
-                push(
-                    &mut conds,
-                    &|n| format!("message_type LIKE ${n} ESCAPE '\\'"),
-                    Arg::Text(format!("{esc}^%")),
-                    &mut args,
-                );
+                let p = sql.text(&format!("{}^%", like_escape(t)));
+                conds.push(format!("message_type LIKE {p} ESCAPE '\\'"));
             }
         }
         if let Some(t) = f.since {
-            push(
-                &mut conds,
-                &|n| format!("received_at >= ${n}"),
-                Arg::Int(t),
-                &mut args,
-            );
+            conds.push(format!("received_at >= {}", sql.int(t)));
         }
         if let Some(t) = f.until {
-            push(
-                &mut conds,
-                &|n| format!("received_at < ${n}"),
-                Arg::Int(t),
-                &mut args,
-            );
+            conds.push(format!("received_at < {}", sql.int(t)));
         }
-        let count_sql = format!("SELECT COUNT(*) FROM messages{}", where_clause(&conds));
-        let total: i64 = bound(count_sql, &args)
+        sql.text = format!("SELECT COUNT(*) FROM messages{}", where_clause(&conds));
+        let total: i64 = sql
+            .query()
             .fetch_one(self.pool())
             .await
             .map_err(db("count matching messages"))?
@@ -139,20 +82,17 @@ impl Store {
             .map_err(db("decode the count"))?;
 
         if let Some(b) = f.before_id {
-            push(
-                &mut conds,
-                &|n| format!("id < ${n}"),
-                Arg::Int(b),
-                &mut args,
-            );
+            conds.push(format!("id < {}", sql.int(b)));
         }
         let page_where = where_clause(&conds);
         let limit = f.limit.clamp(1, 1000) as i64;
-        let sql = format!(
+        let query = format!(
             "SELECT {COLUMNS} FROM messages{page_where} ORDER BY id DESC LIMIT {}",
             limit + 1
         );
-        let rows = bound(sql, &args)
+        sql.text = query;
+        let rows = sql
+            .query()
             .fetch_all(self.pool())
             .await
             .map_err(db("list messages"))?;

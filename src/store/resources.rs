@@ -8,6 +8,7 @@
 //! current version. The stored JSON carries neither `meta.versionId` nor `meta.lastUpdated`:
 //! they are columns, put into the resource when it is read.
 
+use super::sql::{Arg, Sql, bind_all, like_escape};
 use super::{Store, StoreError, db};
 use crate::fhir::search::IndexRows;
 use crate::fhir::search::query::{Cond, Include, Prefix, SearchQuery, StrMode};
@@ -147,52 +148,6 @@ pub struct HistoryPage {
     pub total: i64,
     /// `(last_updated, rid, version)` of the last entry, when there are more.
     pub next: Option<(i64, i64, i64)>,
-}
-
-/// SQL argument.
-#[derive(Debug, Clone)]
-enum Arg {
-    Text(String),
-    Int(i64),
-    Real(f64),
-}
-
-/// A SQL text with its arguments, numbered `$1…` as they are pushed.
-#[derive(Default)]
-struct Sql {
-    text: String,
-    args: Vec<Arg>,
-}
-
-impl Sql {
-    fn arg(&mut self, a: Arg) -> String {
-        self.args.push(a);
-        format!("${}", self.args.len())
-    }
-    fn text(&mut self, s: &str) -> String {
-        self.arg(Arg::Text(s.to_string()))
-    }
-    fn int(&mut self, i: i64) -> String {
-        self.arg(Arg::Int(i))
-    }
-    fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
-        bind_all(&self.text, &self.args)
-    }
-}
-
-fn bind_all<'a>(
-    sql: &str,
-    args: &'a [Arg],
-) -> sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments> {
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
-    for a in args {
-        q = match a {
-            Arg::Text(s) => q.bind(s.as_str()),
-            Arg::Int(i) => q.bind(*i),
-            Arg::Real(f) => q.bind(*f),
-        };
-    }
-    q
 }
 
 /// Rows per multi-row statement (at most 6 columns: far under both databases' limits).
@@ -503,12 +458,6 @@ fn prefix_end(v: &str) -> String {
     format!("{v}\u{10FFFF}")
 }
 
-fn like_escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
-}
-
 /// A boolean SQL expression for `cond` on the resource whose rid is `rid` (a column).
 fn cond_sql(sql: &mut Sql, cond: &Cond, rid: &str) -> String {
     match cond {
@@ -698,20 +647,7 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<ResourceRow>, StoreError> {
-        let sql = format!(
-            "SELECT {ROW_COLS} FROM resources r JOIN resource_versions v \
-             ON v.rid = r.rid AND v.version = r.version WHERE r.id = $1 AND r.type = $2"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(resource_type)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(db("read a resource"))?;
-        row.as_ref()
-            .map(row_of)
-            .transpose()
-            .map_err(db("decode a resource"))
+        self.fetch_version(resource_type, id, None).await
     }
 
     /// One version of `Type/id`.
@@ -721,21 +657,35 @@ impl Store {
         id: &str,
         version: i64,
     ) -> Result<Option<ResourceRow>, StoreError> {
-        let sql = format!(
+        self.fetch_version(resource_type, id, Some(version)).await
+    }
+
+    /// `version`, or the current one.
+    async fn fetch_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<ResourceRow>, StoreError> {
+        let mut sql = Sql::default();
+        let (i, t) = (sql.text(id), sql.text(resource_type));
+        let which = match version {
+            Some(v) => format!("v.version = {}", sql.int(v)),
+            None => "v.version = r.version".to_string(),
+        };
+        sql.text = format!(
             "SELECT {ROW_COLS} FROM resources r JOIN resource_versions v ON v.rid = r.rid \
-             WHERE r.id = $1 AND r.type = $2 AND v.version = $3"
+             WHERE r.id = {i} AND r.type = {t} AND {which}"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(resource_type)
-            .bind(version)
+        let row = sql
+            .query()
             .fetch_optional(self.pool())
             .await
-            .map_err(db("read a resource version"))?;
+            .map_err(db("read a resource"))?;
         row.as_ref()
             .map(row_of)
             .transpose()
-            .map_err(db("decode a resource version"))
+            .map_err(db("decode a resource"))
     }
 
     /// History, newest first: of one resource (`id`), of a type, or of everything.

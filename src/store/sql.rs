@@ -1,0 +1,58 @@
+//! SQL text built with its arguments (`$1…` placeholders, the one syntax both backends take
+//! through sqlx's `Any` driver), for the queries whose shape depends on the request.
+
+/// SQL argument.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    /// Text.
+    Text(String),
+    /// Integer.
+    Int(i64),
+    /// Float.
+    Real(f64),
+}
+
+/// A SQL text with its arguments, numbered `$1…` as they are pushed.
+#[derive(Default)]
+pub(crate) struct Sql {
+    pub(crate) text: String,
+    pub(crate) args: Vec<Arg>,
+}
+
+impl Sql {
+    pub(crate) fn arg(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len())
+    }
+    pub(crate) fn text(&mut self, s: &str) -> String {
+        self.arg(Arg::Text(s.to_string()))
+    }
+    pub(crate) fn int(&mut self, i: i64) -> String {
+        self.arg(Arg::Int(i))
+    }
+    pub(crate) fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+        bind_all(&self.text, &self.args)
+    }
+}
+
+pub(crate) fn bind_all<'a>(
+    sql: &str,
+    args: &'a [Arg],
+) -> sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+    for a in args {
+        q = match a {
+            Arg::Text(s) => q.bind(s.as_str()),
+            Arg::Int(i) => q.bind(*i),
+            Arg::Real(f) => q.bind(*f),
+        };
+    }
+    q
+}
+
+/// `v` with the LIKE metacharacters escaped (for `LIKE … ESCAPE '\\'`).
+pub(crate) fn like_escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
