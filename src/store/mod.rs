@@ -497,17 +497,11 @@ impl Store {
         run: &[&NewMessage],
     ) -> Result<Vec<Committed>, StoreError> {
         // 1. Earlier messages with the same control ids (sender filtered below).
-        let mut sql = String::from(
+        let sql = format!(
             "SELECT id, sending_application, sending_facility, control_id, content_hash, ack \
-             FROM messages WHERE status <> 'duplicate' AND control_id IN (",
+             FROM messages WHERE status <> 'duplicate' AND control_id IN ({}) ORDER BY id",
+            sql::placeholders(run.len())
         );
-        for i in 0..run.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", i + 1));
-        }
-        sql.push_str(") ORDER BY id");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for m in run {
             q = q.bind(m.control_id.as_str());
@@ -574,19 +568,7 @@ impl Store {
              sending_facility, control_id, message_type, charset, content_hash, status, ack_code, \
              collision, duplicate_of, raw, diagnostics, output, ack) VALUES ",
         );
-        for i in 0..decided.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            for c in 0..COLS {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("${}", i * COLS + c + 1));
-            }
-            sql.push(')');
-        }
+        sql.push_str(&sql::values_list(decided.len(), COLS));
         sql.push_str(" RETURNING id, sending_application, sending_facility, control_id");
         let now = now_micros();
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

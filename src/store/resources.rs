@@ -8,7 +8,7 @@
 //! current version. The stored JSON carries neither `meta.versionId` nor `meta.lastUpdated`:
 //! they are columns, put into the resource when it is read.
 
-use super::sql::{Arg, Sql, bind_all, like_escape};
+use super::sql::{Arg, Sql, bind_all, like_escape, placeholders, values_list};
 use super::{Store, StoreError, db};
 use crate::fhir::search::IndexRows;
 use crate::fhir::search::query::{Cond, Include, Prefix, SearchQuery, StrMode};
@@ -152,32 +152,6 @@ pub struct HistoryPage {
 
 /// Rows per multi-row statement (at most 6 columns: far under both databases' limits).
 const CHUNK: usize = 500;
-
-/// `($1, $2), ($3, $4)…` for `rows` rows of `cols` columns.
-fn values_list(rows: usize, cols: usize) -> String {
-    let mut s = String::with_capacity(rows * cols * 5);
-    for r in 0..rows {
-        if r > 0 {
-            s.push_str(", ");
-        }
-        s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            s.push_str(&format!("${}", r * cols + c + 1));
-        }
-        s.push(')');
-    }
-    s
-}
-
-fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 const ROW_COLS: &str =
     "r.rid, r.type, r.id, v.version, v.last_updated, v.deleted, v.content, v.message_id";
