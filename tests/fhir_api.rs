@@ -879,6 +879,23 @@ async fn searches_over_the_developer_corpus() {
             ])
         );
 
+        // It lists every resource type the conversions produced; other R4 types answer (empty),
+        // non-types 404.
+        let listed: BTreeSet<&str> = cs["rest"][0]["resource"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["type"].as_str())
+            .collect();
+        for (ty, _) in all.keys() {
+            assert!(
+                listed.contains(ty.as_str()),
+                "{backend}: {ty} not in the CapabilityStatement"
+            );
+        }
+        let b = f.search("Device?_summary=count").await;
+        assert_eq!(b["total"], 0);
+
         // gzip when asked.
         let (s, h, _) = f
             .get_full("Observation?_count=100", &[("accept-encoding", "gzip")])

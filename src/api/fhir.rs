@@ -11,38 +11,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-/// Resource types the gateway produces and serves (those its mappings create).
-pub const RESOURCE_TYPES: &[&str] = &[
-    "AllergyIntolerance",
-    "Condition",
-    "Coverage",
-    "Device",
-    "DiagnosticReport",
-    "DocumentReference",
-    "Encounter",
-    "Immunization",
-    "Location",
-    "MessageHeader",
-    "Observation",
-    "Organization",
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "Procedure",
-    "Provenance",
-    "RelatedPerson",
-    "ServiceRequest",
-    "Specimen",
-];
-
+/// Any R4 resource type can be read and searched (a mapping set reloaded without a type keeps
+/// serving what was stored); the CapabilityStatement lists the types the loaded mappings produce.
 fn check_type(ty: &str) -> Result<(), ApiError> {
-    if RESOURCE_TYPES.contains(&ty) {
+    if crate::fhir::validate::is_resource_type(ty) {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-supported",
-            format!("resource type '{ty}' is not served here (see GET /fhir/metadata)"),
+            format!("'{ty}' is not an R4 resource type (see GET /fhir/metadata)"),
         ))
     }
 }
@@ -580,23 +558,25 @@ pub async fn metadata(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_format(&pairs_of(raw.as_deref())?, &headers)?;
+    let types = state.pipeline.plan().resource_types();
     Ok(fhir_response(
         StatusCode::OK,
-        &capability_statement(&base(&state, &headers)),
+        &capability_statement(&base(&state, &headers), &types),
     ))
 }
 
-/// The CapabilityStatement of the facade.
-pub fn capability_statement(base: &str) -> Value {
+/// The CapabilityStatement of the facade, listing `types` (those the mappings produce).
+pub fn capability_statement(base: &str, types: &[String]) -> Value {
     let common = [
         json!({"name": "_id", "type": "token",
                "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"}),
         json!({"name": "_lastUpdated", "type": "date",
                "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"}),
     ];
-    let resources: Vec<Value> = RESOURCE_TYPES
+    let resources: Vec<Value> = types
         .iter()
         .map(|ty| {
+            let ty = ty.as_str();
             let mut params: Vec<Value> = common.to_vec();
             for p in search::params_of(ty) {
                 params.push(json!({"name": p.name, "type": p.kind.name(),
@@ -624,12 +604,12 @@ pub fn capability_statement(base: &str) -> Value {
                 search::PARAMS
                     .iter()
                     .filter(
-                        |p| p.kind == search::Kind::Reference && p.target.is_none_or(|t| t == *ty)
+                        |p| p.kind == search::Kind::Reference && p.target.is_none_or(|t| t == ty)
                     )
                     .map(|p| format!("{}:{}", p.resource, p.name))
                     .collect::<Vec<_>>()
             );
-            if *ty == "Patient" {
+            if ty == "Patient" {
                 r["operation"] = json!([{"name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);
             }

@@ -36,6 +36,15 @@ pub fn schema_document() -> Option<&'static Value> {
         .as_ref()
 }
 
+/// Is `name` an R4 resource type (a key of the schema's discriminator)?
+pub fn is_resource_type(name: &str) -> bool {
+    schema_document()
+        .and_then(|d| d.get("discriminator"))
+        .and_then(|d| d.get("mapping"))
+        .and_then(Value::as_object)
+        .is_some_and(|m| m.contains_key(name))
+}
+
 fn compiled() -> &'static Compiled {
     static C: OnceLock<Compiled> = OnceLock::new();
     C.get_or_init(|| {

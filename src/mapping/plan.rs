@@ -361,3 +361,49 @@ pub struct Plan {
     /// Sender overlays, in file order (the first that matches applies).
     pub senders: Vec<SenderPlan>,
 }
+
+impl Plan {
+    /// Every FHIR resource type a conversion with this plan can emit: those of the message maps'
+    /// resources, of resources built inside rules (`resource:`), and the MessageHeader and
+    /// Provenance every conversion adds. Sorted.
+    pub fn resource_types(&self) -> Vec<String> {
+        fn walk(rules: &[RulePlan], out: &mut std::collections::BTreeSet<String>) {
+            for r in rules {
+                walk_producer(&r.producer, out);
+            }
+        }
+        fn walk_producer(p: &Producer, out: &mut std::collections::BTreeSet<String>) {
+            match p {
+                Producer::Resource { rtype, .. } => {
+                    out.insert(rtype.clone());
+                }
+                Producer::Rules(rules) => walk(rules, out),
+                Producer::Switch { cases, default, .. } => {
+                    for (_, r) in cases {
+                        walk_producer(&r.producer, out);
+                    }
+                    if let Some(d) = default {
+                        walk_producer(&d.producer, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = std::collections::BTreeSet::new();
+        out.insert("MessageHeader".to_string());
+        out.insert("Provenance".to_string());
+        for m in &self.messages {
+            for r in &m.resources {
+                out.insert(r.rtype.clone());
+            }
+        }
+        for m in self
+            .maps
+            .iter()
+            .chain(self.senders.iter().flat_map(|s| s.maps.values()))
+        {
+            walk(&m.rules, &mut out);
+        }
+        out.into_iter().collect()
+    }
+}
