@@ -294,6 +294,10 @@ async fn ingest_convert_and_operations() {
             "{metrics}"
         );
         assert!(metrics.contains("v2fhir_queue_depth"), "{metrics}");
+        assert!(
+            metrics.contains("v2fhir_store_resources{type=\"Patient\"}"),
+            "{metrics}"
+        );
         running.shutdown().await;
     }
 }

@@ -299,6 +299,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             metrics::gauge!("v2fhir_store_messages", "status" => status).set(n as f64);
         }
     }
+    if let Ok(counts) = state.pipeline.store().resource_counts().await {
+        for (ty, n) in counts {
+            metrics::gauge!("v2fhir_store_resources", "type" => ty).set(n as f64);
+        }
+    }
     // Sampled at scrape time rather than updated per message.
     let in_flight = state.pipeline.in_flight() as f64;
     metrics::gauge!("v2fhir_queue_depth").set(in_flight);
