@@ -7,13 +7,6 @@ mod gateway;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .build()
-        .unwrap_or_else(|e| panic!("http client: {e}"))
-}
-
 const ER7: &str = "x-application/hl7-v2+er7";
 
 type Key = (String, String);
@@ -203,7 +196,7 @@ fn subject_of(v: &Value) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_over_the_developer_corpus() {
-    let http = client();
+    let http = gateway::http_client();
     let mut files: Vec<_> = std::fs::read_dir(gateway::root().join("tests/corpus/fhir-converter"))
         .unwrap_or_else(|e| panic!("{e}"))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -912,7 +905,7 @@ async fn searches_over_the_developer_corpus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_history_etags_everything_and_deletes() {
-    let http = client();
+    let http = gateway::http_client();
     let golden = gateway::root().join("tests/golden");
     for (backend, url) in gateway::store_urls("fhir-history").await {
         let running = gateway::start(&gateway::config(&url)).await;
@@ -1101,7 +1094,7 @@ async fn versions_history_etags_everything_and_deletes() {
 /// Malformed and hostile requests get a 4xx OperationOutcome (or an empty result), never a 5xx.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_are_answered_not_crashed() {
-    let http = client();
+    let http = gateway::http_client();
     let url = format!(
         "sqlite://{}/v2fhir.db",
         gateway::scratch("fhir-hostile").display()

@@ -25,8 +25,7 @@ async fn fhirpy_queries_the_facade() {
     if !fhirpy_available() {
         return;
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
+    let http = gateway::http_client();
     let dir = gateway::root().join("tests/corpus/fhir-converter");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{e}"))

@@ -6,13 +6,6 @@ mod gateway;
 use gateway::{adt, msa};
 use serde_json::Value;
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .build()
-        .unwrap_or_else(|e| panic!("http client: {e}"))
-}
-
 const ER7: &str = "x-application/hl7-v2+er7";
 
 async fn json(r: reqwest::Response) -> (u16, Value) {
@@ -24,7 +17,7 @@ async fn json(r: reqwest::Response) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_convert_and_operations() {
-    let http = client();
+    let http = gateway::http_client();
     for (backend, url) in gateway::store_urls("http").await {
         let running = gateway::start(&gateway::config(&url)).await;
         let base = format!(
@@ -306,7 +299,7 @@ async fn ingest_convert_and_operations() {
 async fn reprocess_applies_a_mapping_fix() {
     // A gateway whose mapping set lacks the ADT_A01 map errors on A08; after the fix is reloaded
     // (no restart) a reprocess converts the stored message.
-    let http = client();
+    let http = gateway::http_client();
     let dir = gateway::scratch("reprocess");
     let partial = dir.join("mappings");
     copy_dir(&gateway::root().join("mappings"), &partial);
@@ -444,7 +437,7 @@ fn every_route_is_documented_in_openapi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_body_is_split_into_messages_stored_byte_exact() {
-    let http = client();
+    let http = gateway::http_client();
     let url = format!("sqlite://{}/v2fhir.db", gateway::scratch("batch").display());
     let running = gateway::start(&gateway::config(&url)).await;
     let base = format!(
@@ -494,7 +487,7 @@ async fn when_the_store_fails_nothing_is_acknowledged_as_accepted() {
     let Some(admin) = gateway::pg_admin_url() else {
         return;
     };
-    let http = client();
+    let http = gateway::http_client();
     let url = gateway::fresh_pg(&admin, "storefail").await;
     let running = gateway::start(&gateway::config(&url)).await;
     let base = format!(
@@ -551,7 +544,7 @@ async fn when_the_store_fails_nothing_is_acknowledged_as_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latin1_messages_are_stored_as_bytes_and_shown_decoded() {
-    let http = client();
+    let http = gateway::http_client();
     let url = format!(
         "sqlite://{}/v2fhir.db",
         gateway::scratch("latin1").display()
@@ -614,7 +607,7 @@ async fn latin1_messages_are_stored_as_bytes_and_shown_decoded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_limit_is_an_operation_outcome_413() {
-    let http = client();
+    let http = gateway::http_client();
     let url = format!("sqlite://{}/v2fhir.db", gateway::scratch("limit").display());
     let mut cfg = gateway::config(&url);
     cfg.http.max_body = 1024;

@@ -336,13 +336,13 @@ async fn history(
             if v.deleted {
                 e["request"] = json!({"method": "DELETE", "url": url});
                 e["response"] = json!({"status": "204", "etag": etag(v.version),
-                    "lastModified": crate::store::resources::instant(v.last_updated)});
+                    "lastModified": crate::fhir::datetime::instant_from_micros(v.last_updated)});
             } else {
                 e["resource"] = v.to_json();
                 e["request"] = json!({"method": "PUT", "url": url});
                 e["response"] = json!({"status": if v.version == 1 { "201" } else { "200" },
                     "etag": etag(v.version),
-                    "lastModified": crate::store::resources::instant(v.last_updated)});
+                    "lastModified": crate::fhir::datetime::instant_from_micros(v.last_updated)});
             }
             e
         })

@@ -44,6 +44,15 @@ fn days_in_month(y: i32, m: i32) -> i32 {
     }
 }
 
+/// A µs timestamp (since the Unix epoch) as a FHIR `instant` in UTC with milliseconds
+/// (`meta.lastUpdated`, history `response.lastModified`).
+pub fn instant_from_micros(us: i64) -> String {
+    match jiff::Timestamp::from_microsecond(us) {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        Err(_) => "1970-01-01T00:00:00.000Z".into(),
+    }
+}
+
 /// Parse `YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`. Errors say what is wrong (never the value).
 pub fn parse_dtm(s: &str) -> Result<Dtm, String> {
     let s = s.trim();

@@ -68,14 +68,27 @@ impl NewResource {
         };
         entries
             .iter()
-            .filter_map(|e| {
+            .enumerate()
+            .filter_map(|(n, e)| {
                 let req = e.get("request");
-                if req.and_then(|r| r.get("method")).and_then(|m| m.as_str()) == Some("DELETE") {
-                    let url = req?.get("url")?.as_str()?;
-                    let (ty, id) = url.split_once('/')?;
-                    return Some(NewResource::delete(ty, id));
+                let found = if req.and_then(|r| r.get("method")).and_then(|m| m.as_str())
+                    == Some("DELETE")
+                {
+                    req.and_then(|r| r.get("url"))
+                        .and_then(|u| u.as_str())
+                        .and_then(|u| u.split_once('/'))
+                        .map(|(ty, id)| NewResource::delete(ty, id))
+                } else {
+                    e.get("resource").and_then(NewResource::from_json)
+                };
+                if found.is_none() {
+                    // The converter always sets both; say so rather than drop it unnoticed.
+                    tracing::warn!(
+                        entry = n,
+                        "Bundle.entry[{n}] has no resource with resourceType and id (or DELETE request.url Type/id); not stored in the FHIR store"
+                    );
                 }
-                NewResource::from_json(e.get("resource")?)
+                found
             })
             .collect()
     }
@@ -111,18 +124,13 @@ impl ResourceRow {
             let meta = obj.entry("meta").or_insert_with(|| serde_json::json!({}));
             if let Some(m) = meta.as_object_mut() {
                 m.insert("versionId".into(), self.version.to_string().into());
-                m.insert("lastUpdated".into(), instant(self.last_updated).into());
+                m.insert(
+                    "lastUpdated".into(),
+                    crate::fhir::datetime::instant_from_micros(self.last_updated).into(),
+                );
             }
         }
         v
-    }
-}
-
-/// A µs timestamp as a FHIR instant (UTC, milliseconds).
-pub fn instant(us: i64) -> String {
-    match jiff::Timestamp::from_microsecond(us) {
-        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        Err(_) => "1970-01-01T00:00:00.000Z".into(),
     }
 }
 
@@ -340,72 +348,56 @@ pub(crate) async fn apply(
                 .map_err(db("replace index rows"))?;
         }
     }
-    let mut token = Vec::new();
-    let mut string = Vec::new();
-    let mut date = Vec::new();
-    let mut refs = Vec::new();
-    let mut qty = Vec::new();
+    // One flat argument list per table (`cols` arguments a row), sent in chunks of rows.
+    let mut tables: [(&str, usize, Vec<Arg>); 5] = [
+        ("idx_token (rid, key, system, code)", 4, Vec::new()),
+        ("idx_string (rid, key, norm, exact)", 4, Vec::new()),
+        ("idx_date (rid, key, lo, hi)", 4, Vec::new()),
+        ("idx_ref (rid, key, target)", 3, Vec::new()),
+        (
+            "idx_quantity (rid, key, value, system, code)",
+            5,
+            Vec::new(),
+        ),
+    ];
     for (key, s) in &changed {
         let (Some(i), false) = (s.index, s.deleted) else {
             continue;
         };
         let rid = rid_of(key)?;
         let ix = &items[i].1.index;
+        let text = |t: &str| Arg::Text(t.to_string());
         for (k, sys, code) in &ix.tokens {
-            token.push(vec![
-                Arg::Int(rid),
-                Arg::Text(k.to_string()),
-                Arg::Text(sys.clone()),
-                Arg::Text(code.clone()),
-            ]);
+            tables[0]
+                .2
+                .extend([Arg::Int(rid), text(k), text(sys), text(code)]);
         }
         for (k, norm, exact) in &ix.strings {
-            string.push(vec![
-                Arg::Int(rid),
-                Arg::Text(k.to_string()),
-                Arg::Text(norm.clone()),
-                Arg::Text(exact.clone()),
-            ]);
+            tables[1]
+                .2
+                .extend([Arg::Int(rid), text(k), text(norm), text(exact)]);
         }
         for (k, lo, hi) in &ix.dates {
-            date.push(vec![
-                Arg::Int(rid),
-                Arg::Text(k.to_string()),
-                Arg::Int(*lo),
-                Arg::Int(*hi),
-            ]);
+            tables[2]
+                .2
+                .extend([Arg::Int(rid), text(k), Arg::Int(*lo), Arg::Int(*hi)]);
         }
         for (k, target) in &ix.refs {
-            refs.push(vec![
-                Arg::Int(rid),
-                Arg::Text(k.clone()),
-                Arg::Text(target.clone()),
-            ]);
+            tables[3].2.extend([Arg::Int(rid), text(k), text(target)]);
         }
         for (k, v, sys, code) in &ix.quantities {
-            qty.push(vec![
-                Arg::Int(rid),
-                Arg::Text(k.to_string()),
-                Arg::Real(*v),
-                Arg::Text(sys.clone()),
-                Arg::Text(code.clone()),
-            ]);
+            tables[4]
+                .2
+                .extend([Arg::Int(rid), text(k), Arg::Real(*v), text(sys), text(code)]);
         }
     }
-    for (table, cols, rows) in [
-        ("idx_token (rid, key, system, code)", 4, token),
-        ("idx_string (rid, key, norm, exact)", 4, string),
-        ("idx_date (rid, key, lo, hi)", 4, date),
-        ("idx_ref (rid, key, target)", 3, refs),
-        ("idx_quantity (rid, key, value, system, code)", 5, qty),
-    ] {
-        for chunk in rows.chunks(CHUNK) {
+    for (table, cols, args) in &tables {
+        for chunk in args.chunks(CHUNK * cols) {
             let sql = format!(
                 "INSERT INTO {table} VALUES {}",
-                values_list(chunk.len(), cols)
+                values_list(chunk.len() / cols, *cols)
             );
-            let args: Vec<Arg> = chunk.iter().flatten().cloned().collect();
-            bind_all(&sql, &args)
+            bind_all(&sql, chunk)
                 .execute(&mut *conn)
                 .await
                 .map_err(db("write index rows"))?;

@@ -259,3 +259,11 @@ pub async fn spawn(store_url: &str, log: &std::path::Path, env: &[(&str, &str)])
     let mllp = mllp.unwrap_or_else(|| panic!("the gateway did not start; see {}", log.display()));
     Server { child, mllp }
 }
+
+/// A reqwest client (rustls with the ring provider installed once per process).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .build()
+        .unwrap_or_else(|e| panic!("http client: {e}"))
+}
