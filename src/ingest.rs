@@ -175,6 +175,28 @@ pub fn content_hash(raw: &[u8]) -> String {
     hex(&Sha256::digest(raw))
 }
 
+/// AE (application error, code 207) for message `index` of `frame`, naming the upstream's reason.
+fn upstream_error_ack(
+    frame: &[u8],
+    index: usize,
+    text: &str,
+    parse: &ParseOptions,
+) -> Option<String> {
+    let parsed = v2::parse_with(frame, parse).ok()?;
+    let msg = parsed.messages.get(index)?;
+    let plan = AckPlan {
+        code: AckCode::for_outcome(Outcome::Error, false),
+        send: true,
+        errors: vec![AckError {
+            code: Hl7Error::ApplicationInternalError,
+            severity: Severity::Error,
+            location: Location::default(),
+            text: text.into(),
+        }],
+    };
+    Some(ack::build(msg, &plan, &ack_opts()))
+}
+
 /// The answer when the store failed: AE (CE in enhanced mode) with code 207, built from the raw
 /// bytes again (a rare path, so the happy path builds nothing in advance).
 fn store_failed_ack(raw: &[u8], parse: &ParseOptions) -> String {
@@ -449,6 +471,9 @@ pub struct Pipeline {
     preparing: Arc<AtomicI64>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// ACK policy `after-upstream`: the forwarder to wait for, and how long.
+    sync_delivery:
+        std::sync::OnceLock<(Arc<crate::sinks::upstream::Upstream>, std::time::Duration)>,
 }
 
 impl Pipeline {
@@ -515,6 +540,7 @@ impl Pipeline {
             preparing,
             threads: std::sync::Mutex::new(threads),
             writer: std::sync::Mutex::new(Some(writer)),
+            sync_delivery: std::sync::OnceLock::new(),
         })
     }
 
@@ -551,6 +577,16 @@ impl Pipeline {
         &self.store
     }
 
+    /// ACK policy `after-upstream`: answer converted messages only once the upstream FHIR server
+    /// has accepted them (AA) or refused them (AE with its reason), waiting at most `timeout`.
+    pub fn acknowledge_after_upstream(
+        &self,
+        upstream: Arc<crate::sinks::upstream::Upstream>,
+        timeout: std::time::Duration,
+    ) {
+        let _ = self.sync_delivery.set((upstream, timeout));
+    }
+
     /// Messages submitted and not yet answered.
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed)
@@ -568,6 +604,7 @@ impl Pipeline {
             lanes[(fnv1a(key) as usize) % lanes.len()].clone()
         };
         let (tx, rx) = oneshot::channel();
+        let frame = self.sync_delivery.get().map(|_| raw.clone());
         let job = LaneJob {
             raw,
             source,
@@ -590,12 +627,57 @@ impl Pipeline {
         if sent.is_err() {
             self.preparing.fetch_sub(1, Ordering::Relaxed);
         }
-        let result = match sent {
+        let mut result = match sent {
             Ok(()) => rx.await.map_err(|_| IngestError::ShuttingDown),
             Err(()) => Err(IngestError::ShuttingDown),
         };
+        if let (Ok(reply), Some((upstream, timeout)), Some(frame)) =
+            (&mut result, self.sync_delivery.get(), frame)
+        {
+            self.await_upstream(reply, &frame, upstream, *timeout).await;
+        }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         result
+    }
+
+    /// The synchronous ACK policy: wait for each converted message's delivery and replace its
+    /// application acknowledgment when the upstream refused it (or did not answer in time).
+    async fn await_upstream(
+        &self,
+        reply: &mut Reply,
+        frame: &[u8],
+        upstream: &crate::sinks::upstream::Upstream,
+        timeout: std::time::Duration,
+    ) {
+        use crate::sinks::upstream::Fate;
+        for (index, m) in reply.messages.iter_mut().enumerate() {
+            let Some(c) = &m.committed else { continue };
+            if c.status != Status::Converted || m.acks.is_empty() {
+                continue;
+            }
+            let text = match upstream.wait(c.id, timeout).await {
+                Some(Fate::Delivered) => continue,
+                Some(Fate::Refused(reason)) => {
+                    format!("the upstream FHIR server refused the message: {reason}")
+                }
+                None => format!(
+                    "the upstream FHIR server has not accepted the message within {} s; it is stored (id {}) and delivery continues",
+                    timeout.as_secs(),
+                    c.id
+                ),
+            };
+            let Some(ack) = upstream_error_ack(frame, index, &text, &self.cfg.parse) else {
+                continue;
+            };
+            // The application acknowledgment is the last one (enhanced mode sends CA first).
+            if let Some(last) = m.acks.last_mut() {
+                *last = ack;
+            }
+            m.outcome = Outcome::Error;
+            if let Err(e) = self.store.set_ack(c.id, "AE", &m.acks.join("\n")).await {
+                tracing::warn!(id = c.id, error = %e, "could not store the upstream acknowledgment");
+            }
+        }
     }
 
     /// Stop: drop the lane queues, let the lanes finish what they hold, then the writer commit

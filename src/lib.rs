@@ -10,6 +10,7 @@ pub mod fhir;
 pub mod ingest;
 pub mod mapping;
 pub mod serve;
+pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod v2;

@@ -97,6 +97,13 @@ struct ServeArgs {
     /// Mapping directory (overrides V2FHIR_MAPPINGS_DIR).
     #[arg(long)]
     mappings: Option<PathBuf>,
+    /// Where converted messages go: local (resource store + /fhir facade), upstream (forward to
+    /// --upstream-url; /fhir proxies to it) or both (overrides V2FHIR_SINK).
+    #[arg(long, value_parser = ["local", "upstream", "both"])]
+    sink: Option<String>,
+    /// Base URL of the upstream FHIR server (overrides V2FHIR_UPSTREAM_URL).
+    #[arg(long)]
+    upstream_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -397,6 +404,13 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     if let Some(m) = a.mappings {
         cfg.mappings.dir = m;
     }
+    if let Some(s) = a.sink {
+        cfg.sink.mode = s;
+    }
+    if let Some(u) = a.upstream_url {
+        cfg.upstream.url = u;
+    }
+    cfg.check()?;
     v2fhir::serve::init_logging(&cfg.log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,6 +4,7 @@
 use crate::api::{self, AppState, HttpConfig};
 use crate::ingest::{IngestConfig, Pipeline};
 use crate::mapping::eval::BundleType;
+use crate::sinks::upstream::{DeliveryMode, Upstream, UpstreamConfig};
 use crate::sources::{TlsFiles, mllp};
 use crate::store::{Durability, Store};
 use serde::Deserialize;
@@ -31,6 +32,114 @@ pub struct Config {
     pub pipeline: PipelineSection,
     /// `[log]`
     pub log: LogSection,
+    /// `[sink]`
+    pub sink: SinkSection,
+    /// `[upstream]`
+    pub upstream: UpstreamSection,
+}
+
+/// `[sink]`: where converted messages go, and when a message is acknowledged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkSection {
+    /// `local` (resource store + `/fhir` facade, default), `upstream` (forward only; `/fhir`
+    /// proxies to the upstream) or `both`. Env `V2FHIR_SINK`, flag `--sink`.
+    pub mode: String,
+    /// `after-commit` (default: ACK once stored; delivery is asynchronous through the outbox)
+    /// or `after-upstream` (ACK once the upstream accepted the message; AE when it refused).
+    pub ack: String,
+    /// `after-upstream`: longest wait for the upstream before answering AE.
+    pub ack_timeout_secs: u64,
+}
+
+impl Default for SinkSection {
+    fn default() -> Self {
+        SinkSection {
+            mode: "local".into(),
+            ack: "after-commit".into(),
+            ack_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[upstream]`: the FHIR server to forward to (sink mode `upstream` or `both`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Base URL, e.g. `https://fhir.example.org/fhir`. Env `V2FHIR_UPSTREAM_URL`, flag `--upstream-url`.
+    pub url: String,
+    /// Per-request timeout.
+    pub timeout_secs: u64,
+    /// Connect timeout.
+    pub connect_timeout_secs: u64,
+    /// `transaction` (default), `batch`, or `single` (one request per resource).
+    pub bundle: String,
+    /// Comma-separated resource types written with a conditional update on their first
+    /// identifier (`PUT Patient?identifier=system|value`) when the upstream assigns ids.
+    pub conditional: String,
+    /// Messages delivered concurrently (always different patients).
+    pub concurrency: usize,
+    /// Park a message as dead after this many failed attempts; 0 = never.
+    pub max_attempts: u32,
+    /// Park a message as dead once it has waited this long; 0 = never.
+    pub max_age_secs: u64,
+    /// First retry delay (doubles per attempt, with jitter).
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay.
+    pub backoff_max_secs: u64,
+    /// How often `GET [url]/metadata` is checked.
+    pub health_interval_secs: u64,
+    /// `none`, `bearer`, `client-credentials` or `smart-backend`.
+    pub auth: String,
+    /// `bearer`: the token.
+    pub token: String,
+    /// `bearer`: a file holding the token (first line).
+    pub token_file: String,
+    /// OAuth2 token endpoint; empty = discovered from `[url]/.well-known/smart-configuration`.
+    pub token_url: String,
+    /// OAuth2 client id.
+    pub client_id: String,
+    /// `client-credentials`: the client secret.
+    pub client_secret: String,
+    /// `client-credentials`: a file holding the secret (first line).
+    pub client_secret_file: String,
+    /// Requested scope.
+    pub scope: String,
+    /// `smart-backend`: PEM private key (PKCS#8, or PKCS#1 for RSA).
+    pub private_key: String,
+    /// `smart-backend`: `kid` of the key, if the server wants it.
+    pub key_id: String,
+    /// `smart-backend`: `RS384` or `ES384`.
+    pub alg: String,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            url: String::new(),
+            timeout_secs: 30,
+            connect_timeout_secs: 5,
+            bundle: "transaction".into(),
+            conditional: String::new(),
+            concurrency: 8,
+            max_attempts: 0,
+            max_age_secs: 7 * 24 * 3600,
+            backoff_initial_ms: 500,
+            backoff_max_secs: 300,
+            health_interval_secs: 30,
+            auth: "none".into(),
+            token: String::new(),
+            token_file: String::new(),
+            token_url: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            client_secret_file: String::new(),
+            scope: "system/*.write system/*.read".into(),
+            private_key: String::new(),
+            key_id: String::new(),
+            alg: "RS384".into(),
+        }
+    }
 }
 
 /// `[store]`
@@ -184,7 +293,7 @@ impl Default for LogSection {
 }
 
 const SECTIONS: &[&str] = &[
-    "store", "mllp", "http", "mappings", "convert", "pipeline", "log",
+    "store", "mllp", "http", "mappings", "convert", "pipeline", "log", "sink", "upstream",
 ];
 
 /// Why the configuration is unusable.
@@ -212,7 +321,12 @@ impl Config {
             let Some(rest) = name.strip_prefix("V2FHIR_") else {
                 continue;
             };
-            let rest = rest.to_ascii_lowercase();
+            // `V2FHIR_SINK` is the documented short form of `V2FHIR_SINK_MODE`.
+            let rest = if rest == "SINK" {
+                "sink_mode".to_string()
+            } else {
+                rest.to_ascii_lowercase()
+            };
             let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
                 continue;
             };
@@ -238,10 +352,27 @@ impl Config {
         Ok(cfg)
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
+    /// Check the settings (after command-line overrides): every mistake is named.
+    pub fn check(&self) -> Result<(), ConfigError> {
         self.durability()?;
         self.bundle_type()?;
         self.zone()?;
+        self.sinks()?;
+        match self.sink.ack.as_str() {
+            "after-commit" | "after-upstream" => {}
+            o => {
+                return Err(ConfigError(format!(
+                    "sink.ack '{o}' is not after-commit or after-upstream"
+                )));
+            }
+        }
+        if self.sinks()?.upstream {
+            self.upstream_config()?;
+        } else if self.sink.ack == "after-upstream" {
+            return Err(ConfigError(
+                "sink.ack 'after-upstream' needs sink.mode upstream or both".into(),
+            ));
+        }
         if self.mllp.tls_cert.is_some() != self.mllp.tls_key.is_some() {
             return Err(ConfigError(
                 "mllp.tls_cert and mllp.tls_key must be given together".into(),
@@ -278,6 +409,144 @@ impl Config {
         })
     }
 
+    /// Where converted messages go.
+    pub fn sinks(&self) -> Result<crate::store::Sinks, ConfigError> {
+        use crate::store::Sinks;
+        match self.sink.mode.as_str() {
+            "local" => Ok(Sinks {
+                local: true,
+                upstream: false,
+            }),
+            "upstream" => Ok(Sinks {
+                local: false,
+                upstream: true,
+            }),
+            "both" => Ok(Sinks {
+                local: true,
+                upstream: true,
+            }),
+            o => Err(ConfigError(format!(
+                "sink.mode '{o}' is not local, upstream or both"
+            ))),
+        }
+    }
+
+    /// The forwarder settings (reads key and secret files).
+    pub fn upstream_config(&self) -> Result<UpstreamConfig, ConfigError> {
+        use crate::sinks::auth::{AuthConfig, SigningKey};
+        let u = &self.upstream;
+        if u.url.is_empty() {
+            return Err(ConfigError(format!(
+                "sink.mode '{}' needs upstream.url (or --upstream-url, V2FHIR_UPSTREAM_URL)",
+                self.sink.mode
+            )));
+        }
+        if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
+            return Err(ConfigError(format!(
+                "upstream.url '{}' is not an http(s) URL",
+                u.url
+            )));
+        }
+        let mode = DeliveryMode::from_name(&u.bundle).ok_or_else(|| {
+            ConfigError(format!(
+                "upstream.bundle '{}' is not transaction, batch or single",
+                u.bundle
+            ))
+        })?;
+        let conditional: std::collections::HashSet<String> = u
+            .conditional
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        for t in &conditional {
+            if !crate::fhir::validate::is_resource_type(t) {
+                return Err(ConfigError(format!(
+                    "upstream.conditional: '{t}' is not an R4 resource type"
+                )));
+            }
+        }
+        if mode == DeliveryMode::Batch && !conditional.is_empty() {
+            return Err(ConfigError(
+                "upstream.conditional needs upstream.bundle 'transaction' or 'single' (a batch cannot resolve references between its entries)".into(),
+            ));
+        }
+        let read_first_line = |what: &str, path: &str| -> Result<String, ConfigError> {
+            std::fs::read_to_string(path)
+                .map(|t| t.lines().next().unwrap_or("").trim().to_string())
+                .map_err(|e| ConfigError(format!("{what} '{path}': {e}")))
+        };
+        let need = |key: &str, v: &str| -> Result<(), ConfigError> {
+            if v.is_empty() {
+                Err(ConfigError(format!(
+                    "upstream.auth '{}' needs upstream.{key}",
+                    u.auth
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let auth = match u.auth.as_str() {
+            "none" => AuthConfig::None,
+            "bearer" => {
+                let token = if u.token_file.is_empty() {
+                    u.token.clone()
+                } else {
+                    read_first_line("upstream.token_file", &u.token_file)?
+                };
+                need("token", &token)?;
+                AuthConfig::Bearer(token)
+            }
+            "client-credentials" => {
+                need("client_id", &u.client_id)?;
+                let secret = if u.client_secret_file.is_empty() {
+                    u.client_secret.clone()
+                } else {
+                    read_first_line("upstream.client_secret_file", &u.client_secret_file)?
+                };
+                need("client_secret", &secret)?;
+                AuthConfig::ClientCredentials {
+                    token_url: u.token_url.clone(),
+                    client_id: u.client_id.clone(),
+                    secret,
+                    scope: u.scope.clone(),
+                }
+            }
+            "smart-backend" => {
+                need("client_id", &u.client_id)?;
+                need("private_key", &u.private_key)?;
+                let key = SigningKey::from_pem_file(std::path::Path::new(&u.private_key), &u.alg)
+                    .map_err(|e| ConfigError(format!("upstream.private_key: {e}")))?;
+                AuthConfig::SmartBackend {
+                    token_url: u.token_url.clone(),
+                    client_id: u.client_id.clone(),
+                    key: Arc::new(key),
+                    key_id: u.key_id.clone(),
+                    scope: u.scope.clone(),
+                }
+            }
+            o => {
+                return Err(ConfigError(format!(
+                    "upstream.auth '{o}' is not none, bearer, client-credentials or smart-backend"
+                )));
+            }
+        };
+        Ok(UpstreamConfig {
+            base: u.url.trim_end_matches('/').to_string(),
+            timeout: Duration::from_secs(u.timeout_secs.max(1)),
+            connect_timeout: Duration::from_secs(u.connect_timeout_secs.max(1)),
+            mode,
+            conditional,
+            concurrency: u.concurrency.max(1),
+            max_attempts: u.max_attempts,
+            max_age: Duration::from_secs(u.max_age_secs),
+            backoff_initial: Duration::from_millis(u.backoff_initial_ms.max(1)),
+            backoff_max: Duration::from_secs(u.backoff_max_secs.max(1)),
+            health_interval: Duration::from_secs(u.health_interval_secs.max(1)),
+            auth,
+        })
+    }
+
     /// The pipeline settings this config describes.
     pub fn ingest(&self) -> Result<IngestConfig, ConfigError> {
         let mut c = IngestConfig::default();
@@ -303,8 +572,12 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     /// The pipeline (and the store).
     pub pipeline: Arc<Pipeline>,
+    /// The upstream forwarder (sink mode upstream or both).
+    pub upstream: Option<Arc<Upstream>>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The delivery worker; stopped after the pipeline has drained.
+    worker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -316,6 +589,11 @@ impl Running {
             let _ = t.await;
         }
         self.pipeline.shutdown().await;
+        // The worker saw `stop` too: it finishes its in-flight deliveries (recording each) and
+        // leaves the rest in the outbox for the next start.
+        if let Some(w) = self.worker {
+            let _ = w.await;
+        }
         self.pipeline.store().close().await;
     }
 }
@@ -337,10 +615,26 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     if let Err(e) = crate::fhir::validate::warm_up() {
         anyhow::bail!("the FHIR R4 schema could not be compiled: {e}");
     }
-    let store = Store::open(&cfg.store.url, cfg.durability()?).await?;
+    let sinks = cfg.sinks()?;
+    let store = Store::open(&cfg.store.url, cfg.durability()?)
+        .await?
+        .with_sinks(sinks);
     let pipeline = Pipeline::start(plan, store.clone(), cfg.ingest()?);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut upstream = None;
+    let mut worker = None;
+    if sinks.upstream {
+        let u = Upstream::new(cfg.upstream_config()?, store.clone())?;
+        if cfg.sink.ack == "after-upstream" {
+            pipeline.acknowledge_after_upstream(
+                u.clone(),
+                Duration::from_secs(cfg.sink.ack_timeout_secs.max(1)),
+            );
+        }
+        worker = Some(tokio::spawn(u.clone().run(stop_rx.clone())));
+        upstream = Some(u);
+    }
 
     let mut mllp_addr = None;
     if !cfg.mllp.listen.is_empty() {
@@ -381,6 +675,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             metrics: api::metrics_handle(),
             base_url: cfg.http.base_url.trim_end_matches('/').to_string(),
             mappings_dir: cfg.mappings.dir.clone(),
+            upstream: upstream.clone(),
+            proxy_reads: !sinks.local,
         };
         let app = api::router(
             state,
@@ -437,8 +733,10 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         mllp_addr,
         http_addr,
         pipeline,
+        upstream,
         stop,
         tasks,
+        worker,
     })
 }
 

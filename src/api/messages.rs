@@ -76,7 +76,7 @@ pub async fn list(
                 StatusCode::BAD_REQUEST,
                 "value",
                 format!(
-                    "status '{s}' is not one of received, converted, delivered, error, rejected, duplicate"
+                    "status '{s}' is not one of received, converted, delivered, dead, error, rejected, duplicate"
                 ),
             )
         })?),
@@ -156,6 +156,20 @@ pub async fn get_one(
             "ack".into(),
             m.ack.map(Value::String).unwrap_or(Value::Null),
         );
+        if let Some(d) = state.pipeline.store().outbox_state(id).await? {
+            o.insert(
+                "delivery".into(),
+                json!({
+                    "state": d.state,
+                    "attempts": d.attempts,
+                    "next_attempt_at": if d.state == "pending" { Value::String(rfc3339(d.next_attempt_at)) } else { Value::Null },
+                    "last_error": d.last_error,
+                    "outcome": parse_json(&d.outcome),
+                }),
+            );
+        } else if m.status == Status::Delivered {
+            o.insert("delivery".into(), json!({"state": "delivered"}));
+        }
     }
     Ok(Json(v))
 }
@@ -166,6 +180,63 @@ pub async fn reprocess(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
+    reprocess_one(&state, id).await.map(Json)
+}
+
+/// Query of `POST /messages/reprocess`.
+#[derive(Debug, Deserialize)]
+pub struct BulkQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `POST /messages/reprocess?status=dead|error`: reprocess every message with that status
+/// (oldest first, at most `limit`, default 1000): converted again with the mappings now loaded
+/// and, in sink modes with an upstream, queued for delivery again.
+pub async fn reprocess_bulk(
+    State(state): State<AppState>,
+    Query(q): Query<BulkQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match q.status.as_deref() {
+        Some("dead") => Status::Dead,
+        Some("error") => Status::Error,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "value",
+                format!(
+                    "status '{}' cannot be reprocessed in bulk; use status=dead or status=error",
+                    other.unwrap_or("")
+                ),
+            ));
+        }
+    };
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000) as i64;
+    let ids = state
+        .pipeline
+        .store()
+        .ids_with_status(status, limit)
+        .await?;
+    let mut results = Vec::with_capacity(ids.len());
+    let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
+    for id in ids {
+        let r = reprocess_one(&state, id).await?;
+        let st = r
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        *by_status.entry(st).or_default() += 1;
+        results.push(json!({"id": id, "status": r.get("status")}));
+    }
+    Ok(Json(json!({
+        "reprocessed": results.len(),
+        "by_status": by_status,
+        "items": results,
+    })))
+}
+
+async fn reprocess_one(state: &AppState, id: i64) -> Result<Value, ApiError> {
     let store = state.pipeline.store();
     let m = store.get(id).await?.ok_or_else(|| {
         ApiError::new(
@@ -219,14 +290,15 @@ pub async fn reprocess(
         to = p.row.status.as_str(),
         "message reprocessed"
     );
-    Ok(Json(json!({
+    Ok(json!({
         "id": id,
         "previous_status": previous,
         "status": p.row.status,
         "outcome": match p.outcome { Outcome::Accept => "accept", Outcome::Error => "error", Outcome::Reject => "reject" },
         "diagnostics": parse_json(&p.row.diagnostics),
         "links": {"self": format!("/messages/{id}")},
-    })))
+        "queued_for_delivery": p.row.status == Status::Converted && store.sinks().upstream,
+    }))
 }
 
 /// `POST /admin/mappings/reload`: load the mapping directory again and use it from the next
@@ -283,12 +355,31 @@ pub async fn health(State(state): State<AppState>) -> Response {
             Some("store did not answer within 5 s".to_string()),
         ),
     };
-    let body = json!({
+    let mut body = json!({
         "status": if code == StatusCode::OK { "ok" } else { "unavailable" },
         "store": {"status": store_status, "backend": store.backend(), "error": error},
         "in_flight": state.pipeline.in_flight(),
         "version": env!("CARGO_PKG_VERSION"),
     });
+    // An unreachable upstream does not make the gateway unready: messages are still accepted
+    // and wait in the outbox. It is reported here and in /metrics.
+    if let Some(up) = &state.upstream {
+        let h = up.health();
+        let stats = store.outbox_stats().await.unwrap_or_default();
+        let now = crate::store::now_micros();
+        body["upstream"] = json!({
+            "url": up.base(),
+            "status": h.status,
+            "checked_at": h.checked_at,
+            "latency_ms": h.latency_ms,
+            "error": h.error,
+            "outbox": {
+                "pending": stats.pending,
+                "dead": stats.dead,
+                "oldest_pending_age_secs": stats.oldest_pending.map(|t| ((now - t).max(0) as f64 / 1e6).round()),
+            },
+        });
+    }
     (code, Json(body)).into_response()
 }
 
@@ -303,6 +394,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         for (ty, n) in counts {
             metrics::gauge!("v2fhir_store_resources", "type" => ty).set(n as f64);
         }
+    }
+    if state.upstream.is_some()
+        && let Ok(o) = state.pipeline.store().outbox_stats().await
+    {
+        let now = crate::store::now_micros();
+        metrics::gauge!("v2fhir_outbox_pending").set(o.pending as f64);
+        metrics::gauge!("v2fhir_outbox_dead").set(o.dead as f64);
+        metrics::gauge!("v2fhir_outbox_oldest_pending_seconds").set(
+            o.oldest_pending
+                .map(|t| (now - t).max(0) as f64 / 1e6)
+                .unwrap_or(0.0),
+        );
     }
     // Sampled at scrape time rather than updated per message.
     let in_flight = state.pipeline.in_flight() as f64;

@@ -3,6 +3,7 @@
 
 pub mod fhir;
 mod messages;
+mod proxy;
 
 use crate::ingest::Pipeline;
 use axum::Router;
@@ -29,6 +30,10 @@ pub struct AppState {
     pub base_url: String,
     /// The mapping directory, for `POST /admin/mappings/reload`.
     pub mappings_dir: std::path::PathBuf,
+    /// The upstream forwarder (sink mode upstream or both).
+    pub upstream: Option<Arc<crate::sinks::upstream::Upstream>>,
+    /// Sink mode `upstream`: `/fhir` reads and searches are proxied to the upstream.
+    pub proxy_reads: bool,
 }
 
 /// An error answered as an OperationOutcome.
@@ -105,25 +110,35 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
     use tower_http::limit::RequestBodyLimitLayer;
     use tower_http::timeout::TimeoutLayer;
+    let fhir_routes: Router<AppState> = if state.proxy_reads {
+        // Sink mode `upstream`: no local resources; the upstream answers.
+        Router::new()
+            .route("/fhir", axum::routing::any(proxy::forward))
+            .route("/fhir/{*rest}", axum::routing::any(proxy::forward))
+    } else {
+        Router::new()
+            .route("/fhir/metadata", get(fhir::metadata))
+            .route("/fhir/_history", get(fhir::history_system))
+            .route("/fhir/Patient/{id}/$everything", get(fhir::everything))
+            .route("/fhir/{type}", get(fhir::search_get))
+            .route("/fhir/{type}/_search", post(fhir::search_post))
+            .route("/fhir/{type}/_history", get(fhir::history_type))
+            .route("/fhir/{type}/{id}", get(fhir::read))
+            .route("/fhir/{type}/{id}/_history", get(fhir::history_instance))
+            .route("/fhir/{type}/{id}/_history/{vid}", get(fhir::vread))
+    };
     Router::new()
         .route("/v2/messages", post(crate::sources::http::post_messages))
         .route("/v2/$convert", post(crate::sources::http::post_convert))
         .route("/messages", get(messages::list))
         .route("/messages/{id}", get(messages::get_one))
         .route("/messages/{id}/reprocess", post(messages::reprocess))
+        .route("/messages/reprocess", post(messages::reprocess_bulk))
         .route("/admin/mappings/reload", post(messages::reload_mappings))
         .route("/health", get(messages::health))
         .route("/health/live", get(|| async { "ok" }))
         .route("/metrics", get(messages::metrics))
-        .route("/fhir/metadata", get(fhir::metadata))
-        .route("/fhir/_history", get(fhir::history_system))
-        .route("/fhir/Patient/{id}/$everything", get(fhir::everything))
-        .route("/fhir/{type}", get(fhir::search_get))
-        .route("/fhir/{type}/_search", post(fhir::search_post))
-        .route("/fhir/{type}/_history", get(fhir::history_type))
-        .route("/fhir/{type}/{id}", get(fhir::read))
-        .route("/fhir/{type}/{id}/_history", get(fhir::history_instance))
-        .route("/fhir/{type}/{id}/_history/{vid}", get(fhir::vread))
+        .merge(fhir_routes)
         .fallback(not_found)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -12,9 +12,11 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use std::time::Duration;
 
+pub mod outbox;
 mod query;
 pub mod resources;
 mod sql;
+pub use outbox::{Claimed, DeliveryState, OutboxStats};
 pub use query::{MessageFilter, MessagePage};
 pub use resources::{NewResource, ResourceRow};
 
@@ -46,8 +48,11 @@ pub enum Status {
     Received,
     /// Converted; the FHIR output is stored with it.
     Converted,
-    /// Delivered to every sink.
+    /// Delivered to the upstream FHIR server.
     Delivered,
+    /// Refused by the upstream FHIR server (or out of delivery attempts); parked in the outbox
+    /// with the upstream's OperationOutcome until reprocessed.
+    Dead,
     /// Parsed but conversion failed; diagnostics are stored with it.
     Error,
     /// Not accepted (not HL7, unsupported processing id or version, …).
@@ -63,6 +68,7 @@ impl Status {
             Status::Received => "received",
             Status::Converted => "converted",
             Status::Delivered => "delivered",
+            Status::Dead => "dead",
             Status::Error => "error",
             Status::Rejected => "rejected",
             Status::Duplicate => "duplicate",
@@ -75,6 +81,7 @@ impl Status {
             "received" => Status::Received,
             "converted" => Status::Converted,
             "delivered" => Status::Delivered,
+            "dead" => Status::Dead,
             "error" => Status::Error,
             "rejected" => Status::Rejected,
             "duplicate" => Status::Duplicate,
@@ -200,6 +207,24 @@ pub struct StoredMessage {
     pub ack: Option<String>,
 }
 
+/// Where converted messages go (set once at start-up, see `[sink]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sinks {
+    /// Write the resources to the local resource store (served by `/fhir`).
+    pub local: bool,
+    /// Write an outbox row for delivery to the upstream FHIR server.
+    pub upstream: bool,
+}
+
+impl Default for Sinks {
+    fn default() -> Self {
+        Sinks {
+            local: true,
+            upstream: false,
+        }
+    }
+}
+
 /// The message log on SQLite or PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -207,6 +232,9 @@ pub struct Store {
     /// Where writes go: a single connection on SQLite, the same pool on PostgreSQL.
     writer: AnyPool,
     backend: Backend,
+    sinks: Sinks,
+    /// Woken after a commit that wrote outbox rows (the delivery worker waits on it).
+    outbox_signal: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Rows per multi-row INSERT (17 parameters each; SQLite allows 32,766, PostgreSQL 65,535).
@@ -215,10 +243,12 @@ const MAX_ROWS_PER_INSERT: usize = 512;
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("sqlite.sql")),
     (2, include_str!("sqlite_2.sql")),
+    (3, include_str!("sqlite_3.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("postgres.sql")),
     (2, include_str!("postgres_2.sql")),
+    (3, include_str!("postgres_3.sql")),
 ];
 
 /// Columns read by [`StoredMessage::from_row`], in order.
@@ -321,6 +351,8 @@ impl Store {
             pool,
             writer,
             backend,
+            sinks: Sinks::default(),
+            outbox_signal: Default::default(),
         };
         store.migrate().await?;
         if backend == Backend::Sqlite {
@@ -387,6 +419,22 @@ impl Store {
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The same store writing to `sinks` (call before handing clones out).
+    pub fn with_sinks(mut self, sinks: Sinks) -> Store {
+        self.sinks = sinks;
+        self
+    }
+
+    /// Where converted messages go.
+    pub fn sinks(&self) -> Sinks {
+        self.sinks
+    }
+
+    /// Notified after every commit that wrote outbox rows.
+    pub fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.outbox_signal.clone()
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -475,7 +523,8 @@ impl Store {
             start = end;
         }
         let has_resources = rows.iter().any(|m| !m.resources.is_empty());
-        if let ([run], false) = (runs.as_slice(), has_resources) {
+        let writes_more = has_resources && (self.sinks.local || self.sinks.upstream);
+        if let ([run], false) = (runs.as_slice(), writes_more) {
             // One run is one INSERT statement, atomic on its own: no BEGIN/COMMIT round trips.
             // (A concurrent insert of the same message by another replica fails the unique
             // index and so the statement; the caller retries and then sees the original.)
@@ -488,6 +537,9 @@ impl Store {
             out.extend(self.commit_run(&mut tx, run).await?);
         }
         tx.commit().await.map_err(db("commit"))?;
+        if self.sinks.upstream && out.iter().any(|c| c.status == Status::Converted) {
+            self.outbox_signal.notify_one();
+        }
         Ok(out)
     }
 
@@ -612,6 +664,7 @@ impl Store {
         }
         let mut committed = Vec::with_capacity(decided.len());
         let mut resources: Vec<(i64, &NewResource)> = Vec::new();
+        let mut outbox_rows: Vec<(i64, String)> = Vec::new();
         for d in decided {
             let key = (
                 d.m.sending_application.clone(),
@@ -623,7 +676,15 @@ impl Store {
                 source: sqlx::Error::RowNotFound,
             })?;
             if d.status == Status::Converted {
-                resources.extend(d.m.resources.iter().map(|r| (id, r)));
+                if self.sinks.local {
+                    resources.extend(d.m.resources.iter().map(|r| (id, r)));
+                }
+                if self.sinks.upstream && !d.m.resources.is_empty() {
+                    outbox_rows.push((
+                        id,
+                        outbox::order_key(&d.m.resources, || format!("message/{id}")),
+                    ));
+                }
             }
             committed.push(Committed {
                 id,
@@ -634,6 +695,9 @@ impl Store {
             });
         }
         resources::apply(conn, &resources, now).await?;
+        if !outbox_rows.is_empty() {
+            outbox::enqueue(conn, &outbox_rows, now).await?;
+        }
         Ok(committed)
     }
 
@@ -674,11 +738,30 @@ impl Store {
         .await
         .map_err(db("update a message"))?;
         let found = r.rows_affected() == 1;
+        let mut queued = false;
         if found && status == Status::Converted {
-            let items: Vec<(i64, &NewResource)> = resources.iter().map(|r| (id, r)).collect();
-            resources::apply(&mut tx, &items, now_micros()).await?;
+            if self.sinks.local {
+                let items: Vec<(i64, &NewResource)> = resources.iter().map(|r| (id, r)).collect();
+                resources::apply(&mut tx, &items, now_micros()).await?;
+            }
+            if self.sinks.upstream && !resources.is_empty() {
+                // Deliver again (a mapping fix, or an upstream fix for a dead message).
+                let key = outbox::order_key(resources, || format!("message/{id}"));
+                outbox::enqueue(&mut tx, &[(id, key)], now_micros()).await?;
+                queued = true;
+            }
+        } else if found {
+            // Nothing to deliver any more.
+            sqlx::query("DELETE FROM outbox WHERE message_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("drop an outbox row"))?;
         }
         tx.commit().await.map_err(db("commit"))?;
+        if queued {
+            self.outbox_signal.notify_one();
+        }
         Ok(found)
     }
 
@@ -716,6 +799,7 @@ mod tests {
             Status::Received,
             Status::Converted,
             Status::Delivered,
+            Status::Dead,
             Status::Error,
             Status::Rejected,
             Status::Duplicate,

@@ -1,0 +1,340 @@
+//! The outbox: converted messages waiting for delivery to the upstream FHIR server.
+//!
+//! A row is written in the same transaction as its message (so a message is never acknowledged
+//! without its delivery being guaranteed), claimed by a delivery worker with a lease, and then
+//! deleted (delivered: the message becomes `delivered`), rescheduled (retry) or parked (`dead`,
+//! with the upstream's OperationOutcome). Per-patient order: a row is claimable only when no
+//! earlier row with the same `order_key` is still pending. Several replicas on one PostgreSQL
+//! claim with `FOR UPDATE SKIP LOCKED` and a lease, so no message is delivered by two at once.
+
+use super::{Backend, Status, Store, StoreError, db, now_micros, sql};
+use serde::Serialize;
+use sqlx::Row;
+
+/// A message claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The message's row id.
+    pub message_id: i64,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// When the row was written (µs).
+    pub created_at: i64,
+    /// The message's FHIR Bundle (JSON text); `None` if the message has none any more.
+    pub output: Option<String>,
+}
+
+/// The delivery state of one message, as shown by `GET /messages/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryState {
+    /// `pending` or `dead`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Next attempt (µs; pending only).
+    pub next_attempt_at: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// The upstream's OperationOutcome (dead messages), JSON text.
+    pub outcome: Option<String>,
+}
+
+/// Outbox figures for `/health` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutboxStats {
+    /// Messages waiting for delivery.
+    pub pending: i64,
+    /// Messages the upstream refused.
+    pub dead: i64,
+    /// When the oldest pending message was written (µs), if any.
+    pub oldest_pending: Option<i64>,
+}
+
+/// The ordering key of a message: its Patient (`Patient/<id>` from the deterministic ids), or,
+/// without a Patient, `fallback` (the message itself: no order to keep).
+pub(crate) fn order_key(
+    resources: &[super::NewResource],
+    fallback: impl FnOnce() -> String,
+) -> String {
+    match resources.iter().find(|r| r.resource_type == "Patient") {
+        Some(p) => format!("Patient/{}", p.id),
+        None => fallback(),
+    }
+}
+
+/// Insert (or re-arm) outbox rows inside the caller's transaction.
+pub(crate) async fn enqueue(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[(i64, String)],
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(512) {
+        let mut text = String::from(
+            "INSERT INTO outbox (message_id, order_key, state, attempts, created_at, next_attempt_at, lease_until) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                text.push_str(", ");
+            }
+            let n = i * 3;
+            text.push_str(&format!(
+                "(${}, ${}, 'pending', 0, ${}, ${}, 0)",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 3
+            ));
+        }
+        text.push_str(
+            " ON CONFLICT (message_id) DO UPDATE SET state = 'pending', attempts = 0, \
+             next_attempt_at = excluded.next_attempt_at, lease_owner = NULL, lease_until = 0, \
+             last_error = NULL, outcome = NULL, order_key = excluded.order_key",
+        );
+        let mut args = Vec::with_capacity(chunk.len() * 3);
+        for (id, key) in chunk {
+            args.push(sql::Arg::Int(*id));
+            args.push(sql::Arg::Text(key.clone()));
+            args.push(sql::Arg::Int(now));
+        }
+        sql::bind_all(&text, &args)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("write the outbox"))?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Claim up to `limit` due messages for `owner` until `lease_until` (µs): the oldest pending
+    /// message of each patient whose turn it is, skipping rows another worker holds.
+    pub async fn outbox_claim(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease_until: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let now = now_micros();
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let text = format!(
+            "UPDATE outbox SET lease_owner = $1, lease_until = $2 \
+             WHERE lease_until <= $3 AND state = 'pending' AND message_id IN ( \
+               SELECT o.message_id FROM outbox o \
+               WHERE o.state = 'pending' AND o.next_attempt_at <= $3 AND o.lease_until <= $3 \
+                 AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.order_key = o.order_key \
+                                 AND p.state = 'pending' AND p.message_id < o.message_id) \
+               ORDER BY o.message_id LIMIT $4{lock}) \
+             RETURNING message_id, attempts, created_at"
+        );
+        let mut conn = self.writer.acquire().await.map_err(db("acquire"))?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(text))
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db("claim outbox rows"))?;
+        drop(conn);
+        let mut claimed: Vec<Claimed> = rows
+            .iter()
+            .map(|r| {
+                Ok(Claimed {
+                    message_id: r.try_get(0)?,
+                    attempts: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                    output: None,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db("decode claimed rows"))?;
+        if claimed.is_empty() {
+            return Ok(claimed);
+        }
+        claimed.sort_by_key(|c| c.message_id);
+        let text = format!(
+            "SELECT id, output FROM messages WHERE id IN ({})",
+            sql::placeholders(claimed.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        for c in &claimed {
+            q = q.bind(c.message_id);
+        }
+        let outputs = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read claimed messages"))?;
+        for r in &outputs {
+            let id: i64 = r.try_get(0).map_err(db("decode id"))?;
+            let output: Option<String> = r.try_get(1).map_err(db("decode output"))?;
+            if let Ok(i) = claimed.binary_search_by_key(&id, |c| c.message_id) {
+                claimed[i].output = output;
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// The upstream accepted the message: drop its outbox row (only if `owner` still holds it)
+    /// and mark it `delivered`. Returns false when the lease was lost meanwhile.
+    pub async fn outbox_delivered(&self, id: i64, owner: &str) -> Result<bool, StoreError> {
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query("DELETE FROM outbox WHERE message_id = $1 AND lease_owner = $2")
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("remove a delivered outbox row"))?;
+        if r.rows_affected() == 1 {
+            sqlx::query("UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3")
+                .bind(Status::Delivered.as_str())
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("mark a message delivered"))?;
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// A retryable failure: count the attempt, try again at `next_attempt_at` (µs).
+    pub async fn outbox_retry(
+        &self,
+        id: i64,
+        owner: &str,
+        attempts: i64,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3, \
+             lease_owner = NULL, lease_until = 0 WHERE message_id = $4 AND lease_owner = $5",
+        )
+        .bind(attempts)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.writer)
+        .await
+        .map_err(db("reschedule an outbox row"))?;
+        Ok(())
+    }
+
+    /// The upstream refused the message (or it ran out of attempts): park it as `dead` with the
+    /// reason and the upstream's OperationOutcome. Later messages of the same patient go on.
+    pub async fn outbox_dead(
+        &self,
+        id: i64,
+        owner: &str,
+        attempts: i64,
+        error: &str,
+        outcome: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE outbox SET state = 'dead', attempts = $1, last_error = $2, outcome = $3, \
+             lease_owner = NULL, lease_until = 0 WHERE message_id = $4 AND lease_owner = $5",
+        )
+        .bind(attempts)
+        .bind(error)
+        .bind(outcome)
+        .bind(id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("park an outbox row"))?;
+        if r.rows_affected() == 1 {
+            sqlx::query("UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3")
+                .bind(Status::Dead.as_str())
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("mark a message dead"))?;
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(())
+    }
+
+    /// The outbox row of one message, if it has one.
+    pub async fn outbox_state(&self, id: i64) -> Result<Option<DeliveryState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state, attempts, next_attempt_at, last_error, outcome FROM outbox WHERE message_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read an outbox row"))?;
+        row.map(|r| {
+            Ok(DeliveryState {
+                state: r.try_get(0)?,
+                attempts: r.try_get(1)?,
+                next_attempt_at: r.try_get(2)?,
+                last_error: r.try_get(3)?,
+                outcome: r.try_get(4)?,
+            })
+        })
+        .transpose()
+        .map_err(db("decode an outbox row"))
+    }
+
+    /// Pending and dead counts and the oldest pending row.
+    pub async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*), MIN(created_at) FROM outbox GROUP BY state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("count the outbox"))?;
+        let mut s = OutboxStats::default();
+        for r in &rows {
+            let state: String = r.try_get(0).map_err(db("decode outbox stats"))?;
+            let n: i64 = r.try_get(1).map_err(db("decode outbox stats"))?;
+            let oldest: Option<i64> = r.try_get(2).map_err(db("decode outbox stats"))?;
+            match state.as_str() {
+                "pending" => {
+                    s.pending = n;
+                    s.oldest_pending = oldest;
+                }
+                "dead" => s.dead = n,
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+
+    /// Ids of messages whose status is `status`, oldest first (for bulk reprocessing).
+    pub async fn ids_with_status(
+        &self,
+        status: Status,
+        limit: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM messages WHERE status = $1 ORDER BY id LIMIT $2")
+            .bind(status.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list messages by status"))?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db("decode ids"))
+    }
+
+    /// Replace the acknowledgment stored for a message (the synchronous ACK policy answers after
+    /// the upstream, so a resend gets the same answer).
+    pub async fn set_ack(&self, id: i64, ack_code: &str, ack: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE messages SET ack_code = $1, ack = $2 WHERE id = $3")
+            .bind(ack_code)
+            .bind(ack)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db("store the acknowledgment"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+-- v2fhir outbox (PostgreSQL): one row per converted message still to be delivered to the upstream
+-- FHIR server, written in the message's own transaction. Delivered rows are deleted (the message
+-- becomes `delivered`); rows the upstream refused stay as `dead` until reprocessed.
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id      BIGINT PRIMARY KEY,
+    -- Messages with the same key (the patient) are delivered one after the other, in id order.
+    order_key       TEXT    COLLATE "C" NOT NULL,
+    state           TEXT    NOT NULL,          -- pending | dead
+    attempts        BIGINT  NOT NULL DEFAULT 0,
+    created_at      BIGINT  NOT NULL,
+    next_attempt_at BIGINT  NOT NULL,
+    lease_owner     TEXT,
+    lease_until     BIGINT  NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    outcome         TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_order ON outbox (order_key, message_id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at, message_id);
