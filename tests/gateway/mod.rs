@@ -2,6 +2,8 @@
 //! server on ephemeral loopback ports, and a minimal MLLP client.
 #![allow(dead_code)]
 
+pub mod sekmet;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
