@@ -821,3 +821,49 @@ async fn an_outage_loses_nothing_and_repeats_or_reorders_nothing_postgres() {
     let url = gateway::fresh_pg(&admin, "outage").await;
     outage("postgres", &url).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_deliver_each_message_once() {
+    if !sekmet::available() {
+        return;
+    }
+    let Some(admin) = gateway::pg_admin_url() else {
+        return;
+    };
+    let url = gateway::fresh_pg(&admin, "replicas").await;
+    let up = Sekmet::start(&gateway::scratch("sekmet-replicas"), "").await;
+    let a = gateway::start(&upstream_config(&url, &up.base())).await;
+    let b = gateway::start(&upstream_config(&url, &up.base())).await;
+    const N: usize = 300;
+    // Both replicas take messages; both delivery workers compete for the one outbox.
+    let mut ca = gateway::Mllp::connect(a.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+    let mut cb = gateway::Mllp::connect(b.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+    for i in 0..N {
+        let m = adt(
+            &format!("R{i}"),
+            "A01",
+            &format!("REP{}", i % 60),
+            "REPLICA",
+            &format!("VR{i}"),
+        );
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        let acks = c.send(m.as_bytes(), 1).await;
+        assert_eq!(gateway::msa(&acks[0]).0, "AA");
+    }
+    let store = a.pipeline.store().clone();
+    drained(&store, Duration::from_secs(120)).await;
+    let counts = status_counts(&store).await;
+    assert_eq!(
+        counts.get("delivered").copied(),
+        Some(N as i64),
+        "{counts:?}"
+    );
+    assert_eq!(
+        up.total("MessageHeader/_history?_count=1").await,
+        N as i64,
+        "a message was delivered twice"
+    );
+    assert_eq!(up.total("Patient?_summary=count").await, 60);
+    b.shutdown().await;
+    a.shutdown().await;
+}
