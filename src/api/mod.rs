@@ -106,15 +106,30 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     )
 }
 
+/// The `/fhir` paths (served locally, or proxied to the upstream in sink mode `upstream`).
+const FHIR_PATHS: &[&str] = &[
+    "/fhir/metadata",
+    "/fhir/_history",
+    "/fhir/Patient/{id}/$everything",
+    "/fhir/{type}",
+    "/fhir/{type}/_search",
+    "/fhir/{type}/_history",
+    "/fhir/{type}/{id}",
+    "/fhir/{type}/{id}/_history",
+    "/fhir/{type}/{id}/_history/{vid}",
+];
+
 /// The whole router.
 pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
     use tower_http::limit::RequestBodyLimitLayer;
     use tower_http::timeout::TimeoutLayer;
     let fhir_routes: Router<AppState> = if state.proxy_reads {
-        // Sink mode `upstream`: no local resources; the upstream answers.
-        Router::new()
-            .route("/fhir", axum::routing::any(proxy::forward))
-            .route("/fhir/{*rest}", axum::routing::any(proxy::forward))
+        // Sink mode `upstream`: no local resources; the same paths are answered by the upstream.
+        let mut r = Router::new();
+        for path in FHIR_PATHS {
+            r = r.route(path, axum::routing::any(proxy::forward));
+        }
+        r
     } else {
         Router::new()
             .route("/fhir/metadata", get(fhir::metadata))
