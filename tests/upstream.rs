@@ -578,7 +578,8 @@ async fn every_auth_mode_is_accepted_and_tokens_are_refreshed() {
         "sqlite://{}/v2fhir.db",
         gateway::scratch("auth-store").display()
     );
-    let modes: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+    type Setup = Box<dyn Fn(&mut Config)>;
+    let modes: Vec<(&str, Setup)> = vec![
         ("none", Box::new(|_c: &mut Config| {})),
         (
             "bearer",

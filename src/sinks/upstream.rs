@@ -326,6 +326,8 @@ impl Upstream {
         // A lease outlives one attempt (auth + request) comfortably; a replica that dies holding
         // rows releases them when it runs out.
         let lease = self.cfg.timeout * 2 + self.cfg.connect_timeout + Duration::from_secs(30);
+        let (delivered, rx) = tokio::sync::mpsc::unbounded_channel();
+        let recorder = tokio::spawn(self.clone().record_delivered(rx));
         let mut inflight = tokio::task::JoinSet::new();
         loop {
             if *stop.borrow() {
@@ -333,7 +335,9 @@ impl Upstream {
             }
             let free = concurrency.saturating_sub(inflight.len());
             let mut claimed = 0;
-            if free > 0 {
+            // Claim in groups (a claim is a write transaction): when half the slots are free, or
+            // when nothing is in flight.
+            if free > 0 && (inflight.is_empty() || free * 2 >= concurrency) {
                 let until = crate::store::now_micros() + lease.as_micros() as i64;
                 match self
                     .store
@@ -344,7 +348,8 @@ impl Upstream {
                         claimed = list.len();
                         for c in list {
                             let me = self.clone();
-                            inflight.spawn(async move { me.deliver(c, lease).await });
+                            let delivered = delivered.clone();
+                            inflight.spawn(async move { me.deliver(c, lease, delivered).await });
                         }
                     }
                     Err(e) => {
@@ -364,10 +369,53 @@ impl Upstream {
             }
         }
         while inflight.join_next().await.is_some() {}
+        drop(delivered);
+        let _ = recorder.await;
         health.abort();
     }
 
-    async fn deliver(&self, c: Claimed, lease: Duration) {
+    /// Record delivered messages in groups (one transaction for all that finished meanwhile), then
+    /// answer waiters and wake the claim loop (a patient's next message is claimable now).
+    async fn record_delivered(self: Arc<Self>, mut rx: tokio::sync::mpsc::UnboundedReceiver<i64>) {
+        let signal = self.store.outbox_signal();
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < 512 {
+                match rx.try_recv() {
+                    Ok(id) => batch.push(id),
+                    Err(_) => break,
+                }
+            }
+            let mut tries = 0;
+            loop {
+                match self.store.outbox_delivered_many(&batch, &self.owner).await {
+                    Ok(_) => break,
+                    Err(e) if tries < 5 => {
+                        tries += 1;
+                        tracing::warn!(error = %e, messages = batch.len(), "outbox: recording deliveries failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                    }
+                    Err(e) => {
+                        // The leases run out and the rows are delivered again: at least once.
+                        tracing::error!(error = %e, messages = batch.len(), "outbox: recording deliveries failed");
+                        break;
+                    }
+                }
+            }
+            for id in batch.drain(..) {
+                self.settle(id, Fate::Delivered);
+            }
+            signal.notify_one();
+        }
+    }
+
+    async fn deliver(
+        &self,
+        c: Claimed,
+        lease: Duration,
+        delivered: tokio::sync::mpsc::UnboundedSender<i64>,
+    ) {
         let started = Instant::now();
         let attempt = match tokio::time::timeout(lease, self.attempt(&c)).await {
             Ok(a) => a,
@@ -388,9 +436,9 @@ impl Upstream {
                 metrics::counter!("v2fhir_deliveries_total", "result" => "delivered").increment(1);
                 metrics::histogram!("v2fhir_delivery_latency_seconds")
                     .record((now - c.created_at).max(0) as f64 / 1e6);
-                let r = self.store.outbox_delivered(c.message_id, &self.owner).await;
-                self.settle(c.message_id, Fate::Delivered);
-                r.map(|_| ())
+                // Recorded (with others) by the recorder task; the lease holds the row meanwhile.
+                let _ = delivered.send(c.message_id);
+                Ok(())
             }
             Attempt::Refused { error, outcome } => {
                 metrics::counter!("v2fhir_deliveries_total", "result" => "dead").increment(1);

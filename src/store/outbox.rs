@@ -179,25 +179,65 @@ impl Store {
     /// The upstream accepted the message: drop its outbox row (only if `owner` still holds it)
     /// and mark it `delivered`. Returns false when the lease was lost meanwhile.
     pub async fn outbox_delivered(&self, id: i64, owner: &str) -> Result<bool, StoreError> {
+        Ok(self.outbox_delivered_many(&[id], owner).await?.len() == 1)
+    }
+
+    /// Several messages accepted upstream, recorded in one transaction (rows `owner` no longer
+    /// holds are left alone). Returns the ids recorded.
+    pub async fn outbox_delivered_many(
+        &self,
+        ids: &[i64],
+        owner: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now_micros();
         let mut tx = self.begin_write().await?;
-        let r = sqlx::query("DELETE FROM outbox WHERE message_id = $1 AND lease_owner = $2")
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("remove a delivered outbox row"))?;
-        if r.rows_affected() == 1 {
-            sqlx::query("UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3")
-                .bind(Status::Delivered.as_str())
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
+        let mut done = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(512) {
+            let text = format!(
+                "DELETE FROM outbox WHERE lease_owner = $1 AND message_id IN ({}) RETURNING message_id",
+                (2..chunk.len() + 2)
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(text)).bind(owner);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            let rows = q
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(db("mark a message delivered"))?;
+                .map_err(db("remove delivered outbox rows"))?;
+            let gone: Vec<i64> = rows
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db("decode delivered ids"))?;
+            if !gone.is_empty() {
+                let text = format!(
+                    "UPDATE messages SET status = $1, updated_at = $2 WHERE id IN ({})",
+                    (3..gone.len() + 3)
+                        .map(|i| format!("${i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(text))
+                    .bind(Status::Delivered.as_str())
+                    .bind(now);
+                for id in &gone {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *tx)
+                    .await
+                    .map_err(db("mark messages delivered"))?;
+            }
+            done.extend(gone);
         }
         tx.commit().await.map_err(db("commit"))?;
-        Ok(r.rows_affected() == 1)
+        Ok(done)
     }
 
     /// A retryable failure: count the attempt, try again at `next_attempt_at` (µs).
