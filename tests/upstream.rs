@@ -868,3 +868,106 @@ async fn two_replicas_on_one_postgres_deliver_each_message_once() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_and_single_request_modes_deliver_and_attempts_run_out() {
+    if !sekmet::available() {
+        return;
+    }
+    let up = Sekmet::start(&gateway::scratch("sekmet-modes"), "").await;
+    for (backend, url) in gateway::store_urls("upstream-modes").await {
+        for mode in ["batch", "single"] {
+            let mut cfg = upstream_config(&url, &up.base());
+            cfg.upstream.bundle = mode.into();
+            if mode == "single" {
+                // One request per resource; the Patient conditionally, the Encounter pointing
+                // at the id the upstream assigned.
+                cfg.upstream.conditional = "Patient".into();
+            }
+            let running = gateway::start(&cfg).await;
+            let store = running.pipeline.store().clone();
+            let mut client =
+                gateway::Mllp::connect(running.mllp_addr.unwrap_or_else(|| panic!("no MLLP")))
+                    .await;
+            let pat = format!("M-{backend}-{mode}");
+            for (k, family) in ["ONE", "TWO"].iter().enumerate() {
+                let m = adt(
+                    &format!("{pat}-{k}"),
+                    "A01",
+                    &pat,
+                    family,
+                    &format!("V{pat}"),
+                );
+                let acks = client.send(m.as_bytes(), 1).await;
+                assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend} {mode}");
+            }
+            drained(&store, Duration::from_secs(60)).await;
+            let token = q("identifier", &format!("urn:oid:{OID}|{pat}"));
+            let found = up.get(&format!("Patient?{token}")).await;
+            assert_eq!(found["total"], 1, "{backend} {mode}: {found}");
+            let p = &found["entry"][0]["resource"];
+            assert_eq!(p["name"][0]["family"], "TWO", "{backend} {mode}");
+            let pid = p["id"].as_str().unwrap_or_default();
+            let enc = up
+                .get(&format!(
+                    "Encounter?{}",
+                    q("subject", &format!("Patient/{pid}"))
+                ))
+                .await;
+            assert_eq!(enc["total"], 1, "{backend} {mode}: {enc}");
+            running.shutdown().await;
+        }
+        // An upstream that never accepts (nothing listens there): after max_attempts the message
+        // is parked as dead with the last error, not retried forever.
+        let mut cfg = upstream_config(
+            &url,
+            &format!("http://127.0.0.1:{}/fhir", sekmet::free_port()),
+        );
+        cfg.upstream.max_attempts = 3;
+        let running = gateway::start(&cfg).await;
+        let store = running.pipeline.store().clone();
+        let mut client =
+            gateway::Mllp::connect(running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+        let acks = client
+            .send(
+                adt(&format!("{backend}-gone"), "A01", "GONE", "X", "VG").as_bytes(),
+                1,
+            )
+            .await;
+        assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}");
+        let start = Instant::now();
+        let id = loop {
+            let dead = store
+                .ids_with_status(v2fhir::store::Status::Dead, 10)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if let Some(id) = dead.first() {
+                break *id;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{backend}: never parked"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let d = store
+            .outbox_state(id)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no outbox row"));
+        assert_eq!(
+            (d.state.as_str(), d.attempts),
+            ("dead", 3),
+            "{backend}: {d:?}"
+        );
+        assert!(
+            d.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("gave up after 3 attempts"),
+            "{backend}: {d:?}"
+        );
+        running.shutdown().await;
+    }
+}

@@ -534,7 +534,13 @@ impl Upstream {
         let mut requests = shape_single(bundle, &self.cfg.conditional);
         // Server-assigned ids of conditionally written resources, for later references.
         let mut assigned: HashMap<String, String> = HashMap::new();
-        for (method, url, mut resource) in requests.drain(..) {
+        for SingleRequest {
+            method,
+            url,
+            mut resource,
+            ours,
+        } in requests.drain(..)
+        {
             if !assigned.is_empty() {
                 rewrite_references(&mut resource, &|r: &str| assigned.get(r).cloned());
             }
@@ -552,13 +558,11 @@ impl Upstream {
                 Attempt::Delivered => {}
                 other => return other,
             }
-            if let (Some(ty), Some(id)) = (
-                resource.get("resourceType").and_then(Value::as_str),
-                resource.get("id").and_then(Value::as_str),
-            ) && url.contains('?')
+            if url.contains('?')
+                && let Some((ty, _)) = ours.split_once('/')
                 && let Some(server_id) = location_id(&headers, ty)
             {
-                assigned.insert(format!("{ty}/{id}"), format!("{ty}/{server_id}"));
+                assigned.insert(ours.clone(), format!("{ty}/{server_id}"));
             }
         }
         Attempt::Delivered
@@ -916,12 +920,22 @@ pub fn shape_bundle(bundle: &Value, mode: DeliveryMode, conditional: &HashSet<St
     b
 }
 
-/// One request per resource: `(method, url relative to the base, resource)`, resources before
-/// the MessageHeader and Provenance that point at them.
-pub fn shape_single(
-    bundle: &Value,
-    conditional: &HashSet<String>,
-) -> Vec<(reqwest::Method, String, Value)> {
+/// One request of the `single` delivery mode.
+#[derive(Debug, Clone)]
+pub struct SingleRequest {
+    /// PUT or DELETE.
+    pub method: reqwest::Method,
+    /// Relative to the base: `Type/id` or `Type?identifier=…`.
+    pub url: String,
+    /// The resource (without `id` when written conditionally); `Null` for DELETE.
+    pub resource: Value,
+    /// Our `Type/id` (what references in later resources say).
+    pub ours: String,
+}
+
+/// One request per resource, resources before the MessageHeader and Provenance that point at
+/// them.
+pub fn shape_single(bundle: &Value, conditional: &HashSet<String>) -> Vec<SingleRequest> {
     let entries = bundle
         .get("entry")
         .and_then(Value::as_array)
@@ -932,11 +946,16 @@ pub fn shape_single(
     for e in entries {
         if e.pointer("/request/method").and_then(Value::as_str) == Some("DELETE") {
             if let Some(url) = e.pointer("/request/url").and_then(Value::as_str) {
-                first.push((reqwest::Method::DELETE, url.to_string(), Value::Null));
+                first.push(SingleRequest {
+                    method: reqwest::Method::DELETE,
+                    url: url.to_string(),
+                    resource: Value::Null,
+                    ours: url.to_string(),
+                });
             }
             continue;
         }
-        let Some(resource) = e.get("resource").cloned() else {
+        let Some(mut resource) = e.get("resource").cloned() else {
             continue;
         };
         let (Some(ty), Some(id)) = (
@@ -953,7 +972,18 @@ pub fn shape_single(
         } else {
             format!("{ty}/{id}")
         };
-        let item = (reqwest::Method::PUT, url, resource);
+        // A conditional PUT must not carry our id (the server decides).
+        if url.contains('?')
+            && let Some(o) = resource.as_object_mut()
+        {
+            o.remove("id");
+        }
+        let item = SingleRequest {
+            method: reqwest::Method::PUT,
+            url,
+            resource,
+            ours: format!("{ty}/{id}"),
+        };
         if ty == "MessageHeader" || ty == "Provenance" {
             last.push(item);
         } else {
@@ -961,14 +991,6 @@ pub fn shape_single(
         }
     }
     first.extend(last);
-    // A conditional PUT must not carry our id (the server decides).
-    for (_, url, r) in first.iter_mut() {
-        if url.contains('?')
-            && let Some(o) = r.as_object_mut()
-        {
-            o.remove("id");
-        }
-    }
     first
 }
 
@@ -1028,7 +1050,7 @@ mod tests {
     fn single_requests_put_the_message_header_last() {
         let cond: HashSet<String> = ["Patient".to_string()].into();
         let reqs = shape_single(&bundle(), &cond);
-        let urls: Vec<&str> = reqs.iter().map(|(_, u, _)| u.as_str()).collect();
+        let urls: Vec<&str> = reqs.iter().map(|r| r.url.as_str()).collect();
         assert_eq!(
             urls,
             [
@@ -1038,8 +1060,9 @@ mod tests {
                 "MessageHeader/m"
             ]
         );
-        assert!(reqs[0].2.get("id").is_none());
-        assert_eq!(reqs[2].0, reqwest::Method::DELETE);
+        assert!(reqs[0].resource.get("id").is_none());
+        assert_eq!(reqs[0].ours, "Patient/p");
+        assert_eq!(reqs[2].method, reqwest::Method::DELETE);
     }
 
     #[test]
