@@ -69,7 +69,7 @@ fn docker_compose_config_is_valid_and_wired() {
         String::from_utf8_lossy(&out.stderr)
     );
     let envs = environments(&text);
-    for s in ["db", "hapi", "gateway"] {
+    for s in ["db", "hapi", "hapi-health", "gateway"] {
         assert!(
             text.contains(&format!("\n  {s}:\n")),
             "service {s} missing:\n{text}"
@@ -78,6 +78,7 @@ fn docker_compose_config_is_valid_and_wired() {
     // Healthchecks: PostgreSQL and the gateway; the gateway waits for a healthy database.
     assert!(text.contains("pg_isready"), "{text}");
     assert!(text.contains("http://127.0.0.1:8080/health"), "{text}");
+    assert!(text.contains("http://hapi:8080/fhir/metadata"), "{text}");
     assert!(text.contains("condition: service_healthy"), "{text}");
     // The gateway's environment is a configuration it accepts, pointing at the other services.
     let gw = envs
