@@ -442,7 +442,12 @@ impl Upstream {
             }
             Attempt::Refused { error, outcome } => {
                 metrics::counter!("v2fhir_deliveries_total", "result" => "dead").increment(1);
-                tracing::warn!(id = c.message_id, attempts, error = %error, "upstream refused a message; parked as dead");
+                tracing::warn!(
+                    id = c.message_id,
+                    attempts,
+                    error = log_safe(&error),
+                    "upstream refused a message; parked as dead (details: GET /messages/ID)"
+                );
                 let r = self
                     .store
                     .outbox_dead(
@@ -468,7 +473,12 @@ impl Upstream {
                     } else {
                         format!("gave up after {} s; last: {error}", age.as_secs())
                     };
-                    tracing::warn!(id = c.message_id, attempts, error = %why, "delivery abandoned; parked as dead");
+                    tracing::warn!(
+                        id = c.message_id,
+                        attempts,
+                        error = log_safe(&why),
+                        "delivery abandoned; parked as dead"
+                    );
                     let outcome = crate::api::outcome("error", "transient", &why);
                     let r = self
                         .store
@@ -487,7 +497,13 @@ impl Upstream {
                     let delay = after
                         .map(|d| d.min(Duration::from_secs(3600)))
                         .unwrap_or_else(|| backoff(&self.cfg, attempts, c.message_id));
-                    tracing::info!(id = c.message_id, attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "delivery failed; will retry");
+                    tracing::info!(
+                        id = c.message_id,
+                        attempts,
+                        retry_in_ms = delay.as_millis() as u64,
+                        error = log_safe(&error),
+                        "delivery failed; will retry"
+                    );
                     self.store
                         .outbox_retry(
                             c.message_id,
@@ -606,6 +622,18 @@ impl Upstream {
             after: None,
         })?;
         Ok((status, headers, body.to_vec()))
+    }
+}
+
+/// An error text fit for the log: what the upstream answered, without the diagnostics it sent
+/// (servers may quote identifiers or names there). The full text is kept with the message.
+fn log_safe(e: &str) -> &str {
+    match e.find("answered ") {
+        Some(i) => match e[i..].find(": ") {
+            Some(j) => &e[..i + j],
+            None => e,
+        },
+        None => e,
     }
 }
 
@@ -1149,6 +1177,22 @@ mod tests {
         assert!(
             d30 <= cfg.backoff_max && d30 >= cfg.backoff_max / 2,
             "{d30:?}"
+        );
+    }
+
+    #[test]
+    fn logged_errors_leave_out_the_upstreams_diagnostics() {
+        assert_eq!(
+            log_safe("upstream answered 412: Patient?identifier=urn:oid:1|MRN7 matched 2"),
+            "upstream answered 412"
+        );
+        assert_eq!(
+            log_safe("gave up after 3 attempts; last: upstream answered 500: SMITH"),
+            "gave up after 3 attempts; last: upstream answered 500"
+        );
+        assert_eq!(
+            log_safe("http://h/fhir: connection failed"),
+            "http://h/fhir: connection failed"
         );
     }
 
