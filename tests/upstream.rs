@@ -289,6 +289,13 @@ async fn the_corpus_reaches_the_upstream_and_is_found_there() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(write.status(), 405, "{backend}: writes are not proxied");
+        // A path that would leave the upstream's FHIR base (with the gateway's credentials) is refused.
+        let escape = web
+            .get(format!("http://{http}/fhir/Patient/..%2F..%2Fauth"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(escape.status(), 400, "{backend}");
 
         // Health reports the upstream and the outbox.
         let h: Value = web

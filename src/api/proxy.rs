@@ -69,6 +69,21 @@ fn rewrite_links(v: &mut Value, from: &str, to: &str) {
     }
 }
 
+/// Is every segment of the path under `/fhir` something a FHIR read can contain (a type, an id,
+/// `_history`, `_search`, `$operation`)? Anything else (`..`, percent-escapes, empty segments)
+/// could make the upstream's URL leave its FHIR base with the gateway's credentials.
+fn safe_path(rest: &str) -> bool {
+    rest.split('/').skip(1).all(|seg| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg.len() <= 64
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'$'))
+    })
+}
+
 /// Forward one `/fhir/…` read to the upstream.
 pub async fn forward(
     State(state): State<AppState>,
@@ -93,6 +108,16 @@ pub async fn forward(
             "not-supported",
             format!(
                 "{method} {}: the gateway forwards reads and searches only; data reaches the upstream through HL7 v2 ingest",
+                uri.path()
+            ),
+        ));
+    }
+    if !safe_path(rest) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!(
+                "{}: not a FHIR path (types, ids, _history, _search, $operations only)",
                 uri.path()
             ),
         ));
@@ -187,6 +212,30 @@ pub async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_fhir_paths_are_forwarded() {
+        for ok in [
+            "/Patient",
+            "/Patient/abc-1.2",
+            "/Patient/1/_history/2",
+            "/Patient/1/$everything",
+            "/metadata",
+            "/Observation/_search",
+        ] {
+            assert!(safe_path(ok), "{ok}");
+        }
+        for bad in [
+            "/Patient/..",
+            "/../admin",
+            "/Patient/%2e%2e",
+            "/Patient//x",
+            "/Patient/a%2Fb",
+            "/Patient/a b",
+        ] {
+            assert!(!safe_path(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn links_are_rewritten_to_the_gateway() {
