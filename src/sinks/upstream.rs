@@ -308,6 +308,14 @@ impl Upstream {
     /// Run the delivery worker and the health check until `stop` turns true; in-flight deliveries
     /// finish first (their outcome is recorded).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if self.store.backend() == crate::store::Backend::Sqlite {
+            // One process owns an SQLite file: leases left by a crashed predecessor are stale.
+            match self.store.outbox_release_all().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "outbox: released leases of a previous run"),
+                Err(e) => tracing::warn!(error = %e, "outbox: could not release old leases"),
+            }
+        }
         let health = {
             let me = self.clone();
             let mut stop = stop.clone();

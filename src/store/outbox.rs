@@ -182,6 +182,19 @@ impl Store {
         Ok(self.outbox_delivered_many(&[id], owner).await?.len() == 1)
     }
 
+    /// Release every lease (start-up on SQLite, where one process owns the file: rows a crashed
+    /// predecessor held are delivered at once instead of after their lease runs out). Returns
+    /// how many rows were held.
+    pub async fn outbox_release_all(&self) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE lease_owner IS NOT NULL",
+        )
+        .execute(&self.writer)
+        .await
+        .map_err(db("release outbox leases"))?;
+        Ok(r.rows_affected())
+    }
+
     /// Several messages accepted upstream, recorded in one transaction (rows `owner` no longer
     /// holds are left alone). Returns the ids recorded.
     pub async fn outbox_delivered_many(
