@@ -702,7 +702,7 @@ async fn every_auth_mode_is_accepted_and_tokens_are_refreshed() {
 async fn stats_first_pending(store: &Store) -> i64 {
     // The only message of the run (ids restart per store; the auth test shares one store).
     let ids = store
-        .ids_with_status(v2fhir::store::Status::Converted, 10)
+        .ids_with_status(v2fhir::store::Status::Converted, 0, 10)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     *ids.last().unwrap_or_else(|| panic!("no converted message"))
@@ -945,7 +945,7 @@ async fn batch_and_single_request_modes_deliver_and_attempts_run_out() {
         let start = Instant::now();
         let id = loop {
             let dead = store
-                .ids_with_status(v2fhir::store::Status::Dead, 10)
+                .ids_with_status(v2fhir::store::Status::Dead, 0, 10)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             if let Some(id) = dead.first() {
@@ -974,6 +974,80 @@ async fn batch_and_single_request_modes_deliver_and_attempts_run_out() {
                 .unwrap_or("")
                 .contains("gave up after 3 attempts"),
             "{backend}: {d:?}"
+        );
+        running.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_received_before_forwarding_was_on_are_backfilled() {
+    if !sekmet::available() {
+        return;
+    }
+    let up = Sekmet::start(&gateway::scratch("sekmet-backfill"), "").await;
+    let web = gateway::http_client();
+    for (backend, url) in gateway::store_urls("upstream-backfill").await {
+        // First the gateway runs without an upstream.
+        let local = gateway::start(&gateway::config(&url)).await;
+        let mut client =
+            gateway::Mllp::connect(local.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+        for i in 0..3 {
+            let m = adt(
+                &format!("{backend}-bf{i}"),
+                "A01",
+                &format!("BF{backend}{i}"),
+                "EARLY",
+                "V",
+            );
+            assert_eq!(gateway::msa(&client.send(m.as_bytes(), 1).await[0]).0, "AA");
+        }
+        drop(client);
+        local.shutdown().await;
+        // Then with one: nothing is queued for what arrived before, until a backfill.
+        let running = gateway::start(&{
+            let mut c = upstream_config(&url, &up.base());
+            c.sink.mode = "both".into();
+            c
+        })
+        .await;
+        let http = running.http_addr.unwrap_or_else(|| panic!("no HTTP"));
+        let store = running.pipeline.store().clone();
+        let stats = store.outbox_stats().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stats.pending, 0, "{backend}");
+        // `next` is relative (no http.base_url configured).
+        let mut next = Some("/messages/reprocess?status=converted&limit=2".to_string());
+        let mut pages = 0;
+        let mut total = 0;
+        while let Some(path) = next {
+            let page: Value = web
+                .post(format!("http://{http}{path}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            total += page["reprocessed"].as_i64().unwrap_or(0);
+            pages += 1;
+            assert!(pages < 5, "{backend}: paging does not end: {page}");
+            next = page["next"].as_str().map(String::from);
+        }
+        assert_eq!(pages, 2, "{backend}: 2 + 1 messages, 2 per page");
+        assert_eq!(total, 3, "{backend}");
+        drained(&store, Duration::from_secs(60)).await;
+        for i in 0..3 {
+            let token = q("identifier", &format!("urn:oid:{OID}|BF{backend}{i}"));
+            assert_eq!(
+                up.total(&format!("Patient?{token}")).await,
+                1,
+                "{backend}: patient {i}"
+            );
+        }
+        let counts = status_counts(&store).await;
+        assert_eq!(
+            counts.get("delivered").copied(),
+            Some(3),
+            "{backend}: {counts:?}"
         );
         running.shutdown().await;
     }

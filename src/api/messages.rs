@@ -188,11 +188,14 @@ pub async fn reprocess(
 pub struct BulkQuery {
     status: Option<String>,
     limit: Option<u32>,
+    after: Option<i64>,
 }
 
-/// `POST /messages/reprocess?status=dead|error`: reprocess every message with that status
-/// (oldest first, at most `limit`, default 1000): converted again with the mappings now loaded
-/// and, in sink modes with an upstream, queued for delivery again.
+/// `POST /messages/reprocess?status=dead|error|converted|delivered`: reprocess the messages with
+/// that status (oldest first, ids above `after`, at most `limit`, default 1000; `next` continues):
+/// converted again with the mappings now loaded and, with an upstream, queued for delivery again
+/// — `converted` backfills an upstream configured after the messages arrived, `delivered` sends
+/// everything again (e.g. to an upstream that lost its data).
 pub async fn reprocess_bulk(
     State(state): State<AppState>,
     Query(q): Query<BulkQuery>,
@@ -200,23 +203,34 @@ pub async fn reprocess_bulk(
     let status = match q.status.as_deref() {
         Some("dead") => Status::Dead,
         Some("error") => Status::Error,
+        Some("converted") => Status::Converted,
+        Some("delivered") => Status::Delivered,
         other => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "value",
                 format!(
-                    "status '{}' cannot be reprocessed in bulk; use status=dead or status=error",
+                    "status '{}' cannot be reprocessed in bulk; use dead, error, converted or delivered",
                     other.unwrap_or("")
                 ),
             ));
         }
     };
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000) as i64;
+    let after = q.after.unwrap_or(0);
     let ids = state
         .pipeline
         .store()
-        .ids_with_status(status, limit)
+        .ids_with_status(status, after, limit)
         .await?;
+    let next = match ids.last() {
+        Some(last) if ids.len() as i64 == limit => Value::String(format!(
+            "{}/messages/reprocess?status={}&after={last}&limit={limit}",
+            state.base_url,
+            status.as_str()
+        )),
+        _ => Value::Null,
+    };
     let mut results = Vec::with_capacity(ids.len());
     let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
     for id in ids {
@@ -233,6 +247,7 @@ pub async fn reprocess_bulk(
         "reprocessed": results.len(),
         "by_status": by_status,
         "items": results,
+        "next": next,
     })))
 }
 

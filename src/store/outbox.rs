@@ -360,18 +360,23 @@ impl Store {
         Ok(s)
     }
 
-    /// Ids of messages whose status is `status`, oldest first (for bulk reprocessing).
+    /// Ids of messages whose status is `status` and whose id is above `after`, oldest first (for
+    /// bulk reprocessing, page by page).
     pub async fn ids_with_status(
         &self,
         status: Status,
+        after: i64,
         limit: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        let rows = sqlx::query("SELECT id FROM messages WHERE status = $1 ORDER BY id LIMIT $2")
-            .bind(status.as_str())
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("list messages by status"))?;
+        let rows = sqlx::query(
+            "SELECT id FROM messages WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(status.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list messages by status"))?;
         rows.iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, sqlx::Error>>()
