@@ -175,17 +175,21 @@ pub fn content_hash(raw: &[u8]) -> String {
     hex(&Sha256::digest(raw))
 }
 
-/// AE (application error, code 207) for message `index` of `frame`, naming the upstream's reason.
-fn upstream_error_ack(
+/// AE (CE in enhanced mode, when `enhanced_code`) with code 207 and `text`, for message `index`
+/// of `frame`, built from the raw bytes again (rare paths: the happy path builds nothing in
+/// advance). `None` when the frame has no such message.
+fn error_ack_207(
     frame: &[u8],
     index: usize,
     text: &str,
     parse: &ParseOptions,
+    enhanced_code: bool,
 ) -> Option<String> {
     let parsed = v2::parse_with(frame, parse).ok()?;
     let msg = parsed.messages.get(index)?;
+    let enhanced = enhanced_code && msg.header().enhanced_mode();
     let plan = AckPlan {
-        code: AckCode::for_outcome(Outcome::Error, false),
+        code: AckCode::for_outcome(Outcome::Error, enhanced),
         send: true,
         errors: vec![AckError {
             code: Hl7Error::ApplicationInternalError,
@@ -197,27 +201,21 @@ fn upstream_error_ack(
     Some(ack::build(msg, &plan, &ack_opts()))
 }
 
-/// The answer when the store failed: AE (CE in enhanced mode) with code 207, built from the raw
-/// bytes again (a rare path, so the happy path builds nothing in advance).
+/// The application acknowledgment when the upstream refused message `index` of `frame` (AE).
+fn upstream_error_ack(
+    frame: &[u8],
+    index: usize,
+    text: &str,
+    parse: &ParseOptions,
+) -> Option<String> {
+    error_ack_207(frame, index, text, parse, false)
+}
+
+/// The answer when the store failed: AE (CE in enhanced mode) with code 207.
 fn store_failed_ack(raw: &[u8], parse: &ParseOptions) -> String {
     let text = "the message could not be stored; it was not accepted, please resend";
-    let parsed = match v2::parse_with(raw, parse) {
-        Ok(p) if !p.messages.is_empty() => p,
-        _ => return ack::reject_unparsable(text, &ack_opts()),
-    };
-    let msg = &parsed.messages[0];
-    let enhanced = msg.header().enhanced_mode();
-    let plan = AckPlan {
-        code: AckCode::for_outcome(Outcome::Error, enhanced),
-        send: true,
-        errors: vec![AckError {
-            code: Hl7Error::ApplicationInternalError,
-            severity: Severity::Error,
-            location: Location::default(),
-            text: text.into(),
-        }],
-    };
-    ack::build(msg, &plan, &ack_opts())
+    error_ack_207(raw, 0, text, parse, true)
+        .unwrap_or_else(|| ack::reject_unparsable(text, &ack_opts()))
 }
 
 /// Parse, convert and decide the answers for one frame or body, without storing anything.

@@ -62,6 +62,26 @@ async fn status_counts(store: &Store) -> BTreeMap<String, i64> {
         .collect()
 }
 
+/// GET a URL and decode the JSON answer.
+async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    let r = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    r.json().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// POST (no body) to a URL and decode the JSON answer.
+async fn post_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    let r = client
+        .post(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    r.json().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn q(name: &str, value: &str) -> String {
     serde_urlencoded::to_string([(name, value)]).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -244,14 +264,7 @@ async fn the_corpus_reaches_the_upstream_and_is_found_there() {
         );
         let got: Value = r.json().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got["id"], p["id"]);
-        let page: Value = web
-            .get(format!("http://{http}/fhir/Patient?_count=5"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let page: Value = get_json(&web, format!("http://{http}/fhir/Patient?_count=5")).await;
         assert_eq!(
             page["total"].as_i64(),
             Some(patients.len() as i64),
@@ -268,14 +281,7 @@ async fn the_corpus_reaches_the_upstream_and_is_found_there() {
             next.starts_with(&format!("http://{http}/fhir/Patient?")),
             "{backend}: {next}"
         );
-        let second: Value = web
-            .get(next)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let second: Value = get_json(&web, next).await;
         assert_eq!(
             second["entry"].as_array().map(Vec::len),
             Some(5),
@@ -298,14 +304,7 @@ async fn the_corpus_reaches_the_upstream_and_is_found_there() {
         assert_eq!(escape.status(), 400, "{backend}");
 
         // Health reports the upstream and the outbox.
-        let h: Value = web
-            .get(format!("http://{http}/health"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let h: Value = get_json(&web, format!("http://{http}/health")).await;
         assert_eq!(h["upstream"]["status"], "ok", "{backend}: {h}");
         assert_eq!(h["upstream"]["outbox"]["pending"], 0, "{backend}: {h}");
         running.shutdown().await;
@@ -445,26 +444,12 @@ async fn a_refused_message_is_dead_then_delivered_after_the_fix() {
             acks[0].contains("ERR|") && acks[0].contains("412"),
             "{backend}: {acks:?}"
         );
-        let dead: Value = web
-            .get(format!("http://{http}/messages?status=dead"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let dead: Value = get_json(&web, format!("http://{http}/messages?status=dead")).await;
         assert_eq!(dead["total"], 1, "{backend}: {dead}");
         let id = dead["items"][0]["id"]
             .as_i64()
             .unwrap_or_else(|| panic!("{dead}"));
-        let detail: Value = web
-            .get(format!("http://{http}/messages/{id}"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let detail: Value = get_json(&web, format!("http://{http}/messages/{id}")).await;
         assert_eq!(detail["delivery"]["state"], "dead", "{backend}: {detail}");
         assert_eq!(
             detail["delivery"]["outcome"]["resourceType"], "OperationOutcome",
@@ -498,14 +483,11 @@ async fn a_refused_message_is_dead_then_delivered_after_the_fix() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.status().is_success(), "{}", r.status());
-        let re: Value = web
-            .post(format!("http://{http}/messages/reprocess?status=dead"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let re: Value = post_json(
+            &web,
+            format!("http://{http}/messages/reprocess?status=dead"),
+        )
+        .await;
         assert_eq!(re["reprocessed"], 1, "{backend}: {re}");
         drained(&store, Duration::from_secs(60)).await;
         let m = store
@@ -1019,14 +1001,7 @@ async fn messages_received_before_forwarding_was_on_are_backfilled() {
         let mut pages = 0;
         let mut total = 0;
         while let Some(path) = next {
-            let page: Value = web
-                .post(format!("http://{http}{path}"))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .json()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            let page: Value = post_json(&web, format!("http://{http}{path}")).await;
             total += page["reprocessed"].as_i64().unwrap_or(0);
             pages += 1;
             assert!(pages < 5, "{backend}: paging does not end: {page}");

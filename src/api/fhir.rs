@@ -86,7 +86,7 @@ fn strict(headers: &HeaderMap) -> bool {
 }
 
 /// The base URL of the facade for links: configured, else from the Host header.
-fn base(state: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn base(state: &AppState, headers: &HeaderMap) -> String {
     if !state.base_url.is_empty() {
         return format!("{}/fhir", state.base_url.trim_end_matches('/'));
     }

@@ -30,17 +30,6 @@ const BACK: &[&str] = &[
     "retry-after",
 ];
 
-/// The gateway's own `/fhir` base for links: configured, else from the Host header.
-fn own_base(state: &AppState, headers: &HeaderMap) -> String {
-    if !state.base_url.is_empty() {
-        return format!("{}/fhir", state.base_url.trim_end_matches('/'));
-    }
-    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(h) => format!("http://{h}/fhir"),
-        None => "/fhir".into(),
-    }
-}
-
 /// Replace the upstream base at the start of link-like strings with ours.
 fn rewrite_links(v: &mut Value, from: &str, to: &str) {
     let fix = |s: &mut String| {
@@ -175,7 +164,7 @@ pub async fn forward(
     }
     let mut out = HeaderMap::new();
     let from = up.base().to_string();
-    let to = own_base(&state, &headers);
+    let to = super::fhir::base(&state, &headers);
     for name in BACK {
         if let Some(v) = resp.headers().get(*name).and_then(|v| v.to_str().ok()) {
             let v = match v.strip_prefix(from.as_str()) {

@@ -418,6 +418,36 @@ impl Upstream {
         }
     }
 
+    /// Park a message as dead with the reason and the OperationOutcome; answer its waiters.
+    async fn park(
+        &self,
+        c: &Claimed,
+        attempts: i64,
+        error: String,
+        outcome: Value,
+        log: &'static str,
+    ) -> Result<(), crate::store::StoreError> {
+        metrics::counter!("v2fhir_deliveries_total", "result" => "dead").increment(1);
+        tracing::warn!(
+            id = c.message_id,
+            attempts,
+            error = log_safe(&error),
+            "{log}"
+        );
+        let r = self
+            .store
+            .outbox_dead(
+                c.message_id,
+                &self.owner,
+                attempts,
+                &error,
+                Some(&outcome.to_string()),
+            )
+            .await;
+        self.settle(c.message_id, Fate::Refused(error));
+        r
+    }
+
     async fn deliver(
         &self,
         c: Claimed,
@@ -449,25 +479,14 @@ impl Upstream {
                 Ok(())
             }
             Attempt::Refused { error, outcome } => {
-                metrics::counter!("v2fhir_deliveries_total", "result" => "dead").increment(1);
-                tracing::warn!(
-                    id = c.message_id,
+                self.park(
+                    &c,
                     attempts,
-                    error = log_safe(&error),
-                    "upstream refused a message; parked as dead (details: GET /messages/ID)"
-                );
-                let r = self
-                    .store
-                    .outbox_dead(
-                        c.message_id,
-                        &self.owner,
-                        attempts,
-                        &error,
-                        Some(&outcome.to_string()),
-                    )
-                    .await;
-                self.settle(c.message_id, Fate::Refused(error));
-                r
+                    error,
+                    outcome,
+                    "upstream refused a message; parked as dead (details: GET /messages/ID)",
+                )
+                .await
             }
             Attempt::Retry { error, after } => {
                 let age = Duration::from_micros((now - c.created_at).max(0) as u64);
@@ -475,31 +494,20 @@ impl Upstream {
                     self.cfg.max_attempts > 0 && attempts >= self.cfg.max_attempts as i64;
                 let too_old = !self.cfg.max_age.is_zero() && age >= self.cfg.max_age;
                 if out_of_attempts || too_old {
-                    metrics::counter!("v2fhir_deliveries_total", "result" => "dead").increment(1);
                     let why = if out_of_attempts {
                         format!("gave up after {attempts} attempts; last: {error}")
                     } else {
                         format!("gave up after {} s; last: {error}", age.as_secs())
                     };
-                    tracing::warn!(
-                        id = c.message_id,
-                        attempts,
-                        error = log_safe(&why),
-                        "delivery abandoned; parked as dead"
-                    );
                     let outcome = crate::api::outcome("error", "transient", &why);
-                    let r = self
-                        .store
-                        .outbox_dead(
-                            c.message_id,
-                            &self.owner,
-                            attempts,
-                            &why,
-                            Some(&outcome.to_string()),
-                        )
-                        .await;
-                    self.settle(c.message_id, Fate::Refused(why));
-                    r
+                    self.park(
+                        &c,
+                        attempts,
+                        why,
+                        outcome,
+                        "delivery abandoned; parked as dead",
+                    )
+                    .await
                 } else {
                     metrics::counter!("v2fhir_deliveries_total", "result" => "retry").increment(1);
                     let delay = after
@@ -845,6 +853,14 @@ fn location_id(headers: &reqwest::header::HeaderMap, ty: &str) -> Option<String>
     }
 }
 
+/// `resourceType` and `id` of a resource, owned.
+fn type_and_id(resource: &Value) -> Option<(String, String)> {
+    Some((
+        resource.get("resourceType")?.as_str()?.to_string(),
+        resource.get("id")?.as_str()?.to_string(),
+    ))
+}
+
 /// The conditional-update URL of a resource: `Type?identifier=system|value` on its first
 /// identifier with both, else `None` (written by id).
 fn conditional_url(resource: &Value) -> Option<String> {
@@ -913,13 +929,7 @@ pub fn shape_bundle(bundle: &Value, mode: DeliveryMode, conditional: &HashSet<St
         let Some(mut resource) = e.get("resource").cloned() else {
             continue;
         };
-        let (Some(ty), Some(id)) = (
-            resource
-                .get("resourceType")
-                .and_then(Value::as_str)
-                .map(String::from),
-            resource.get("id").and_then(Value::as_str).map(String::from),
-        ) else {
+        let Some((ty, id)) = type_and_id(&resource) else {
             continue;
         };
         let cond = if mode == DeliveryMode::Transaction && conditional.contains(&ty) {
@@ -994,13 +1004,7 @@ pub fn shape_single(bundle: &Value, conditional: &HashSet<String>) -> Vec<Single
         let Some(mut resource) = e.get("resource").cloned() else {
             continue;
         };
-        let (Some(ty), Some(id)) = (
-            resource
-                .get("resourceType")
-                .and_then(Value::as_str)
-                .map(String::from),
-            resource.get("id").and_then(Value::as_str).map(String::from),
-        ) else {
+        let Some((ty, id)) = type_and_id(&resource) else {
             continue;
         };
         let url = if conditional.contains(&ty) {
