@@ -842,6 +842,51 @@ mod tests {
                 "tls_cert and mllp.tls_key",
             ),
             (vec![("V2FHIR_MLLP_MAX_FRAME", "big")], "max_frame"),
+            (vec![("V2FHIR_SINK", "cloud")], "sink.mode 'cloud'"),
+            (vec![("V2FHIR_SINK", "upstream")], "needs upstream.url"),
+            (
+                vec![("V2FHIR_SINK", "both"), ("V2FHIR_UPSTREAM_URL", "ftp://x")],
+                "not an http(s) URL",
+            ),
+            (
+                vec![("V2FHIR_SINK_ACK", "after-upstream")],
+                "needs sink.mode upstream or both",
+            ),
+            (
+                vec![
+                    ("V2FHIR_SINK", "upstream"),
+                    ("V2FHIR_UPSTREAM_URL", "http://127.0.0.1:1/fhir"),
+                    ("V2FHIR_UPSTREAM_BUNDLE", "batch"),
+                    ("V2FHIR_UPSTREAM_CONDITIONAL", "Patient"),
+                ],
+                "cannot resolve references",
+            ),
+            (
+                vec![
+                    ("V2FHIR_SINK", "upstream"),
+                    ("V2FHIR_UPSTREAM_URL", "http://127.0.0.1:1/fhir"),
+                    ("V2FHIR_UPSTREAM_CONDITIONAL", "Patient,Pateint"),
+                ],
+                "'Pateint' is not an R4 resource type",
+            ),
+            (
+                vec![
+                    ("V2FHIR_SINK", "upstream"),
+                    ("V2FHIR_UPSTREAM_URL", "http://127.0.0.1:1/fhir"),
+                    ("V2FHIR_UPSTREAM_AUTH", "bearer"),
+                ],
+                "needs upstream.token",
+            ),
+            (
+                vec![
+                    ("V2FHIR_SINK", "upstream"),
+                    ("V2FHIR_UPSTREAM_URL", "http://127.0.0.1:1/fhir"),
+                    ("V2FHIR_UPSTREAM_AUTH", "smart-backend"),
+                    ("V2FHIR_UPSTREAM_CLIENT_ID", "gw"),
+                    ("V2FHIR_UPSTREAM_PRIVATE_KEY", "/nonexistent/key.pem"),
+                ],
+                "upstream.private_key: /nonexistent/key.pem",
+            ),
         ] {
             match Config::load(None, env(&pairs)) {
                 Ok(_) => panic!("{pairs:?} accepted"),
