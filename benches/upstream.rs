@@ -8,7 +8,8 @@
 //! client at the same concurrency: that is the upstream alone, and `upstream share` = its time /
 //! the gateway's time (the rest is the gateway: claiming, shaping, recording).
 //!
-//! `cargo bench --bench upstream` (`MESSAGES=500 CONCURRENCY=1,8 cargo bench --bench upstream`).
+//! `cargo bench --bench upstream` (`MESSAGES=500 CONCURRENCY=1,8 cargo bench --bench upstream`;
+//! `NULL_ONLY=1 MESSAGES=20000` measures only the gateway against the null upstream).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -212,6 +213,20 @@ fn main() {
         "upstream share",
         "gateway, null upstream msg/s"
     );
+    if std::env::var_os("NULL_ONLY").is_some() {
+        // The gateway's own ceiling only (no sekmet), e.g. with a large outbox.
+        for &c in &levels {
+            rt.block_on(async {
+                let null = null_upstream().await;
+                let t = drain(&rows, &null, c).await;
+                println!(
+                    "{c:>11} | null upstream only: {:>8.0} msg/s",
+                    n as f64 / t.as_secs_f64()
+                );
+            });
+        }
+        return;
+    }
     for &c in &levels {
         rt.block_on(async {
             // The gateway: outbox filled first, then the worker drains it.

@@ -15,4 +15,5 @@ CREATE TABLE IF NOT EXISTS outbox (
     outcome         TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (order_key, message_id) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at, message_id);
+-- Claims walk the pending rows in id order and stop at their LIMIT (no sort of the backlog).
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (message_id) WHERE state = 'pending';
