@@ -224,7 +224,9 @@ async fn reopen_keeps_data_and_migrations_are_idempotent() {
         assert!(
             s.update_outcome(c[0].id, Status::Converted, Some("{}"), None, &[])
                 .await
-                .unwrap_or(false)
+                .ok()
+                .flatten()
+                .is_some()
         );
         let m = s.get(c[0].id).await.ok().flatten();
         assert!(

@@ -1027,3 +1027,85 @@ async fn messages_received_before_forwarding_was_on_are_backfilled() {
         running.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_an_old_message_keeps_the_patients_latest_data_upstream() {
+    if !sekmet::available() {
+        return;
+    }
+    let web = gateway::http_client();
+    for (backend, url) in gateway::store_urls("upstream-replay").await {
+        let mut up = Sekmet::start(&gateway::scratch("sekmet-replay"), "").await;
+        let mut cfg = upstream_config(&url, &up.base());
+        cfg.upstream.max_attempts = 1;
+        let running = gateway::start(&cfg).await;
+        let store = running.pipeline.store().clone();
+        let http = running.http_addr.unwrap_or_else(|| panic!("no HTTP"));
+        let mut client =
+            gateway::Mllp::connect(running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+        let pat = format!("RP-{backend}");
+        // The A01 meets a stopped upstream and, with one attempt allowed, is parked as dead.
+        up.stop().await;
+        let a01 = adt(&format!("{backend}-r1"), "A01", &pat, "OLDER", "VR");
+        assert_eq!(
+            gateway::msa(&client.send(a01.as_bytes(), 1).await[0]).0,
+            "AA"
+        );
+        let start = Instant::now();
+        let dead = loop {
+            let ids = store
+                .ids_with_status(v2fhir::store::Status::Dead, 0, 10)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if let Some(id) = ids.first() {
+                break *id;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{backend}: never parked"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // The upstream is back; the A08 (a dead message does not hold its patient) is delivered.
+        up.resume().await;
+        let a08 = adt(&format!("{backend}-r2"), "A08", &pat, "NEWER", "VR");
+        assert_eq!(
+            gateway::msa(&client.send(a08.as_bytes(), 1).await[0]).0,
+            "AA"
+        );
+        drained(&store, Duration::from_secs(60)).await;
+        let token = q("identifier", &format!("urn:oid:{OID}|{pat}"));
+        let found = up.get(&format!("Patient?{token}")).await;
+        assert_eq!(
+            found["entry"][0]["resource"]["name"][0]["family"], "NEWER",
+            "{backend}"
+        );
+        // Replaying the A01 sends it, then the A08 again: the upstream ends with the A08's data.
+        let re = post_json(&web, format!("http://{http}/messages/{dead}/reprocess")).await;
+        let later = re["requeued_later"].as_array().map(Vec::len);
+        assert_eq!(later, Some(1), "{backend}: {re}");
+        drained(&store, Duration::from_secs(60)).await;
+        let found = up.get(&format!("Patient?{token}")).await;
+        assert_eq!(
+            found["entry"][0]["resource"]["name"][0]["family"], "NEWER",
+            "{backend}: {found}"
+        );
+        let pid = found["entry"][0]["resource"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        // Written three times upstream: A08, then A01, then A08 again.
+        assert_eq!(
+            up.total(&format!("Patient/{pid}/_history?_count=1")).await,
+            3,
+            "{backend}"
+        );
+        let counts = status_counts(&store).await;
+        assert_eq!(
+            counts.get("delivered").copied(),
+            Some(2),
+            "{backend}: {counts:?}"
+        );
+        running.shutdown().await;
+    }
+}

@@ -290,7 +290,7 @@ async fn reprocess_one(state: &AppState, id: i64) -> Result<Value, ApiError> {
         ));
     };
     let previous = m.status;
-    store
+    let requeued = store
         .update_outcome(
             id,
             p.row.status,
@@ -298,7 +298,8 @@ async fn reprocess_one(state: &AppState, id: i64) -> Result<Value, ApiError> {
             p.row.diagnostics.as_deref(),
             &p.row.resources,
         )
-        .await?;
+        .await?
+        .unwrap_or_default();
     tracing::info!(
         id,
         from = previous.as_str(),
@@ -313,6 +314,9 @@ async fn reprocess_one(state: &AppState, id: i64) -> Result<Value, ApiError> {
         "diagnostics": parse_json(&p.row.diagnostics),
         "links": {"self": format!("/messages/{id}")},
         "queued_for_delivery": p.row.status == Status::Converted && store.sinks().upstream,
+        // Later messages of the same patient, delivered before: sent again after this one so the
+        // upstream ends with the latest data.
+        "requeued_later": requeued,
     }))
 }
 

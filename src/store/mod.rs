@@ -614,11 +614,11 @@ impl Store {
             })
             .collect();
         // 3. One INSERT for the run.
-        const COLS: usize = 17;
+        const COLS: usize = 18;
         let mut sql = String::from(
             "INSERT INTO messages (received_at, updated_at, source, sending_application, \
              sending_facility, control_id, message_type, charset, content_hash, status, ack_code, \
-             collision, duplicate_of, raw, diagnostics, output, ack) VALUES ",
+             collision, duplicate_of, raw, diagnostics, output, ack, order_key) VALUES ",
         );
         sql.push_str(&sql::values_list(decided.len(), COLS));
         sql.push_str(" RETURNING id, sending_application, sending_facility, control_id");
@@ -644,7 +644,13 @@ impl Store {
                 .bind(m.raw.as_slice())
                 .bind(if dup { None } else { m.diagnostics.as_deref() })
                 .bind(if dup { None } else { m.output.as_deref() })
-                .bind(d.ack.as_str());
+                .bind(d.ack.as_str())
+                // With an upstream: the patient key, so a replay can re-deliver later messages.
+                .bind(if self.sinks.upstream && !dup && !m.resources.is_empty() {
+                    Some(outbox::order_key(&m.resources, String::new)).filter(|k| !k.is_empty())
+                } else {
+                    None
+                });
         }
         let returned = q
             .fetch_all(&mut *conn)
@@ -716,7 +722,10 @@ impl Store {
     }
 
     /// Replace the outcome of a message after reprocessing (same row: its history is the log),
-    /// storing its resources (new versions where they changed) in the same transaction.
+    /// storing its resources (new versions where they changed) in the same transaction. With an
+    /// upstream a converted message is queued for delivery again, followed by the later messages
+    /// of its patient that were already delivered. `None` when there is no such message; else
+    /// the ids of those later messages.
     pub async fn update_outcome(
         &self,
         id: i64,
@@ -724,7 +733,7 @@ impl Store {
         output: Option<&str>,
         diagnostics: Option<&str>,
         resources: &[NewResource],
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Vec<i64>>, StoreError> {
         let mut tx = self.begin_write().await?;
         let r = sqlx::query(
             "UPDATE messages SET status = $1, output = $2, diagnostics = $3, updated_at = $4 WHERE id = $5",
@@ -739,15 +748,27 @@ impl Store {
         .map_err(db("update a message"))?;
         let found = r.rows_affected() == 1;
         let mut queued = false;
+        let mut requeued = Vec::new();
         if found && status == Status::Converted {
             if self.sinks.local {
                 let items: Vec<(i64, &NewResource)> = resources.iter().map(|r| (id, r)).collect();
                 resources::apply(&mut tx, &items, now_micros()).await?;
             }
             if self.sinks.upstream && !resources.is_empty() {
-                // Deliver again (a mapping fix, or an upstream fix for a dead message).
+                // Deliver again (a mapping fix, or an upstream fix for a dead message) — and
+                // every later message of the same patient already delivered, after it, so the
+                // upstream ends with the latest data rather than this older message's.
                 let key = outbox::order_key(resources, || format!("message/{id}"));
-                outbox::enqueue(&mut tx, &[(id, key)], now_micros()).await?;
+                requeued = outbox::later_delivered(&mut tx, id, &key).await?;
+                let mut rows = vec![(id, key.clone())];
+                rows.extend(requeued.iter().map(|l| (*l, key.clone())));
+                outbox::enqueue(&mut tx, &rows, now_micros()).await?;
+                sqlx::query("UPDATE messages SET order_key = $1 WHERE id = $2")
+                    .bind(key.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("record the patient key"))?;
                 queued = true;
             }
         } else if found {
@@ -762,7 +783,7 @@ impl Store {
         if queued {
             self.outbox_signal.notify_one();
         }
-        Ok(found)
+        Ok(found.then_some(requeued))
     }
 
     /// Number of logged messages per status (for metrics and health).
