@@ -1109,3 +1109,39 @@ async fn replaying_an_old_message_keeps_the_patients_latest_data_upstream() {
         running.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_after_upstream_sees_a_delivery_by_another_replica() {
+    if !sekmet::available() {
+        return;
+    }
+    let Some(admin) = gateway::pg_admin_url() else {
+        return;
+    };
+    let url = gateway::fresh_pg(&admin, "syncreplica").await;
+    let up = Sekmet::start(&gateway::scratch("sekmet-syncreplica"), "").await;
+    // Replica A takes the message and waits for the upstream, but its own worker cannot reach
+    // it (a closed port); replica B's worker can, and delivers the message from the shared outbox.
+    let mut a_cfg = upstream_config(
+        &url,
+        &format!("http://127.0.0.1:{}/fhir", sekmet::free_port()),
+    );
+    a_cfg.sink.ack = "after-upstream".into();
+    a_cfg.sink.ack_timeout_secs = 30;
+    a_cfg.upstream.backoff_max_secs = 1;
+    let a = gateway::start(&a_cfg).await;
+    let b = gateway::start(&upstream_config(&url, &up.base())).await;
+    let mut client = gateway::Mllp::connect(a.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+    let m = adt("sync-replica-1", "A01", "SYNCREP", "SHARED", "VS");
+    let started = Instant::now();
+    let acks = client.send(m.as_bytes(), 1).await;
+    assert_eq!(gateway::msa(&acks[0]).0, "AA", "{acks:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "answered by the timeout, not by the delivery"
+    );
+    let token = q("identifier", &format!("urn:oid:{OID}|SYNCREP"));
+    assert_eq!(up.total(&format!("Patient?{token}")).await, 1);
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -267,16 +267,39 @@ impl Upstream {
             return Some(f);
         }
         self.store.outbox_signal().notify_one();
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(f)) => Some(f),
-            _ => {
-                self.waiters
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-                self.settled(id).await
+        // Answered by this gateway's worker through `rx`; another replica's worker may deliver
+        // it instead, so look at the store now and then as well.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = rx;
+        loop {
+            let next_look = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+            tokio::select! {
+                r = &mut rx => {
+                    if let Ok(f) = r {
+                        return Some(f);
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep_until(next_look) => {
+                    if let Some(f) = self.settled(id).await {
+                        return self.forget_waiter(id, Some(f));
+                    }
+                    if next_look >= deadline {
+                        break;
+                    }
+                }
             }
         }
+        self.forget_waiter(id, None);
+        self.settled(id).await
+    }
+
+    fn forget_waiter(&self, id: i64, fate: Option<Fate>) -> Option<Fate> {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        fate
     }
 
     async fn settled(&self, id: i64) -> Option<Fate> {
