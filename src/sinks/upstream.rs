@@ -360,6 +360,8 @@ impl Upstream {
         let (delivered, rx) = tokio::sync::mpsc::unbounded_channel();
         let recorder = tokio::spawn(self.clone().record_delivered(rx));
         let mut inflight = tokio::task::JoinSet::new();
+        // When the last claim found nothing (throttles claims while nothing is claimable).
+        let mut last_empty = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 break;
@@ -377,6 +379,9 @@ impl Upstream {
                 {
                     Ok(list) => {
                         claimed = list.len();
+                        if claimed == 0 {
+                            last_empty = tokio::time::Instant::now();
+                        }
                         for c in list {
                             let me = self.clone();
                             let delivered = delivered.clone();
@@ -394,7 +399,14 @@ impl Upstream {
             }
             tokio::select! {
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-                _ = signal.notified() => {}
+                _ = signal.notified() => {
+                    // Every commit signals. While nothing can be claimed (say, every patient's
+                    // head waits for a retry during an outage) that would be a claim — a walk over
+                    // the backlog — per commit: at most one per 20 ms then.
+                    if claimed == 0 && free > 0 {
+                        tokio::time::sleep_until(last_empty + Duration::from_millis(20)).await;
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = stop.changed() => {}
             }

@@ -15,8 +15,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     outcome         TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (order_key, message_id) WHERE state = 'pending';
--- Claims walk the pending rows in id order and stop at their LIMIT (no sort of the backlog).
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (message_id) WHERE state = 'pending';
+-- Claims walk the pending rows in id order and stop at their LIMIT (no sort of the backlog); the
+-- index covers the due and lease tests, so rows waiting for a retry are skipped in the index.
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (message_id, next_attempt_at, lease_until)
+    WHERE state = 'pending';
 -- The patient key of a converted message (sinks with an upstream): replaying an older message
 -- re-delivers the later ones of its patient after it.
 ALTER TABLE messages ADD COLUMN order_key TEXT;
