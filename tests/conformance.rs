@@ -482,3 +482,30 @@ fn every_corpus_message_converts_without_panic_and_every_resource_is_valid_r4() 
     assert!(converted > 200, "only {converted} messages converted");
     assert!(invalid.is_empty(), "{}", invalid.join("\n"));
 }
+
+/// Every message of the FHIR-Converter corpus is accepted (AA): a contentless document OBX or a
+/// segment outside the structure is reported (warnings), never a reason to refuse a whole result.
+#[test]
+fn every_fhir_converter_corpus_message_is_accepted() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let plan = common::plan();
+    let cfg = v2fhir::ingest::IngestConfig::default();
+    let mut refused = Vec::new();
+    let mut n = 0;
+    for f in common::hl7_files(&root.join("tests/corpus/fhir-converter")) {
+        let bytes = std::fs::read(&f).expect("read");
+        for p in v2fhir::ingest::prepare(&bytes, v2fhir::ingest::Source::Mllp, &plan, &cfg, 0) {
+            n += 1;
+            if p.row.status != v2fhir::store::Status::Converted {
+                refused.push(format!(
+                    "{}: {} {}",
+                    f.display(),
+                    p.row.status.as_str(),
+                    p.row.diagnostics.as_deref().unwrap_or("")
+                ));
+            }
+        }
+    }
+    assert_eq!(n, 121, "the corpus has 121 messages");
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}
