@@ -412,6 +412,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     }
     cfg.check()?;
     v2fhir::serve::init_logging(&cfg.log);
+    let cfg_sink = cfg.sink.mode.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("v2fhir-io")
@@ -425,6 +426,13 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         }
         if let Some(a) = running.http_addr {
             println!("v2fhir: HTTP listening on {a}");
+        }
+        if let Some(u) = &running.upstream {
+            println!(
+                "v2fhir: forwarding to {} (sink {})",
+                u.base_redacted(),
+                cfg_sink
+            );
         }
         println!(
             "v2fhir: store {} ready",

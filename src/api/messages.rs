@@ -387,7 +387,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         let stats = store.outbox_stats().await.unwrap_or_default();
         let now = crate::store::now_micros();
         body["upstream"] = json!({
-            "url": up.base(),
+            "url": up.base_redacted(),
             "status": h.status,
             "checked_at": h.checked_at,
             "latency_ms": h.latency_ms,

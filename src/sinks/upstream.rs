@@ -191,6 +191,11 @@ impl Upstream {
         &self.cfg.base
     }
 
+    /// The base URL for display (logs, `/health`): without user info or query.
+    pub fn base_redacted(&self) -> String {
+        redact(&self.cfg.base)
+    }
+
     /// The HTTP client (shared with the read proxy).
     pub fn client(&self) -> &reqwest::Client {
         &self.client
