@@ -155,7 +155,7 @@ pub async fn forward(
         ApiError::new(
             status,
             "transient",
-            format!("the upstream FHIR server {} {what}", up.base()),
+            format!("the upstream FHIR server {} {what}", up.base_redacted()),
         )
     })?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -184,7 +184,7 @@ pub async fn forward(
             "transient",
             format!(
                 "the upstream FHIR server {} broke off its answer",
-                up.base()
+                up.base_redacted()
             ),
         )
     })?;
