@@ -199,7 +199,7 @@ fn main() {
         .iter()
         .filter_map(|r| r.output.as_deref())
         .filter_map(|o| serde_json::from_str(o).ok())
-        .map(|b| shape_bundle(&b, DeliveryMode::Transaction, &HashSet::new()).to_string())
+        .map(|b| shape_bundle(b, DeliveryMode::Transaction, &HashSet::new()).to_string())
         .collect();
     println!(
         "delivery to sekmet-fhir 0.1.1 (Python, SQLite) on 127.0.0.1: {n} ADT^A01 messages, one transaction Bundle each ({} resources per Bundle)",

@@ -175,17 +175,14 @@ pub fn content_hash(raw: &[u8]) -> String {
     hex(&Sha256::digest(raw))
 }
 
-/// AE (CE in enhanced mode, when `enhanced_code`) with code 207 and `text`, for message `index`
-/// of `frame`, built from the raw bytes again (rare paths: the happy path builds nothing in
-/// advance). `None` when the frame has no such message.
-fn error_ack_207(
-    frame: &[u8],
+/// The message `index` of `frame` (parsed again: these are rare paths, the happy path builds
+/// nothing in advance) and an ACK plan saying `code` with one ERR (code 207, `text`).
+fn error_207<'a>(
+    parsed: &'a v2::Parsed<'a>,
     index: usize,
     text: &str,
-    parse: &ParseOptions,
     enhanced_code: bool,
-) -> Option<String> {
-    let parsed = v2::parse_with(frame, parse).ok()?;
+) -> Option<(&'a Message<'a>, AckPlan)> {
     let msg = parsed.messages.get(index)?;
     let enhanced = enhanced_code && msg.header().enhanced_mode();
     let plan = AckPlan {
@@ -198,24 +195,55 @@ fn error_ack_207(
             text: text.into(),
         }],
     };
-    Some(ack::build(msg, &plan, &ack_opts()))
+    Some((msg, plan))
 }
 
-/// The application acknowledgment when the upstream refused message `index` of `frame` (AE).
-fn upstream_error_ack(
+/// The upstream refused message `index` of `frame` (or did not answer in time): its
+/// application acknowledgment becomes AE with `text`. Original mode: the one ACK is replaced.
+/// Enhanced mode: the commit ACK (CA) stays; the application ACK is replaced, or added when
+/// MSH-16 asks for one on errors (`ER`) but not on success. `false` when nothing changed.
+fn upstream_error_acks(
     frame: &[u8],
     index: usize,
     text: &str,
     parse: &ParseOptions,
-) -> Option<String> {
-    error_ack_207(frame, index, text, parse, false)
+    acks: &mut Vec<String>,
+) -> bool {
+    let Ok(parsed) = v2::parse_with(frame, parse) else {
+        return false;
+    };
+    let Some((msg, plan)) = error_207(&parsed, index, text, false) else {
+        return false;
+    };
+    let h = msg.header();
+    let ack = ack::build(msg, &plan, &ack_opts());
+    if !h.enhanced_mode() {
+        acks.clear();
+        acks.push(ack);
+        return true;
+    }
+    let app_sent = wanted(h.application_ack_type.as_deref(), Outcome::Accept);
+    if app_sent && acks.len() >= 2 {
+        if let Some(last) = acks.last_mut() {
+            *last = ack;
+        }
+        true
+    } else if !app_sent && wanted(h.application_ack_type.as_deref(), Outcome::Error) {
+        acks.push(ack);
+        true
+    } else {
+        false
+    }
 }
 
 /// The answer when the store failed: AE (CE in enhanced mode) with code 207.
 fn store_failed_ack(raw: &[u8], parse: &ParseOptions) -> String {
     let text = "the message could not be stored; it was not accepted, please resend";
-    error_ack_207(raw, 0, text, parse, true)
-        .unwrap_or_else(|| ack::reject_unparsable(text, &ack_opts()))
+    let parsed = v2::parse_with(raw, parse).ok();
+    match parsed.as_ref().and_then(|p| error_207(p, 0, text, true)) {
+        Some((msg, plan)) => ack::build(msg, &plan, &ack_opts()),
+        None => ack::reject_unparsable(text, &ack_opts()),
+    }
 }
 
 /// Parse, convert and decide the answers for one frame or body, without storing anything.
@@ -648,32 +676,35 @@ impl Pipeline {
         timeout: std::time::Duration,
     ) {
         use crate::sinks::upstream::Fate;
-        for (index, m) in reply.messages.iter_mut().enumerate() {
-            let Some(c) = &m.committed else { continue };
-            if c.status != Status::Converted || m.acks.is_empty() {
-                continue;
-            }
-            let text = match upstream.wait(c.id, timeout).await {
+        // Every converted message of the frame waits for its delivery at the same time.
+        let waits = reply.messages.iter().enumerate().filter_map(|(index, m)| {
+            let c = m.committed.as_ref()?;
+            (c.status == Status::Converted).then_some((index, c.id))
+        });
+        let fates = futures_util::future::join_all(
+            waits.map(|(index, id)| async move { (index, id, upstream.wait(id, timeout).await) }),
+        )
+        .await;
+        for (index, id, fate) in fates {
+            let text = match fate {
                 Some(Fate::Delivered) => continue,
                 Some(Fate::Refused(reason)) => {
                     format!("the upstream FHIR server refused the message: {reason}")
                 }
                 None => format!(
-                    "the upstream FHIR server has not accepted the message within {} s; it is stored (id {}) and delivery continues",
+                    "the upstream FHIR server has not accepted the message within {} s; it is stored (id {id}) and delivery continues",
                     timeout.as_secs(),
-                    c.id
                 ),
             };
-            let Some(ack) = upstream_error_ack(frame, index, &text, &self.cfg.parse) else {
+            let Some(m) = reply.messages.get_mut(index) else {
                 continue;
             };
-            // The application acknowledgment is the last one (enhanced mode sends CA first).
-            if let Some(last) = m.acks.last_mut() {
-                *last = ack;
+            if !upstream_error_acks(frame, index, &text, &self.cfg.parse, &mut m.acks) {
+                continue;
             }
             m.outcome = Outcome::Error;
-            if let Err(e) = self.store.set_ack(c.id, "AE", &m.acks.join("\n")).await {
-                tracing::warn!(id = c.id, error = %e, "could not store the upstream acknowledgment");
+            if let Err(e) = self.store.set_ack(id, "AE", &m.acks.join("\n")).await {
+                tracing::warn!(id, error = %e, "could not store the upstream acknowledgment");
             }
         }
     }
@@ -891,6 +922,46 @@ pub fn bundle_type(name: &str) -> Option<BundleType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_refusal_replaces_or_adds_the_application_ack() {
+        let msg = |msh15: &str, msh16: &str| {
+            format!("MSH|^~\\&|A|B|C|D|2026||ADT^A01|C1|P|2.5|||{msh15}|{msh16}\rPID|1||M1\r")
+        };
+        let code = |a: &str| {
+            a.split(['\r', '\n'])
+                .find(|s| s.starts_with("MSA"))
+                .and_then(|s| s.split('|').nth(1))
+                .unwrap_or("")
+                .to_string()
+        };
+        let parse = ParseOptions::default();
+        // (MSH-15, MSH-16, acks sent at commit) → acks after the refusal
+        let cases: &[(&str, &str, &[&str], &[&str])] = &[
+            ("", "", &["AA"], &["AE"]),
+            ("AL", "AL", &["CA", "AA"], &["CA", "AE"]),
+            ("AL", "ER", &["CA"], &["CA", "AE"]),
+            ("AL", "NE", &["CA"], &["CA"]),
+        ];
+        for (m15, m16, before, after) in cases {
+            let m = msg(m15, m16);
+            let mut acks: Vec<String> = before
+                .iter()
+                .map(|c| format!("MSH|^~\\&|x\rMSA|{c}|C1\r"))
+                .collect();
+            let changed =
+                upstream_error_acks(m.as_bytes(), 0, "upstream answered 412", &parse, &mut acks);
+            let got: Vec<String> = acks.iter().map(|a| code(a)).collect();
+            assert_eq!(got, *after, "MSH-15 {m15:?} MSH-16 {m16:?}");
+            assert_eq!(changed, before != after, "MSH-15 {m15:?} MSH-16 {m16:?}");
+            if changed {
+                assert!(
+                    acks.last()
+                        .is_some_and(|a| a.contains("ERR|") && a.contains("412"))
+                );
+            }
+        }
+    }
 
     #[test]
     fn routing_keys() {

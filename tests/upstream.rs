@@ -4,6 +4,7 @@
 //! answers AE with the reason, and reprocessing after the fix delivers it; the read proxy; every
 //! auth mode; an outage of 30 s while 1,000 messages stream in. Outbox tests on both stores.
 
+mod common;
 mod gateway;
 
 use gateway::sekmet::{self, Sekmet};
@@ -120,22 +121,13 @@ async fn the_corpus_reaches_the_upstream_and_is_found_there() {
     if !sekmet::available() {
         return;
     }
-    let plan = std::sync::Arc::new(
-        v2fhir::mapping::load::load_dir(&gateway::root().join("mappings"))
-            .unwrap_or_else(|e| panic!("{e:?}")),
-    );
-    let dir = gateway::root().join("tests/corpus/fhir-converter");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "hl7"))
-        .collect();
-    files.sort();
+    let plan = common::plan();
+    let files = common::hl7_files(&gateway::root().join("tests/corpus/fhir-converter"));
     for (backend, url) in gateway::store_urls("upstream-corpus").await {
         let up = Sekmet::start(&gateway::scratch("sekmet-corpus"), "").await;
         let running = gateway::start(&upstream_config(&url, &up.base())).await;
         let mllp = running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"));
-        let http = running.http_addr.unwrap_or_else(|| panic!("no HTTP"));
+        let http = gateway::http_of(&running);
         let store = running.pipeline.store().clone();
         // What the gateway converts, computed independently with the library.
         let mut patients: BTreeMap<String, Value> = BTreeMap::new();
@@ -322,8 +314,7 @@ async fn conditional_updates_let_the_upstream_assign_ids() {
         cfg.upstream.conditional = "Patient".into();
         let running = gateway::start(&cfg).await;
         let store = running.pipeline.store().clone();
-        let mut client =
-            gateway::Mllp::connect(running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+        let mut client = gateway::mllp_of(&running).await;
         let pat = format!("C-{backend}");
         let a01 = adt(
             &format!("{backend}-1"),
@@ -412,9 +403,8 @@ async fn a_refused_message_is_dead_then_delivered_after_the_fix() {
         cfg.sink.ack = "after-upstream".into();
         let running = gateway::start(&cfg).await;
         let store = running.pipeline.store().clone();
-        let http = running.http_addr.unwrap_or_else(|| panic!("no HTTP"));
-        let mut client =
-            gateway::Mllp::connect(running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+        let http = gateway::http_of(&running);
+        let mut client = gateway::mllp_of(&running).await;
 
         // A good message: AA only once the upstream has it.
         let good = format!("OK-{backend}");
@@ -609,9 +599,8 @@ async fn every_auth_mode_is_accepted_and_tokens_are_refreshed() {
         set(&mut cfg);
         let running = gateway::start(&cfg).await;
         let store = running.pipeline.store().clone();
-        let http = running.http_addr.unwrap_or_else(|| panic!("no HTTP"));
-        let mut client =
-            gateway::Mllp::connect(running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+        let http = gateway::http_of(&running);
+        let mut client = gateway::mllp_of(&running).await;
         let pat = format!("AUTH-{n}");
         let acks = client
             .send(
@@ -826,8 +815,8 @@ async fn two_replicas_on_one_postgres_deliver_each_message_once() {
     let b = gateway::start(&upstream_config(&url, &up.base())).await;
     const N: usize = 300;
     // Both replicas take messages; both delivery workers compete for the one outbox.
-    let mut ca = gateway::Mllp::connect(a.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
-    let mut cb = gateway::Mllp::connect(b.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+    let mut ca = gateway::mllp_of(&a).await;
+    let mut cb = gateway::mllp_of(&b).await;
     for i in 0..N {
         let m = adt(
             &format!("R{i}"),
@@ -875,9 +864,7 @@ async fn batch_and_single_request_modes_deliver_and_attempts_run_out() {
             }
             let running = gateway::start(&cfg).await;
             let store = running.pipeline.store().clone();
-            let mut client =
-                gateway::Mllp::connect(running.mllp_addr.unwrap_or_else(|| panic!("no MLLP")))
-                    .await;
+            let mut client = gateway::mllp_of(&running).await;
             let pat = format!("M-{backend}-{mode}");
             for (k, family) in ["ONE", "TWO"].iter().enumerate() {
                 let m = adt(
@@ -915,8 +902,7 @@ async fn batch_and_single_request_modes_deliver_and_attempts_run_out() {
         cfg.upstream.max_attempts = 3;
         let running = gateway::start(&cfg).await;
         let store = running.pipeline.store().clone();
-        let mut client =
-            gateway::Mllp::connect(running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+        let mut client = gateway::mllp_of(&running).await;
         let acks = client
             .send(
                 adt(&format!("{backend}-gone"), "A01", "GONE", "X", "VG").as_bytes(),
@@ -971,8 +957,7 @@ async fn messages_received_before_forwarding_was_on_are_backfilled() {
     for (backend, url) in gateway::store_urls("upstream-backfill").await {
         // First the gateway runs without an upstream.
         let local = gateway::start(&gateway::config(&url)).await;
-        let mut client =
-            gateway::Mllp::connect(local.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+        let mut client = gateway::mllp_of(&local).await;
         for i in 0..3 {
             let m = adt(
                 &format!("{backend}-bf{i}"),
@@ -992,7 +977,7 @@ async fn messages_received_before_forwarding_was_on_are_backfilled() {
             c
         })
         .await;
-        let http = running.http_addr.unwrap_or_else(|| panic!("no HTTP"));
+        let http = gateway::http_of(&running);
         let store = running.pipeline.store().clone();
         let stats = store.outbox_stats().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(stats.pending, 0, "{backend}");
@@ -1040,9 +1025,8 @@ async fn replaying_an_old_message_keeps_the_patients_latest_data_upstream() {
         cfg.upstream.max_attempts = 1;
         let running = gateway::start(&cfg).await;
         let store = running.pipeline.store().clone();
-        let http = running.http_addr.unwrap_or_else(|| panic!("no HTTP"));
-        let mut client =
-            gateway::Mllp::connect(running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+        let http = gateway::http_of(&running);
+        let mut client = gateway::mllp_of(&running).await;
         let pat = format!("RP-{backend}");
         // The A01 meets a stopped upstream and, with one attempt allowed, is parked as dead.
         up.stop().await;
@@ -1131,7 +1115,7 @@ async fn ack_after_upstream_sees_a_delivery_by_another_replica() {
     a_cfg.upstream.backoff_max_secs = 1;
     let a = gateway::start(&a_cfg).await;
     let b = gateway::start(&upstream_config(&url, &up.base())).await;
-    let mut client = gateway::Mllp::connect(a.mllp_addr.unwrap_or_else(|| panic!("no MLLP"))).await;
+    let mut client = gateway::mllp_of(&a).await;
     let m = adt("sync-replica-1", "A01", "SYNCREP", "SHARED", "VS");
     let started = Instant::now();
     let acks = client.send(m.as_bytes(), 1).await;

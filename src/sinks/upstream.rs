@@ -265,11 +265,7 @@ impl Upstream {
             .push(tx);
         // It may have been settled before we registered (or by another replica).
         if let Some(f) = self.settled(id).await {
-            self.waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-            return Some(f);
+            return self.forget_waiter(id, Some(f));
         }
         self.store.outbox_signal().notify_one();
         // Answered by this gateway's worker through `rx`; another replica's worker may deliver
@@ -308,8 +304,7 @@ impl Upstream {
     }
 
     async fn settled(&self, id: i64) -> Option<Fate> {
-        let m = self.store.get(id).await.ok()??;
-        match m.status {
+        match self.store.status_of(id).await.ok()?? {
             crate::store::Status::Delivered => Some(Fate::Delivered),
             crate::store::Status::Dead => {
                 let reason = match self.store.outbox_state(id).await.ok().flatten() {
@@ -589,7 +584,7 @@ impl Upstream {
         };
         match self.cfg.mode {
             DeliveryMode::Transaction | DeliveryMode::Batch => {
-                let body = shape_bundle(&bundle, self.cfg.mode, &self.cfg.conditional);
+                let body = shape_bundle(bundle, self.cfg.mode, &self.cfg.conditional);
                 let resp = self
                     .send(reqwest::Method::POST, &self.cfg.base, Some(&body))
                     .await;
@@ -598,12 +593,11 @@ impl Upstream {
                     Ok((status, headers, body)) => classify(status, &headers, &body, self.cfg.mode),
                 }
             }
-            DeliveryMode::Single => self.attempt_single(&bundle).await,
+            DeliveryMode::Single => self.attempt_single(bundle).await,
         }
     }
 
-    async fn attempt_single(&self, bundle: &Value) -> Attempt {
-        let mut requests = shape_single(bundle, &self.cfg.conditional);
+    async fn attempt_single(&self, bundle: Value) -> Attempt {
         // Server-assigned ids of conditionally written resources, for later references.
         let mut assigned: HashMap<String, String> = HashMap::new();
         for SingleRequest {
@@ -611,7 +605,7 @@ impl Upstream {
             url,
             mut resource,
             ours,
-        } in requests.drain(..)
+        } in shape_single(bundle, &self.cfg.conditional)
         {
             if !assigned.is_empty() {
                 rewrite_references(&mut resource, &|r: &str| assigned.get(r).cloned());
@@ -660,9 +654,14 @@ impl Upstream {
             req = req.header("authorization", a);
         }
         if let Some(b) = body {
+            // `to_vec` writes into the buffer directly (`to_string` goes through `fmt::Write`).
+            let bytes = serde_json::to_vec(b).map_err(|e| Attempt::Retry {
+                error: format!("serializing the Bundle: {e}"),
+                after: None,
+            })?;
             req = req
                 .header("content-type", "application/fhir+json")
-                .body(b.to_string());
+                .body(bytes);
         }
         let resp = req.send().await.map_err(|e| Attempt::Retry {
             error: format!("{}: {}", redact(url), error_text(&e)),
@@ -893,6 +892,14 @@ fn location_id(headers: &reqwest::header::HeaderMap, ty: &str) -> Option<String>
     }
 }
 
+/// The entries of a Bundle, taken out of it (no copy).
+fn take_entries(mut bundle: Value) -> Vec<Value> {
+    match bundle.get_mut("entry").map(Value::take) {
+        Some(Value::Array(entries)) => entries,
+        _ => Vec::new(),
+    }
+}
+
 /// `resourceType` and `id` of a resource, owned.
 fn type_and_id(resource: &Value) -> Option<(String, String)> {
     Some((
@@ -947,15 +954,11 @@ fn rewrite_references(v: &mut Value, map: &dyn Fn(&str) -> Option<String>) {
 /// ids) or, for the conditional types, `PUT Type?identifier=…` with the id removed, a
 /// `urn:uuid:` fullUrl and every reference to it rewritten to that fullUrl (the server resolves
 /// them to the id it finds or assigns). Entries that delete keep their `DELETE`.
-pub fn shape_bundle(bundle: &Value, mode: DeliveryMode, conditional: &HashSet<String>) -> Value {
-    let entries = bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+pub fn shape_bundle(bundle: Value, mode: DeliveryMode, conditional: &HashSet<String>) -> Value {
+    let entries = take_entries(bundle);
     let mut renamed: HashMap<String, String> = HashMap::new();
     let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
+    for mut e in entries {
         let method = e
             .pointer("/request/method")
             .and_then(Value::as_str)
@@ -966,7 +969,7 @@ pub fn shape_bundle(bundle: &Value, mode: DeliveryMode, conditional: &HashSet<St
             }
             continue;
         }
-        let Some(mut resource) = e.get("resource").cloned() else {
+        let Some(mut resource) = e.get_mut("resource").map(Value::take) else {
             continue;
         };
         let Some((ty, id)) = type_and_id(&resource) else {
@@ -1021,15 +1024,11 @@ pub struct SingleRequest {
 
 /// One request per resource, resources before the MessageHeader and Provenance that point at
 /// them.
-pub fn shape_single(bundle: &Value, conditional: &HashSet<String>) -> Vec<SingleRequest> {
-    let entries = bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+pub fn shape_single(bundle: Value, conditional: &HashSet<String>) -> Vec<SingleRequest> {
+    let entries = take_entries(bundle);
     let mut first = Vec::new();
     let mut last = Vec::new();
-    for e in entries {
+    for mut e in entries {
         if e.pointer("/request/method").and_then(Value::as_str) == Some("DELETE") {
             if let Some(url) = e.pointer("/request/url").and_then(Value::as_str) {
                 first.push(SingleRequest {
@@ -1041,7 +1040,7 @@ pub fn shape_single(bundle: &Value, conditional: &HashSet<String>) -> Vec<Single
             }
             continue;
         }
-        let Some(mut resource) = e.get("resource").cloned() else {
+        let Some(mut resource) = e.get_mut("resource").map(Value::take) else {
             continue;
         };
         let Some((ty, id)) = type_and_id(&resource) else {
@@ -1093,7 +1092,7 @@ mod tests {
 
     #[test]
     fn transaction_puts_by_id_or_conditionally_with_references_rewritten() {
-        let plain = shape_bundle(&bundle(), DeliveryMode::Transaction, &HashSet::new());
+        let plain = shape_bundle(bundle(), DeliveryMode::Transaction, &HashSet::new());
         assert_eq!(plain["type"], "transaction");
         assert_eq!(plain["entry"][1]["request"]["url"], "Patient/p");
         assert_eq!(plain["entry"][1]["resource"]["id"], "p");
@@ -1104,7 +1103,7 @@ mod tests {
         assert_eq!(plain["entry"][3]["request"]["method"], "DELETE");
 
         let cond: HashSet<String> = ["Patient".to_string()].into();
-        let b = shape_bundle(&bundle(), DeliveryMode::Transaction, &cond);
+        let b = shape_bundle(bundle(), DeliveryMode::Transaction, &cond);
         assert_eq!(
             b["entry"][1]["request"]["url"],
             "Patient?identifier=urn%3Aoid%3A1.2%7C42+a%26b"
@@ -1120,7 +1119,7 @@ mod tests {
             "urn:uuid:p"
         );
 
-        let batch = shape_bundle(&bundle(), DeliveryMode::Batch, &cond);
+        let batch = shape_bundle(bundle(), DeliveryMode::Batch, &cond);
         assert_eq!(batch["type"], "batch");
         // No urn:uuid resolution across batch entries: conditional updates need a transaction.
         assert_eq!(batch["entry"][1]["request"]["url"], "Patient/p");
@@ -1129,7 +1128,7 @@ mod tests {
     #[test]
     fn single_requests_put_the_message_header_last() {
         let cond: HashSet<String> = ["Patient".to_string()].into();
-        let reqs = shape_single(&bundle(), &cond);
+        let reqs = shape_single(bundle(), &cond);
         let urls: Vec<&str> = reqs.iter().map(|r| r.url.as_str()).collect();
         assert_eq!(
             urls,

@@ -707,6 +707,19 @@ impl Store {
         Ok(committed)
     }
 
+    /// The status of one message (without reading its content).
+    pub async fn status_of(&self, id: i64) -> Result<Option<Status>, StoreError> {
+        let row = sqlx::query("SELECT status FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read a message status"))?;
+        row.map(|r| r.try_get::<String, _>(0))
+            .transpose()
+            .map(|s| s.and_then(|s| Status::parse(&s)))
+            .map_err(db("decode a message status"))
+    }
+
     /// One message by id.
     pub async fn get(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -95,31 +95,21 @@ pub(crate) async fn enqueue(
     now: i64,
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(512) {
+        // state 'pending', attempts 0 and lease_until 0 are the columns' defaults.
         let mut text = String::from(
-            "INSERT INTO outbox (message_id, order_key, state, attempts, created_at, next_attempt_at, lease_until) VALUES ",
+            "INSERT INTO outbox (message_id, order_key, created_at, next_attempt_at) VALUES ",
         );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                text.push_str(", ");
-            }
-            let n = i * 3;
-            text.push_str(&format!(
-                "(${}, ${}, 'pending', 0, ${}, ${}, 0)",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 3
-            ));
-        }
+        text.push_str(&sql::values_list(chunk.len(), 4));
         text.push_str(
             " ON CONFLICT (message_id) DO UPDATE SET state = 'pending', attempts = 0, \
              next_attempt_at = excluded.next_attempt_at, lease_owner = NULL, lease_until = 0, \
              last_error = NULL, outcome = NULL, order_key = excluded.order_key",
         );
-        let mut args = Vec::with_capacity(chunk.len() * 3);
+        let mut args = Vec::with_capacity(chunk.len() * 4);
         for (id, key) in chunk {
             args.push(sql::Arg::Int(*id));
             args.push(sql::Arg::Text(key.clone()));
+            args.push(sql::Arg::Int(now));
             args.push(sql::Arg::Int(now));
         }
         sql::bind_all(&text, &args)
@@ -237,10 +227,7 @@ impl Store {
         for chunk in ids.chunks(512) {
             let text = format!(
                 "DELETE FROM outbox WHERE lease_owner = $1 AND message_id IN ({}) RETURNING message_id",
-                (2..chunk.len() + 2)
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                sql::placeholders_from(2, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(text)).bind(owner);
             for id in chunk {
@@ -258,10 +245,7 @@ impl Store {
             if !gone.is_empty() {
                 let text = format!(
                     "UPDATE messages SET status = $1, updated_at = $2 WHERE id IN ({})",
-                    (3..gone.len() + 3)
-                        .map(|i| format!("${i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    sql::placeholders_from(3, gone.len())
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(text))
                     .bind(Status::Delivered.as_str())

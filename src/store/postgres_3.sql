@@ -5,7 +5,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     message_id      BIGINT PRIMARY KEY,
     -- Messages with the same key (the patient) are delivered one after the other, in id order.
     order_key       TEXT    COLLATE "C" NOT NULL,
-    state           TEXT    NOT NULL,          -- pending | dead
+    state           TEXT    NOT NULL DEFAULT 'pending',  -- pending | dead
     attempts        BIGINT  NOT NULL DEFAULT 0,
     created_at      BIGINT  NOT NULL,
     next_attempt_at BIGINT  NOT NULL,
@@ -22,3 +22,4 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (message_id, next_attempt_at
 -- The patient key of a converted message (sinks with an upstream): replaying an older message
 -- re-delivers the later ones of its patient after it.
 ALTER TABLE messages ADD COLUMN order_key TEXT;
+CREATE INDEX IF NOT EXISTS messages_order ON messages (order_key, id) WHERE order_key IS NOT NULL;

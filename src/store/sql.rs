@@ -78,7 +78,12 @@ pub(crate) fn values_list(rows: usize, cols: usize) -> String {
 
 /// `$1, $2, …, $n`.
 pub(crate) fn placeholders(n: usize) -> String {
-    (1..=n)
+    placeholders_from(1, n)
+}
+
+/// `$first, …`: `n` placeholders numbered from `first` (after arguments bound before them).
+pub(crate) fn placeholders_from(first: usize, n: usize) -> String {
+    (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")

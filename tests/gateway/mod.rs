@@ -262,6 +262,21 @@ pub async fn spawn(store_url: &str, log: &std::path::Path, env: &[(&str, &str)])
     Server { child, mllp }
 }
 
+/// An MLLP client connected to a running gateway.
+pub async fn mllp_of(r: &Running) -> Mllp {
+    Mllp::connect(
+        r.mllp_addr
+            .unwrap_or_else(|| panic!("the gateway has no MLLP listener")),
+    )
+    .await
+}
+
+/// The HTTP address of a running gateway.
+pub fn http_of(r: &Running) -> std::net::SocketAddr {
+    r.http_addr
+        .unwrap_or_else(|| panic!("the gateway has no HTTP listener"))
+}
+
 /// A reqwest client (rustls with the ring provider installed once per process).
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
