@@ -793,7 +793,9 @@ async fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteJob>, settings: W
             .flat_map(|j| j.prepared.iter().map(|p| &p.row))
             .collect();
         metrics::histogram!("v2fhir_commit_batch_size").record(rows.len() as f64);
+        let commit_started = Instant::now();
         let result = store.commit(&rows).await;
+        metrics::histogram!("v2fhir_commit_seconds").record(commit_started.elapsed().as_secs_f64());
         drop(rows);
         match result {
             Ok(done) => {

@@ -12,6 +12,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use std::time::Duration;
 
+mod exec;
 pub mod outbox;
 mod query;
 pub mod resources;
@@ -103,6 +104,18 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// SQLite's writer connection refused or failed.
+    #[error("store: {op}: {source}")]
+    Sqlite {
+        /// What we were doing.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A broken internal rule (a bug), named.
+    #[error("store: {0}")]
+    Internal(&'static str),
     /// The URL names no supported database.
     #[error("store: unsupported database URL (use sqlite://FILE or postgres://…)")]
     UnsupportedUrl,
@@ -235,6 +248,8 @@ pub struct Store {
     sinks: Sinks,
     /// Woken after a commit that wrote outbox rows (the delivery worker waits on it).
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
+    /// SQLite: the connection every commit and outcome update runs on (see [`exec`]).
+    lite: Option<std::sync::Arc<std::sync::Mutex<exec::Lite>>>,
 }
 
 /// Rows per multi-row INSERT (17 parameters each; SQLite allows 32,766, PostgreSQL 65,535).
@@ -315,6 +330,14 @@ impl Store {
             Durability::PowerLoss => "FULL",
             Durability::ProcessCrash => "NORMAL",
         };
+        let pragmas = format!(
+            "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; \
+             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0; \
+             PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;"
+        );
+        let sqlite_path = url
+            .strip_prefix("sqlite://")
+            .map(|p| p.split('?').next().unwrap_or(p).to_string());
         let mut opts = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
             .acquire_timeout(Duration::from_secs(10))
@@ -322,14 +345,11 @@ impl Store {
             // surface as errors and the pool replaces them.
             .test_before_acquire(false);
         if backend == Backend::Sqlite {
+            let pragmas = pragmas.clone();
             opts = opts.after_connect(move |conn, _| {
+                let pragmas = pragmas.clone();
                 Box::pin(async move {
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; \
-                         PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0; \
-                         PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;"
-                    )))
-                    .await?;
+                    conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
                     Ok(())
                 })
             });
@@ -347,14 +367,20 @@ impl Store {
                 .map_err(db("connect"))?,
             Backend::Postgres => pool.clone(),
         };
-        let store = Store {
+        let mut store = Store {
             pool,
             writer,
             backend,
             sinks: Sinks::default(),
             outbox_signal: Default::default(),
+            lite: None,
         };
         store.migrate().await?;
+        if let (Backend::Sqlite, Some(path)) = (backend, sqlite_path) {
+            // After the migrations (which run through sqlx): the schema is in place.
+            let lite = exec::Lite::open(&path, &pragmas)?;
+            store.lite = Some(std::sync::Arc::new(std::sync::Mutex::new(lite)));
+        }
         if backend == Backend::Sqlite {
             store.spawn_checkpointer();
         }
@@ -522,6 +548,13 @@ impl Store {
             runs.push(&rows[start..end]);
             start = end;
         }
+        if let Some(lite) = &self.lite {
+            let out = self.with_lite(lite, |c| {
+                c.transaction(|c| exec::ready(self.commit_runs(c, &runs)))
+            })?;
+            self.signal_outbox(&out);
+            return Ok(out);
+        }
         let has_resources = rows.iter().any(|m| !m.resources.is_empty());
         let writes_more = has_resources && (self.sinks.local || self.sinks.upstream);
         if let ([run], false) = (runs.as_slice(), writes_more) {
@@ -529,53 +562,74 @@ impl Store {
             // (A concurrent insert of the same message by another replica fails the unique
             // index and so the statement; the caller retries and then sees the original.)
             let mut conn = self.writer.acquire().await.map_err(db("acquire"))?;
-            return self.commit_run(&mut conn, run).await;
+            return self.commit_run(&mut *conn, run).await;
         }
-        let mut out: Vec<Committed> = Vec::with_capacity(rows.len());
         let mut tx = self.begin_write().await?;
-        for run in runs {
-            out.extend(self.commit_run(&mut tx, run).await?);
-        }
+        let out = self.commit_runs(&mut *tx, &runs).await?;
         tx.commit().await.map_err(db("commit"))?;
+        self.signal_outbox(&out);
+        Ok(out)
+    }
+
+    fn signal_outbox(&self, out: &[Committed]) {
         if self.sinks.upstream && out.iter().any(|c| c.status == Status::Converted) {
             self.outbox_signal.notify_one();
+        }
+    }
+
+    /// Run `f` on SQLite's writer connection. It blocks (SQLite is a library call), so on a
+    /// multi-threaded runtime the calling worker hands its other tasks to another thread first.
+    fn with_lite<T>(
+        &self,
+        lite: &std::sync::Mutex<exec::Lite>,
+        f: impl FnOnce(&mut exec::Lite) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let call = || f(&mut lite.lock().unwrap_or_else(|e| e.into_inner()));
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
+            _ => call(),
+        }
+    }
+
+    async fn commit_runs<E: exec::Exec>(
+        &self,
+        conn: &mut E,
+        runs: &[&[&NewMessage]],
+    ) -> Result<Vec<Committed>, StoreError> {
+        let mut out: Vec<Committed> = Vec::with_capacity(runs.iter().map(|r| r.len()).sum());
+        for run in runs {
+            out.extend(self.commit_run(conn, run).await?);
         }
         Ok(out)
     }
 
-    async fn commit_run(
+    async fn commit_run<E: exec::Exec>(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut E,
         run: &[&NewMessage],
     ) -> Result<Vec<Committed>, StoreError> {
+        use exec::Cols;
+        use sql::Arg;
         // 1. Earlier messages with the same control ids (sender filtered below).
         let sql = format!(
             "SELECT id, sending_application, sending_facility, control_id, content_hash, ack \
              FROM messages WHERE status <> 'duplicate' AND control_id IN ({}) ORDER BY id",
             sql::placeholders(run.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for m in run {
-            q = q.bind(m.control_id.as_str());
-        }
-        let found = q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db("look up control ids"))?;
+        let args: Vec<Arg> = run
+            .iter()
+            .map(|m| Arg::Text(m.control_id.clone()))
+            .collect();
+        let found = conn.fetch("look up control ids", &sql, &args).await?;
         type Key = (String, String, String);
         let mut earlier: std::collections::HashMap<Key, Vec<(i64, String, Option<String>)>> =
             std::collections::HashMap::new();
         for r in &found {
-            let key: Key = (
-                r.try_get(1).map_err(db("read sender"))?,
-                r.try_get(2).map_err(db("read facility"))?,
-                r.try_get(3).map_err(db("read control id"))?,
-            );
-            earlier.entry(key).or_default().push((
-                r.try_get(0).map_err(db("read id"))?,
-                r.try_get(4).map_err(db("read hash"))?,
-                r.try_get(5).map_err(db("read ack"))?,
-            ));
+            let key: Key = (r.text(1)?, r.text(2)?, r.text(3)?);
+            earlier
+                .entry(key)
+                .or_default()
+                .push((r.int(0)?, r.text(4)?, r.opt_text(5)?));
         }
         // 2. Decide each row.
         struct Decided<'a> {
@@ -623,50 +677,45 @@ impl Store {
         sql.push_str(&sql::values_list(decided.len(), COLS));
         sql.push_str(" RETURNING id, sending_application, sending_facility, control_id");
         let now = now_micros();
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut args: Vec<Arg> = Vec::with_capacity(decided.len() * COLS);
         for d in &decided {
             let m = d.m;
             let dup = d.status == Status::Duplicate;
-            q = q
-                .bind(m.received_at)
-                .bind(now)
-                .bind(m.source.as_str())
-                .bind(m.sending_application.as_str())
-                .bind(m.sending_facility.as_str())
-                .bind(m.control_id.as_str())
-                .bind(m.message_type.as_str())
-                .bind(m.charset.as_str())
-                .bind(m.content_hash.as_str())
-                .bind(d.status.as_str())
-                .bind(m.ack_code.as_str())
-                .bind(d.collision as i32)
-                .bind(d.duplicate_of)
-                .bind(m.raw.as_slice())
-                .bind(if dup { None } else { m.diagnostics.as_deref() })
-                .bind(if dup { None } else { m.output.as_deref() })
-                .bind(d.ack.as_str())
+            args.extend([
+                Arg::Int(m.received_at),
+                Arg::Int(now),
+                Arg::Text(m.source.clone()),
+                Arg::Text(m.sending_application.clone()),
+                Arg::Text(m.sending_facility.clone()),
+                Arg::Text(m.control_id.clone()),
+                Arg::Text(m.message_type.clone()),
+                Arg::Text(m.charset.clone()),
+                Arg::Text(m.content_hash.clone()),
+                Arg::Text(d.status.as_str().to_string()),
+                Arg::Text(m.ack_code.clone()),
+                Arg::Int(d.collision as i64),
+                Arg::opt_int(d.duplicate_of),
+                Arg::Blob(m.raw.clone()),
+                Arg::opt_text(if dup { None } else { m.diagnostics.as_deref() }),
+                Arg::opt_text(if dup { None } else { m.output.as_deref() }),
+                Arg::Text(d.ack.clone()),
                 // With an upstream: the patient key, so a replay can re-deliver later messages.
-                .bind(if self.sinks.upstream && !dup && !m.resources.is_empty() {
-                    Some(outbox::order_key(&m.resources, String::new)).filter(|k| !k.is_empty())
-                } else {
-                    None
-                });
+                Arg::opt_text(
+                    if self.sinks.upstream && !dup && !m.resources.is_empty() {
+                        Some(outbox::order_key(&m.resources, String::new)).filter(|k| !k.is_empty())
+                    } else {
+                        None
+                    }
+                    .as_deref(),
+                ),
+            ]);
         }
-        let returned = q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db("insert messages"))?;
+        let returned = conn.fetch("insert messages", &sql, &args).await?;
+        drop(args);
         // RETURNING order is not promised: match rows by their key (unique within a run).
         let mut ids: std::collections::HashMap<Key, i64> = std::collections::HashMap::new();
         for r in &returned {
-            ids.insert(
-                (
-                    r.try_get(1).map_err(db("read sender"))?,
-                    r.try_get(2).map_err(db("read facility"))?,
-                    r.try_get(3).map_err(db("read control id"))?,
-                ),
-                r.try_get(0).map_err(db("read the new id"))?,
-            );
+            ids.insert((r.text(1)?, r.text(2)?, r.text(3)?), r.int(0)?);
         }
         let mut committed = Vec::with_capacity(decided.len());
         let mut resources: Vec<(i64, &NewResource)> = Vec::new();
@@ -677,10 +726,9 @@ impl Store {
                 d.m.sending_facility.clone(),
                 d.m.control_id.clone(),
             );
-            let id = ids.get(&key).copied().ok_or(StoreError::Db {
-                op: "match inserted rows",
-                source: sqlx::Error::RowNotFound,
-            })?;
+            let id = ids.get(&key).copied().ok_or(StoreError::Internal(
+                "an inserted message row was not returned",
+            ))?;
             if d.status == Status::Converted {
                 if self.sinks.local {
                     resources.extend(d.m.resources.iter().map(|r| (id, r)));
@@ -747,56 +795,86 @@ impl Store {
         diagnostics: Option<&str>,
         resources: &[NewResource],
     ) -> Result<Option<Vec<i64>>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let r = sqlx::query(
-            "UPDATE messages SET status = $1, output = $2, diagnostics = $3, updated_at = $4 WHERE id = $5",
-        )
-        .bind(status.as_str())
-        .bind(output)
-        .bind(diagnostics)
-        .bind(now_micros())
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("update a message"))?;
-        let found = r.rows_affected() == 1;
+        let (found, queued, requeued) = match &self.lite {
+            Some(lite) => self.with_lite(lite, |c| {
+                c.transaction(|c| {
+                    exec::ready(self.outcome_tx(c, id, status, output, diagnostics, resources))
+                })
+            })?,
+            None => {
+                let mut tx = self.begin_write().await?;
+                let r = self
+                    .outcome_tx(&mut *tx, id, status, output, diagnostics, resources)
+                    .await?;
+                tx.commit().await.map_err(db("commit"))?;
+                r
+            }
+        };
+        if queued {
+            self.outbox_signal.notify_one();
+        }
+        Ok(found.then_some(requeued))
+    }
+
+    /// [`Store::update_outcome`] inside a transaction: (found, queued for delivery, requeued).
+    async fn outcome_tx<E: exec::Exec>(
+        &self,
+        conn: &mut E,
+        id: i64,
+        status: Status,
+        output: Option<&str>,
+        diagnostics: Option<&str>,
+        resources: &[NewResource],
+    ) -> Result<(bool, bool, Vec<i64>), StoreError> {
+        use sql::Arg;
+        let found = conn
+            .execute(
+                "update a message",
+                "UPDATE messages SET status = $1, output = $2, diagnostics = $3, updated_at = $4 WHERE id = $5",
+                &[
+                    Arg::Text(status.as_str().into()),
+                    Arg::opt_text(output),
+                    Arg::opt_text(diagnostics),
+                    Arg::Int(now_micros()),
+                    Arg::Int(id),
+                ],
+            )
+            .await?
+            == 1;
         let mut queued = false;
         let mut requeued = Vec::new();
         if found && status == Status::Converted {
             if self.sinks.local {
                 let items: Vec<(i64, &NewResource)> = resources.iter().map(|r| (id, r)).collect();
-                resources::apply(&mut tx, &items, now_micros()).await?;
+                resources::apply(conn, &items, now_micros()).await?;
             }
             if self.sinks.upstream && !resources.is_empty() {
                 // Deliver again (a mapping fix, or an upstream fix for a dead message) — and
                 // every later message of the same patient already delivered, after it, so the
                 // upstream ends with the latest data rather than this older message's.
                 let key = outbox::order_key(resources, || format!("message/{id}"));
-                requeued = outbox::later_delivered(&mut tx, id, &key).await?;
+                requeued = outbox::later_delivered(conn, id, &key).await?;
                 let mut rows = vec![(id, key.clone())];
                 rows.extend(requeued.iter().map(|l| (*l, key.clone())));
-                outbox::enqueue(&mut tx, &rows, now_micros()).await?;
-                sqlx::query("UPDATE messages SET order_key = $1 WHERE id = $2")
-                    .bind(key.as_str())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("record the patient key"))?;
+                outbox::enqueue(conn, &rows, now_micros()).await?;
+                conn.execute(
+                    "record the patient key",
+                    "UPDATE messages SET order_key = $1 WHERE id = $2",
+                    &[Arg::Text(key), Arg::Int(id)],
+                )
+                .await?;
                 queued = true;
             }
         } else if found {
             // Nothing to deliver any more.
-            sqlx::query("DELETE FROM outbox WHERE message_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("drop an outbox row"))?;
+            conn.execute(
+                "drop an outbox row",
+                "DELETE FROM outbox WHERE message_id = $1",
+                &[Arg::Int(id)],
+            )
+            .await?;
         }
-        tx.commit().await.map_err(db("commit"))?;
-        if queued {
-            self.outbox_signal.notify_one();
-        }
-        Ok(found.then_some(requeued))
+        Ok((found, queued, requeued))
     }
 
     /// Number of logged messages per status (for metrics and health).

@@ -64,33 +64,32 @@ pub(crate) fn order_key(
 
 /// Later messages of the patient `key` than `id` that were delivered: marked `converted` again
 /// (inside the caller's transaction) and returned, to be queued after `id`.
-pub(crate) async fn later_delivered(
-    conn: &mut sqlx::AnyConnection,
+pub(crate) async fn later_delivered<E: super::exec::Exec>(
+    conn: &mut E,
     id: i64,
     key: &str,
 ) -> Result<Vec<i64>, StoreError> {
-    let rows = sqlx::query(
-        "UPDATE messages SET status = $1 WHERE id > $2 AND order_key = $3 AND status = $4 RETURNING id",
-    )
-    .bind(Status::Converted.as_str())
-    .bind(id)
-    .bind(key)
-    .bind(Status::Delivered.as_str())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db("find later deliveries of the patient"))?;
-    let mut ids: Vec<i64> = rows
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(db("decode later deliveries"))?;
+    use super::exec::Cols;
+    let rows = conn
+        .fetch(
+            "find later deliveries of the patient",
+            "UPDATE messages SET status = $1 WHERE id > $2 AND order_key = $3 AND status = $4 RETURNING id",
+            &[
+                sql::Arg::Text(Status::Converted.as_str().into()),
+                sql::Arg::Int(id),
+                sql::Arg::Text(key.into()),
+                sql::Arg::Text(Status::Delivered.as_str().into()),
+            ],
+        )
+        .await?;
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.int(0)).collect::<Result<_, _>>()?;
     ids.sort_unstable();
     Ok(ids)
 }
 
 /// Insert (or re-arm) outbox rows inside the caller's transaction.
-pub(crate) async fn enqueue(
-    conn: &mut sqlx::AnyConnection,
+pub(crate) async fn enqueue<E: super::exec::Exec>(
+    conn: &mut E,
     rows: &[(i64, String)],
     now: i64,
 ) -> Result<(), StoreError> {
@@ -112,10 +111,7 @@ pub(crate) async fn enqueue(
             args.push(sql::Arg::Int(now));
             args.push(sql::Arg::Int(now));
         }
-        sql::bind_all(&text, &args)
-            .execute(&mut *conn)
-            .await
-            .map_err(db("write the outbox"))?;
+        conn.execute("write the outbox", &text, &args).await?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! current version. The stored JSON carries neither `meta.versionId` nor `meta.lastUpdated`:
 //! they are columns, put into the resource when it is read.
 
-use super::sql::{Arg, Sql, bind_all, like_escape, placeholders, values_list};
+use super::sql::{Arg, Sql, like_escape, placeholders, values_list};
 use super::{Store, StoreError, db};
 use crate::fhir::search::IndexRows;
 use crate::fhir::search::query::{Cond, Include, Prefix, SearchQuery, StrMode};
@@ -180,11 +180,12 @@ fn row_of(r: &sqlx::any::AnyRow) -> Result<ResourceRow, sqlx::Error> {
 /// Write the resources of committed messages, in order: a new version for each resource whose
 /// content changed (or that is new), its index rows replaced. Runs inside the caller's
 /// transaction.
-pub(crate) async fn apply(
-    conn: &mut sqlx::AnyConnection,
+pub(crate) async fn apply<E: super::exec::Exec>(
+    conn: &mut E,
     items: &[(i64, &NewResource)],
     now: i64,
 ) -> Result<(), StoreError> {
+    use super::exec::Cols;
     if items.is_empty() {
         return Ok(());
     }
@@ -211,26 +212,15 @@ pub(crate) async fn apply(
             "SELECT rid, type, id, version, hash, deleted FROM resources WHERE id IN ({})",
             placeholders(chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        for r in q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db("look up resources"))?
-        {
-            let key: (String, String) = (
-                r.try_get(1).map_err(db("read type"))?,
-                r.try_get(2).map_err(db("read id"))?,
-            );
+        let args: Vec<Arg> = chunk.iter().map(|id| Arg::Text(id.to_string())).collect();
+        for r in conn.fetch("look up resources", &sql, &args).await? {
             state.insert(
-                key,
+                (r.text(1)?, r.text(2)?),
                 State {
-                    rid: Some(r.try_get(0).map_err(db("read rid"))?),
-                    version: r.try_get(3).map_err(db("read version"))?,
-                    hash: r.try_get(4).map_err(db("read hash"))?,
-                    deleted: r.try_get::<i32, _>(5).map_err(db("read deleted"))? != 0,
+                    rid: Some(r.int(0)?),
+                    version: r.int(3)?,
+                    hash: r.text(4)?,
+                    deleted: r.int(5)? != 0,
                     changed: false,
                     index: None,
                 },
@@ -274,35 +264,25 @@ pub(crate) async fn apply(
              RETURNING rid, type, id",
             values_list(chunk.len(), 6)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut args = Vec::with_capacity(chunk.len() * 6);
         for ((ty, id), s) in chunk {
-            q = q
-                .bind(ty.as_str())
-                .bind(id.as_str())
-                .bind(s.version)
-                .bind(now)
-                .bind(s.hash.as_str())
-                .bind(s.deleted as i32);
+            args.extend([
+                Arg::Text(ty.clone()),
+                Arg::Text(id.clone()),
+                Arg::Int(s.version),
+                Arg::Int(now),
+                Arg::Text(s.hash.clone()),
+                Arg::Int(s.deleted as i64),
+            ]);
         }
-        for r in q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db("write resources"))?
-        {
-            rids.insert(
-                (
-                    r.try_get(1).map_err(db("read type"))?,
-                    r.try_get(2).map_err(db("read id"))?,
-                ),
-                r.try_get(0).map_err(db("read rid"))?,
-            );
+        for r in conn.fetch("write resources", &sql, &args).await? {
+            rids.insert((r.text(1)?, r.text(2)?), r.int(0)?);
         }
     }
     let rid_of = |k: &(String, String)| {
-        rids.get(k).copied().ok_or(StoreError::Db {
-            op: "match written resources",
-            source: sqlx::Error::RowNotFound,
-        })
+        rids.get(k).copied().ok_or(StoreError::Internal(
+            "a written resource row was not returned",
+        ))
     };
     // 4. The versions.
     for chunk in versions.chunks(CHUNK) {
@@ -310,20 +290,19 @@ pub(crate) async fn apply(
             "INSERT INTO resource_versions (rid, version, last_updated, message_id, deleted, content) VALUES {}",
             values_list(chunk.len(), 6)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut args = Vec::with_capacity(chunk.len() * 6);
         for (key, version, i, message_id) in chunk {
             let r = items[*i].1;
-            q = q
-                .bind(rid_of(key)?)
-                .bind(*version)
-                .bind(now)
-                .bind(*message_id)
-                .bind(r.deleted as i32)
-                .bind(r.content.as_str());
+            args.extend([
+                Arg::Int(rid_of(key)?),
+                Arg::Int(*version),
+                Arg::Int(now),
+                Arg::Int(*message_id),
+                Arg::Int(r.deleted as i64),
+                Arg::Text(r.content.clone()),
+            ]);
         }
-        q.execute(&mut *conn)
-            .await
-            .map_err(db("write resource versions"))?;
+        conn.execute("write resource versions", &sql, &args).await?;
     }
     // 5. Index rows: drop those of the previous versions, write the current ones.
     let old: Vec<i64> = changed.iter().filter_map(|(_, s)| s.rid).collect();
@@ -339,13 +318,8 @@ pub(crate) async fn apply(
                 "DELETE FROM {table} WHERE rid IN ({})",
                 placeholders(chunk.len())
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for rid in chunk {
-                q = q.bind(*rid);
-            }
-            q.execute(&mut *conn)
-                .await
-                .map_err(db("replace index rows"))?;
+            let args: Vec<Arg> = chunk.iter().map(|rid| Arg::Int(*rid)).collect();
+            conn.execute("replace index rows", &sql, &args).await?;
         }
     }
     // One flat argument list per table (`cols` arguments a row), sent in chunks of rows.
@@ -397,10 +371,7 @@ pub(crate) async fn apply(
                 "INSERT INTO {table} VALUES {}",
                 values_list(chunk.len() / cols, *cols)
             );
-            bind_all(&sql, chunk)
-                .execute(&mut *conn)
-                .await
-                .map_err(db("write index rows"))?;
+            conn.execute("write index rows", &sql, chunk).await?;
         }
     }
     Ok(())

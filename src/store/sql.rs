@@ -10,6 +10,23 @@ pub(crate) enum Arg {
     Int(i64),
     /// Float.
     Real(f64),
+    /// Bytes.
+    Blob(Vec<u8>),
+    /// NULL of an integer column (PostgreSQL types parameters).
+    NullInt,
+    /// NULL of a text column.
+    NullText,
+}
+
+impl Arg {
+    /// `Text`, or `Null` for `None`.
+    pub(crate) fn opt_text(v: Option<&str>) -> Arg {
+        v.map_or(Arg::NullText, |s| Arg::Text(s.to_string()))
+    }
+    /// `Int`, or `Null` for `None`.
+    pub(crate) fn opt_int(v: Option<i64>) -> Arg {
+        v.map_or(Arg::NullInt, Arg::Int)
+    }
 }
 
 /// A SQL text with its arguments, numbered `$1…` as they are pushed.
@@ -45,6 +62,9 @@ pub(crate) fn bind_all<'a>(
             Arg::Text(s) => q.bind(s.as_str()),
             Arg::Int(i) => q.bind(*i),
             Arg::Real(f) => q.bind(*f),
+            Arg::Blob(b) => q.bind(b.as_slice()),
+            Arg::NullInt => q.bind(None::<i64>),
+            Arg::NullText => q.bind(None::<String>),
         };
     }
     q

@@ -1,0 +1,284 @@
+//! One write path, two executors. The statements of a commit (message log, resources, index rows,
+//! outbox) are written once, as async functions generic over [`Exec`], and run either
+//!
+//! - on a sqlx connection (PostgreSQL, and SQLite when no direct writer is open), or
+//! - on [`Lite`], a rusqlite connection the calling thread drives itself (SQLite's writer).
+//!
+//! Why the second: sqlx runs SQLite on a worker thread and every statement is a round trip to it
+//! (a `BEGIN IMMEDIATE` alone measured 230 µs; a converted ADT^A01 commit 3.3 ms for ~12
+//! statements, about 2 ms of it hand-offs). [`Lite`] answers each call at once — its futures are
+//! [`std::future::Ready`] — so a commit is an ordinary blocking function call, made inside
+//! `block_in_place` (see [`super::Store::commit`]).
+
+use super::StoreError;
+use super::sql::Arg;
+use sqlx::Row;
+use std::future::Future;
+
+/// Typed access to a result row's columns (by position).
+pub(crate) trait Cols {
+    fn int(&self, i: usize) -> Result<i64, StoreError>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError>;
+    fn text(&self, i: usize) -> Result<String, StoreError>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError>;
+}
+
+/// Runs SQL with `$n` placeholders (numbered in order of appearance) and bound arguments.
+pub(crate) trait Exec: Send {
+    type Row: Cols + Send;
+    /// The rows a statement returns (`SELECT`, `… RETURNING`).
+    fn fetch(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> impl Future<Output = Result<Vec<Self::Row>, StoreError>> + Send;
+    /// Rows affected.
+    fn execute(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+fn decode(source: sqlx::Error) -> StoreError {
+    StoreError::Db {
+        op: "decode a row",
+        source,
+    }
+}
+
+impl Cols for sqlx::any::AnyRow {
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.try_get(i).map_err(decode)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        self.try_get(i).map_err(decode)
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.try_get(i).map_err(decode)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.try_get(i).map_err(decode)
+    }
+}
+
+impl Exec for sqlx::AnyConnection {
+    type Row = sqlx::any::AnyRow;
+    async fn fetch(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Vec<Self::Row>, StoreError> {
+        super::sql::bind_all(sql, args)
+            .fetch_all(&mut *self)
+            .await
+            .map_err(super::db(op))
+    }
+    async fn execute(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<u64, StoreError> {
+        super::sql::bind_all(sql, args)
+            .execute(&mut *self)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(super::db(op))
+    }
+}
+
+/// SQLite's writer connection (rusqlite), driven synchronously by its caller.
+pub(crate) struct Lite {
+    conn: rusqlite::Connection,
+}
+
+impl std::fmt::Debug for Lite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lite")
+    }
+}
+
+/// A row read through [`Lite`].
+pub(crate) struct LiteRow(Vec<rusqlite::types::Value>);
+
+fn lite(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { op, source }
+}
+
+fn wrong_type(i: usize, want: &'static str) -> StoreError {
+    StoreError::Sqlite {
+        op: "decode a row",
+        source: rusqlite::Error::InvalidColumnType(i, want.into(), rusqlite::types::Type::Null),
+    }
+}
+
+impl Cols for LiteRow {
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.opt_int(i)?.ok_or_else(|| wrong_type(i, "integer"))
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        use rusqlite::types::Value;
+        match self.0.get(i) {
+            Some(Value::Integer(v)) => Ok(Some(*v)),
+            Some(Value::Null) => Ok(None),
+            _ => Err(wrong_type(i, "integer")),
+        }
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.opt_text(i)?.ok_or_else(|| wrong_type(i, "text"))
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        use rusqlite::types::Value;
+        match self.0.get(i) {
+            Some(Value::Text(v)) => Ok(Some(v.clone())),
+            Some(Value::Null) => Ok(None),
+            _ => Err(wrong_type(i, "text")),
+        }
+    }
+}
+
+impl Lite {
+    /// Open `path` with the same settings as the pool's connections (`pragmas`).
+    pub(crate) fn open(path: &str, pragmas: &str) -> Result<Lite, StoreError> {
+        let conn = rusqlite::Connection::open(path).map_err(lite("open the writer connection"))?;
+        conn.execute_batch(pragmas)
+            .map_err(lite("configure the writer connection"))?;
+        // Statement texts depend on the batch size (one VALUES row per message or resource);
+        // keep the common sizes prepared.
+        conn.set_prepared_statement_cache_capacity(512);
+        Ok(Lite { conn })
+    }
+
+    /// Run `f` in a `BEGIN IMMEDIATE` transaction: committed when it returns `Ok`, rolled back
+    /// otherwise.
+    pub(crate) fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Lite) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if !self.conn.is_autocommit() {
+            // Left open by a panic in an earlier caller: nothing of it was acknowledged.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(lite("begin"))?;
+        match f(self) {
+            Ok(v) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(lite("commit")(e))
+                }
+            },
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn prepared<'c>(
+        &'c self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(lite(op))?;
+        let n = stmt.parameter_count();
+        // Our statements number their placeholders `$1…$n` in order of appearance, so SQLite's
+        // parameter index i is `$i`; check the ends always, every name in debug builds.
+        let ordered = n == args.len()
+            && (n == 0
+                || (stmt.parameter_name(1) == Some("$1")
+                    && stmt.parameter_name(n) == Some(format!("${n}").as_str())));
+        #[cfg(debug_assertions)]
+        let ordered =
+            ordered && (1..=n).all(|i| stmt.parameter_name(i) == Some(format!("${i}").as_str()));
+        if !ordered {
+            return Err(StoreError::Sqlite {
+                op,
+                source: rusqlite::Error::InvalidParameterCount(args.len(), n),
+            });
+        }
+        for (i, a) in args.iter().enumerate() {
+            let r = match a {
+                Arg::Text(s) => stmt.raw_bind_parameter(i + 1, s.as_str()),
+                Arg::Int(v) => stmt.raw_bind_parameter(i + 1, *v),
+                Arg::Real(v) => stmt.raw_bind_parameter(i + 1, *v),
+                Arg::Blob(b) => stmt.raw_bind_parameter(i + 1, b.as_slice()),
+                Arg::NullInt | Arg::NullText => {
+                    stmt.raw_bind_parameter(i + 1, rusqlite::types::Null)
+                }
+            };
+            r.map_err(lite(op))?;
+        }
+        Ok(stmt)
+    }
+
+    fn fetch_now(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Vec<LiteRow>, StoreError> {
+        let mut stmt = self.prepared(op, sql, args)?;
+        let cols = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(lite(op))? {
+            let mut vals = Vec::with_capacity(cols);
+            for i in 0..cols {
+                vals.push(r.get::<_, rusqlite::types::Value>(i).map_err(lite(op))?);
+            }
+            out.push(LiteRow(vals));
+        }
+        Ok(out)
+    }
+
+    fn execute_now(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<u64, StoreError> {
+        let mut stmt = self.prepared(op, sql, args)?;
+        stmt.raw_execute().map(|n| n as u64).map_err(lite(op))
+    }
+}
+
+impl Exec for Lite {
+    type Row = LiteRow;
+    fn fetch(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> impl Future<Output = Result<Vec<LiteRow>, StoreError>> + Send {
+        std::future::ready(self.fetch_now(op, sql, args))
+    }
+    fn execute(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        std::future::ready(self.execute_now(op, sql, args))
+    }
+}
+
+/// Drive a future that only awaits [`Lite`] calls: it is ready on the first poll. (Anything
+/// else awaited in it would leave it pending; that is reported, not waited for.)
+pub(crate) fn ready<T>(f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => Err(StoreError::Internal(
+            "a write on the SQLite writer waited for something other than SQLite",
+        )),
+    }
+}
