@@ -279,6 +279,19 @@ async fn resource_versions_follow_message_order() {
                 .unwrap_or_else(|e| panic!("{backend}: {e}"));
             page.matches.iter().map(|r| r.id.clone()).collect()
         };
+        let by_identifier = async |value: &str| -> Vec<String> {
+            let q = query::parse(
+                "Patient",
+                &pairs(&[("identifier", &format!("urn:mrn|{value}"))]),
+                true,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let page = store
+                .search(&q, true)
+                .await
+                .unwrap_or_else(|e| panic!("{backend}: {e}"));
+            page.matches.iter().map(|r| r.id.clone()).collect()
+        };
         // One group commit: p1 created, changed, unchanged; p2 created; unknown deleted.
         store
             .commit(&[
@@ -321,6 +334,11 @@ async fn resource_versions_follow_message_order() {
         assert!(
             family("Alpha").await.is_empty(),
             "{backend}: old index rows removed"
+        );
+        assert_eq!(
+            by_identifier("p1").await,
+            vec!["p1".to_string()],
+            "{backend}: index rows the new version shares with the old one are kept"
         );
         let h = store
             .history(Some("Patient"), Some("p1"), None, 10, None)
@@ -375,6 +393,11 @@ async fn resource_versions_follow_message_order() {
         assert!(v2.is_some_and(|v| v.deleted), "{backend}");
         assert_eq!(family("Zeta").await, vec!["p2".to_string()]);
         assert!(family("Gamma").await.is_empty());
+        assert_eq!(
+            by_identifier("p2").await,
+            vec!["p2".to_string()],
+            "{backend}"
+        );
     })
     .await;
 }

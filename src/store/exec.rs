@@ -21,6 +21,7 @@ pub(crate) trait Cols {
     fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError>;
     fn text(&self, i: usize) -> Result<String, StoreError>;
     fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError>;
+    fn real(&self, i: usize) -> Result<f64, StoreError>;
 }
 
 /// Runs SQL with `$n` placeholders (numbered in order of appearance) and bound arguments.
@@ -60,6 +61,9 @@ impl Cols for sqlx::any::AnyRow {
         self.try_get(i).map_err(decode)
     }
     fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.try_get(i).map_err(decode)
+    }
+    fn real(&self, i: usize) -> Result<f64, StoreError> {
         self.try_get(i).map_err(decode)
     }
 }
@@ -137,6 +141,14 @@ impl Cols for LiteRow {
             Some(Value::Text(v)) => Ok(Some(v.clone())),
             Some(Value::Null) => Ok(None),
             _ => Err(wrong_type(i, "text")),
+        }
+    }
+    fn real(&self, i: usize) -> Result<f64, StoreError> {
+        use rusqlite::types::Value;
+        match self.0.get(i) {
+            Some(Value::Real(v)) => Ok(*v),
+            Some(Value::Integer(v)) => Ok(*v as f64),
+            _ => Err(wrong_type(i, "real")),
         }
     }
 }

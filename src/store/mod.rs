@@ -394,10 +394,10 @@ impl Store {
     /// `WAL_RESTART_FRAMES` a RESTART checkpoint briefly holds writers back and lets the next
     /// commit start the WAL over (bounded file, bounded recovery time). Ends with the pool.
     fn spawn_checkpointer(&self) {
-        const WAL_RESTART_FRAMES: i64 = 8192;
+        const WAL_RESTART_FRAMES: i64 = 16384;
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut mode = "PASSIVE";
             loop {

@@ -304,78 +304,150 @@ pub(crate) async fn apply<E: super::exec::Exec>(
         }
         conn.execute("write resource versions", &sql, &args).await?;
     }
-    // 5. Index rows: drop those of the previous versions, write the current ones.
-    let old: Vec<i64> = changed.iter().filter_map(|(_, s)| s.rid).collect();
-    for chunk in old.chunks(CHUNK) {
-        for table in [
-            "idx_token",
-            "idx_string",
-            "idx_date",
-            "idx_ref",
-            "idx_quantity",
-        ] {
-            let sql = format!(
-                "DELETE FROM {table} WHERE rid IN ({})",
-                placeholders(chunk.len())
-            );
-            let args: Vec<Arg> = chunk.iter().map(|rid| Arg::Int(*rid)).collect();
-            conn.execute("replace index rows", &sql, &args).await?;
-        }
-    }
-    // One flat argument list per table (`cols` arguments a row), sent in chunks of rows.
-    let mut tables: [(&str, usize, Vec<Arg>); 5] = [
-        ("idx_token (rid, key, system, code)", 4, Vec::new()),
-        ("idx_string (rid, key, norm, exact)", 4, Vec::new()),
-        ("idx_date (rid, key, lo, hi)", 4, Vec::new()),
-        ("idx_ref (rid, key, target)", 3, Vec::new()),
-        (
-            "idx_quantity (rid, key, value, system, code)",
-            5,
-            Vec::new(),
-        ),
-    ];
+    // 5. Index rows: the difference between the previous version's rows and the current ones.
+    // A new version usually changes few of them (an Observation pointing at this visit's
+    // Encounter): rewriting them all dirtied a leaf page of every index B-tree per resource.
+    let mut wanted: [HashSet<Vec<Key>>; 5] = Default::default();
     for (key, s) in &changed {
         let (Some(i), false) = (s.index, s.deleted) else {
             continue;
         };
-        let rid = rid_of(key)?;
+        let rid = Key::I(rid_of(key)?);
         let ix = &items[i].1.index;
-        let text = |t: &str| Arg::Text(t.to_string());
+        let t = |v: &str| Key::T(v.to_string());
         for (k, sys, code) in &ix.tokens {
-            tables[0]
-                .2
-                .extend([Arg::Int(rid), text(k), text(sys), text(code)]);
+            wanted[0].insert(vec![rid.clone(), t(k), t(sys), t(code)]);
         }
         for (k, norm, exact) in &ix.strings {
-            tables[1]
-                .2
-                .extend([Arg::Int(rid), text(k), text(norm), text(exact)]);
+            wanted[1].insert(vec![rid.clone(), t(k), t(norm), t(exact)]);
         }
         for (k, lo, hi) in &ix.dates {
-            tables[2]
-                .2
-                .extend([Arg::Int(rid), text(k), Arg::Int(*lo), Arg::Int(*hi)]);
+            wanted[2].insert(vec![rid.clone(), t(k), Key::I(*lo), Key::I(*hi)]);
         }
         for (k, target) in &ix.refs {
-            tables[3].2.extend([Arg::Int(rid), text(k), text(target)]);
+            wanted[3].insert(vec![rid.clone(), t(k), t(target)]);
         }
         for (k, v, sys, code) in &ix.quantities {
-            tables[4]
-                .2
-                .extend([Arg::Int(rid), text(k), Arg::Real(*v), text(sys), text(code)]);
+            wanted[4].insert(vec![
+                rid.clone(),
+                t(k),
+                Key::R(v.to_bits()),
+                t(sys),
+                t(code),
+            ]);
         }
     }
-    for (table, cols, args) in &tables {
-        for chunk in args.chunks(CHUNK * cols) {
+    let old: Vec<i64> = changed.iter().filter_map(|(_, s)| s.rid).collect();
+    for (n, table) in INDEX_TABLES.iter().enumerate() {
+        let cols = table.cols.join(", ");
+        let mut existing: HashSet<Vec<Key>> = HashSet::new();
+        for chunk in old.chunks(CHUNK) {
             let sql = format!(
-                "INSERT INTO {table} VALUES {}",
-                values_list(chunk.len() / cols, *cols)
+                "SELECT {cols} FROM {} WHERE rid IN ({})",
+                table.name,
+                placeholders(chunk.len())
             );
-            conn.execute("write index rows", &sql, chunk).await?;
+            let args: Vec<Arg> = chunk.iter().map(|rid| Arg::Int(*rid)).collect();
+            for r in conn.fetch("read index rows", &sql, &args).await? {
+                let mut row = Vec::with_capacity(table.kinds.len());
+                for (c, kind) in table.kinds.iter().enumerate() {
+                    row.push(match kind {
+                        'i' => Key::I(r.int(c)?),
+                        'r' => Key::R(r.real(c)?.to_bits()),
+                        _ => Key::T(r.text(c)?),
+                    });
+                }
+                existing.insert(row);
+            }
+        }
+        let gone: Vec<&Vec<Key>> = existing.difference(&wanted[n]).collect();
+        if !gone.is_empty() {
+            let cond = table
+                .cols
+                .iter()
+                .enumerate()
+                .map(|(c, col)| format!("{col} = ${}", c + 1))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let sql = format!("DELETE FROM {} WHERE {cond}", table.name);
+            for row in gone {
+                let args: Vec<Arg> = row.iter().map(Key::arg).collect();
+                conn.execute("replace index rows", &sql, &args).await?;
+            }
+        }
+        let mut added: Vec<&Vec<Key>> = wanted[n].difference(&existing).collect();
+        // Insert in key order: neighbouring rows land on the same leaf pages.
+        added.sort_unstable();
+        let width = table.cols.len();
+        for chunk in added.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO {} ({cols}) VALUES {}",
+                table.name,
+                values_list(chunk.len(), width)
+            );
+            let args: Vec<Arg> = chunk
+                .iter()
+                .flat_map(|row| row.iter().map(Key::arg))
+                .collect();
+            conn.execute("write index rows", &sql, &args).await?;
         }
     }
     Ok(())
 }
+
+/// A column value of an index row, comparable (floats by their bits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    I(i64),
+    T(String),
+    R(u64),
+}
+
+impl Key {
+    fn arg(&self) -> Arg {
+        match self {
+            Key::I(v) => Arg::Int(*v),
+            Key::T(v) => Arg::Text(v.clone()),
+            Key::R(bits) => Arg::Real(f64::from_bits(*bits)),
+        }
+    }
+}
+
+/// An index table: its columns (the whole primary key) and their kinds (`i`nteger, `t`ext,
+/// `r`eal), in the order of [`IndexRows`]' tuples after `rid`.
+struct IndexTable {
+    name: &'static str,
+    cols: &'static [&'static str],
+    kinds: &'static [char],
+}
+
+const INDEX_TABLES: [IndexTable; 5] = [
+    IndexTable {
+        name: "idx_token",
+        cols: &["rid", "key", "system", "code"],
+        kinds: &['i', 't', 't', 't'],
+    },
+    IndexTable {
+        name: "idx_string",
+        cols: &["rid", "key", "norm", "exact"],
+        kinds: &['i', 't', 't', 't'],
+    },
+    IndexTable {
+        name: "idx_date",
+        cols: &["rid", "key", "lo", "hi"],
+        kinds: &['i', 't', 'i', 'i'],
+    },
+    IndexTable {
+        name: "idx_ref",
+        cols: &["rid", "key", "target"],
+        kinds: &['i', 't', 't'],
+    },
+    IndexTable {
+        name: "idx_quantity",
+        cols: &["rid", "key", "value", "system", "code"],
+        kinds: &['i', 't', 'r', 't', 't'],
+    },
+];
 
 /// `lo`/`hi` columns against a search range per prefix (R4 date search semantics).
 fn range_cond(prefix: Prefix, lo_col: &str, hi_col: &str, plo: &str, phi: &str) -> String {
