@@ -343,7 +343,10 @@ fn prepare_message(
         Outcome::Reject => Status::Rejected,
     };
     let (output, resources) = match (&conv.bundle, outcome) {
-        (Some(b), Outcome::Accept) => (Some(json_text(b)), NewResource::from_bundle(b)),
+        (Some(b), Outcome::Accept) => {
+            let (text, resources) = NewResource::from_bundle_with_text(b);
+            (Some(text), resources)
+        }
         _ => (None, Vec::new()),
     };
     let diagnostics = if conv.issues.is_empty() && msg.diagnostics().is_empty() {
