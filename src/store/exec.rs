@@ -159,6 +159,14 @@ impl Lite {
         let conn = rusqlite::Connection::open(path).map_err(lite("open the writer connection"))?;
         conn.execute_batch(pragmas)
             .map_err(lite("configure the writer connection"))?;
+        // When another connection holds the write lock (the outbox worker, a checkpoint), retry
+        // every 100 µs for up to 10 s. SQLite's own busy_timeout backs off to 100 ms sleeps,
+        // which put whole-second stalls into ingest while the outbox worker was writing.
+        conn.busy_handler(Some(|attempt| {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+            attempt < 100_000
+        }))
+        .map_err(lite("configure the writer connection"))?;
         // Statement texts depend on the batch size (one VALUES row per message or resource);
         // keep the common sizes prepared.
         conn.set_prepared_statement_cache_capacity(512);
