@@ -344,7 +344,7 @@ fn prepare_message(
     };
     let (output, resources) = match (&conv.bundle, outcome) {
         (Some(b), Outcome::Accept) => {
-            let (text, resources) = NewResource::from_bundle_with_text(b);
+            let (text, resources) = NewResource::from_bundle(b);
             (Some(text), resources)
         }
         _ => (None, Vec::new()),

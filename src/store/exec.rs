@@ -113,34 +113,39 @@ fn lite(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Sqlite { op, source }
 }
 
-fn wrong_type(i: usize, want: &'static str) -> StoreError {
-    StoreError::Sqlite {
-        op: "decode a row",
-        source: rusqlite::Error::InvalidColumnType(i, want.into(), rusqlite::types::Type::Null),
+fn wrong_type(row: &LiteRow, index: usize, want: &'static str) -> StoreError {
+    StoreError::Decode {
+        index,
+        want,
+        found: row
+            .0
+            .get(index)
+            .map_or_else(|| "missing".to_string(), |v| v.data_type().to_string()),
     }
 }
 
 impl Cols for LiteRow {
     fn int(&self, i: usize) -> Result<i64, StoreError> {
-        self.opt_int(i)?.ok_or_else(|| wrong_type(i, "integer"))
+        self.opt_int(i)?
+            .ok_or_else(|| wrong_type(self, i, "integer"))
     }
     fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
         use rusqlite::types::Value;
         match self.0.get(i) {
             Some(Value::Integer(v)) => Ok(Some(*v)),
             Some(Value::Null) => Ok(None),
-            _ => Err(wrong_type(i, "integer")),
+            _ => Err(wrong_type(self, i, "integer")),
         }
     }
     fn text(&self, i: usize) -> Result<String, StoreError> {
-        self.opt_text(i)?.ok_or_else(|| wrong_type(i, "text"))
+        self.opt_text(i)?.ok_or_else(|| wrong_type(self, i, "text"))
     }
     fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
         use rusqlite::types::Value;
         match self.0.get(i) {
             Some(Value::Text(v)) => Ok(Some(v.clone())),
             Some(Value::Null) => Ok(None),
-            _ => Err(wrong_type(i, "text")),
+            _ => Err(wrong_type(self, i, "text")),
         }
     }
     fn real(&self, i: usize) -> Result<f64, StoreError> {
@@ -148,7 +153,7 @@ impl Cols for LiteRow {
         match self.0.get(i) {
             Some(Value::Real(v)) => Ok(*v),
             Some(Value::Integer(v)) => Ok(*v as f64),
-            _ => Err(wrong_type(i, "real")),
+            _ => Err(wrong_type(self, i, "real")),
         }
     }
 }
@@ -159,9 +164,9 @@ impl Lite {
         let conn = rusqlite::Connection::open(path).map_err(lite("open the writer connection"))?;
         conn.execute_batch(pragmas)
             .map_err(lite("configure the writer connection"))?;
-        // When another connection holds the write lock (the outbox worker, a checkpoint), retry
-        // every 100 µs for up to 10 s. SQLite's own busy_timeout backs off to 100 ms sleeps,
-        // which put whole-second stalls into ingest while the outbox worker was writing.
+        // When another connection holds the write lock (an outbox claim, a RESTART checkpoint),
+        // retry every 100 µs for up to 10 s. SQLite's own busy_timeout backs off to 100 ms
+        // sleeps, which put whole-second stalls into ingest during an upstream outage.
         conn.busy_handler(Some(|attempt| {
             std::thread::sleep(std::time::Duration::from_micros(100));
             attempt < 100_000
@@ -300,5 +305,23 @@ pub(crate) fn ready<T>(f: impl Future<Output = Result<T, StoreError>>) -> Result
         std::task::Poll::Pending => Err(StoreError::Internal(
             "a write on the SQLite writer waited for something other than SQLite",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::types::Value;
+
+    #[test]
+    fn a_column_of_another_type_is_named_with_both_types() {
+        let row = LiteRow(vec![Value::Text("x".into()), Value::Null]);
+        let e = row.int(0).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(e, "store: decode a row: column 0 is Text, expected integer");
+        assert!(matches!(row.opt_text(1), Ok(None)));
+        let e = row.text(1).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(e, "store: decode a row: column 1 is Null, expected text");
+        let e = row.real(5).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(e, "store: decode a row: column 5 is missing, expected real");
     }
 }

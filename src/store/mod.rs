@@ -1,9 +1,11 @@
 //! The durable store: the message log (raw bytes as received, status, conversion output, the ACK
 //! that was sent) on SQLite (embedded default, WAL) or PostgreSQL (shared by several replicas).
 //!
-//! Both backends run the *same* code: sqlx's `Any` driver, one SQL text with `$n` placeholders,
-//! portable types only (i64 times in microseconds, TEXT, BLOB/BYTEA). Only the DDL (`sqlite.sql`,
-//! `postgres.sql`) and the connection settings differ. Nothing here knows HL7 or FHIR: callers hand
+//! Both backends run the *same* code: one SQL text with `$n` placeholders, portable types only
+//! (i64 times in microseconds, TEXT, BLOB/BYTEA). Reads go through sqlx's `Any` pool; writes are
+//! written once over [`exec::Exec`] and run, through [`write_tx!`], on SQLite's one writer
+//! connection or in a sqlx transaction. Only the DDL (`sqlite.sql`, `postgres.sql`) and the
+//! connection settings differ. Nothing here knows HL7 or FHIR: callers hand
 //! in a [`NewMessage`] with everything already decided, and [`Store::commit`] writes a batch of
 //! them in one transaction (group commit) with duplicate detection.
 
@@ -11,6 +13,32 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use std::time::Duration;
+
+/// Run `$body` — an async expression over `$c`, a `&mut impl exec::Exec` — in one write
+/// transaction, committed when it returns `Ok`: on SQLite's writer connection ([`exec::Lite`],
+/// where every SQLite write but the outbox claim goes), else in a sqlx transaction. Evaluates to
+/// `Result<T, StoreError>`. (A macro because the body is generic over the executor.)
+macro_rules! write_tx {
+    ($store:expr, |$c:ident| $body:expr) => {
+        match &$store.lite {
+            Some(lite) => $store.with_lite(lite, |$c| {
+                $c.transaction(|$c| $crate::store::exec::ready($body))
+            }),
+            None => {
+                async {
+                    let mut tx = $store.begin_write().await?;
+                    let r = {
+                        let $c: &mut sqlx::AnyConnection = &mut *tx;
+                        $body.await?
+                    };
+                    tx.commit().await.map_err($crate::store::db("commit"))?;
+                    Ok::<_, $crate::store::StoreError>(r)
+                }
+                .await
+            }
+        }
+    };
+}
 
 mod exec;
 pub mod outbox;
@@ -112,6 +140,16 @@ pub enum StoreError {
         /// The driver's error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// A column of a row read on SQLite's writer connection is not of the expected type.
+    #[error("store: decode a row: column {index} is {found}, expected {want}")]
+    Decode {
+        /// Column position (from 0).
+        index: usize,
+        /// Expected SQL type.
+        want: &'static str,
+        /// The value's type.
+        found: String,
     },
     /// A broken internal rule (a bug), named.
     #[error("store: {0}")]
@@ -242,13 +280,14 @@ impl Default for Sinks {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
-    /// Where writes go: a single connection on SQLite, the same pool on PostgreSQL.
+    /// Where sqlx writes go: the same pool on PostgreSQL; on SQLite a single connection for the
+    /// migrations and the outbox claim (every other write runs on `lite`).
     writer: AnyPool,
     backend: Backend,
     sinks: Sinks,
     /// Woken after a commit that wrote outbox rows (the delivery worker waits on it).
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
-    /// SQLite: the connection every commit and outcome update runs on (see [`exec`]).
+    /// SQLite: the connection writes run on (see [`exec`] and [`write_tx!`]).
     lite: Option<std::sync::Arc<std::sync::Mutex<exec::Lite>>>,
 }
 
@@ -548,33 +587,21 @@ impl Store {
             runs.push(&rows[start..end]);
             start = end;
         }
-        if let Some(lite) = &self.lite {
-            let out = self.with_lite(lite, |c| {
-                c.transaction(|c| exec::ready(self.commit_runs(c, &runs)))
-            })?;
-            self.signal_outbox(&out);
-            return Ok(out);
-        }
         let has_resources = rows.iter().any(|m| !m.resources.is_empty());
         let writes_more = has_resources && (self.sinks.local || self.sinks.upstream);
-        if let ([run], false) = (runs.as_slice(), writes_more) {
-            // One run is one INSERT statement, atomic on its own: no BEGIN/COMMIT round trips.
+        if let ([run], false, None) = (runs.as_slice(), writes_more, &self.lite) {
+            // PostgreSQL: one run is one INSERT statement, atomic on its own, so no BEGIN/COMMIT
+            // round trips.
             // (A concurrent insert of the same message by another replica fails the unique
             // index and so the statement; the caller retries and then sees the original.)
             let mut conn = self.writer.acquire().await.map_err(db("acquire"))?;
             return self.commit_run(&mut *conn, run).await;
         }
-        let mut tx = self.begin_write().await?;
-        let out = self.commit_runs(&mut *tx, &runs).await?;
-        tx.commit().await.map_err(db("commit"))?;
-        self.signal_outbox(&out);
-        Ok(out)
-    }
-
-    fn signal_outbox(&self, out: &[Committed]) {
+        let out = write_tx!(self, |c| self.commit_runs(c, &runs))?;
         if self.sinks.upstream && out.iter().any(|c| c.status == Status::Converted) {
             self.outbox_signal.notify_one();
         }
+        Ok(out)
     }
 
     /// Run `f` on SQLite's writer connection. It blocks (SQLite is a library call), so on a
@@ -795,21 +822,14 @@ impl Store {
         diagnostics: Option<&str>,
         resources: &[NewResource],
     ) -> Result<Option<Vec<i64>>, StoreError> {
-        let (found, queued, requeued) = match &self.lite {
-            Some(lite) => self.with_lite(lite, |c| {
-                c.transaction(|c| {
-                    exec::ready(self.outcome_tx(c, id, status, output, diagnostics, resources))
-                })
-            })?,
-            None => {
-                let mut tx = self.begin_write().await?;
-                let r = self
-                    .outcome_tx(&mut *tx, id, status, output, diagnostics, resources)
-                    .await?;
-                tx.commit().await.map_err(db("commit"))?;
-                r
-            }
-        };
+        let (found, queued, requeued) = write_tx!(self, |c| self.outcome_tx(
+            c,
+            id,
+            status,
+            output,
+            diagnostics,
+            resources
+        ))?;
         if queued {
             self.outbox_signal.notify_one();
         }

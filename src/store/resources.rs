@@ -61,15 +61,10 @@ impl NewResource {
         }
     }
 
-    /// The resources of a Bundle's entries (deletes from `request.method = DELETE`).
-    pub fn from_bundle(bundle: &serde_json::Value) -> Vec<NewResource> {
-        Self::entries(bundle).into_iter().map(|(_, r)| r).collect()
-    }
-
-    /// The Bundle as compact JSON text, and its resources: each resource is serialized once and
-    /// its text spliced into the Bundle's (the same bytes as `serde_json::to_string(bundle)`,
-    /// for about half the serializing).
-    pub fn from_bundle_with_text(bundle: &serde_json::Value) -> (String, Vec<NewResource>) {
+    /// The Bundle as compact JSON text, and the resources of its entries (deletes from
+    /// `request.method = DELETE`): each resource is serialized once and its text spliced into the
+    /// Bundle's (the same bytes as `serde_json::to_string(bundle)`, for half the serializing).
+    pub fn from_bundle(bundle: &serde_json::Value) -> (String, Vec<NewResource>) {
         let found = Self::entries(bundle);
         let text = bundle_text(bundle, &found)
             .unwrap_or_else(|| serde_json::to_string(bundle).unwrap_or_default());
@@ -112,54 +107,58 @@ impl NewResource {
 /// Compact JSON of `bundle` with the `entry[n].resource` of each `found` written from its stored
 /// text. `None` if the Bundle is not an object (the caller serializes it whole).
 fn bundle_text(bundle: &serde_json::Value, found: &[(usize, NewResource)]) -> Option<String> {
-    let obj = bundle.as_object()?;
     let content: HashMap<usize, &str> = found
         .iter()
         .filter(|(_, r)| !r.deleted)
         .map(|(n, r)| (*n, r.content.as_str()))
         .collect();
     let mut out: Vec<u8> = Vec::with_capacity(content.values().map(|c| c.len() + 200).sum());
+    write_object(&mut out, bundle.as_object()?, |out, k, v| {
+        let ("entry", Some(entries)) = (k, v.as_array()) else {
+            return Some(false);
+        };
+        out.push(b'[');
+        for (n, e) in entries.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            match (e.as_object(), content.get(&n)) {
+                (Some(entry), Some(text)) => write_object(out, entry, |out, k2, _| {
+                    let resource = k2 == "resource";
+                    if resource {
+                        out.extend_from_slice(text.as_bytes());
+                    }
+                    Some(resource)
+                })?,
+                _ => serde_json::to_writer(&mut *out, e).ok()?,
+            }
+        }
+        out.push(b']');
+        Some(true)
+    })?;
+    String::from_utf8(out).ok()
+}
+
+/// Compact JSON of `obj`; `special` writes a member's value itself (`Some(true)`) or leaves it
+/// to serde_json (`Some(false)`). `None` when writing failed.
+fn write_object(
+    out: &mut Vec<u8>,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    mut special: impl FnMut(&mut Vec<u8>, &str, &serde_json::Value) -> Option<bool>,
+) -> Option<()> {
     out.push(b'{');
     for (i, (k, v)) in obj.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, k).ok()?;
+        serde_json::to_writer(&mut *out, k).ok()?;
         out.push(b':');
-        match (k.as_str(), v.as_array()) {
-            ("entry", Some(entries)) => {
-                out.push(b'[');
-                for (n, e) in entries.iter().enumerate() {
-                    if n > 0 {
-                        out.push(b',');
-                    }
-                    match (e.as_object(), content.get(&n)) {
-                        (Some(entry), Some(text)) => {
-                            out.push(b'{');
-                            for (j, (k2, v2)) in entry.iter().enumerate() {
-                                if j > 0 {
-                                    out.push(b',');
-                                }
-                                serde_json::to_writer(&mut out, k2).ok()?;
-                                out.push(b':');
-                                if k2 == "resource" {
-                                    out.extend_from_slice(text.as_bytes());
-                                } else {
-                                    serde_json::to_writer(&mut out, v2).ok()?;
-                                }
-                            }
-                            out.push(b'}');
-                        }
-                        _ => serde_json::to_writer(&mut out, e).ok()?,
-                    }
-                }
-                out.push(b']');
-            }
-            _ => serde_json::to_writer(&mut out, v).ok()?,
+        if !special(out, k, v)? {
+            serde_json::to_writer(&mut *out, v).ok()?;
         }
     }
     out.push(b'}');
-    String::from_utf8(out).ok()
+    Some(())
 }
 
 /// One stored resource version.
@@ -420,9 +419,9 @@ pub(crate) async fn apply<E: super::exec::Exec>(
                 let mut row = Vec::with_capacity(table.kinds.len());
                 for (c, kind) in table.kinds.iter().enumerate() {
                     row.push(match kind {
-                        'i' => Key::I(r.int(c)?),
-                        'r' => Key::R(r.real(c)?.to_bits()),
-                        _ => Key::T(r.text(c)?),
+                        Kind::Int => Key::I(r.int(c)?),
+                        Kind::Real => Key::R(r.real(c)?.to_bits()),
+                        Kind::Text => Key::T(r.text(c)?),
                     });
                 }
                 existing.insert(row);
@@ -481,39 +480,48 @@ impl Key {
     }
 }
 
-/// An index table: its columns (the whole primary key) and their kinds (`i`nteger, `t`ext,
-/// `r`eal), in the order of [`IndexRows`]' tuples after `rid`.
+/// An index table: its columns (the whole primary key) and their types, in the order of
+/// [`IndexRows`]' tuples after `rid`.
 struct IndexTable {
     name: &'static str,
     cols: &'static [&'static str],
-    kinds: &'static [char],
+    kinds: &'static [Kind],
 }
+
+/// Column type of an index table.
+enum Kind {
+    Int,
+    Text,
+    Real,
+}
+
+use Kind::{Int, Real, Text};
 
 const INDEX_TABLES: [IndexTable; 5] = [
     IndexTable {
         name: "idx_token",
         cols: &["rid", "key", "system", "code"],
-        kinds: &['i', 't', 't', 't'],
+        kinds: &[Int, Text, Text, Text],
     },
     IndexTable {
         name: "idx_string",
         cols: &["rid", "key", "norm", "exact"],
-        kinds: &['i', 't', 't', 't'],
+        kinds: &[Int, Text, Text, Text],
     },
     IndexTable {
         name: "idx_date",
         cols: &["rid", "key", "lo", "hi"],
-        kinds: &['i', 't', 'i', 'i'],
+        kinds: &[Int, Text, Int, Int],
     },
     IndexTable {
         name: "idx_ref",
         cols: &["rid", "key", "target"],
-        kinds: &['i', 't', 't'],
+        kinds: &[Int, Text, Text],
     },
     IndexTable {
         name: "idx_quantity",
         cols: &["rid", "key", "value", "system", "code"],
-        kinds: &['i', 't', 'r', 't', 't'],
+        kinds: &[Int, Text, Real, Text, Text],
     },
 ];
 
@@ -1192,7 +1200,7 @@ mod tests {
             {"resource": {"resourceType": "Observation", "id": "o2",
                 "valueQuantity": {"value": 98.10}}}
         ]});
-        let (text, found) = NewResource::from_bundle_with_text(&bundle);
+        let (text, found) = NewResource::from_bundle(&bundle);
         assert_eq!(text, serde_json::to_string(&bundle).unwrap_or_default());
         let names: Vec<(&str, &str, bool)> = found
             .iter()
@@ -1206,9 +1214,6 @@ mod tests {
                 ("Observation", "o2", false)
             ]
         );
-        assert_eq!(
-            NewResource::from_bundle_with_text(&serde_json::json!([1])).0,
-            "[1]"
-        );
+        assert_eq!(NewResource::from_bundle(&serde_json::json!([1])).0, "[1]");
     }
 }
