@@ -10,8 +10,15 @@ use crate::v2::{Message, Severity, Structures, Value as V2};
 use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::rc::Rc;
+
+/// Segment indexes a path selects (rarely more than a few: no allocation for those).
+type Segs = SmallVec<[usize; 4]>;
+/// Values a path selects.
+type Vals<'a> = SmallVec<[V2<'a>; 2]>;
 
 /// Bundle types we can emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -646,7 +653,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     let mut keys: Vec<String> = rp
                         .key
                         .iter()
-                        .map(|k| self.first_text(k, &frame, false))
+                        .map(|k| self.first_text(k, &frame, false).into_owned())
                         .collect();
                     let mut scope_str = match rp.scope {
                         IdScope::Sender => self.sender.clone(),
@@ -720,17 +727,17 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     ///   direct segments, or if it has none, those in its subgroups. Never a sibling's.
     /// - first occurrence: the current segment; else, from the innermost group outwards, the
     ///   first group holding one directly (the innermost may also look into its subgroups).
-    fn segments_for(&self, seg: &[u8; 3], all: bool, frame: &Frame<'g, 'a>) -> Vec<usize> {
+    fn segments_for(&self, seg: &[u8; 3], all: bool, frame: &Frame<'g, 'a>) -> Segs {
         if let Some(cur) = frame.seg
             && !all
             && self.msg.segment_id(cur) == seg
         {
-            return vec![cur];
+            return smallvec::smallvec![cur];
         }
         if seg == b"MSH" {
-            return vec![0];
+            return smallvec::smallvec![0];
         }
-        let direct = |g: &GroupInstance| -> Vec<usize> {
+        let direct = |g: &GroupInstance| -> Segs {
             g.segments()
                 .filter(|&s| self.msg.segment_id(s) == seg)
                 .collect()
@@ -747,7 +754,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 return found;
             }
         }
-        vec![]
+        Segs::new()
     }
 
     /// The first segment with id `seg` in scope (same rules as `segments_for` without `all`),
@@ -826,9 +833,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     }
 
     /// All values a source path selects (one unless it iterates). `mark` records consumption.
-    fn resolve(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> Vec<V2<'a>> {
+    fn resolve(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> Vals<'a> {
         match src {
-            Src::Seg { .. } => vec![],
+            Src::Seg { .. } => Vals::new(),
             Src::Field {
                 seg,
                 seg_all,
@@ -837,7 +844,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 comp,
                 sub,
             } => {
-                let mut out = Vec::new();
+                let mut out = Vals::new();
                 for si in self.segments_for(seg, *seg_all, frame) {
                     let Some(segment) = self.msg.segment(si) else {
                         continue;
@@ -849,27 +856,27 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     {
                         *c = true;
                     }
-                    let reps: Vec<V2<'a>> = match rep {
-                        Rep::First => vec![f.rep(1)],
-                        Rep::Nth(n) => vec![f.rep(*n)],
-                        Rep::All => f.children().filter(|r| !r.is_empty()).collect(),
-                    };
-                    out.extend(reps.into_iter().map(|r| match (comp, sub) {
+                    let pick = |r: V2<'a>| match (comp, sub) {
                         (Some(c), Some(s)) => r.component(*c).sub(*s),
                         (Some(c), None) => r.component(*c),
                         _ => r,
-                    }));
+                    };
+                    match rep {
+                        Rep::First => out.push(pick(f.rep(1))),
+                        Rep::Nth(n) => out.push(pick(f.rep(*n))),
+                        Rep::All => out.extend(f.children().filter(|r| !r.is_empty()).map(pick)),
+                    }
                 }
                 out
             }
             Src::Rel(parts) => {
                 let Some(mut v) = frame.value else {
-                    return vec![];
+                    return Vals::new();
                 };
                 for &p in parts {
                     v = v.child(p);
                 }
-                vec![v]
+                smallvec::smallvec![v]
             }
             Src::Alt(alts) => {
                 for a in alts {
@@ -878,12 +885,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         return vals;
                     }
                 }
-                vec![]
+                Vals::new()
             }
         }
     }
 
-    fn first_text(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> String {
+    /// The trimmed decoded text of the first valued value `src` selects; `""` when none.
+    fn first_text(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> Cow<'a, str> {
         let v = if src.iterates() {
             self.resolve(src, frame, mark)
                 .into_iter()
@@ -891,9 +899,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         } else {
             self.resolve_one(src, frame, mark)
         };
-        v.filter(|v| v.is_valued())
-            .and_then(|v| v.text().map(|t| t.trim().to_string()))
-            .unwrap_or_default()
+        match v.filter(|v| v.is_valued()).and_then(|v| v.text()) {
+            Some(Cow::Borrowed(t)) => Cow::Borrowed(t.trim()),
+            Some(Cow::Owned(t)) if t.trim().len() == t.len() => Cow::Owned(t),
+            Some(Cow::Owned(t)) => Cow::Owned(t.trim().to_string()),
+            None => Cow::Borrowed(""),
+        }
     }
 
     fn valued(&mut self, src: &Src, frame: &Frame<'g, 'a>) -> bool {
@@ -911,7 +922,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         match c {
             Cond::In(src, values) => {
                 let t = self.first_text(src, frame, false);
-                values.contains(&t)
+                values.iter().any(|v| *v == t)
             }
             Cond::Valued(src) => self.valued(src, frame),
             Cond::NotValued(src) => !self.valued(src, frame),
@@ -965,7 +976,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             let key = self.first_text(on, frame, true);
             let case = cases
                 .iter()
-                .find(|(vals, _)| vals.contains(&key))
+                .find(|(vals, _)| vals.iter().any(|v| *v == key))
                 .map(|(_, c)| c)
                 .or(default.as_deref());
             return match case {
@@ -977,7 +988,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             };
         }
         // Collect what `from` selects.
-        let mut items: Vec<Item<'a>> = Vec::new();
+        let mut items: SmallVec<[Item<'a>; 2]> = SmallVec::new();
         match &r.from {
             Some(Src::Seg { seg, all }) => {
                 items.extend(
@@ -1045,7 +1056,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     let k = self.first_text(key, &sub, false);
                     match groups.iter_mut().find(|(g, _)| *g == k) {
                         Some((_, members)) => members.push(item),
-                        None => groups.push((k, vec![item])),
+                        None => groups.push((k.into_owned(), vec![item])),
                     }
                 }
                 for (_, members) in groups {
@@ -1140,11 +1151,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     }
 
     /// The group scope of the resource being built.
-    fn scope_of(&self, frame: &Frame<'g, 'a>) -> Vec<usize> {
+    fn scope_of(&self, frame: &Frame<'g, 'a>) -> &[usize] {
         self.insts
             .get(frame.inst)
-            .map(|i| i.scope.clone())
-            .unwrap_or_default()
+            .map(|i| i.scope.as_slice())
+            .unwrap_or(&[])
     }
 
     /// `{"reference": "Type/id"}` for resource instance `i`.
@@ -1193,7 +1204,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             Producer::Rules(rules) => self.build_object(rules, frame)?,
             Producer::Ref(alias) => {
                 let scope = self.scope_of(frame);
-                self.best_inst(*alias, &scope).map(|i| Produced {
+                self.best_inst(*alias, scope).map(|i| Produced {
                     value: self.reference_to(i),
                     choice: None,
                 })
@@ -1202,7 +1213,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let scope = self.scope_of(frame);
                 let refs: Vec<Value> = (0..self.insts.len())
                     .filter(|&i| {
-                        self.insts[i].alias == *alias && self.insts[i].scope.starts_with(&scope)
+                        self.insts[i].alias == *alias && self.insts[i].scope.starts_with(scope)
                     })
                     .map(|i| self.reference_to(i))
                     .collect();
@@ -1228,7 +1239,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     ]
                 } else {
                     key.iter()
-                        .map(|k| self.first_text(k, frame, false))
+                        .map(|k| self.first_text(k, frame, false).into_owned())
                         .collect()
                 };
                 let keys = if keys.iter().all(String::is_empty) {
@@ -1533,7 +1544,7 @@ fn collect_segments(
     g: &GroupInstance,
     seg: &[u8; 3],
     all: bool,
-    out: &mut Vec<usize>,
+    out: &mut Segs,
 ) {
     for item in &g.items {
         if !all && !out.is_empty() {
@@ -1563,102 +1574,90 @@ pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Opt
     let Some((step, rest)) = steps.split_first() else {
         return;
     };
-    // Owned keys are only allocated when an element is created; lookups borrow the plan's key.
-    let choice_key;
-    let key: &str = match (step.mode, choice) {
-        (Mode::Choice, Some(c)) => {
-            choice_key = format!("{}{c}", step.key);
-            &choice_key
-        }
-        (Mode::Choice, None) => {
-            choice_key = format!("{}String", step.key);
-            &choice_key
-        }
-        _ => &step.key,
+    let key: Cow<'_, str> = match (step.mode, choice) {
+        (Mode::Choice, Some(c)) => Cow::Owned(format!("{}{c}", step.key)),
+        (Mode::Choice, None) => Cow::Owned(format!("{}String", step.key)),
+        _ => Cow::Borrowed(&step.key),
     };
+    if rest.is_empty() && matches!(step.mode, Mode::Plain | Mode::Choice) {
+        // One lookup: `insert` replaces a value in place (its position is kept).
+        obj.insert(key.into_owned(), v);
+        return;
+    }
+    let list = !matches!(step.mode, Mode::Plain | Mode::Choice);
+    let slot = slot(obj, &key, || {
+        if list {
+            Value::Array(Vec::new())
+        } else {
+            Value::Object(Map::new())
+        }
+    });
+    let now_empty = match (slot, step.mode) {
+        (Value::Object(c), Mode::Plain | Mode::Choice) => {
+            write(c, rest, v, choice);
+            c.is_empty()
+        }
+        (Value::Array(a), Mode::Append | Mode::Last | Mode::Index(_)) => {
+            write_list(a, step.mode, rest, v, choice);
+            a.is_empty()
+        }
+        _ => false,
+    };
+    if now_empty {
+        obj.remove(key.as_ref());
+    }
+}
+
+/// The value under `key`, created by `make` when absent (one hash lookup).
+fn slot<'o>(
+    obj: &'o mut Map<String, Value>,
+    key: &str,
+    make: impl FnOnce() -> Value,
+) -> &'o mut Value {
+    obj.entry(key).or_insert_with(make)
+}
+
+/// Write into list `a` as `mode` says; `rest` continues inside the addressed element.
+fn write_list(a: &mut Vec<Value>, mode: Mode, rest: &[Step], v: Value, choice: Option<&str>) {
     if rest.is_empty() {
-        match step.mode {
-            Mode::Plain | Mode::Choice => match obj.get_mut(key) {
-                Some(slot) => *slot = v,
-                None => {
-                    obj.insert(key.to_string(), v);
-                }
+        match mode {
+            Mode::Append => a.push(v),
+            Mode::Last => match a.last_mut() {
+                Some(last) => *last = v,
+                None => a.push(v),
             },
-            Mode::Append | Mode::Last | Mode::Index(_) => {
-                if !obj.contains_key(key) {
-                    obj.insert(key.to_string(), Value::Array(Vec::new()));
-                }
-                let Some(Value::Array(a)) = obj.get_mut(key) else {
-                    return;
-                };
-                match step.mode {
-                    Mode::Append => a.push(v),
-                    Mode::Last => match a.last_mut() {
-                        Some(last) => *last = v,
-                        None => a.push(v),
-                    },
-                    Mode::Index(n) if n < a.len() => a[n] = v,
-                    Mode::Index(n) if n == a.len() => a.push(v),
-                    _ => {}
-                }
-            }
+            Mode::Index(n) if n < a.len() => a[n] = v,
+            Mode::Index(n) if n == a.len() => a.push(v),
+            _ => {}
         }
         return;
     }
-    match step.mode {
-        Mode::Plain | Mode::Choice => {
-            if !obj.contains_key(key) {
-                obj.insert(key.to_string(), Value::Object(Map::new()));
-            }
-            let now_empty = match obj.get_mut(key) {
-                Some(Value::Object(c)) => {
-                    write(c, rest, v, choice);
-                    c.is_empty()
-                }
-                _ => false,
-            };
-            if now_empty {
-                obj.remove(key);
-            }
+    let idx = match mode {
+        Mode::Append => {
+            a.push(Value::Object(Map::new()));
+            a.len() - 1
         }
-        Mode::Append | Mode::Last | Mode::Index(_) => {
-            if !obj.contains_key(key) {
-                obj.insert(key.to_string(), Value::Array(Vec::new()));
-            }
-            let Some(Value::Array(a)) = obj.get_mut(key) else {
-                return;
-            };
-            let idx = match step.mode {
-                Mode::Append => {
-                    a.push(Value::Object(Map::new()));
-                    a.len() - 1
-                }
-                Mode::Last => {
-                    if a.is_empty() {
-                        a.push(Value::Object(Map::new()));
-                    }
-                    a.len() - 1
-                }
-                Mode::Index(n) => {
-                    if n == a.len() {
-                        a.push(Value::Object(Map::new()));
-                    }
-                    if n >= a.len() {
-                        return;
-                    }
-                    n
-                }
-                _ => return,
-            };
-            if let Some(Value::Object(c)) = a.get_mut(idx) {
-                write(c, rest, v, choice);
-            }
-            if a.get(idx).is_some_and(is_empty_json) {
-                a.remove(idx);
-            }
+        Mode::Last => {
             if a.is_empty() {
-                obj.remove(key);
+                a.push(Value::Object(Map::new()));
             }
+            a.len() - 1
         }
+        Mode::Index(n) => {
+            if n == a.len() {
+                a.push(Value::Object(Map::new()));
+            }
+            if n >= a.len() {
+                return;
+            }
+            n
+        }
+        _ => return,
+    };
+    if let Some(Value::Object(c)) = a.get_mut(idx) {
+        write(c, rest, v, choice);
+    }
+    if a.get(idx).is_some_and(is_empty_json) {
+        a.remove(idx);
     }
 }
