@@ -185,8 +185,38 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
             Value::String(phone(v).ok_or("XTN holds no number or address")?),
             "String",
         ),
+        Func::Words => {
+            let w = words(v);
+            if w.is_empty() {
+                return Err("the value holds no text".into());
+            }
+            plain(Value::String(w), "String")
+        }
     };
     Ok(Some(out))
+}
+
+/// The decoded texts of a value's leaves (repetitions, components, subcomponents), empty ones
+/// skipped, joined by single spaces.
+fn words(v: &V2<'_>) -> String {
+    fn walk(v: &V2<'_>, out: &mut String) {
+        if v.has_children() {
+            for c in v.children() {
+                walk(&c, out);
+            }
+        } else if let Some(t) = v.text() {
+            let t = fhir_string(&t);
+            if !t.is_empty() {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(&t);
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(v, &mut out);
+    out
 }
 
 /// The text of the first component (TS/DTM fields carry a precision in component 2 before v2.6).
@@ -420,6 +450,14 @@ mod tests {
                 Some(json!("+1 (919) 5551234 ext. 22")),
             ),
             (Func::Phone, "^PRN^PH", None),
+            (Func::Words, "Smith^John^^Dr", Some(json!("Smith John Dr"))),
+            (
+                Func::Words,
+                "Main St&12^^Springfield",
+                Some(json!("Main St 12 Springfield")),
+            ),
+            (Func::Words, "plain text", Some(json!("plain text"))),
+            (Func::Words, "^^", None),
         ];
         for (f, input, want) in cases {
             let got = run(*f, input);

@@ -141,6 +141,9 @@ pub enum Func {
     Attachment,
     /// XTN → one phone number or e-mail address (`.1`, or `.4`, or country/area/local/extension).
     Phone,
+    /// A composite value as text: its components' decoded texts, empty ones skipped, joined by
+    /// spaces (`Smith^John^^Dr` → `Smith John Dr`), never the raw delimiters.
+    Words,
 }
 
 impl Func {
@@ -163,6 +166,7 @@ impl Func {
             "lower" => Func::Lower,
             "attachment" => Func::Attachment,
             "phone" => Func::Phone,
+            "words" => Func::Words,
             _ => return None,
         })
     }
