@@ -942,10 +942,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             value: None,
             inst: i,
         };
-        let mut obj = Map::new();
+        let rules = &self.map_plan(map).rules;
+        let mut obj = Map::with_capacity(2 + rules.len().min(24));
         obj.insert("resourceType".into(), Value::String(inst.rtype.clone()));
         obj.insert("id".into(), Value::String(inst.id.clone()));
-        self.run_rules(&self.map_plan(map).rules, &frame, &mut obj)?;
+        self.run_rules(rules, &frame, &mut obj)?;
         Ok(Value::Object(obj))
     }
 
@@ -1142,7 +1143,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         rules: &'p [RulePlan],
         frame: &Frame<'g, 'a>,
     ) -> Result<Option<Produced>, Missing> {
-        let mut obj = Map::new();
+        // Sized for every rule writing a key of its own: no regrowth (and rehash) while filling.
+        let mut obj = Map::with_capacity(rules.len().min(16));
         self.run_rules(rules, frame, &mut obj)?;
         Ok((!obj.is_empty()).then(|| Produced {
             value: Value::Object(obj),
