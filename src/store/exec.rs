@@ -178,6 +178,17 @@ impl Lite {
         Ok(Lite { conn })
     }
 
+    /// Open a read-only connection on `path` (`pragmas` as for the writer; a smaller page cache,
+    /// since there are several).
+    pub(crate) fn open_reader(path: &str, pragmas: &str) -> Result<Lite, StoreError> {
+        let conn = rusqlite::Connection::open(path).map_err(lite("open a reader connection"))?;
+        conn.execute_batch(pragmas)
+            .and_then(|()| conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA query_only=ON;"))
+            .map_err(lite("configure a reader connection"))?;
+        conn.set_prepared_statement_cache_capacity(128);
+        Ok(Lite { conn })
+    }
+
     /// Run `f` in a `BEGIN IMMEDIATE` transaction: committed when it returns `Ok`, rolled back
     /// otherwise.
     pub(crate) fn transaction<T>(
@@ -214,8 +225,10 @@ impl Lite {
     ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(lite(op))?;
         let n = stmt.parameter_count();
-        // Our statements number their placeholders `$1…$n` in order of appearance, so SQLite's
-        // parameter index i is `$i`; check the ends always, every name in debug builds.
+        // The write statements number their placeholders `$1…$n` in order of appearance, so
+        // SQLite's parameter index i is `$i` (checked at the ends, every name in debug builds).
+        // Read queries built by `Sql` may use them in another order or more than once: those
+        // are bound by name.
         let ordered = n == args.len()
             && (n == 0
                 || (stmt.parameter_name(1) == Some("$1")
@@ -223,28 +236,37 @@ impl Lite {
         #[cfg(debug_assertions)]
         let ordered =
             ordered && (1..=n).all(|i| stmt.parameter_name(i) == Some(format!("${i}").as_str()));
-        if !ordered {
-            return Err(StoreError::Sqlite {
-                op,
-                source: rusqlite::Error::InvalidParameterCount(args.len(), n),
-            });
-        }
-        for (i, a) in args.iter().enumerate() {
-            let r = match a {
-                Arg::Text(s) => stmt.raw_bind_parameter(i + 1, s.as_str()),
-                Arg::Int(v) => stmt.raw_bind_parameter(i + 1, *v),
-                Arg::Real(v) => stmt.raw_bind_parameter(i + 1, *v),
-                Arg::Blob(b) => stmt.raw_bind_parameter(i + 1, b.as_slice()),
-                Arg::NullInt | Arg::NullText => {
-                    stmt.raw_bind_parameter(i + 1, rusqlite::types::Null)
+        for i in 1..=n {
+            let k = if ordered {
+                i
+            } else {
+                match stmt
+                    .parameter_name(i)
+                    .and_then(|name| name.strip_prefix('$'))
+                    .and_then(|d| d.parse::<usize>().ok())
+                {
+                    Some(k) if (1..=args.len()).contains(&k) => k,
+                    _ => {
+                        return Err(StoreError::Sqlite {
+                            op,
+                            source: rusqlite::Error::InvalidParameterCount(args.len(), n),
+                        });
+                    }
                 }
+            };
+            let r = match &args[k - 1] {
+                Arg::Text(s) => stmt.raw_bind_parameter(i, s.as_str()),
+                Arg::Int(v) => stmt.raw_bind_parameter(i, *v),
+                Arg::Real(v) => stmt.raw_bind_parameter(i, *v),
+                Arg::Blob(b) => stmt.raw_bind_parameter(i, b.as_slice()),
+                Arg::NullInt | Arg::NullText => stmt.raw_bind_parameter(i, rusqlite::types::Null),
             };
             r.map_err(lite(op))?;
         }
         Ok(stmt)
     }
 
-    fn fetch_now(
+    pub(crate) fn fetch_now(
         &mut self,
         op: &'static str,
         sql: &str,
@@ -323,5 +345,25 @@ mod tests {
         assert_eq!(e, "store: decode a row: column 1 is Null, expected text");
         let e = row.real(5).err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(e, "store: decode a row: column 5 is missing, expected real");
+    }
+
+    #[test]
+    fn placeholders_out_of_order_or_repeated_are_bound_by_name() {
+        let mut c = Lite::open(":memory:", "").expect("in-memory database");
+        let args = [Arg::Text("a".into()), Arg::Text("b".into()), Arg::Int(7)];
+        let rows = c
+            .fetch_now("test", "SELECT $2 || $1, $2, $3 + $3", &args)
+            .expect("bound by name");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].text(0).ok().as_deref(), Some("ba"));
+        assert_eq!(rows[0].text(1).ok().as_deref(), Some("b"));
+        assert_eq!(rows[0].int(2).ok(), Some(14));
+        // In order, one each: bound by position.
+        let rows = c
+            .fetch_now("test", "SELECT $1, $2, $3", &args)
+            .expect("bound by position");
+        assert_eq!(rows[0].text(0).ok().as_deref(), Some("a"));
+        // A placeholder without an argument is an error, not a panic.
+        assert!(c.fetch_now("test", "SELECT $4", &args).is_err());
     }
 }

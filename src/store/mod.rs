@@ -289,6 +289,47 @@ pub struct Store {
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
     /// SQLite: the connection writes run on (see [`exec`] and [`write_tx!`]).
     lite: Option<std::sync::Arc<std::sync::Mutex<exec::Lite>>>,
+    /// SQLite: the connections resource reads run on (see [`Readers`]).
+    readers: Option<std::sync::Arc<Readers>>,
+}
+
+/// SQLite's read connections for the FHIR facade, driven directly like the writer: a read is one
+/// blocking library call (`block_in_place`) instead of a round trip per statement to the worker
+/// thread of a sqlx connection (and a pool acquire). Idle connections are kept (with their page
+/// caches and prepared statements) up to [`Readers::MAX_IDLE`]; a burst beyond that opens more,
+/// which are closed after use.
+#[derive(Debug)]
+pub(crate) struct Readers {
+    path: String,
+    pragmas: String,
+    idle: std::sync::Mutex<Vec<exec::Lite>>,
+}
+
+impl Readers {
+    const MAX_IDLE: usize = 4;
+
+    fn run<T>(
+        &self,
+        f: impl FnOnce(&mut exec::Lite) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let call = || {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut conn = match idle {
+                Some(c) => c,
+                None => exec::Lite::open_reader(&self.path, &self.pragmas)?,
+            };
+            let out = f(&mut conn);
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < Self::MAX_IDLE {
+                idle.push(conn);
+            }
+            out
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
+            _ => call(),
+        }
+    }
 }
 
 /// Rows per multi-row INSERT (17 parameters each; SQLite allows 32,766, PostgreSQL 65,535).
@@ -413,12 +454,18 @@ impl Store {
             sinks: Sinks::default(),
             outbox_signal: Default::default(),
             lite: None,
+            readers: None,
         };
         store.migrate().await?;
         if let (Backend::Sqlite, Some(path)) = (backend, sqlite_path) {
             // After the migrations (which run through sqlx): the schema is in place.
             let lite = exec::Lite::open(&path, &pragmas)?;
             store.lite = Some(std::sync::Arc::new(std::sync::Mutex::new(lite)));
+            store.readers = Some(std::sync::Arc::new(Readers {
+                path: path.clone(),
+                pragmas: pragmas.clone(),
+                idle: std::sync::Mutex::new(Vec::new()),
+            }));
         }
         if backend == Backend::Sqlite {
             store.spawn_checkpointer();
@@ -914,6 +961,11 @@ impl Store {
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
+    }
+
+    /// SQLite's direct read connections (absent on PostgreSQL).
+    pub(crate) fn readers(&self) -> Option<&Readers> {
+        self.readers.as_deref()
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

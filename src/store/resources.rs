@@ -244,6 +244,21 @@ fn row_of(r: &sqlx::any::AnyRow) -> Result<ResourceRow, sqlx::Error> {
     })
 }
 
+/// [`ROW_COLS`] of a row read through a direct SQLite reader.
+fn lite_row(r: &super::exec::LiteRow) -> Result<ResourceRow, StoreError> {
+    use super::exec::Cols;
+    Ok(ResourceRow {
+        rid: r.int(0)?,
+        resource_type: r.text(1)?,
+        id: r.text(2)?,
+        version: r.int(3)?,
+        last_updated: r.int(4)?,
+        deleted: r.int(5)? != 0,
+        content: r.text(6)?,
+        message_id: r.opt_int(7)?,
+    })
+}
+
 /// Write the resources of committed messages, in order: a new version for each resource whose
 /// content changed (or that is new), its index rows replaced. Runs inside the caller's
 /// transaction.
@@ -762,14 +777,70 @@ impl Store {
             "SELECT {ROW_COLS} FROM resources r JOIN resource_versions v ON v.rid = r.rid \
              WHERE r.id = {i} AND r.type = {t} AND {which}"
         );
-        let row = sql
-            .query()
-            .fetch_optional(self.pool())
+        Ok(self
+            .resource_rows("read a resource", &sql.text, &sql.args)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Rows of `N` integer columns of a read-only query (ids, counts, sort keys), read like
+    /// [`Store::resource_rows`].
+    async fn int_rows<const N: usize>(
+        &self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Vec<[i64; N]>, StoreError> {
+        use super::exec::Cols;
+        if let Some(readers) = self.readers() {
+            return readers.run(|c| {
+                c.fetch_now(op, sql, args)?
+                    .iter()
+                    .map(|r| {
+                        let mut out = [0i64; N];
+                        for (i, o) in out.iter_mut().enumerate() {
+                            *o = r.int(i)?;
+                        }
+                        Ok(out)
+                    })
+                    .collect()
+            });
+        }
+        let rows = super::sql::bind_all(sql, args)
+            .fetch_all(self.pool())
             .await
-            .map_err(db("read a resource"))?;
-        row.as_ref()
+            .map_err(db(op))?;
+        rows.iter()
+            .map(|r| {
+                let mut out = [0i64; N];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = r.try_get(i)?;
+                }
+                Ok(out)
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db("decode a row"))
+    }
+
+    /// [`ROW_COLS`] rows of a read-only query: on SQLite through a direct reader connection (see
+    /// `Readers`), on PostgreSQL through the pool.
+    async fn resource_rows(
+        &self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Vec<ResourceRow>, StoreError> {
+        if let Some(readers) = self.readers() {
+            return readers.run(|c| c.fetch_now(op, sql, args)?.iter().map(lite_row).collect());
+        }
+        let rows = super::sql::bind_all(sql, args)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db(op))?;
+        rows.iter()
             .map(row_of)
-            .transpose()
+            .collect::<Result<_, _>>()
             .map_err(db("decode a resource"))
     }
 
@@ -823,16 +894,9 @@ impl Store {
             "SELECT {ROW_COLS} {from}{wh} ORDER BY v.last_updated DESC, v.rid DESC, v.version DESC LIMIT {}",
             limit + 1
         );
-        let rows = sql
-            .query()
-            .fetch_all(self.pool())
-            .await
-            .map_err(db("read history"))?;
-        let mut versions = rows
-            .iter()
-            .map(row_of)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db("decode history"))?;
+        let mut versions = self
+            .resource_rows("read history", &sql.text, &sql.args)
+            .await?;
         let next = if versions.len() as i64 > limit {
             versions.truncate(limit as usize);
             versions.last().map(|v| (v.last_updated, v.rid, v.version))
@@ -855,16 +919,8 @@ impl Store {
                  ON v.rid = r.rid AND v.version = r.version WHERE r.rid IN ({}) AND r.deleted = 0",
                 placeholders(chunk.len())
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for rid in chunk {
-                q = q.bind(*rid);
-            }
-            for r in q
-                .fetch_all(self.pool())
-                .await
-                .map_err(db("read resources"))?
-            {
-                let row = row_of(&r).map_err(db("decode a resource"))?;
+            let args: Vec<Arg> = chunk.iter().map(|rid| Arg::Int(*rid)).collect();
+            for row in self.resource_rows("read resources", &sql, &args).await? {
                 by_rid.insert(row.rid, row);
             }
         }
@@ -884,13 +940,10 @@ impl Store {
             args: sql.args.clone(),
         };
         let count = async || -> Result<i64, StoreError> {
-            count_sql
-                .query()
-                .fetch_one(self.pool())
-                .await
-                .map_err(db("count search matches"))?
-                .try_get::<i64, _>(0)
-                .map_err(db("decode a count"))
+            let rows = self
+                .int_rows::<1>("count search matches", &count_sql.text, &count_sql.args)
+                .await?;
+            Ok(rows.first().map_or(0, |[n]| *n))
         };
         if q.summary_count || q.count == 0 {
             return Ok(SearchPage {
@@ -935,16 +988,12 @@ impl Store {
              ORDER BY t.sk {dir}, t.rid {dir} LIMIT {}",
             limit + 1
         );
-        let rows = sql
-            .query()
-            .fetch_all(self.pool())
-            .await
-            .map_err(db("search"))?;
-        let mut hits: Vec<(i64, i64)> = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(db("decode search results"))?;
+        let mut hits: Vec<(i64, i64)> = self
+            .int_rows::<2>("search", &sql.text, &sql.args)
+            .await?
+            .into_iter()
+            .map(|[rid, sk]| (rid, sk))
+            .collect();
         let next = if hits.len() as i64 > limit {
             hits.truncate(limit as usize);
             hits.last().map(|(rid, sk)| (*sk, *rid))
