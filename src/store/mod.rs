@@ -41,6 +41,7 @@ macro_rules! write_tx {
 }
 
 mod exec;
+mod nodelay;
 pub mod outbox;
 mod query;
 pub mod resources;
@@ -424,6 +425,30 @@ impl Store {
             // A ping per acquire would be one more round trip per commit; broken connections
             // surface as errors and the pool replaces them.
             .test_before_acquire(false);
+        if backend == Backend::Postgres {
+            // sqlx 0.9.0 leaves Nagle's algorithm on: see `nodelay`.
+            let port = url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .map(|o| o.get_port())
+                .unwrap_or(5432);
+            opts = opts.after_connect(move |_, _| {
+                Box::pin(async move {
+                    if let Err(e) = nodelay::set_on_connections_to(port) {
+                        static WARNED: std::sync::Once = std::sync::Once::new();
+                        WARNED.call_once(|| {
+                            tracing::warn!(
+                                error = %e,
+                                "could not set TCP_NODELAY on the PostgreSQL connections: over TLS, \
+                                 a statement larger than 16 KiB may wait 40 ms for a delayed ACK \
+                                 (allow pidfd_getfd, e.g. Docker's CAP_SYS_PTRACE, or use \
+                                 sslmode=disable on a trusted network)"
+                            );
+                        });
+                    }
+                    Ok(())
+                })
+            });
+        }
         if backend == Backend::Sqlite {
             let pragmas = pragmas.clone();
             opts = opts.after_connect(move |conn, _| {
