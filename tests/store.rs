@@ -270,8 +270,8 @@ async fn resource_versions_follow_message_order() {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect()
         };
-        let family = async |name: &str| -> Vec<String> {
-            let q = query::parse("Patient", &pairs(&[("family:exact", name)]), true)
+        let ids_for = async |param: &str, value: &str| -> Vec<String> {
+            let q = query::parse("Patient", &pairs(&[(param, value)]), true)
                 .unwrap_or_else(|e| panic!("{e}"));
             let page = store
                 .search(&q, true)
@@ -279,19 +279,9 @@ async fn resource_versions_follow_message_order() {
                 .unwrap_or_else(|e| panic!("{backend}: {e}"));
             page.matches.iter().map(|r| r.id.clone()).collect()
         };
-        let by_identifier = async |value: &str| -> Vec<String> {
-            let q = query::parse(
-                "Patient",
-                &pairs(&[("identifier", &format!("urn:mrn|{value}"))]),
-                true,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            let page = store
-                .search(&q, true)
-                .await
-                .unwrap_or_else(|e| panic!("{backend}: {e}"));
-            page.matches.iter().map(|r| r.id.clone()).collect()
-        };
+        let family = async |name: &str| ids_for("family:exact", name).await;
+        let by_identifier =
+            async |value: &str| ids_for("identifier", &format!("urn:mrn|{value}")).await;
         // One group commit: p1 created, changed, unchanged; p2 created; unknown deleted.
         store
             .commit(&[

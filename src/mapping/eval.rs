@@ -1587,7 +1587,8 @@ pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Opt
         return;
     }
     let list = !matches!(step.mode, Mode::Plain | Mode::Choice);
-    let slot = slot(obj, &key, || {
+    // One hash lookup, present or not.
+    let slot = obj.entry(key.as_ref()).or_insert_with(|| {
         if list {
             Value::Array(Vec::new())
         } else {
@@ -1608,15 +1609,6 @@ pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Opt
     if now_empty {
         obj.remove(key.as_ref());
     }
-}
-
-/// The value under `key`, created by `make` when absent (one hash lookup).
-fn slot<'o>(
-    obj: &'o mut Map<String, Value>,
-    key: &str,
-    make: impl FnOnce() -> Value,
-) -> &'o mut Value {
-    obj.entry(key).or_insert_with(make)
 }
 
 /// Write into list `a` as `mode` says; `rest` continues inside the addressed element.

@@ -161,9 +161,7 @@ impl Cols for LiteRow {
 impl Lite {
     /// Open `path` with the same settings as the pool's connections (`pragmas`).
     pub(crate) fn open(path: &str, pragmas: &str) -> Result<Lite, StoreError> {
-        let conn = rusqlite::Connection::open(path).map_err(lite("open the writer connection"))?;
-        conn.execute_batch(pragmas)
-            .map_err(lite("configure the writer connection"))?;
+        let conn = Self::connect(path, pragmas, "open the writer connection")?;
         // When another connection holds the write lock (an outbox claim, a RESTART checkpoint),
         // retry every 100 µs for up to 10 s. SQLite's own busy_timeout backs off to 100 ms
         // sleeps, which put whole-second stalls into ingest during an upstream outage.
@@ -181,12 +179,22 @@ impl Lite {
     /// Open a read-only connection on `path` (`pragmas` as for the writer; a smaller page cache,
     /// since there are several).
     pub(crate) fn open_reader(path: &str, pragmas: &str) -> Result<Lite, StoreError> {
-        let conn = rusqlite::Connection::open(path).map_err(lite("open a reader connection"))?;
-        conn.execute_batch(pragmas)
-            .and_then(|()| conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA query_only=ON;"))
+        let conn = Self::connect(path, pragmas, "open a reader connection")?;
+        conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA query_only=ON;")
             .map_err(lite("configure a reader connection"))?;
         conn.set_prepared_statement_cache_capacity(128);
         Ok(Lite { conn })
+    }
+
+    /// A connection on `path` with `pragmas` applied (`op` names the step in errors).
+    fn connect(
+        path: &str,
+        pragmas: &str,
+        op: &'static str,
+    ) -> Result<rusqlite::Connection, StoreError> {
+        let conn = rusqlite::Connection::open(path).map_err(lite(op))?;
+        conn.execute_batch(pragmas).map_err(lite(op))?;
+        Ok(conn)
     }
 
     /// Run `f` in a `BEGIN IMMEDIATE` transaction: committed when it returns `Ok`, rolled back

@@ -326,10 +326,17 @@ impl Readers {
             }
             out
         };
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
-            _ => call(),
-        }
+        blocking(call)
+    }
+}
+
+/// Run `f`, a blocking SQLite call: on a multi-threaded runtime the calling worker first hands its
+/// other tasks to another thread (`block_in_place`); elsewhere (a current-thread runtime, no
+/// runtime) it is simply called.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -676,18 +683,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Run `f` on SQLite's writer connection. It blocks (SQLite is a library call), so on a
-    /// multi-threaded runtime the calling worker hands its other tasks to another thread first.
+    /// Run `f` on SQLite's writer connection (a blocking call, see [`blocking`]).
     fn with_lite<T>(
         &self,
         lite: &std::sync::Mutex<exec::Lite>,
         f: impl FnOnce(&mut exec::Lite) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let call = || f(&mut lite.lock().unwrap_or_else(|e| e.into_inner()));
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
-            _ => call(),
-        }
+        blocking(|| f(&mut lite.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
     async fn commit_runs<E: exec::Exec>(

@@ -8,6 +8,7 @@
 //! current version. The stored JSON carries neither `meta.versionId` nor `meta.lastUpdated`:
 //! they are columns, put into the resource when it is read.
 
+use super::exec::Cols;
 use super::sql::{Arg, Sql, like_escape, placeholders, values_list};
 use super::{Store, StoreError, db};
 use crate::fhir::search::IndexRows;
@@ -231,22 +232,8 @@ const CHUNK: usize = 500;
 const ROW_COLS: &str =
     "r.rid, r.type, r.id, v.version, v.last_updated, v.deleted, v.content, v.message_id";
 
-fn row_of(r: &sqlx::any::AnyRow) -> Result<ResourceRow, sqlx::Error> {
-    Ok(ResourceRow {
-        rid: r.try_get(0)?,
-        resource_type: r.try_get(1)?,
-        id: r.try_get(2)?,
-        version: r.try_get(3)?,
-        last_updated: r.try_get(4)?,
-        deleted: r.try_get::<i32, _>(5)? != 0,
-        content: r.try_get(6)?,
-        message_id: r.try_get(7)?,
-    })
-}
-
-/// [`ROW_COLS`] of a row read through a direct SQLite reader.
-fn lite_row(r: &super::exec::LiteRow) -> Result<ResourceRow, StoreError> {
-    use super::exec::Cols;
+/// [`ROW_COLS`] of a row, from either executor.
+fn resource_row(r: &dyn Cols) -> Result<ResourceRow, StoreError> {
     Ok(ResourceRow {
         rid: r.int(0)?,
         resource_type: r.text(1)?,
@@ -784,26 +771,20 @@ impl Store {
             .next())
     }
 
-    /// Rows of `N` integer columns of a read-only query (ids, counts, sort keys), read like
-    /// [`Store::resource_rows`].
-    async fn int_rows<const N: usize>(
+    /// Rows of a read-only query, each decoded by `decode`: on SQLite through a direct reader
+    /// connection (see `Readers`), on PostgreSQL through the pool.
+    async fn read_rows<T>(
         &self,
         op: &'static str,
         sql: &str,
         args: &[Arg],
-    ) -> Result<Vec<[i64; N]>, StoreError> {
-        use super::exec::Cols;
+        decode: impl Fn(&dyn Cols) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         if let Some(readers) = self.readers() {
             return readers.run(|c| {
                 c.fetch_now(op, sql, args)?
                     .iter()
-                    .map(|r| {
-                        let mut out = [0i64; N];
-                        for (i, o) in out.iter_mut().enumerate() {
-                            *o = r.int(i)?;
-                        }
-                        Ok(out)
-                    })
+                    .map(|r| decode(r))
                     .collect()
             });
         }
@@ -811,37 +792,34 @@ impl Store {
             .fetch_all(self.pool())
             .await
             .map_err(db(op))?;
-        rows.iter()
-            .map(|r| {
-                let mut out = [0i64; N];
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = r.try_get(i)?;
-                }
-                Ok(out)
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(db("decode a row"))
+        rows.iter().map(|r| decode(r)).collect()
     }
 
-    /// [`ROW_COLS`] rows of a read-only query: on SQLite through a direct reader connection (see
-    /// `Readers`), on PostgreSQL through the pool.
+    /// Rows of `N` integer columns (ids, counts, sort keys).
+    async fn int_rows<const N: usize>(
+        &self,
+        op: &'static str,
+        sql: &str,
+        args: &[Arg],
+    ) -> Result<Vec<[i64; N]>, StoreError> {
+        self.read_rows(op, sql, args, |r| {
+            let mut out = [0i64; N];
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = r.int(i)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// [`ROW_COLS`] rows.
     async fn resource_rows(
         &self,
         op: &'static str,
         sql: &str,
         args: &[Arg],
     ) -> Result<Vec<ResourceRow>, StoreError> {
-        if let Some(readers) = self.readers() {
-            return readers.run(|c| c.fetch_now(op, sql, args)?.iter().map(lite_row).collect());
-        }
-        let rows = super::sql::bind_all(sql, args)
-            .fetch_all(self.pool())
-            .await
-            .map_err(db(op))?;
-        rows.iter()
-            .map(row_of)
-            .collect::<Result<_, _>>()
-            .map_err(db("decode a resource"))
+        self.read_rows(op, sql, args, resource_row).await
     }
 
     /// History, newest first: of one resource (`id`), of a type, or of everything.
