@@ -392,6 +392,71 @@ async fn resource_versions_follow_message_order() {
     .await;
 }
 
+/// A new version replaces exactly the index rows that changed, in every index table (token,
+/// string, date, reference, quantity): searches by the old values find nothing, by the new
+/// values and by the unchanged ones the resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_replaces_the_changed_rows_of_every_index_table() {
+    use v2fhir::fhir::search::query;
+    let obs = |code: &str, subject: &str, date: &str, value: f64, unit: &str| {
+        let v = serde_json::json!({"resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": subject}, "effectiveDateTime": date,
+            "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": unit}});
+        v2fhir::store::NewResource::from_json(&v).unwrap_or_else(|| panic!("resource"))
+    };
+    each_store("reindex", async |backend, store| {
+        let found = async |params: &[(&str, &str)]| -> usize {
+            let params: Vec<(String, String)> = params
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            let q = query::parse("Observation", &params, true).unwrap_or_else(|e| panic!("{e}"));
+            let page = store
+                .search(&q, true)
+                .await
+                .unwrap_or_else(|e| panic!("{backend}: {e}"));
+            page.matches.len()
+        };
+        store
+            .commit(&[with(
+                "R1",
+                vec![obs("8867-4", "Patient/a", "2024-01-02", 60.0, "/min")],
+            )])
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert_eq!(found(&[("code", "8867-4")]).await, 1, "{backend}");
+        // Code, subject, date and value change; the status stays.
+        store
+            .commit(&[with(
+                "R2",
+                vec![obs("8310-5", "Patient/b", "2025-03-04", 37.5, "Cel")],
+            )])
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let old: [(&str, &str); 4] = [
+            ("code", "8867-4"),
+            ("subject", "Patient/a"),
+            ("date", "2024-01-02"),
+            ("value-quantity", "60"),
+        ];
+        for p in old {
+            assert_eq!(found(&[p]).await, 0, "{backend}: {p:?} still indexed");
+        }
+        let new: [(&str, &str); 5] = [
+            ("code", "8310-5"),
+            ("subject", "Patient/b"),
+            ("date", "2025-03-04"),
+            ("value-quantity", "37.5"),
+            ("status", "final"),
+        ];
+        for p in new {
+            assert_eq!(found(&[p]).await, 1, "{backend}: {p:?} not indexed");
+        }
+    })
+    .await;
+}
+
 /// A converted message with a Patient (so it gets an outbox row keyed by that patient).
 fn for_patient(control: &str, patient: &str) -> NewMessage {
     let mut m = row(control, control.as_bytes(), Status::Converted, "ADT^A08", 1);

@@ -34,6 +34,12 @@ pub(crate) trait Exec: Send {
         sql: &str,
         args: &[Arg],
     ) -> impl Future<Output = Result<Vec<Self::Row>, StoreError>> + Send;
+    /// Whether each statement costs a network round trip, so that the write path should send as
+    /// few as it can: reads of several tables in one `UNION ALL`, data-modifying statements
+    /// combined in one `WITH` (PostgreSQL). False where a statement is a function call (SQLite).
+    fn few_statements(&self) -> bool {
+        false
+    }
     /// Rows affected.
     fn execute(
         &mut self,
@@ -70,6 +76,9 @@ impl Cols for sqlx::any::AnyRow {
 
 impl Exec for sqlx::AnyConnection {
     type Row = sqlx::any::AnyRow;
+    fn few_statements(&self) -> bool {
+        self.backend_name() == "PostgreSQL"
+    }
     async fn fetch(
         &mut self,
         op: &'static str,

@@ -352,6 +352,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("postgres.sql")),
     (2, include_str!("postgres_2.sql")),
     (3, include_str!("postgres_3.sql")),
+    (4, include_str!("postgres_4.sql")),
 ];
 
 /// Columns read by [`StoredMessage::from_row`], in order.
@@ -438,8 +439,22 @@ impl Store {
                 .parse::<sqlx::postgres::PgConnectOptions>()
                 .map(|o| o.get_port())
                 .unwrap_or(5432);
-            opts = opts.after_connect(move |_, _| {
+            opts = opts.after_connect(move |conn, _| {
                 Box::pin(async move {
+                    // Plan every execution with its parameters. A statement prepared while a
+                    // table was small (a new database) kept a generic sequential-scan plan for
+                    // the life of the connection: measured on a fresh store, the resource lookup
+                    // of each commit went from 0.1 ms to 1–2.4 ms on average (27 ms at worst) in
+                    // some runs and not in others. Planning these statements costs ~60 µs.
+                    if let Err(e) = conn
+                        .execute("SET plan_cache_mode = force_custom_plan")
+                        .await
+                    {
+                        static WARNED: std::sync::Once = std::sync::Once::new();
+                        WARNED.call_once(|| {
+                            tracing::warn!(error = %e, "could not set plan_cache_mode (PostgreSQL 12 or later has it); cached generic plans stay in use");
+                        });
+                    }
                     if let Err(e) = nodelay::set_on_connections_to(port) {
                         static WARNED: std::sync::Once = std::sync::Once::new();
                         WARNED.call_once(|| {

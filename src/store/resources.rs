@@ -9,7 +9,7 @@
 //! they are columns, put into the resource when it is read.
 
 use super::exec::Cols;
-use super::sql::{Arg, Sql, like_escape, placeholders, values_list};
+use super::sql::{Arg, Sql, like_escape, placeholders, placeholders_from, values_list};
 use super::{Store, StoreError, db};
 use crate::fhir::search::IndexRows;
 use crate::fhir::search::query::{Cond, Include, Prefix, SearchQuery, StrMode};
@@ -353,7 +353,9 @@ pub(crate) async fn apply<E: super::exec::Exec>(
             "a written resource row was not returned",
         ))
     };
-    // 4. The versions.
+    // 4. The versions. They, and the index rows' changes below, are written together at the end
+    // (one statement on PostgreSQL, see `Writes`).
+    let mut writes = Writes::default();
     for chunk in versions.chunks(CHUNK) {
         let sql = format!(
             "INSERT INTO resource_versions (rid, version, last_updated, message_id, deleted, content) VALUES {}",
@@ -371,7 +373,7 @@ pub(crate) async fn apply<E: super::exec::Exec>(
                 Arg::Text(r.content.clone()),
             ]);
         }
-        conn.execute("write resource versions", &sql, &args).await?;
+        writes.push(sql, args);
     }
     // 5. Index rows: the difference between the previous version's rows and the current ones.
     // A new version usually changes few of them (an Observation pointing at this visit's
@@ -406,48 +408,82 @@ pub(crate) async fn apply<E: super::exec::Exec>(
             ]);
         }
     }
+    // The previous versions' rows of the index tables: on PostgreSQL every table in one
+    // statement per chunk (a statement is a round trip); on SQLite a statement per table, whose
+    // text recurs and stays prepared (a five-table union measured slower there).
     let old: Vec<i64> = changed.iter().filter_map(|(_, s)| s.rid).collect();
+    let mut existing: [HashSet<Vec<Key>>; 5] = Default::default();
+    let all: Vec<usize> = (0..INDEX_TABLES.len()).collect();
+    let few = conn.few_statements();
+    let table_sets: Vec<Vec<usize>> = if few {
+        vec![all]
+    } else {
+        all.into_iter().map(|t| vec![t]).collect()
+    };
+    let mut reads: Vec<(&[i64], &[usize])> = Vec::new();
+    for chunk in old.chunks(CHUNK) {
+        for tables in &table_sets {
+            reads.push((chunk, tables));
+        }
+    }
+    for (chunk, tables) in reads {
+        let sql = existing_rows_sql(tables, chunk.len());
+        let args: Vec<Arg> = tables
+            .iter()
+            .flat_map(|_| chunk.iter().map(|rid| Arg::Int(*rid)))
+            .collect();
+        for r in conn.fetch("read index rows", &sql, &args).await? {
+            let tag = r.int(0)?;
+            let Some((n, table)) = usize::try_from(tag)
+                .ok()
+                .and_then(|n| INDEX_TABLES.get(n).map(|t| (n, t)))
+            else {
+                return Err(StoreError::Internal("an index row of an unknown table"));
+            };
+            let mut row = Vec::with_capacity(table.kinds.len());
+            for (slot, kind) in union_slots(table) {
+                row.push(match kind {
+                    Kind::Int => Key::I(r.int(slot)?),
+                    Kind::Real => Key::R(r.real(slot)?.to_bits()),
+                    Kind::Text => Key::T(r.text(slot)?),
+                });
+            }
+            existing[n].insert(row);
+        }
+    }
     for (n, table) in INDEX_TABLES.iter().enumerate() {
         let cols = table.cols.join(", ");
-        let mut existing: HashSet<Vec<Key>> = HashSet::new();
-        for chunk in old.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT {cols} FROM {} WHERE rid IN ({})",
-                table.name,
-                placeholders(chunk.len())
-            );
-            let args: Vec<Arg> = chunk.iter().map(|rid| Arg::Int(*rid)).collect();
-            for r in conn.fetch("read index rows", &sql, &args).await? {
-                let mut row = Vec::with_capacity(table.kinds.len());
-                for (c, kind) in table.kinds.iter().enumerate() {
-                    row.push(match kind {
-                        Kind::Int => Key::I(r.int(c)?),
-                        Kind::Real => Key::R(r.real(c)?.to_bits()),
-                        Kind::Text => Key::T(r.text(c)?),
-                    });
-                }
-                existing.insert(row);
-            }
-        }
+        let existing = &existing[n];
+        // Rows no longer wanted: one statement per table, `(rid = $1 AND key = $2 …) OR (…)`
+        // (both databases search the primary key once per row; SQLite scanned the whole table
+        // for `(cols) IN (VALUES …)`).
+        // On SQLite one row per statement: the text recurs and stays prepared (measured faster
+        // there than preparing an OR of a different length each commit).
         let gone: Vec<&Vec<Key>> = existing.difference(&wanted[n]).collect();
-        if !gone.is_empty() {
-            let cond = table
-                .cols
+        let width = table.cols.len();
+        let per_statement = if few { CHUNK } else { 1 };
+        for chunk in gone.chunks(per_statement) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let conds: Vec<String> = table
+                        .cols
+                        .iter()
+                        .enumerate()
+                        .map(|(c, col)| format!("{col} = ${}", r * width + c + 1))
+                        .collect();
+                    format!("({})", conds.join(" AND "))
+                })
+                .collect();
+            let sql = format!("DELETE FROM {} WHERE {}", table.name, rows.join(" OR "));
+            let args: Vec<Arg> = chunk
                 .iter()
-                .enumerate()
-                .map(|(c, col)| format!("{col} = ${}", c + 1))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            let sql = format!("DELETE FROM {} WHERE {cond}", table.name);
-            for row in gone {
-                let args: Vec<Arg> = row.iter().map(Key::arg).collect();
-                conn.execute("replace index rows", &sql, &args).await?;
-            }
+                .flat_map(|row| row.iter().map(Key::arg))
+                .collect();
+            writes.push(sql, args);
         }
-        let mut added: Vec<&Vec<Key>> = wanted[n].difference(&existing).collect();
+        let mut added: Vec<&Vec<Key>> = wanted[n].difference(existing).collect();
         // Insert in key order: neighbouring rows land on the same leaf pages.
         added.sort_unstable();
-        let width = table.cols.len();
         for chunk in added.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO {} ({cols}) VALUES {}",
@@ -458,10 +494,103 @@ pub(crate) async fn apply<E: super::exec::Exec>(
                 .iter()
                 .flat_map(|row| row.iter().map(Key::arg))
                 .collect();
-            conn.execute("write index rows", &sql, &args).await?;
+            writes.push(sql, args);
         }
     }
-    Ok(())
+    writes
+        .run(conn, "write resource versions and index rows")
+        .await
+}
+
+/// Write statements (`INSERT`, `DELETE`) that do not depend on one another's results. Where the
+/// database allows data-modifying statements in `WITH` (PostgreSQL), they are sent as few
+/// statements as the parameter limit allows — each statement is a round trip — and one by one
+/// elsewhere (SQLite, where a statement is a function call).
+#[derive(Default)]
+struct Writes {
+    statements: Vec<(String, Vec<Arg>)>,
+}
+
+/// Parameters per combined statement (PostgreSQL's limit is 65,535).
+const MAX_COMBINED_ARGS: usize = 30_000;
+
+impl Writes {
+    fn push(&mut self, sql: String, args: Vec<Arg>) {
+        self.statements.push((sql, args));
+    }
+
+    async fn run<E: super::exec::Exec>(
+        self,
+        conn: &mut E,
+        op: &'static str,
+    ) -> Result<(), StoreError> {
+        if !conn.few_statements() {
+            for (sql, args) in &self.statements {
+                conn.execute(op, sql, args).await?;
+            }
+            return Ok(());
+        }
+        let mut group: Vec<(String, Vec<Arg>)> = Vec::new();
+        let mut n_args = 0;
+        for (sql, args) in self.statements {
+            if !group.is_empty() && n_args + args.len() > MAX_COMBINED_ARGS {
+                let (sql, args) = combine(std::mem::take(&mut group));
+                conn.execute(op, &sql, &args).await?;
+                n_args = 0;
+            }
+            n_args += args.len();
+            group.push((sql, args));
+        }
+        if !group.is_empty() {
+            let (sql, args) = combine(group);
+            conn.execute(op, &sql, &args).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One statement running every statement of `group`: `WITH w0 AS (s0), w1 AS (s1) s2`, their
+/// placeholders renumbered after the arguments of the statements before them.
+fn combine(group: Vec<(String, Vec<Arg>)>) -> (String, Vec<Arg>) {
+    let last = group.len().saturating_sub(1);
+    let mut sql = String::new();
+    let mut args = Vec::new();
+    for (i, (s, a)) in group.into_iter().enumerate() {
+        let shifted = shift_placeholders(&s, args.len());
+        match (i, i == last) {
+            (0, true) => sql = shifted,
+            (0, false) => sql = format!("WITH w0 AS ({shifted})"),
+            (_, false) => sql.push_str(&format!(", w{i} AS ({shifted})")),
+            (_, true) => {
+                sql.push(' ');
+                sql.push_str(&shifted);
+            }
+        }
+        args.extend(a);
+    }
+    (sql, args)
+}
+
+/// `sql` with every placeholder `$n` renumbered to `$(n + by)` (our statements have no `$` in
+/// literals).
+fn shift_placeholders(sql: &str, by: usize) -> String {
+    if by == 0 {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..=pos]);
+        rest = &rest[pos + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A column value of an index row, comparable (floats by their bits).
@@ -526,6 +655,71 @@ const INDEX_TABLES: [IndexTable; 5] = [
         kinds: &[Int, Text, Real, Text, Text],
     },
 ];
+
+/// Columns of the statement that reads every index table's rows at once: `tag` (the table's
+/// position in [`INDEX_TABLES`]), `rid`, `key`, then typed slots that each table fills with its
+/// remaining columns in order (texts, integers, one real), the others NULL.
+const UNION_TEXT: [usize; 2] = [3, 4];
+const UNION_INT: [usize; 2] = [5, 6];
+const UNION_REAL: usize = 7;
+const UNION_WIDTH: usize = 8;
+
+/// Where each column of `table` (in `cols` order) is in the union statement, and its type.
+fn union_slots(table: &IndexTable) -> Vec<(usize, &'static Kind)> {
+    let (mut texts, mut ints) = (UNION_TEXT.iter(), UNION_INT.iter());
+    table
+        .kinds
+        .iter()
+        .enumerate()
+        .map(|(c, kind)| {
+            let slot = match (c, kind) {
+                (0, _) => 1,
+                (1, _) => 2,
+                (_, Kind::Text) => texts.next().copied().unwrap_or(UNION_WIDTH),
+                (_, Kind::Int) => ints.next().copied().unwrap_or(UNION_WIDTH),
+                (_, Kind::Real) => UNION_REAL,
+            };
+            (slot, kind)
+        })
+        .collect()
+}
+
+/// `SELECT tag, rid, key, t1, t2, i1, i2, r1 FROM idx_token WHERE rid IN (…) UNION ALL …` over
+/// the index tables at positions `tables`, for `n` rids (bound once per table).
+fn existing_rows_sql(tables: &[usize], n: usize) -> String {
+    let mut parts = Vec::with_capacity(tables.len());
+    for (part, (t, table)) in tables
+        .iter()
+        .filter_map(|&t| INDEX_TABLES.get(t).map(|table| (t, table)))
+        .enumerate()
+    {
+        let mut exprs: Vec<String> = vec!["NULL".to_string(); UNION_WIDTH];
+        exprs[0] = format!("CAST({t} AS BIGINT)");
+        for ((slot, _), col) in union_slots(table).into_iter().zip(table.cols) {
+            if let Some(e) = exprs.get_mut(slot) {
+                *e = (*col).to_string();
+            }
+        }
+        // The other slots are typed NULLs: PostgreSQL resolves one type per union column.
+        for (slot, e) in exprs.iter_mut().enumerate() {
+            if e == "NULL" {
+                *e = match slot {
+                    5 | 6 => "CAST(NULL AS BIGINT)",
+                    UNION_REAL => "CAST(NULL AS DOUBLE PRECISION)",
+                    _ => "CAST(NULL AS TEXT)",
+                }
+                .to_string();
+            }
+        }
+        parts.push(format!(
+            "SELECT {} FROM {} WHERE rid IN ({})",
+            exprs.join(", "),
+            table.name,
+            placeholders_from(part * n + 1, n)
+        ));
+    }
+    parts.join(" UNION ALL ")
+}
 
 /// `lo`/`hi` columns against a search range per prefix (R4 date search semantics).
 fn range_cond(prefix: Prefix, lo_col: &str, hi_col: &str, plo: &str, phi: &str) -> String {
@@ -1213,6 +1407,66 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn combined_writes_renumber_their_placeholders_in_order() {
+        let group = vec![
+            (
+                "INSERT INTO a (x, y) VALUES ($1, $2)".to_string(),
+                vec![Arg::Int(1), Arg::Int(2)],
+            ),
+            (
+                "DELETE FROM b WHERE (x = $1)".to_string(),
+                vec![Arg::Int(3)],
+            ),
+            (
+                "INSERT INTO c (x) VALUES ($1), ($2)".to_string(),
+                vec![Arg::Int(4), Arg::Int(5)],
+            ),
+        ];
+        let (sql, args) = combine(group);
+        assert_eq!(
+            sql,
+            "WITH w0 AS (INSERT INTO a (x, y) VALUES ($1, $2)), \
+             w1 AS (DELETE FROM b WHERE (x = $3)) INSERT INTO c (x) VALUES ($4), ($5)"
+        );
+        assert_eq!(args.len(), 5);
+        let (one, _) = combine(vec![(
+            "DELETE FROM t WHERE x = $1".into(),
+            vec![Arg::Int(1)],
+        )]);
+        assert_eq!(one, "DELETE FROM t WHERE x = $1");
+        assert_eq!(shift_placeholders("$1, $10, $$", 9), "$10, $19, $$");
+    }
+
+    #[test]
+    fn every_index_column_has_its_own_slot_in_the_union_read() {
+        for table in &INDEX_TABLES {
+            let slots = union_slots(table);
+            assert_eq!(slots.len(), table.cols.len(), "{}", table.name);
+            let mut seen = HashSet::new();
+            for (slot, _) in &slots {
+                assert!(
+                    *slot < UNION_WIDTH,
+                    "{}: slot {slot} out of range",
+                    table.name
+                );
+                assert!(seen.insert(*slot), "{}: slot {slot} used twice", table.name);
+            }
+        }
+        let sql = existing_rows_sql(&[0, 1, 2, 3, 4], 2);
+        assert_eq!(sql.matches(" UNION ALL ").count(), INDEX_TABLES.len() - 1);
+        assert!(
+            sql.ends_with("FROM idx_quantity WHERE rid IN ($9, $10)"),
+            "{sql}"
+        );
+        let one = existing_rows_sql(&[3], 2);
+        assert!(
+            one.starts_with("SELECT CAST(3 AS BIGINT), rid, key, target"),
+            "{one}"
+        );
+        assert!(one.ends_with("FROM idx_ref WHERE rid IN ($1, $2)"), "{one}");
+    }
 
     #[test]
     fn the_spliced_bundle_text_is_the_serialized_bundle() {
