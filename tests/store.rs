@@ -418,22 +418,16 @@ async fn a_new_version_replaces_the_changed_rows_of_every_index_table() {
                 .unwrap_or_else(|e| panic!("{backend}: {e}"));
             page.matches.len()
         };
-        store
-            .commit(&[with(
-                "R1",
-                vec![obs("8867-4", "Patient/a", "2024-01-02", 60.0, "/min")],
-            )])
-            .await
-            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let commit = async |control: &str, o: v2fhir::store::NewResource| {
+            store
+                .commit(&[with(control, vec![o])])
+                .await
+                .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        };
+        commit("R1", obs("8867-4", "Patient/a", "2024-01-02", 60.0, "/min")).await;
         assert_eq!(found(&[("code", "8867-4")]).await, 1, "{backend}");
         // Code, subject, date and value change; the status stays.
-        store
-            .commit(&[with(
-                "R2",
-                vec![obs("8310-5", "Patient/b", "2025-03-04", 37.5, "Cel")],
-            )])
-            .await
-            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        commit("R2", obs("8310-5", "Patient/b", "2025-03-04", 37.5, "Cel")).await;
         let old: [(&str, &str); 4] = [
             ("code", "8867-4"),
             ("subject", "Patient/a"),
