@@ -64,12 +64,50 @@ pub async fn fresh_pg(admin: &str, name: &str) -> String {
     let mut conn = sqlx::AnyConnection::connect(admin)
         .await
         .unwrap_or_else(|e| panic!("connect to {admin}: {e}"));
+    drop_stale_test_databases(&mut conn).await;
     conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
         .await
         .unwrap_or_else(|e| panic!("create database {db}: {e}"));
     let _ = conn.close().await;
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
     format!("{base}/{db}")
+}
+
+/// Test databases are not dropped by their tests (a test's store may be open until the process
+/// ends). The first `fresh_pg` of each test process drops a few databases of earlier runs whose
+/// process is gone (the pid is in the name), so that they do not pile up on a developer's server.
+async fn drop_stale_test_databases(conn: &mut sqlx::AnyConnection) {
+    use sqlx::Executor;
+    use sqlx::Row;
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // Liveness is read from /proc: elsewhere nothing is dropped.
+    if SWEPT.swap(true, Ordering::Relaxed) || !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(rows) = conn
+        .fetch_all(
+            "SELECT CAST(datname AS TEXT) FROM pg_database WHERE datname LIKE 'v2fhir\\_t\\_%'",
+        )
+        .await
+    else {
+        return;
+    };
+    let stale = rows
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>(0).ok())
+        .filter(|name| {
+            // v2fhir_t_{name}_{pid}_{n}_{micros}
+            let pid = name.rsplit('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+            pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        })
+        .take(25);
+    for name in stale {
+        let _ = conn
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name}"
+            )))
+            .await;
+    }
 }
 
 /// Store URLs to run a test against: a fresh SQLite file, and a fresh PostgreSQL database when
