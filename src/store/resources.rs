@@ -454,11 +454,10 @@ pub(crate) async fn apply<E: super::exec::Exec>(
     for (n, table) in INDEX_TABLES.iter().enumerate() {
         let cols = table.cols.join(", ");
         let existing = &existing[n];
-        // Rows no longer wanted: one statement per table, `(rid = $1 AND key = $2 …) OR (…)`
-        // (both databases search the primary key once per row; SQLite scanned the whole table
-        // for `(cols) IN (VALUES …)`).
-        // On SQLite one row per statement: the text recurs and stays prepared (measured faster
-        // there than preparing an OR of a different length each commit).
+        // Rows no longer wanted, matched by primary key: `(rid = $1 AND key = $2 …) OR (…)`, one
+        // statement per table on PostgreSQL (SQLite scanned the whole table for the row-value
+        // form `(cols) IN (VALUES …)`), one row per statement on SQLite, whose text recurs and
+        // stays prepared (measured faster there than preparing an OR of another length each time).
         let gone: Vec<&Vec<Key>> = existing.difference(&wanted[n]).collect();
         let width = table.cols.len();
         let per_statement = if few { CHUNK } else { 1 };
