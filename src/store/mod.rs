@@ -439,7 +439,7 @@ impl Store {
         // database, filling fast) the planner took `id IN (60 ids)` for 12,000 of 33,000 rows
         // and scanned the table, and sqlx's prepared statements kept such plans: the commit's
         // lookups averaged 1–4.6 ms instead of 0.1–0.7 (27 ms at worst). Readers (the facade's
-        // searches, the outbox claim) keep the planner's choice.
+        // searches, the message API) keep the planner's choice.
         let pg_port = url
             .parse::<sqlx::postgres::PgConnectOptions>()
             .map(|o| o.get_port())
@@ -492,7 +492,7 @@ impl Store {
                 .await
                 .map_err(db("connect"))?,
             // Writes on their own connections (the group-commit writer, outcome and ACK updates,
-            // outbox results, migrations), without sequential scans.
+            // outbox claims and results, migrations), without sequential scans.
             Backend::Postgres => pg_session(writer_opts, true)
                 .max_connections(4)
                 .connect(&url)

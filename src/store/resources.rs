@@ -426,6 +426,7 @@ pub(crate) async fn apply<E: super::exec::Exec>(
             reads.push((chunk, tables));
         }
     }
+    let slots: Vec<Vec<(usize, &Kind)>> = INDEX_TABLES.iter().map(union_slots).collect();
     for (chunk, tables) in reads {
         let sql = existing_rows_sql(tables, chunk.len());
         let args: Vec<Arg> = tables
@@ -434,14 +435,14 @@ pub(crate) async fn apply<E: super::exec::Exec>(
             .collect();
         for r in conn.fetch("read index rows", &sql, &args).await? {
             let tag = r.int(0)?;
-            let Some((n, table)) = usize::try_from(tag)
+            let Some((n, table_slots)) = usize::try_from(tag)
                 .ok()
-                .and_then(|n| INDEX_TABLES.get(n).map(|t| (n, t)))
+                .and_then(|n| slots.get(n).map(|t| (n, t)))
             else {
                 return Err(StoreError::Internal("an index row of an unknown table"));
             };
-            let mut row = Vec::with_capacity(table.kinds.len());
-            for (slot, kind) in union_slots(table) {
+            let mut row = Vec::with_capacity(table_slots.len());
+            for &(slot, kind) in table_slots {
                 row.push(match kind {
                     Kind::Int => Key::I(r.int(slot)?),
                     Kind::Real => Key::R(r.real(slot)?.to_bits()),
@@ -461,19 +462,12 @@ pub(crate) async fn apply<E: super::exec::Exec>(
         let gone: Vec<&Vec<Key>> = existing.difference(&wanted[n]).collect();
         let width = table.cols.len();
         let per_statement = if few { CHUNK } else { 1 };
+        let one_row = delete_by_key_sql(table, 1);
         for chunk in gone.chunks(per_statement) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|r| {
-                    let conds: Vec<String> = table
-                        .cols
-                        .iter()
-                        .enumerate()
-                        .map(|(c, col)| format!("{col} = ${}", r * width + c + 1))
-                        .collect();
-                    format!("({})", conds.join(" AND "))
-                })
-                .collect();
-            let sql = format!("DELETE FROM {} WHERE {}", table.name, rows.join(" OR "));
+            let sql = match chunk.len() {
+                1 => one_row.clone(),
+                n => delete_by_key_sql(table, n),
+            };
             let args: Vec<Arg> = chunk
                 .iter()
                 .flat_map(|row| row.iter().map(Key::arg))
@@ -499,6 +493,23 @@ pub(crate) async fn apply<E: super::exec::Exec>(
     writes
         .run(conn, "write resource versions and index rows")
         .await
+}
+
+/// `DELETE FROM table WHERE (rid = $1 AND key = $2 …) OR (…)` for `rows` rows of `table`'s columns.
+fn delete_by_key_sql(table: &IndexTable, rows: usize) -> String {
+    let width = table.cols.len();
+    let arms: Vec<String> = (0..rows)
+        .map(|r| {
+            let conds: Vec<String> = table
+                .cols
+                .iter()
+                .enumerate()
+                .map(|(c, col)| format!("{col} = ${}", r * width + c + 1))
+                .collect();
+            format!("({})", conds.join(" AND "))
+        })
+        .collect();
+    format!("DELETE FROM {} WHERE {}", table.name, arms.join(" OR "))
 }
 
 /// Write statements (`INSERT`, `DELETE`) that do not depend on one another's results. Where the
@@ -692,22 +703,19 @@ fn existing_rows_sql(tables: &[usize], n: usize) -> String {
         .filter_map(|&t| INDEX_TABLES.get(t).map(|table| (t, table)))
         .enumerate()
     {
-        let mut exprs: Vec<String> = vec!["NULL".to_string(); UNION_WIDTH];
-        exprs[0] = format!("CAST({t} AS BIGINT)");
+        // Slots the table does not fill are typed NULLs: PostgreSQL resolves one type per
+        // union column.
+        let mut exprs: Vec<String> = (0..UNION_WIDTH)
+            .map(|slot| match slot {
+                0 => format!("CAST({t} AS BIGINT)"),
+                s if UNION_INT.contains(&s) => "CAST(NULL AS BIGINT)".to_string(),
+                UNION_REAL => "CAST(NULL AS DOUBLE PRECISION)".to_string(),
+                _ => "CAST(NULL AS TEXT)".to_string(),
+            })
+            .collect();
         for ((slot, _), col) in union_slots(table).into_iter().zip(table.cols) {
             if let Some(e) = exprs.get_mut(slot) {
                 *e = (*col).to_string();
-            }
-        }
-        // The other slots are typed NULLs: PostgreSQL resolves one type per union column.
-        for (slot, e) in exprs.iter_mut().enumerate() {
-            if e == "NULL" {
-                *e = match slot {
-                    5 | 6 => "CAST(NULL AS BIGINT)",
-                    UNION_REAL => "CAST(NULL AS DOUBLE PRECISION)",
-                    _ => "CAST(NULL AS TEXT)",
-                }
-                .to_string();
             }
         }
         parts.push(format!(
