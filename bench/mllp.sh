@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 TEMPLATE="${TEMPLATE:-tests/golden/adt_a01.hl7}"
 MESSAGES="${MESSAGES:-40000}"
 cargo build --release --quiet --bin v2fhir --example mllp_load
-BIN=target/release/v2fhir
+BIN="${BIN:-target/release/v2fhir}" # BIN=path/to/other/v2fhir for A/B runs
 LOAD=target/release/examples/mllp_load
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

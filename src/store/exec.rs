@@ -107,6 +107,43 @@ impl Exec for sqlx::AnyConnection {
 /// SQLite's writer connection (rusqlite), driven synchronously by its caller.
 pub(crate) struct Lite {
     conn: rusqlite::Connection,
+    /// Which page cache the writer has (see [`WriterCache`]); `None` on readers.
+    cache: Option<WriterCache>,
+}
+
+/// The writer's page cache: small while the database is below SQLite's lock-byte page (1 GiB),
+/// large from there on.
+///
+/// Why: when a B-tree page splits, SQLite sorts the new pages by giving one of them, for a moment,
+/// the number of the lock-byte page (`PENDING_BYTE / page_size + 1`, page 262,145 at 4 KiB), and
+/// the page cache remembers it as the largest page it has seen. At every COMMIT the pager then
+/// drops cached pages beyond the end of the database; while the database is smaller than that
+/// page number, that gap is wider than the cache's hash table and SQLite walks the *whole* cache
+/// to do it. With a 64 MiB cache (16,000 pages) that walk was 12 % of the gateway's CPU at one
+/// connection (perf: `pcache1TruncateUnsafe` under `pager_end_transaction`, ~280 µs a commit;
+/// gdb showed `iMaxKey = 262145` set by `sqlite3PagerRekey` in `balance_nonroot`). A 4 MiB cache
+/// makes the walk short and raised ingest on a new database by ~20 % (1 and 8 connections, back
+/// to back); past 1 GiB the walk never happens and the large cache is ~10 % faster, so the
+/// writer switches once the database has grown past it.
+#[derive(Debug, Clone, Copy)]
+struct WriterCache {
+    large: bool,
+    commits: u32,
+}
+
+impl WriterCache {
+    /// `PRAGMA cache_size` values (negative: KiB).
+    const SMALL: i64 = -4096;
+    const LARGE: i64 = -65536;
+    /// Commits between two looks at the database size while the cache is small.
+    const CHECK_EVERY: u32 = 1024;
+
+    /// Whether a database of `pages` pages of `page_size` bytes reaches past the lock-byte page
+    /// (SQLite's `PENDING_BYTE` is 0x40000000; the page holding it is never used for data).
+    fn wants_large(pages: i64, page_size: i64) -> bool {
+        let lock_page = 0x4000_0000 / page_size.max(512) + 1;
+        pages >= lock_page
+    }
 }
 
 impl std::fmt::Debug for Lite {
@@ -182,7 +219,45 @@ impl Lite {
         // Statement texts depend on the batch size (one VALUES row per message or resource);
         // keep the common sizes prepared.
         conn.set_prepared_statement_cache_capacity(512);
-        Ok(Lite { conn })
+        let mut lite = Lite {
+            conn,
+            cache: Some(WriterCache {
+                large: true,
+                commits: 0,
+            }),
+        };
+        lite.fit_cache()?;
+        Ok(lite)
+    }
+
+    /// Give the writer the page cache that suits the database's size (see [`WriterCache`]).
+    fn fit_cache(&mut self) -> Result<(), StoreError> {
+        let op = "size the writer's page cache";
+        let pages: i64 = self
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(lite(op))?;
+        let page_size: i64 = self
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(lite(op))?;
+        let large = WriterCache::wants_large(pages, page_size);
+        let size = if large {
+            WriterCache::LARGE
+        } else {
+            WriterCache::SMALL
+        };
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size={size}"))
+            .map_err(lite(op))?;
+        self.cache = Some(WriterCache { large, commits: 0 });
+        Ok(())
+    }
+
+    /// Whether the writer has switched to its large page cache (tests).
+    #[cfg(test)]
+    pub(crate) fn has_large_cache(&self) -> bool {
+        self.cache.is_some_and(|c| c.large)
     }
 
     /// Open a read-only connection on `path` (`pragmas` as for the writer; a smaller page cache,
@@ -192,7 +267,7 @@ impl Lite {
         conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA query_only=ON;")
             .map_err(lite("configure a reader connection"))?;
         conn.set_prepared_statement_cache_capacity(128);
-        Ok(Lite { conn })
+        Ok(Lite { conn, cache: None })
     }
 
     /// A connection on `path` with `pragmas` applied (`op` names the step in errors).
@@ -221,7 +296,22 @@ impl Lite {
             .map_err(lite("begin"))?;
         match f(self) {
             Ok(v) => match self.conn.execute_batch("COMMIT") {
-                Ok(()) => Ok(v),
+                Ok(()) => {
+                    if let Some(c) = &mut self.cache
+                        && !c.large
+                    {
+                        c.commits += 1;
+                        if c.commits >= WriterCache::CHECK_EVERY {
+                            c.commits = 0;
+                            // The commit stands whatever happens here; a failed look is
+                            // retried after the next CHECK_EVERY commits.
+                            if let Err(e) = self.fit_cache() {
+                                tracing::warn!(error = %e, "could not size the writer's page cache");
+                            }
+                        }
+                    }
+                    Ok(v)
+                }
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     Err(lite("commit")(e))
@@ -382,5 +472,47 @@ mod tests {
         assert_eq!(rows[0].text(0).ok().as_deref(), Some("a"));
         // A placeholder without an argument is an error, not a panic.
         assert!(c.fetch_now("test", "SELECT $4", &args).is_err());
+    }
+
+    #[test]
+    fn the_writer_takes_the_large_page_cache_past_the_lock_byte_page() {
+        // 1 GiB is 262,144 pages of 4 KiB; the lock-byte page is the next one.
+        assert!(!WriterCache::wants_large(0, 4096));
+        assert!(!WriterCache::wants_large(262_144, 4096));
+        assert!(WriterCache::wants_large(262_145, 4096));
+        assert!(!WriterCache::wants_large(16_384, 65_536));
+        assert!(WriterCache::wants_large(16_385, 65_536));
+        // A new database: the small cache, as SQLite reports it.
+        let dir = std::env::temp_dir().join(format!("v2fhir-cache-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("w.db");
+        let path = path.to_string_lossy();
+        let mut c = Lite::open(&path, "PRAGMA journal_mode=WAL; PRAGMA cache_size=-65536;")
+            .expect("writer on a new file");
+        assert!(!c.has_large_cache());
+        let size = |c: &Lite| -> i64 {
+            c.conn
+                .query_row("PRAGMA cache_size", [], |r| r.get(0))
+                .unwrap_or(0)
+        };
+        assert_eq!(size(&c), WriterCache::SMALL);
+        // Commits keep it small while the database stays small, including the periodic look.
+        c.conn
+            .execute_batch("CREATE TABLE t (x)")
+            .expect("create a table");
+        for i in 0..(WriterCache::CHECK_EVERY + 2) {
+            c.transaction(|c| {
+                c.execute_now(
+                    "insert",
+                    "INSERT INTO t VALUES ($1)",
+                    &[Arg::Int(i64::from(i))],
+                )
+            })
+            .expect("commit");
+        }
+        assert!(!c.has_large_cache());
+        assert_eq!(size(&c), WriterCache::SMALL);
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
