@@ -777,6 +777,41 @@ async fn searches_over_the_developer_corpus() {
             of_type(&all, "Patient").count()
         );
         assert!(f.all("Patient?_lastUpdated=lt2000-01-01").await.is_empty());
+        // Around one patient's own lastUpdated instant (the condition reads the resource's row).
+        let read: Value = serde_json::from_str(
+            &http
+                .get(format!("{base}/fhir/Patient/{pid}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .text()
+                .await
+                .unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
+        let at = read["meta"]["lastUpdated"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('+', "%2B");
+        assert!(
+            !at.is_empty(),
+            "{backend}: Patient/{pid} has meta.lastUpdated"
+        );
+        let me: Key = ("Patient".to_string(), pid.clone());
+        for (q, included) in [
+            ("ge", true),
+            ("le", true),
+            ("eq", true),
+            ("gt", false),
+            ("lt", false),
+        ] {
+            let got = f.all(&format!("Patient?_lastUpdated={q}{at}")).await;
+            assert_eq!(
+                got.contains(&me),
+                included,
+                "{backend}: _lastUpdated={q}{at}"
+            );
+        }
         assert_eq!(f.all(&format!("Patient?_id={pid}")).await.len(), 1);
 
         // POST _search equals GET.

@@ -755,8 +755,20 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, rid: &str) -> String {
         }
         Cond::LastUpdated(prefix, lo, hi) => {
             let (plo, phi) = (sql.int(*lo), sql.int(*hi));
-            let c = range_cond(*prefix, "x.last_updated", "x.last_updated", &plo, &phi);
-            format!("{rid} IN (SELECT x.rid FROM resources x WHERE {c})")
+            // `rid` is always the rid of a `resources` row (`r.rid`, `c.rid`): test that row's
+            // column, so the database searches `resources_updated (type, last_updated, rid)` by
+            // range. (A subquery over all resources scanned the whole index: 0.19 s at 500k
+            // resources.)
+            match rid.strip_suffix(".rid") {
+                Some(alias) => {
+                    let col = format!("{alias}.last_updated");
+                    range_cond(*prefix, &col, &col, &plo, &phi)
+                }
+                None => {
+                    let c = range_cond(*prefix, "x.last_updated", "x.last_updated", &plo, &phi);
+                    format!("{rid} IN (SELECT x.rid FROM resources x WHERE {c})")
+                }
+            }
         }
         Cond::Token { key, system, code } => {
             let k = sql.text(key);
