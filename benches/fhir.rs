@@ -4,7 +4,7 @@
 //! observations) into a fresh SQLite file and, when `V2FHIR_TEST_PG_URL` names a PostgreSQL
 //! server, a fresh PostgreSQL database — through `Store::commit`, as converted messages would
 //! arrive, index rows included — then measures p50/p99 over loopback HTTP of:
-//! read `Patient/{id}`, `Patient?identifier=sys|val`, and
+//! read `Patient/{id}`, `Patient?identifier=sys|val`, `Patient?name=…` (a family-name prefix), and
 //! `Observation?patient=…&code=…&date=ge…&_count=50`.
 //!
 //! `cargo bench --bench fhir` (`PATIENTS=10000 cargo bench --bench fhir` for a quick run;
@@ -194,6 +194,14 @@ async fn serve_and_measure(backend: &str, url: &str, patients: usize) {
             )
         },
         |v| v["total"] == 1,
+    )
+    .await;
+    measure(
+        &http,
+        "Patient?name=…&_count=50 (prefix)",
+        n,
+        |i| format!("{base}/Patient?name=family{}&_count=50", pick(i) % 5000),
+        |v| v["type"] == "searchset",
     )
     .await;
     measure(

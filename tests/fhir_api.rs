@@ -338,6 +338,21 @@ async fn searches_over_the_developer_corpus() {
             want,
             "{backend}: family"
         );
+        // The whole name is its own prefix (the search starts from the index range at it).
+        let whole = family.to_lowercase();
+        let want_whole = keys_where(&all, "Patient", |q| {
+            q["name"].as_array().into_iter().flatten().any(|n| {
+                n["family"]
+                    .as_str()
+                    .is_some_and(|x| x.to_lowercase().starts_with(&whole))
+            })
+        });
+        assert!(!want_whole.is_empty());
+        assert_eq!(
+            f.all(&format!("Patient?family={}", enc(&whole))).await,
+            want_whole,
+            "{backend}: family={whole}"
+        );
         let want_exact = keys_where(&all, "Patient", |q| {
             q["name"]
                 .as_array()

@@ -878,6 +878,15 @@ fn driver_sql(sql: &mut Sql, q: &SearchQuery) -> Option<String> {
         Cond::Ref { .. } => 1,
         Cond::Token { code: Some(_), .. } => 2,
         Cond::Chain { .. } => 3,
+        // A name or address prefix: an index range; `:contains` has none.
+        Cond::Str {
+            mode: StrMode::Prefix | StrMode::Exact,
+            ..
+        } => 4,
+        // A birth date or a day: `lo` within the range (`lo ≤ hi`), an index range on `lo`.
+        Cond::Date {
+            prefix: Prefix::Eq, ..
+        } => 5,
         _ => 9,
     };
     let group = q
@@ -915,6 +924,42 @@ fn driver_sql(sql: &mut Sql, q: &SearchQuery) -> Option<String> {
                 // by the condition).
                 let k = sql.text(key);
                 format!("SELECT rid FROM idx_ref WHERE key = {k}")
+            }
+            Cond::Str {
+                key,
+                mode: StrMode::Prefix,
+                value,
+            } => {
+                let k = sql.text(key);
+                let lo = sql.text(value);
+                let hi = sql.text(&prefix_end(value));
+                format!(
+                    "SELECT rid FROM idx_string WHERE key = {k} AND norm >= {lo} AND norm < {hi}"
+                )
+            }
+            Cond::Str {
+                key,
+                mode: StrMode::Exact,
+                value,
+            } => {
+                // Rows are indexed with `norm = normalize(exact)`.
+                let k = sql.text(key);
+                let n = sql.text(&crate::fhir::search::normalize(value));
+                let e = sql.text(value);
+                format!("SELECT rid FROM idx_string WHERE key = {k} AND norm = {n} AND exact = {e}")
+            }
+            Cond::Date {
+                key,
+                prefix: Prefix::Eq,
+                lo,
+                hi,
+            } => {
+                // `eq`: the value's range lies within the parameter's (`lo ≥ plo AND hi ≤ phi`).
+                let k = sql.text(key);
+                let (plo, phi) = (sql.int(*lo), sql.int(*hi));
+                format!(
+                    "SELECT rid FROM idx_date WHERE key = {k} AND lo >= {plo} AND lo <= {phi} AND hi <= {phi}"
+                )
             }
             _ => String::from("SELECT rid FROM resources"),
         })
