@@ -4,7 +4,8 @@
 //! observations) into a fresh SQLite file and, when `V2FHIR_TEST_PG_URL` names a PostgreSQL
 //! server, a fresh PostgreSQL database — through `Store::commit`, as converted messages would
 //! arrive, index rows included — then measures p50/p99 over loopback HTTP of:
-//! read `Patient/{id}`, `Patient?identifier=sys|val`, `Patient?name=…` (a family-name prefix), and
+//! read `Patient/{id}`, `Patient?identifier=sys|val`, `Patient?name=…` (a family-name prefix),
+//! `Observation?subject:Patient.identifier=sys|val` (a chain), and
 //! `Observation?patient=…&code=…&date=ge…&_count=50`.
 //!
 //! `cargo bench --bench fhir` (`PATIENTS=10000 cargo bench --bench fhir` for a quick run;
@@ -202,6 +203,19 @@ async fn serve_and_measure(backend: &str, url: &str, patients: usize) {
         n,
         |i| format!("{base}/Patient?name=family{}&_count=50", pick(i) % 5000),
         |v| v["type"] == "searchset",
+    )
+    .await;
+    measure(
+        &http,
+        "Observation?subject:Patient.identifier=…&_count=50",
+        n,
+        |i| {
+            format!(
+                "{base}/Observation?subject:Patient.identifier=urn:oid:2.16.840.1.113883.3.999%7CMRN{}&_count=50",
+                pick(i)
+            )
+        },
+        |v| v["type"] == "searchset" && v["entry"].as_array().is_some_and(|e| !e.is_empty()),
     )
     .await;
     measure(

@@ -623,12 +623,23 @@ async fn searches_over_the_developer_corpus() {
             want,
             "{backend}: category"
         );
-        // Chain: Observations whose subject is a Patient with this identifier.
-        let patient = &all[&("Patient".to_string(), pid.clone())];
-        if let Some(ident) = patient["identifier"]
-            .as_array()
-            .and_then(|a| a.iter().find(|i| i["system"].is_string()))
-        {
+        // Chain: Observations whose subject is a Patient with this identifier (a patient that
+        // has an identifier with a system and observations; the corpus has several).
+        let chained = of_type(&all, "Patient").find_map(|(k, p)| {
+            let reference = format!("Patient/{}", k.1);
+            let has_obs = of_type(&all, "Observation")
+                .any(|(_, o)| subject_of(o).as_deref() == Some(reference.as_str()));
+            let ident = p["identifier"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|i| i["system"].is_string() && i["value"].is_string())
+            })?;
+            has_obs.then_some(ident)
+        });
+        assert!(
+            chained.is_some(),
+            "{backend}: no patient to test a chain with"
+        );
+        if let Some(ident) = chained {
             let token = format!(
                 "{}|{}",
                 ident["system"].as_str().unwrap_or(""),
@@ -647,6 +658,10 @@ async fn searches_over_the_developer_corpus() {
             let want = keys_where(&all, "Observation", |o| {
                 subject_of(o).is_some_and(|s| holders.contains(&s))
             });
+            assert!(
+                !want.is_empty(),
+                "{backend}: the chain has observations to find"
+            );
             assert_eq!(
                 f.all(&format!(
                     "Observation?subject:Patient.identifier={}",

@@ -332,33 +332,23 @@ impl Lite {
     ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(lite(op))?;
         let n = stmt.parameter_count();
-        // The write statements number their placeholders `$1…$n` in order of appearance, so
-        // SQLite's parameter index i is `$i` (checked at the ends, every name in debug builds).
-        // Read queries built by `Sql` may use them in another order or more than once: those
-        // are bound by name.
-        let ordered = n == args.len()
-            && (n == 0
-                || (stmt.parameter_name(1) == Some("$1")
-                    && stmt.parameter_name(n) == Some(format!("${n}").as_str())));
-        #[cfg(debug_assertions)]
-        let ordered =
-            ordered && (1..=n).all(|i| stmt.parameter_name(i) == Some(format!("${i}").as_str()));
+        // SQLite numbers parameters by the first appearance of each name. The write statements
+        // use `$1…$n` in order; queries built by `Sql` may use them in another order or more
+        // than once. So every parameter is bound by its name: checking only the first and last
+        // names (as release builds once did) bound a chained search's `$6` and `$5` to each
+        // other's values, and the search found nothing.
         for i in 1..=n {
-            let k = if ordered {
-                i
-            } else {
-                match stmt
-                    .parameter_name(i)
-                    .and_then(|name| name.strip_prefix('$'))
-                    .and_then(|d| d.parse::<usize>().ok())
-                {
-                    Some(k) if (1..=args.len()).contains(&k) => k,
-                    _ => {
-                        return Err(StoreError::Sqlite {
-                            op,
-                            source: rusqlite::Error::InvalidParameterCount(args.len(), n),
-                        });
-                    }
+            let k = match stmt
+                .parameter_name(i)
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|d| d.parse::<usize>().ok())
+            {
+                Some(k) if (1..=args.len()).contains(&k) => k,
+                _ => {
+                    return Err(StoreError::Sqlite {
+                        op,
+                        source: rusqlite::Error::InvalidParameterCount(args.len(), n),
+                    });
                 }
             };
             let r = match &args[k - 1] {
@@ -465,11 +455,23 @@ mod tests {
         assert_eq!(rows[0].text(0).ok().as_deref(), Some("ba"));
         assert_eq!(rows[0].text(1).ok().as_deref(), Some("b"));
         assert_eq!(rows[0].int(2).ok(), Some(14));
-        // In order, one each: bound by position.
+        // In order, one each.
         let rows = c
             .fetch_now("test", "SELECT $1, $2, $3", &args)
-            .expect("bound by position");
+            .expect("bound in order");
         assert_eq!(rows[0].text(0).ok().as_deref(), Some("a"));
+        // Out of order only in the middle (the first and last names in place), as a chained
+        // search's SQL is: still by name, in every build profile.
+        let four = [
+            Arg::Text("a".into()),
+            Arg::Text("b".into()),
+            Arg::Text("c".into()),
+            Arg::Text("d".into()),
+        ];
+        let rows = c
+            .fetch_now("test", "SELECT $1 || $3 || $2 || $4 || $3", &four)
+            .expect("bound by name");
+        assert_eq!(rows[0].text(0).ok().as_deref(), Some("acbdc"));
         // A placeholder without an argument is an error, not a panic.
         assert!(c.fetch_now("test", "SELECT $4", &args).is_err());
     }

@@ -872,12 +872,22 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, rid: &str) -> String {
 /// A set of rids to start from that contains every match, when one condition narrows the search
 /// well (an id, a reference, an identifier): lets the database drive from that index instead of
 /// probing every resource of the type.
-fn driver_sql(sql: &mut Sql, q: &SearchQuery) -> Option<String> {
-    let rank = |c: &Cond| match c {
+/// How well `c` narrows a search when the database starts from its index (lower is better; 9:
+/// not at all).
+fn driver_rank(c: &Cond) -> u8 {
+    match c {
         Cond::Id(_) => 0,
         Cond::Ref { .. } => 1,
         Cond::Token { code: Some(_), .. } => 2,
-        Cond::Chain { .. } => 3,
+        // Through the referenced resources the inner condition finds; without one, every
+        // resource with a reference at the element.
+        Cond::Chain { inner, .. } => {
+            if driver_rank(inner) < 9 {
+                3
+            } else {
+                8
+            }
+        }
         // A name or address prefix: an index range; `:contains` has none.
         Cond::Str {
             mode: StrMode::Prefix | StrMode::Exact,
@@ -888,83 +898,101 @@ fn driver_sql(sql: &mut Sql, q: &SearchQuery) -> Option<String> {
             prefix: Prefix::Eq, ..
         } => 5,
         _ => 9,
-    };
+    }
+}
+
+fn driver_sql(sql: &mut Sql, q: &SearchQuery) -> Option<String> {
     let group = q
         .and
         .iter()
-        .filter(|g| g.iter().all(|c| rank(c) < 9))
-        .min_by_key(|g| g.iter().map(rank).max().unwrap_or(9))?;
-    let parts: Vec<String> = group
-        .iter()
-        .map(|c| match c {
-            Cond::Id(id) => {
-                let p = sql.text(id);
-                format!("SELECT rid FROM resources WHERE id = {p}")
-            }
-            Cond::Ref { key, targets } => {
-                let k = sql.text(key);
-                let list = targets
-                    .iter()
-                    .map(|t| sql.text(t))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!("SELECT rid FROM idx_ref WHERE target IN ({list}) AND key = {k}")
-            }
-            Cond::Token {
-                key,
-                code: Some(code),
-                ..
-            } => {
-                let k = sql.text(key);
-                let c = sql.text(code);
-                format!("SELECT rid FROM idx_token WHERE key = {k} AND code = {c}")
-            }
-            Cond::Chain { key, .. } => {
-                // Every resource with a reference at this element (the chain itself is checked
-                // by the condition).
-                let k = sql.text(key);
-                format!("SELECT rid FROM idx_ref WHERE key = {k}")
-            }
-            Cond::Str {
-                key,
-                mode: StrMode::Prefix,
-                value,
-            } => {
-                let k = sql.text(key);
-                let lo = sql.text(value);
-                let hi = sql.text(&prefix_end(value));
-                format!(
-                    "SELECT rid FROM idx_string WHERE key = {k} AND norm >= {lo} AND norm < {hi}"
-                )
-            }
-            Cond::Str {
-                key,
-                mode: StrMode::Exact,
-                value,
-            } => {
-                // Rows are indexed with `norm = normalize(exact)`.
-                let k = sql.text(key);
-                let n = sql.text(&crate::fhir::search::normalize(value));
-                let e = sql.text(value);
-                format!("SELECT rid FROM idx_string WHERE key = {k} AND norm = {n} AND exact = {e}")
-            }
-            Cond::Date {
-                key,
-                prefix: Prefix::Eq,
-                lo,
-                hi,
-            } => {
-                // `eq`: the value's range lies within the parameter's (`lo ≥ plo AND hi ≤ phi`).
-                let k = sql.text(key);
-                let (plo, phi) = (sql.int(*lo), sql.int(*hi));
-                format!(
-                    "SELECT rid FROM idx_date WHERE key = {k} AND lo >= {plo} AND lo <= {phi} AND hi <= {phi}"
-                )
-            }
-            _ => String::from("SELECT rid FROM resources"),
-        })
-        .collect();
+        .filter(|g| g.iter().all(|c| driver_rank(c) < 9))
+        .min_by_key(|g| g.iter().map(driver_rank).max().unwrap_or(9))?;
+    let parts: Vec<String> = group.iter().map(|c| cond_driver(sql, c)).collect();
     Some(parts.join(" UNION "))
+}
+
+/// A `SELECT rid …` containing every resource that satisfies `c` (when `driver_rank(c) < 9`).
+fn cond_driver(sql: &mut Sql, c: &Cond) -> String {
+    match c {
+        Cond::Id(id) => {
+            let p = sql.text(id);
+            format!("SELECT rid FROM resources WHERE id = {p}")
+        }
+        Cond::Ref { key, targets } => {
+            let k = sql.text(key);
+            let list = targets
+                .iter()
+                .map(|t| sql.text(t))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("SELECT rid FROM idx_ref WHERE target IN ({list}) AND key = {k}")
+        }
+        Cond::Token {
+            key,
+            code: Some(code),
+            ..
+        } => {
+            let k = sql.text(key);
+            let c = sql.text(code);
+            format!("SELECT rid FROM idx_token WHERE key = {k} AND code = {c}")
+        }
+        Cond::Chain {
+            key,
+            target_type,
+            inner,
+        } if driver_rank(inner) < 9 => {
+            // The resources referring to one the inner condition finds (e.g.
+            // `subject:Patient.identifier`: the patients with that identifier first).
+            let k = sql.text(key);
+            let ty = sql.text(target_type);
+            let d = cond_driver(sql, inner);
+            format!(
+                "SELECT rid FROM idx_ref WHERE key = {k} AND target IN \
+                     (SELECT {ty} || '/' || c.id FROM resources c WHERE c.type = {ty} AND c.rid IN ({d}))"
+            )
+        }
+        Cond::Chain { key, .. } => {
+            // Every resource with a reference at this element (the chain itself is checked
+            // by the condition).
+            let k = sql.text(key);
+            format!("SELECT rid FROM idx_ref WHERE key = {k}")
+        }
+        Cond::Str {
+            key,
+            mode: StrMode::Prefix,
+            value,
+        } => {
+            let k = sql.text(key);
+            let lo = sql.text(value);
+            let hi = sql.text(&prefix_end(value));
+            format!("SELECT rid FROM idx_string WHERE key = {k} AND norm >= {lo} AND norm < {hi}")
+        }
+        Cond::Str {
+            key,
+            mode: StrMode::Exact,
+            value,
+        } => {
+            // Rows are indexed with `norm = normalize(exact)`.
+            let k = sql.text(key);
+            let n = sql.text(&crate::fhir::search::normalize(value));
+            let e = sql.text(value);
+            format!("SELECT rid FROM idx_string WHERE key = {k} AND norm = {n} AND exact = {e}")
+        }
+        Cond::Date {
+            key,
+            prefix: Prefix::Eq,
+            lo,
+            hi,
+        } => {
+            // `eq`: the value's range lies within the parameter's (`lo ≥ plo AND hi ≤ phi`).
+            let k = sql.text(key);
+            let (plo, phi) = (sql.int(*lo), sql.int(*hi));
+            format!(
+                "SELECT rid FROM idx_date WHERE key = {k} AND lo >= {plo} AND lo <= {phi} AND hi <= {phi}"
+            )
+        }
+        _ => String::from("SELECT rid FROM resources"),
+    }
 }
 
 /// The WHERE clause (conditions only) of a search, over `resources r`.
