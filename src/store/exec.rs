@@ -334,23 +334,40 @@ impl Lite {
         let n = stmt.parameter_count();
         // SQLite numbers parameters by the first appearance of each name. The write statements
         // use `$1…$n` in order; queries built by `Sql` may use them in another order or more
-        // than once. So every parameter is bound by its name: checking only the first and last
-        // names (as release builds once did) bound a chained search's `$6` and `$5` to each
-        // other's values, and the search found nothing.
-        for i in 1..=n {
-            let k = match stmt
-                .parameter_name(i)
-                .and_then(|name| name.strip_prefix('$'))
-                .and_then(|d| d.parse::<usize>().ok())
-            {
-                Some(k) if (1..=args.len()).contains(&k) => k,
-                _ => {
-                    return Err(StoreError::Sqlite {
-                        op,
-                        source: rusqlite::Error::InvalidParameterCount(args.len(), n),
-                    });
-                }
-            };
+        // than once. So every parameter is bound by its name — read from the SQL text in one
+        // pass, because SQLite's own name lookup is a linear scan per parameter (quadratic over
+        // a bulk insert's thousands). Checking only the first and last names, as release builds
+        // once did, bound a chained search's `$6` and `$5` to each other's values.
+        let order = placeholder_order(sql);
+        let by_name;
+        let order = if order.len() == n {
+            debug_assert!(
+                order
+                    .iter()
+                    .enumerate()
+                    .all(|(i, k)| stmt.parameter_name(i + 1) == Some(format!("${k}").as_str())),
+                "placeholder order read from the SQL differs from SQLite's: {sql}"
+            );
+            order
+        } else {
+            // Not the shape `Sql` writes: ask SQLite for each name.
+            by_name = (1..=n)
+                .map(|i| {
+                    stmt.parameter_name(i)
+                        .and_then(|name| name.strip_prefix('$'))
+                        .and_then(|d| d.parse::<usize>().ok())
+                        .unwrap_or(0)
+                })
+                .collect::<Vec<usize>>();
+            by_name
+        };
+        for (i, &k) in (1..=n).zip(order.iter()) {
+            if !(1..=args.len()).contains(&k) {
+                return Err(StoreError::Sqlite {
+                    op,
+                    source: rusqlite::Error::InvalidParameterCount(args.len(), n),
+                });
+            }
             let r = match &args[k - 1] {
                 Arg::Text(s) => stmt.raw_bind_parameter(i, s.as_str()),
                 Arg::Int(v) => stmt.raw_bind_parameter(i, *v),
@@ -392,6 +409,37 @@ impl Lite {
         let mut stmt = self.prepared(op, sql, args)?;
         stmt.raw_execute().map(|n| n as u64).map_err(lite(op))
     }
+}
+
+/// The `$k` of each SQLite parameter index (1-based), i.e. the distinct `$k` placeholders of
+/// `sql` in order of first appearance. (`Sql` puts values only in placeholders, never in literals.)
+fn placeholder_order(sql: &str) -> Vec<usize> {
+    let b = sql.as_bytes();
+    let mut seen: Vec<bool> = Vec::new();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(d) = memchr::memchr(b'$', &b[at..]) {
+        let start = at + d + 1;
+        let mut end = start;
+        while end < b.len() && b[end].is_ascii_digit() {
+            end += 1;
+        }
+        if let Ok(k) = sql[start..end].parse::<usize>() {
+            if k == 0 || k > 1 << 20 {
+                // Not a placeholder `Sql` writes: the caller asks SQLite instead.
+                return Vec::new();
+            }
+            if k >= seen.len() {
+                seen.resize(k + 1, false);
+            }
+            if !seen[k] {
+                seen[k] = true;
+                out.push(k);
+            }
+        }
+        at = end;
+    }
+    out
 }
 
 impl Exec for Lite {
@@ -442,6 +490,17 @@ mod tests {
         assert_eq!(e, "store: decode a row: column 1 is Null, expected text");
         let e = row.real(5).err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(e, "store: decode a row: column 5 is missing, expected real");
+    }
+
+    #[test]
+    fn placeholder_order_is_the_order_of_first_appearance() {
+        assert_eq!(placeholder_order("SELECT 1"), Vec::<usize>::new());
+        assert_eq!(placeholder_order("SELECT $1, $2, $3"), vec![1, 2, 3]);
+        assert_eq!(
+            placeholder_order("a = $1 AND b = $3 OR c = $2 || $3 AND $12"),
+            vec![1, 3, 2, 12]
+        );
+        assert_eq!(placeholder_order("x $ y $$ $0"), Vec::<usize>::new());
     }
 
     #[test]
