@@ -812,11 +812,7 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, rid: &str) -> String {
         }
         Cond::Ref { key, targets } => {
             let k = sql.text(key);
-            let list = targets
-                .iter()
-                .map(|t| sql.text(t))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = text_list(sql, targets);
             format!(
                 "EXISTS (SELECT 1 FROM idx_ref f WHERE f.rid = {rid} AND f.key = {k} AND f.target IN ({list}))"
             )
@@ -872,6 +868,15 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, rid: &str) -> String {
 /// A set of rids to start from that contains every match, when one condition narrows the search
 /// well (an id, a reference, an identifier): lets the database drive from that index instead of
 /// probing every resource of the type.
+/// Placeholders for `values`, comma-separated (an `IN (…)` list).
+fn text_list(sql: &mut Sql, values: &[String]) -> String {
+    values
+        .iter()
+        .map(|v| sql.text(v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How well `c` narrows a search when the database starts from its index (lower is better; 9:
 /// not at all).
 fn driver_rank(c: &Cond) -> u8 {
@@ -920,11 +925,7 @@ fn cond_driver(sql: &mut Sql, c: &Cond) -> String {
         }
         Cond::Ref { key, targets } => {
             let k = sql.text(key);
-            let list = targets
-                .iter()
-                .map(|t| sql.text(t))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = text_list(sql, targets);
             format!("SELECT rid FROM idx_ref WHERE target IN ({list}) AND key = {k}")
         }
         Cond::Token {
