@@ -219,13 +219,7 @@ impl Lite {
         // Statement texts depend on the batch size (one VALUES row per message or resource);
         // keep the common sizes prepared.
         conn.set_prepared_statement_cache_capacity(512);
-        let mut lite = Lite {
-            conn,
-            cache: Some(WriterCache {
-                large: true,
-                commits: 0,
-            }),
-        };
+        let mut lite = Lite { conn, cache: None };
         lite.fit_cache()?;
         Ok(lite)
     }
@@ -338,28 +332,26 @@ impl Lite {
         // pass, because SQLite's own name lookup is a linear scan per parameter (quadratic over
         // a bulk insert's thousands). Checking only the first and last names, as release builds
         // once did, bound a chained search's `$6` and `$5` to each other's values.
-        let order = placeholder_order(sql);
-        let by_name;
-        let order = if order.len() == n {
-            debug_assert!(
+        let order = match placeholder_order(sql) {
+            order if order.len() == n => {
+                debug_assert!(
+                    order
+                        .iter()
+                        .enumerate()
+                        .all(|(i, k)| stmt.parameter_name(i + 1) == Some(format!("${k}").as_str())),
+                    "placeholder order read from the SQL differs from SQLite's: {sql}"
+                );
                 order
-                    .iter()
-                    .enumerate()
-                    .all(|(i, k)| stmt.parameter_name(i + 1) == Some(format!("${k}").as_str())),
-                "placeholder order read from the SQL differs from SQLite's: {sql}"
-            );
-            order
-        } else {
-            // Not the shape `Sql` writes: ask SQLite for each name.
-            by_name = (1..=n)
+            }
+            // Not the shape `Sql` writes: ask SQLite for each name (0: not `$k`, refused below).
+            _ => (1..=n)
                 .map(|i| {
                     stmt.parameter_name(i)
                         .and_then(|name| name.strip_prefix('$'))
                         .and_then(|d| d.parse::<usize>().ok())
                         .unwrap_or(0)
                 })
-                .collect::<Vec<usize>>();
-            by_name
+                .collect(),
         };
         for (i, &k) in (1..=n).zip(order.iter()) {
             if !(1..=args.len()).contains(&k) {
