@@ -4,9 +4,15 @@
 //!
 //! ```text
 //!  connection ─┐               ┌─ lane 0 (thread: parse, convert, ACK) ─┐
-//!  connection ─┼─ patient key ─┼─ lane 1                                ─┼─ writer (task: one transaction
-//!  connection ─┘   hash        └─ lane n                                ─┘   per batch) ─→ reply → ACK
+//!  connection ─┼─ patient key ─┼─ lane 1                                ─┼─ writer (one transaction
+//!  connection ─┘   hash        └─ lane n                                ─┘   per group) ─→ reply → ACK
 //! ```
+//!
+//! The writer is a thread on SQLite: it opens the group's transaction with the first message and
+//! writes each further one as its lane hands it over, so the writer's statements overlap the
+//! lanes' conversions; it commits when no lane holds a message any more (or after
+//! [`LINGER`], or at `max_batch` messages). On PostgreSQL it is a task that commits what is queued
+//! as one batch (one INSERT per run, no statement round trip per message).
 //!
 //! Invariants:
 //! - An ACK leaves only after the transaction holding the message, its output and its status has
@@ -487,7 +493,33 @@ struct WriteJob {
     reply: oneshot::Sender<Reply>,
 }
 
-/// The running pipeline: lanes (threads) and the group-commit writer (a task).
+/// The group-commit writer: a thread on SQLite, a task on PostgreSQL (see the module docs).
+enum Writer {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
+}
+
+/// The lanes' side of the writer queue.
+#[derive(Clone)]
+enum WriterTx {
+    Thread(std::sync::mpsc::SyncSender<WriteJob>),
+    Task(mpsc::Sender<WriteJob>),
+}
+
+impl WriterTx {
+    /// Hand a job over, waiting while the queue is full; `Err` once the writer is gone.
+    fn send(&self, job: WriteJob) -> Result<(), ()> {
+        match self {
+            WriterTx::Thread(tx) => tx.send(job).map_err(|_| ()),
+            WriterTx::Task(tx) => tx.blocking_send(job).map_err(|_| ()),
+        }
+    }
+}
+
+/// Capacity of the writer queue (jobs).
+const WRITER_QUEUE: usize = 4096;
+
+/// The running pipeline: lanes (threads) and the group-commit writer.
 pub struct Pipeline {
     lanes: std::sync::RwLock<Vec<std::sync::mpsc::SyncSender<LaneJob>>>,
     /// The mapping plan in use; replaced whole by [`Pipeline::reload`] (lanes take the current
@@ -499,7 +531,7 @@ pub struct Pipeline {
     /// Jobs handed to a lane and not yet to the writer (the writer waits briefly for them).
     preparing: Arc<AtomicI64>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
-    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writer: std::sync::Mutex<Option<Writer>>,
     /// ACK policy `after-upstream`: the forwarder to wait for, and how long.
     sync_delivery:
         std::sync::OnceLock<(Arc<crate::sinks::upstream::Upstream>, std::time::Duration)>,
@@ -509,18 +541,33 @@ impl Pipeline {
     /// Start the lanes and the writer. Call from within a tokio runtime.
     pub fn start(plan: Arc<Plan>, store: Store, cfg: IngestConfig) -> Arc<Pipeline> {
         let plan = Arc::new(std::sync::RwLock::new(plan));
-        let (wtx, wrx) = mpsc::channel::<WriteJob>(4096);
         let preparing = Arc::new(AtomicI64::new(0));
-        let writer = tokio::spawn(writer_loop(
-            store.clone(),
-            wrx,
-            WriterSettings {
-                max_batch: cfg.max_batch.max(1),
-                parse: cfg.parse,
-                log_phi: cfg.log_phi,
-                preparing: preparing.clone(),
-            },
-        ));
+        let settings = WriterSettings {
+            max_batch: cfg.max_batch.max(1),
+            parse: cfg.parse,
+            log_phi: cfg.log_phi,
+            preparing: preparing.clone(),
+        };
+        let (wtx, writer) = if store.backend() == crate::store::Backend::Sqlite {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<WriteJob>(WRITER_QUEUE);
+            let s = store.clone();
+            match std::thread::Builder::new()
+                .name("v2fhir-writer".into())
+                .spawn(move || lite_writer_loop(s, rx, settings))
+            {
+                Ok(t) => (WriterTx::Thread(tx), Some(Writer::Thread(t))),
+                Err(e) => {
+                    // Every message is then answered as a store failure (AE/CE 207), never lost
+                    // silently: the lanes find the writer gone.
+                    tracing::error!(error = %e, "could not start the writer thread");
+                    (WriterTx::Thread(tx), None)
+                }
+            }
+        } else {
+            let (tx, rx) = mpsc::channel::<WriteJob>(WRITER_QUEUE);
+            let t = tokio::spawn(writer_loop(store.clone(), rx, settings));
+            (WriterTx::Task(tx), Some(Writer::Task(t)))
+        };
         let mut lanes = Vec::new();
         let mut threads = Vec::new();
         for n in 0..cfg.lanes.max(1) {
@@ -547,7 +594,7 @@ impl Pipeline {
                         };
                         // Before the hand-off: the writer must not wait for the job it receives.
                         preparing.fetch_sub(1, Ordering::Relaxed);
-                        if wtx.blocking_send(w).is_err() {
+                        if wtx.send(w).is_err() {
                             break;
                         }
                     }
@@ -568,7 +615,7 @@ impl Pipeline {
             in_flight: Arc::new(AtomicI64::new(0)),
             preparing,
             threads: std::sync::Mutex::new(threads),
-            writer: std::sync::Mutex::new(Some(writer)),
+            writer: std::sync::Mutex::new(writer),
             sync_delivery: std::sync::OnceLock::new(),
         })
     }
@@ -729,8 +776,14 @@ impl Pipeline {
             }
         })
         .await;
-        if let Some(w) = writer {
-            let _ = w.await;
+        match writer {
+            Some(Writer::Task(w)) => {
+                let _ = w.await;
+            }
+            Some(Writer::Thread(w)) => {
+                let _ = tokio::task::spawn_blocking(move || w.join()).await;
+            }
+            None => {}
         }
     }
 }
@@ -751,7 +804,9 @@ struct WriterSettings {
     preparing: Arc<AtomicI64>,
 }
 
-/// Longest the writer waits for messages still being prepared before committing a batch.
+/// Longest a group stays open waiting for messages the lanes are still converting (SQLite: from
+/// the group's first message; PostgreSQL: before committing the batch). Messages already queued
+/// join a group whatever the time, up to `max_batch`.
 const LINGER: std::time::Duration = std::time::Duration::from_micros(1500);
 
 async fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteJob>, settings: WriterSettings) {
@@ -818,6 +873,98 @@ async fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteJob>, settings: W
                     let r = store.commit(&rows).await;
                     drop(rows);
                     answer(job, r, parse, log_phi);
+                }
+            }
+        }
+    }
+}
+
+/// The SQLite writer (a thread; see the module docs): one transaction per group, each message
+/// written as soon as its lane hands it over, the group committed when the lanes hold nothing
+/// more (or at the [`LINGER`] deadline, or at `max_batch` messages), then every message of it
+/// answered.
+fn lite_writer_loop(
+    store: Store,
+    rx: std::sync::mpsc::Receiver<WriteJob>,
+    settings: WriterSettings,
+) {
+    let WriterSettings {
+        max_batch,
+        parse,
+        log_phi,
+        preparing,
+    } = settings;
+    let parse = &parse;
+    let mut jobs: Vec<WriteJob> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        jobs.push(first);
+        let started = Instant::now();
+        let deadline = started + LINGER;
+        let mut messages = 0usize;
+        let result = store.lite_group(|g| {
+            let mut done: Vec<Vec<Committed>> = Vec::new();
+            loop {
+                while done.len() < jobs.len() {
+                    let job = &jobs[done.len()];
+                    let rows: Vec<&NewMessage> = job.prepared.iter().map(|p| &p.row).collect();
+                    messages += rows.len();
+                    done.push(g.add(&rows)?);
+                }
+                if messages >= max_batch {
+                    break;
+                }
+                let next = match rx.try_recv() {
+                    Ok(j) => j,
+                    // Nothing queued: wait for a message a lane is still converting, but not
+                    // past the deadline.
+                    Err(_) if preparing.load(Ordering::Relaxed) > 0 => {
+                        let now = Instant::now();
+                        match deadline
+                            .checked_duration_since(now)
+                            .map(|left| rx.recv_timeout(left))
+                        {
+                            Some(Ok(j)) => j,
+                            _ => break,
+                        }
+                    }
+                    Err(_) => break,
+                };
+                jobs.push(next);
+            }
+            Ok(done)
+        });
+        metrics::histogram!("v2fhir_commit_batch_size").record(messages as f64);
+        metrics::histogram!("v2fhir_commit_seconds").record(started.elapsed().as_secs_f64());
+        match result {
+            Some(Ok(done)) => {
+                for (job, c) in jobs.drain(..).zip(done) {
+                    answer(job, Ok(c), parse, log_phi);
+                }
+            }
+            Some(Err(e)) => {
+                // Rolled back whole. Retry each message alone, once: one bad row must not fail
+                // its neighbours.
+                tracing::warn!(error = %e, jobs = jobs.len(), "commit failed; retrying each message once");
+                for job in jobs.drain(..) {
+                    let rows: Vec<&NewMessage> = job.prepared.iter().map(|p| &p.row).collect();
+                    let r =
+                        store
+                            .lite_group(|g| g.add(&rows))
+                            .unwrap_or(Err(StoreError::Internal(
+                                "the SQLite writer has no connection",
+                            )));
+                    drop(rows);
+                    answer(job, r, parse, log_phi);
+                }
+            }
+            None => {
+                for job in jobs.drain(..) {
+                    answer(
+                        job,
+                        Err(StoreError::Internal("the SQLite writer has no connection")),
+                        parse,
+                        log_phi,
+                    );
                 }
             }
         }

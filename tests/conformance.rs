@@ -166,6 +166,12 @@ struct Fact {
 }
 
 /// Date-times with a time part become UTC instants (the expected files shift offsets to +05:30).
+fn file_name(p: &std::path::Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn normalize(v: &Value) -> String {
     match v {
         Value::String(s) => {
@@ -344,7 +350,8 @@ fn agreement_with_fhir_converter() {
                 for f in &e {
                     if matched(std::slice::from_ref(f), &o) == 0 {
                         println!(
-                            "MISSING {rt} {} = {} [{}]",
+                            "MISSING {} {rt} {} = {} [{}]",
+                            file_name(hl7),
                             f.key,
                             f.value,
                             f.system.as_deref().unwrap_or("")
@@ -354,7 +361,8 @@ fn agreement_with_fhir_converter() {
                 for f in &o {
                     if matched(std::slice::from_ref(f), &e) == 0 {
                         println!(
-                            "EXTRA   {rt} {} = {} [{}]",
+                            "EXTRA   {} {rt} {} = {} [{}]",
+                            file_name(hl7),
                             f.key,
                             f.value,
                             f.system.as_deref().unwrap_or("")

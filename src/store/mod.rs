@@ -340,6 +340,51 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The messages of a [`Store::lite_group`] transaction, added as they come.
+pub struct Group<'a> {
+    store: &'a Store,
+    conn: &'a mut exec::Lite,
+    converted: &'a mut bool,
+}
+
+impl Group<'_> {
+    /// Write `rows` (duplicate detection as in [`Store::commit`], which also sees the rows added
+    /// before in this group). On error the caller must end the group with `Err`: the transaction
+    /// is then rolled back whole.
+    pub fn add(&mut self, rows: &[&NewMessage]) -> Result<Vec<Committed>, StoreError> {
+        let runs = split_runs(rows);
+        let out = exec::ready(self.store.commit_runs(&mut *self.conn, &runs))?;
+        *self.converted |= out.iter().any(|c| c.status == Status::Converted);
+        Ok(out)
+    }
+}
+
+/// Split rows into runs without a repeated (sender, control id), each at most
+/// [`MAX_ROWS_PER_INSERT`] long: within a run every duplicate lookup can be answered from the
+/// table as it was before the run.
+fn split_runs<'r, 'm>(rows: &'r [&'m NewMessage]) -> Vec<&'r [&'m NewMessage]> {
+    let mut runs: Vec<&[&NewMessage]> = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let mut keys = std::collections::HashSet::new();
+        let mut end = start;
+        while end < rows.len() && end - start < MAX_ROWS_PER_INSERT {
+            let m = rows[end];
+            if !keys.insert((
+                m.sending_application.as_str(),
+                m.sending_facility.as_str(),
+                m.control_id.as_str(),
+            )) {
+                break;
+            }
+            end += 1;
+        }
+        runs.push(&rows[start..end]);
+        start = end;
+    }
+    runs
+}
+
 /// Rows per multi-row INSERT (17 parameters each; SQLite allows 32,766, PostgreSQL 65,535).
 const MAX_ROWS_PER_INSERT: usize = 512;
 
@@ -665,27 +710,7 @@ impl Store {
         batch: &[M],
     ) -> Result<Vec<Committed>, StoreError> {
         let rows: Vec<&NewMessage> = batch.iter().map(|m| m.borrow()).collect();
-        // Split into runs without a repeated (sender, control id): within a run every lookup can
-        // be answered from the table as it was before the run.
-        let mut runs: Vec<&[&NewMessage]> = Vec::new();
-        let mut start = 0;
-        while start < rows.len() {
-            let mut keys = std::collections::HashSet::new();
-            let mut end = start;
-            while end < rows.len() && end - start < MAX_ROWS_PER_INSERT {
-                let m = rows[end];
-                if !keys.insert((
-                    m.sending_application.as_str(),
-                    m.sending_facility.as_str(),
-                    m.control_id.as_str(),
-                )) {
-                    break;
-                }
-                end += 1;
-            }
-            runs.push(&rows[start..end]);
-            start = end;
-        }
+        let runs = split_runs(&rows);
         let has_resources = rows.iter().any(|m| !m.resources.is_empty());
         let writes_more = has_resources && (self.sinks.local || self.sinks.upstream);
         if let ([run], false, None) = (runs.as_slice(), writes_more, &self.lite) {
@@ -710,6 +735,33 @@ impl Store {
         f: impl FnOnce(&mut exec::Lite) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         blocking(|| f(&mut lite.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// SQLite: one write transaction on the writer connection, to which `f` adds messages as
+    /// they come ([`Group::add`]), committed when `f` returns `Ok` (rolled back on `Err`: nothing
+    /// `f` added is then stored). A group commit that does not wait for its last message before
+    /// writing the first: the writer executes one message's statements while the lanes still
+    /// convert the next ones. A blocking call, for the writer thread. `None` on PostgreSQL (its
+    /// writer commits whole batches, see [`Store::commit`]).
+    pub fn lite_group<T>(
+        &self,
+        f: impl FnOnce(&mut Group<'_>) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let lite = self.lite.as_ref()?;
+        let mut converted = false;
+        let out = self.with_lite(lite, |c| {
+            c.transaction(|c| {
+                f(&mut Group {
+                    store: self,
+                    conn: c,
+                    converted: &mut converted,
+                })
+            })
+        });
+        if out.is_ok() && converted && self.sinks.upstream {
+            self.outbox_signal.notify_one();
+        }
+        Some(out)
     }
 
     async fn commit_runs<E: exec::Exec>(
