@@ -968,6 +968,9 @@ fn lite_writer_loop(
                 }
             }
         }
+        // After the answers: the WAL copy this may do (when the checkpointer asks) holds up the
+        // next group, never an ACK already due.
+        store.catch_up_wal();
     }
 }
 

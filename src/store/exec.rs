@@ -109,6 +109,9 @@ pub(crate) struct Lite {
     conn: rusqlite::Connection,
     /// Which page cache the writer has (see [`WriterCache`]); `None` on readers.
     cache: Option<WriterCache>,
+    /// Writer: set by the background checkpointer when the WAL should start over (see
+    /// [`Lite::catch_up_wal`]).
+    wal_restart: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The writer's page cache: small while the database is below SQLite's lock-byte page (1 GiB),
@@ -208,7 +211,7 @@ impl Lite {
     /// Open `path` with the same settings as the pool's connections (`pragmas`).
     pub(crate) fn open(path: &str, pragmas: &str) -> Result<Lite, StoreError> {
         let conn = Self::connect(path, pragmas, "open the writer connection")?;
-        // When another connection holds the write lock (an outbox claim, a RESTART checkpoint),
+        // When another connection holds the write lock (an outbox claim, a migration),
         // retry every 100 µs for up to 10 s. SQLite's own busy_timeout backs off to 100 ms
         // sleeps, which put whole-second stalls into ingest during an upstream outage.
         conn.busy_handler(Some(|attempt| {
@@ -219,7 +222,11 @@ impl Lite {
         // Statement texts depend on the batch size (one VALUES row per message or resource);
         // keep the common sizes prepared.
         conn.set_prepared_statement_cache_capacity(512);
-        let mut lite = Lite { conn, cache: None };
+        let mut lite = Lite {
+            conn,
+            cache: None,
+            wal_restart: None,
+        };
         lite.fit_cache()?;
         Ok(lite)
     }
@@ -248,6 +255,53 @@ impl Lite {
         Ok(())
     }
 
+    /// Let the background checkpointer ask this (writer) connection to start the WAL over.
+    pub(crate) fn set_wal_restart(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.wal_restart = Some(flag);
+    }
+
+    /// Between two write transactions, when the checkpointer asked for it: copy what is left of
+    /// the WAL into the database (`PASSIVE`; nothing writes meanwhile, since this is the writer),
+    /// so that the next transaction starts the WAL over from its beginning.
+    ///
+    /// Why here: the background checkpointer copies the WAL while the writer keeps appending to
+    /// it, so the WAL is never completely copied when a transaction begins, and SQLite only starts
+    /// it over then. A `RESTART` checkpoint from the background did it by blocking writers, and
+    /// waited for them (up to 2 s under load: the writer takes the lock again right after each
+    /// commit). The frames left here are the few the background had not copied yet.
+    /// Returns whether the WAL is completely copied (or nothing was asked).
+    pub(crate) fn catch_up_wal(&mut self) -> bool {
+        let Some(flag) = &self.wal_restart else {
+            return true;
+        };
+        if !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
+        let r = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        match r {
+            // All copied: the next transaction starts the WAL over, unless a reader still reads
+            // an old snapshot from it (then the checkpointer asks again).
+            Ok((0, log, done)) if done >= log => {
+                flag.store(false, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            // Busy (the background checkpoint runs) or a reader holds frames back: next time.
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+                false
+            }
+        }
+    }
+
     /// Whether the writer has switched to its large page cache (tests).
     #[cfg(test)]
     pub(crate) fn has_large_cache(&self) -> bool {
@@ -261,7 +315,11 @@ impl Lite {
         conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA query_only=ON;")
             .map_err(lite("configure a reader connection"))?;
         conn.set_prepared_statement_cache_capacity(128);
-        Ok(Lite { conn, cache: None })
+        Ok(Lite {
+            conn,
+            cache: None,
+            wal_restart: None,
+        })
     }
 
     /// A connection on `path` with `pragmas` applied (`op` names the step in errors).

@@ -292,6 +292,9 @@ pub struct Store {
     lite: Option<std::sync::Arc<std::sync::Mutex<exec::Lite>>>,
     /// SQLite: the connections resource reads run on (see [`Readers`]).
     readers: Option<std::sync::Arc<Readers>>,
+    /// SQLite: the checkpointer's request to the writer to start the WAL over (see
+    /// [`Store::spawn_checkpointer`]).
+    wal_restart: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// SQLite's read connections for the FHIR facade, driven directly like the writer: a read is one
@@ -384,6 +387,9 @@ fn split_runs<'r, 'm>(rows: &'r [&'m NewMessage]) -> Vec<&'r [&'m NewMessage]> {
     }
     runs
 }
+
+/// SQLite: WAL size (frames, 4 KiB each: 64 MiB) from which the WAL is made to start over.
+const WAL_RESTART_FRAMES: i64 = 16384;
 
 /// Rows per multi-row INSERT (17 parameters each; SQLite allows 32,766, PostgreSQL 65,535).
 const MAX_ROWS_PER_INSERT: usize = 512;
@@ -552,11 +558,13 @@ impl Store {
             outbox_signal: Default::default(),
             lite: None,
             readers: None,
+            wal_restart: Default::default(),
         };
         store.migrate().await?;
         if let (Backend::Sqlite, Some(path)) = (backend, sqlite_path) {
             // After the migrations (which run through sqlx): the schema is in place.
-            let lite = exec::Lite::open(&path, &pragmas)?;
+            let mut lite = exec::Lite::open(&path, &pragmas)?;
+            lite.set_wal_restart(store.wal_restart.clone());
             store.lite = Some(std::sync::Arc::new(std::sync::Mutex::new(lite)));
             store.readers = Some(std::sync::Arc::new(Readers {
                 path: path.clone(),
@@ -572,35 +580,44 @@ impl Store {
 
     /// SQLite only: checkpoint the WAL from a background task instead of inside a commit
     /// (`wal_autocheckpoint=0` on every connection), so a commit does not pay for copying the WAL
-    /// into the database. PASSIVE never blocks writers, but under constant load it never catches
-    /// up either, and the WAL only restarts from the beginning once it has; so past
-    /// `WAL_RESTART_FRAMES` a RESTART checkpoint briefly holds writers back and lets the next
-    /// commit start the WAL over (bounded file, bounded recovery time). Ends with the pool.
+    /// into the database. PASSIVE never blocks writers, but under constant load the WAL is never
+    /// completely copied when a transaction begins, and SQLite only starts the WAL over from its
+    /// beginning then. So past `WAL_RESTART_FRAMES` the checkpointer copies in quick succession
+    /// (so little is left to copy) and then asks the writer to copy the rest between two of its
+    /// transactions ([`exec::Lite`]'s `catch_up_wal`), after which its next transaction starts
+    /// the WAL over: a bounded WAL file and recovery time, without blocking writers. Ends with the
+    /// pool.
     fn spawn_checkpointer(&self) {
-        const WAL_RESTART_FRAMES: i64 = 16384;
+        /// A checkpoint this quick left little for the writer to copy.
+        const QUICK: Duration = Duration::from_millis(3);
+        /// Checkpoints in quick succession before asking the writer anyway.
+        const TRIES: u32 = 8;
         let pool = self.pool.clone();
+        let restart = self.wal_restart.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut mode = "PASSIVE";
+            let mut tries = 0u32;
             loop {
-                tick.tick().await;
+                let pause = if tries > 0 { 5 } else { 50 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
                 if pool.is_closed() {
                     break;
                 }
-                let sql = if mode == "RESTART" {
-                    "PRAGMA wal_checkpoint(RESTART)"
-                } else {
-                    "PRAGMA wal_checkpoint(PASSIVE)"
-                };
-                match sqlx::query(sql).fetch_optional(&pool).await {
+                let started = std::time::Instant::now();
+                match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_optional(&pool)
+                    .await
+                {
                     Ok(Some(row)) => {
                         let log: i64 = row.try_get(1).unwrap_or(0);
-                        mode = if log > WAL_RESTART_FRAMES {
-                            "RESTART"
-                        } else {
-                            "PASSIVE"
-                        };
+                        if log <= WAL_RESTART_FRAMES {
+                            tries = 0;
+                            continue;
+                        }
+                        tries += 1;
+                        if started.elapsed() < QUICK || tries >= TRIES {
+                            restart.store(true, std::sync::atomic::Ordering::Relaxed);
+                            tries = 0;
+                        }
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -615,8 +632,8 @@ impl Store {
     }
 
     /// A write transaction. On SQLite `BEGIN IMMEDIATE`: a deferred transaction that reads first
-    /// cannot wait for the write lock (SQLite answers "database is locked" at once when, e.g., the
-    /// background RESTART checkpoint holds it), so take it up front and let busy_timeout wait.
+    /// cannot wait for the write lock (SQLite answers "database is locked" at once when, e.g., an
+    /// outbox claim holds it), so take it up front and let busy_timeout wait.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         match self.backend {
             Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
@@ -762,6 +779,28 @@ impl Store {
             self.outbox_signal.notify_one();
         }
         Some(out)
+    }
+
+    /// SQLite: when the checkpointer asked for it, copy the rest of the WAL into the database
+    /// so that the next write transaction starts the WAL over (see [`Store::spawn_checkpointer`]).
+    /// The writer thread calls this after answering a group, so the copy delays no ACK of it.
+    /// A blocking call; nothing to do on PostgreSQL.
+    /// Returns whether the WAL is completely copied (or nothing was asked).
+    pub fn catch_up_wal(&self) -> bool {
+        match &self.lite {
+            Some(lite) if self.wal_restart.load(std::sync::atomic::Ordering::Relaxed) => self
+                .with_lite(lite, |c| Ok(c.catch_up_wal()))
+                .unwrap_or(false),
+            _ => true,
+        }
+    }
+
+    /// SQLite: ask the writer to copy the rest of the WAL, as the checkpointer does when the WAL
+    /// has grown (tests).
+    #[doc(hidden)]
+    pub fn request_wal_restart(&self) {
+        self.wal_restart
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     async fn commit_runs<E: exec::Exec>(
