@@ -25,6 +25,10 @@ const FLOORS: &[(&str, f64)] = &[
 /// Which elements are facts, per resource type (dotted paths, arrays flattened).
 const FACT_PATHS: &[(&str, &[&str])] = &[
     (
+        "Account",
+        &["identifier.value", "identifier.type.coding", "status"],
+    ),
+    (
         "Patient",
         &[
             "identifier.value",

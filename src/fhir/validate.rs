@@ -111,6 +111,7 @@ pub fn warm_up() -> Result<(), String> {
 /// Elements R4 requires (min cardinality 1) for the resource types we emit; the JSON Schema
 /// does not enforce `required`. `a|b` means one of the choice elements.
 const REQUIRED: &[(&str, &[&str])] = &[
+    ("Account", &["status"]),
     ("AllergyIntolerance", &["patient"]),
     ("Condition", &["subject"]),
     ("Coverage", &["status", "beneficiary", "payor"]),
