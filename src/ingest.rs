@@ -10,9 +10,10 @@
 //!
 //! The writer is a thread on SQLite: it opens the group's transaction with the first message and
 //! writes each further one as its lane hands it over, so the writer's statements overlap the
-//! lanes' conversions; it commits when no lane holds a message any more (or after
-//! [`LINGER`], or at `max_batch` messages). On PostgreSQL it is a task that commits what is queued
-//! as one batch (one INSERT per run, no statement round trip per message).
+//! lanes' conversions; it commits when no lane holds a message any more, after [`LINGER`] when the
+//! queue is empty, at `max_batch` messages, or after [`GROUP_TIME`] however full the queue. On
+//! PostgreSQL it is a task that commits what is queued as one batch (one INSERT per run, no
+//! statement round trip per message).
 //!
 //! Invariants:
 //! - An ACK leaves only after the transaction holding the message, its output and its status has
@@ -516,6 +517,11 @@ impl WriterTx {
     }
 }
 
+/// SQLite: how long a group keeps taking messages that are already queued (a bound on the first
+/// message's wait for its ACK when many connections keep the queue full; at ~0.5 ms of statements
+/// per message, the COMMIT is still a small share of a group this long).
+const GROUP_TIME: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Capacity of the writer queue (jobs).
 const WRITER_QUEUE: usize = 4096;
 
@@ -910,7 +916,7 @@ fn lite_writer_loop(
                     messages += rows.len();
                     done.push(g.add(&rows)?);
                 }
-                if messages >= max_batch {
+                if messages >= max_batch || started.elapsed() >= GROUP_TIME {
                     break;
                 }
                 let next = match rx.try_recv() {
