@@ -79,7 +79,7 @@ pub(crate) fn like_escape(v: &str) -> String {
 
 /// `($1, $2), ($3, $4)…` for `rows` rows of `cols` columns.
 pub(crate) fn values_list(rows: usize, cols: usize) -> String {
-    let mut s = String::with_capacity(rows * cols * 5);
+    let mut s = String::with_capacity(rows * cols * 6);
     for r in 0..rows {
         if r > 0 {
             s.push_str(", ");
@@ -89,11 +89,18 @@ pub(crate) fn values_list(rows: usize, cols: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            s.push_str(&format!("${}", r * cols + c + 1));
+            push_placeholder(&mut s, r * cols + c + 1);
         }
         s.push(')');
     }
     s
+}
+
+/// Append `$n` (written into `s`: a statement of many rows has thousands of these).
+fn push_placeholder(s: &mut String, n: usize) {
+    use std::fmt::Write;
+    s.push('$');
+    let _ = write!(s, "{n}");
 }
 
 /// `$1, $2, …, $n`.
@@ -103,8 +110,27 @@ pub(crate) fn placeholders(n: usize) -> String {
 
 /// `$first, …`: `n` placeholders numbered from `first` (after arguments bound before them).
 pub(crate) fn placeholders_from(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut s = String::with_capacity(n * 6);
+    for i in first..first + n {
+        if i > first {
+            s.push_str(", ");
+        }
+        push_placeholder(&mut s, i);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_list(1, 1), "($1)");
+        assert_eq!(values_list(0, 4), "");
+        assert_eq!(placeholders(3), "$1, $2, $3");
+        assert_eq!(placeholders_from(9, 3), "$9, $10, $11");
+        assert_eq!(placeholders(0), "");
+    }
 }
