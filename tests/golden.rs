@@ -256,3 +256,50 @@ fn when_in_datatype_maps_addresses_the_datatype() {
         "a local (non-ISO) universal id is not an OID"
     );
 }
+
+/// OBX-15 (producer) and OBX-18 (equipment) become an Organization among the Observation's
+/// performers and its device, instead of loss-report lines.
+#[test]
+fn observation_producer_and_device() {
+    let plan = plan();
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fhir-converter/ADT-A01-01.hl7");
+    let (got, _) = convert(&plan, &path);
+    let b = &got["bundle"];
+    let by_ref = |r: &Value| -> Option<Value> {
+        let r = r.get("reference")?.as_str()?;
+        b["entry"]
+            .as_array()?
+            .iter()
+            .map(|e| &e["resource"])
+            .find(|x| {
+                format!(
+                    "{}/{}",
+                    x["resourceType"].as_str().unwrap_or(""),
+                    x["id"].as_str().unwrap_or("")
+                ) == r
+            })
+            .cloned()
+    };
+    let obs = resource(b, "Observation");
+    let o = obs.first().copied().unwrap_or(&Value::Null);
+    let device = by_ref(&o["device"]).unwrap_or(Value::Null);
+    assert_eq!(device["resourceType"], "Device", "{o}");
+    assert_eq!(device["identifier"][0]["value"], "EI12.3");
+    let producer = o["performer"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(by_ref)
+        .find(|p| p["identifier"][0]["value"] == "Org15");
+    assert!(
+        producer
+            .is_some_and(|p| p["resourceType"] == "Organization" && p["name"] == "ID of producer"),
+        "{o}"
+    );
+    let lost = got["outcome"].to_string();
+    assert!(
+        !lost.contains("OBX-15") && !lost.contains("OBX-18"),
+        "{lost}"
+    );
+}
