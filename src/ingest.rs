@@ -563,8 +563,8 @@ impl Pipeline {
             {
                 Ok(t) => (WriterTx::Thread(tx), Some(Writer::Thread(t))),
                 Err(e) => {
-                    // Every message is then answered as a store failure (AE/CE 207), never lost
-                    // silently: the lanes find the writer gone.
+                    // Nothing is acknowledged then: the lanes find the writer gone and stop, and
+                    // sources log it and close (MLLP) or answer 503 (HTTP), so senders retry.
                     tracing::error!(error = %e, "could not start the writer thread");
                     (WriterTx::Thread(tx), None)
                 }
@@ -812,7 +812,7 @@ struct WriterSettings {
 
 /// Longest a group stays open waiting for messages the lanes are still converting (SQLite: from
 /// the group's first message; PostgreSQL: before committing the batch). Messages already queued
-/// join a group whatever the time, up to `max_batch`.
+/// join a group up to `max_batch` (and, on SQLite, for up to [`GROUP_TIME`]).
 const LINGER: std::time::Duration = std::time::Duration::from_micros(1500);
 
 async fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteJob>, settings: WriterSettings) {
@@ -887,8 +887,8 @@ async fn writer_loop(store: Store, mut rx: mpsc::Receiver<WriteJob>, settings: W
 
 /// The SQLite writer (a thread; see the module docs): one transaction per group, each message
 /// written as soon as its lane hands it over, the group committed when the lanes hold nothing
-/// more (or at the [`LINGER`] deadline, or at `max_batch` messages), then every message of it
-/// answered.
+/// more (or at the [`LINGER`] deadline, at `max_batch` messages, or after [`GROUP_TIME`]), then
+/// every message of it answered.
 fn lite_writer_loop(
     store: Store,
     rx: std::sync::mpsc::Receiver<WriteJob>,
