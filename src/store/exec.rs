@@ -269,6 +269,7 @@ impl Lite {
     /// it over then. A `RESTART` checkpoint from the background did it by blocking writers, and
     /// waited for them (up to 2 s under load: the writer takes the lock again right after each
     /// commit). The frames left here are the few the background had not copied yet.
+    ///
     /// Returns whether the WAL is completely copied (or nothing was asked).
     pub(crate) fn catch_up_wal(&mut self) -> bool {
         let Some(flag) = &self.wal_restart else {

@@ -785,6 +785,7 @@ impl Store {
     /// so that the next write transaction starts the WAL over (see [`Store::spawn_checkpointer`]).
     /// The writer thread calls this after answering a group, so the copy delays no ACK of it.
     /// A blocking call; nothing to do on PostgreSQL.
+    ///
     /// Returns whether the WAL is completely copied (or nothing was asked).
     pub fn catch_up_wal(&self) -> bool {
         match &self.lite {
