@@ -894,13 +894,7 @@ fn lite_writer_loop(
     rx: std::sync::mpsc::Receiver<WriteJob>,
     settings: WriterSettings,
 ) {
-    let WriterSettings {
-        max_batch,
-        parse,
-        log_phi,
-        preparing,
-    } = settings;
-    let parse = &parse;
+    let (parse, log_phi) = (&settings.parse, settings.log_phi);
     let mut jobs: Vec<WriteJob> = Vec::new();
     while let Ok(first) = rx.recv() {
         jobs.push(first);
@@ -916,14 +910,14 @@ fn lite_writer_loop(
                     messages += rows.len();
                     done.push(g.add(&rows)?);
                 }
-                if messages >= max_batch || started.elapsed() >= GROUP_TIME {
+                if messages >= settings.max_batch || started.elapsed() >= GROUP_TIME {
                     break;
                 }
                 let next = match rx.try_recv() {
                     Ok(j) => j,
                     // Nothing queued: wait for a message a lane is still converting, but not
                     // past the deadline.
-                    Err(_) if preparing.load(Ordering::Relaxed) > 0 => {
+                    Err(_) if settings.preparing.load(Ordering::Relaxed) > 0 => {
                         let now = Instant::now();
                         match deadline
                             .checked_duration_since(now)
