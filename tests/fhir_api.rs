@@ -951,7 +951,7 @@ async fn searches_over_the_developer_corpus() {
                 "{backend}: {ty} not in the CapabilityStatement"
             );
         }
-        let b = f.search("Device?_summary=count").await;
+        let b = f.search("Goal?_summary=count").await;
         assert_eq!(b["total"], 0);
 
         // gzip when asked.
