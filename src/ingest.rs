@@ -522,6 +522,10 @@ impl WriterTx {
 /// per message, the COMMIT is still a small share of a group this long).
 const GROUP_TIME: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// The SQLite writer's error when the store has no SQLite writer connection (not reached: the
+/// thread is started only for SQLite).
+const NO_LITE: &str = "the SQLite writer has no connection";
+
 /// Capacity of the writer queue (jobs).
 const WRITER_QUEUE: usize = 4096;
 
@@ -935,36 +939,23 @@ fn lite_writer_loop(
         });
         metrics::histogram!("v2fhir_commit_batch_size").record(messages as f64);
         metrics::histogram!("v2fhir_commit_seconds").record(started.elapsed().as_secs_f64());
-        match result {
-            Some(Ok(done)) => {
+        match result.unwrap_or(Err(StoreError::Internal(NO_LITE))) {
+            Ok(done) => {
                 for (job, c) in jobs.drain(..).zip(done) {
                     answer(job, Ok(c), parse, log_phi);
                 }
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 // Rolled back whole. Retry each message alone, once: one bad row must not fail
                 // its neighbours.
                 tracing::warn!(error = %e, jobs = jobs.len(), "commit failed; retrying each message once");
                 for job in jobs.drain(..) {
                     let rows: Vec<&NewMessage> = job.prepared.iter().map(|p| &p.row).collect();
-                    let r =
-                        store
-                            .lite_group(|g| g.add(&rows))
-                            .unwrap_or(Err(StoreError::Internal(
-                                "the SQLite writer has no connection",
-                            )));
+                    let r = store
+                        .lite_group(|g| g.add(&rows))
+                        .unwrap_or(Err(StoreError::Internal(NO_LITE)));
                     drop(rows);
                     answer(job, r, parse, log_phi);
-                }
-            }
-            None => {
-                for job in jobs.drain(..) {
-                    answer(
-                        job,
-                        Err(StoreError::Internal("the SQLite writer has no connection")),
-                        parse,
-                        log_phi,
-                    );
                 }
             }
         }

@@ -857,9 +857,6 @@ fn cond_sql(sql: &mut Sql, cond: &Cond, alias: &str) -> String {
     }
 }
 
-/// A set of rids to start from that contains every match, when one condition narrows the search
-/// well (an id, a reference, an identifier): lets the database drive from that index instead of
-/// probing every resource of the type.
 /// Placeholders for `values`, comma-separated (an `IN (…)` list).
 fn text_list(sql: &mut Sql, values: &[String]) -> String {
     values
@@ -898,6 +895,9 @@ fn driver_rank(c: &Cond) -> u8 {
     }
 }
 
+/// A set of rids to start from that contains every match, when one condition narrows the search
+/// well (an id, a reference, an identifier, a string prefix, a date): lets the database drive from
+/// that index instead of probing every resource of the type.
 fn driver_sql(sql: &mut Sql, q: &SearchQuery) -> Option<String> {
     let group = q
         .and
