@@ -303,3 +303,169 @@ fn observation_producer_and_device() {
         "{lost}"
     );
 }
+
+fn convert_text(plan: &v2fhir::mapping::plan::Plan, text: &str) -> Value {
+    let parsed = v2fhir::v2::parse(text.as_bytes()).expect("parse");
+    let c = eval::convert(plan, &parsed.messages[0], &ConvertOptions::default());
+    json!({"bundle": c.bundle, "outcome": c.outcome()})
+}
+
+/// The golden ADT^A01 with its DG1 line followed by `extra` (segments separated by `\r`).
+fn adt_with_after_dg1(extra: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/adt_a01.hl7");
+    let text = std::fs::read_to_string(path).expect("read");
+    text.split('\r')
+        .flat_map(|s| {
+            if s.starts_with("DG1|") {
+                vec![s.to_string(), extra.to_string()]
+            } else {
+                vec![s.to_string()]
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r")
+}
+
+/// Two different segments with the same id keys (here two DG1 sent with set id 1, admitting and
+/// final diagnosis of the same code) become two resources with distinct ids and a warning: one
+/// id twice would make one overwrite the other, and a transaction may not hold an id twice. The
+/// same segment sent twice becomes one resource and is not reported as unmapped.
+#[test]
+fn resources_with_the_same_id_keys_stay_apart() {
+    let plan = plan();
+    let urls = |b: &Value| -> Vec<String> {
+        b["bundle"]["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["request"]["url"].as_str().map(str::to_string))
+            .collect()
+    };
+    let got = convert_text(
+        &plan,
+        &adt_with_after_dg1("DG1|1||I21.9^Acute myocardial infarction, unspecified^I10|||F"),
+    );
+    let all = urls(&got);
+    let conditions: Vec<&String> = all.iter().filter(|u| u.starts_with("Condition/")).collect();
+    assert_eq!(conditions.len(), 2, "{all:?}");
+    assert_ne!(conditions[0], conditions[1]);
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "an id twice in one transaction: {all:?}"
+    );
+    let outcome = got["outcome"].to_string();
+    assert!(
+        outcome.contains("has the same condition id keys as DG1 (segment #11)"),
+        "{outcome}"
+    );
+    // Replays give the same ids.
+    assert_eq!(
+        urls(&convert_text(
+            &plan,
+            &adt_with_after_dg1("DG1|1||I21.9^Acute myocardial infarction, unspecified^I10|||F")
+        )),
+        all
+    );
+
+    let same = convert_text(
+        &plan,
+        &adt_with_after_dg1("DG1|1||I21.9^Acute myocardial infarction, unspecified^I10|||A"),
+    );
+    let all = urls(&same);
+    assert_eq!(
+        all.iter().filter(|u| u.starts_with("Condition/")).count(),
+        1,
+        "{all:?}"
+    );
+    let outcome = same["outcome"].to_string();
+    assert!(
+        outcome.contains("repeats DG1 (segment #11) exactly"),
+        "{outcome}"
+    );
+    assert!(!outcome.contains("segment DG1 was not mapped"), "{outcome}");
+}
+
+/// A later visit's or a later order's results do not replace the earlier ones: ADT observations
+/// and diagnoses are keyed by the visit (PV1-19) and, for observations, their time (OBX-14);
+/// an order's observations by the order. Before, every result with the same code and set id
+/// was one resource per patient, and the newest message overwrote the older results. A repeat
+/// of the same visit (another control id) still updates the same resources.
+#[test]
+fn later_visits_and_orders_keep_earlier_results() {
+    let plan = plan();
+    let ids = |text: &str, rt: &str| -> Vec<String> {
+        let got = convert_text(&plan, text);
+        resource(&got["bundle"], rt)
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let adt = std::fs::read_to_string(root.join("tests/golden/adt_a01.hl7")).expect("read");
+    assert!(adt.contains("|V000123^"));
+    let next_visit = adt.replace("|V000123^", "|V000124^");
+    let resent = adt.replacen("|MSG", "|RESENT", 1);
+    assert_ne!(resent, adt, "the control id starts with MSG");
+    for rt in ["Observation", "Condition"] {
+        let first = ids(&adt, rt);
+        assert!(!first.is_empty(), "{rt}");
+        let later = ids(&next_visit, rt);
+        assert_eq!(later.len(), first.len());
+        assert!(
+            later.iter().all(|i| !first.contains(i)),
+            "{rt}: {first:?} {later:?}"
+        );
+        assert_eq!(ids(&resent, rt), first, "{rt}");
+    }
+    assert_eq!(ids(&next_visit, "Patient"), ids(&adt, "Patient"));
+
+    let orm = std::fs::read_to_string(root.join("tests/corpus/fhir-converter/ORM-O01-01.hl7"))
+        .expect("read");
+    let next_order = orm.replace(
+        "ORC|NW|1101^GHHPlacer|1201^GHHFiller",
+        "ORC|NW|1102^GHHPlacer|1202^GHHFiller",
+    );
+    assert_ne!(next_order, orm);
+    let first = ids(&orm, "Observation");
+    assert!(!first.is_empty());
+    let later = ids(&next_order, "Observation");
+    assert!(
+        later.iter().all(|i| !first.contains(i)),
+        "{first:?} {later:?}"
+    );
+}
+
+/// Keys under a base resource that a message lacks (here the vaccination's OBX without its RXA)
+/// are scoped to the message: before, they fell back to an empty base and two patients' OBX with
+/// the same code and set id got the same id.
+#[test]
+fn keys_without_their_base_stay_within_the_message() {
+    let plan = plan();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let vxu = std::fs::read_to_string(root.join("tests/golden/vxu_v04.hl7")).expect("read");
+    let no_rxa: String = vxu
+        .split('\r')
+        .filter(|s| !s.starts_with("RXA|") && !s.starts_with("RXR|"))
+        .collect::<Vec<_>>()
+        .join("\r");
+    let other_patient = no_rxa
+        .replace("MRN5555^", "MRN6666^")
+        .replace("|VXU0001|", "|VXU0002|");
+    assert_ne!(other_patient, no_rxa);
+    let ids = |text: &str| -> Vec<String> {
+        let got = convert_text(&plan, text);
+        resource(&got["bundle"], "Observation")
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let a = ids(&no_rxa);
+    assert_eq!(a.len(), 4, "{a:?}");
+    let b = ids(&other_patient);
+    assert!(b.iter().all(|i| !a.contains(i)), "{a:?} {b:?}");
+    assert_eq!(ids(&no_rxa), a, "stable on replay");
+}

@@ -196,6 +196,9 @@ struct Ev<'p, 'm, 'a, 'g> {
     opts: &'p ConvertOptions,
     insts: Vec<Inst<'g>>,
     consumed: Vec<Vec<bool>>,
+    /// (segment, the earlier identical segment it repeats): one resource for both, and the
+    /// repeat counts as consumed wherever the first is.
+    repeats: Vec<(usize, usize)>,
     issues: Vec<Issue>,
     extra: Vec<Value>,
     extra_ids: HashSet<String>,
@@ -378,6 +381,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
             .segments()
             .map(|s| vec![false; s.field_count() + 1])
             .collect(),
+        repeats: Vec::new(),
         issues,
         extra: Vec::new(),
         extra_ids: HashSet::new(),
@@ -657,29 +661,73 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         .collect();
                     let mut scope_str = match rp.scope {
                         IdScope::Sender => self.sender.clone(),
-                        IdScope::Message => format!(
-                            "{}|{}",
-                            self.sender,
-                            self.msg.header().control_id.as_deref().unwrap_or("")
-                        ),
+                        IdScope::Message => self.message_scope(),
                         IdScope::Global => String::new(),
                     };
                     if keys.iter().all(String::is_empty) {
                         // No business key: unique within this message, stable on replay.
-                        scope_str = format!(
-                            "{}|{}",
-                            self.sender,
-                            self.msg.header().control_id.as_deref().unwrap_or("")
-                        );
+                        scope_str = self.message_scope();
                         keys = vec![format!("{}#{count}", self.plan.aliases[rp.alias])];
                     }
-                    let base = rp
-                        .base
-                        .and_then(|b| self.best_inst(b, &scope))
-                        .map(|i| self.insts[i].id.clone())
-                        .unwrap_or_default();
+                    let base = match rp.base.map(|b| self.best_inst(b, &scope)) {
+                        Some(Some(i)) => self.insts[i].id.clone(),
+                        // The base resource is missing (e.g. no OBR for an order's OBX): keys
+                        // meant to be unique under it are only unique within this message.
+                        Some(None) => {
+                            scope_str = self.message_scope();
+                            String::new()
+                        }
+                        None => String::new(),
+                    };
                     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-                    let id = ids::resource_id(&rp.rtype, &scope_str, &base, &key_refs);
+                    let mut id = ids::resource_id(&rp.rtype, &scope_str, &base, &key_refs);
+                    if let Some(first) = self.same_id(&rp.rtype, &id) {
+                        let (a, b) = (self.insts[first].seg, s);
+                        if self.insts[first].alias == rp.alias
+                            && self.msg.segment(a).map(|x| x.raw())
+                                == self.msg.segment(b).map(|x| x.raw())
+                        {
+                            // The same segment sent twice: one resource, which both scopes reference.
+                            self.issues.push(Issue {
+                                severity: Severity::Info,
+                                code: "duplicate",
+                                text: format!(
+                                    "{} repeats {} exactly: one {} made for both",
+                                    self.seg_label(b),
+                                    self.seg_label(a),
+                                    rp.rtype
+                                ),
+                                location: Some(self.seg_label(b)),
+                            });
+                            self.repeats.push((b, a));
+                            count += 1;
+                            continue;
+                        }
+                        // Different segments with the same business key (e.g. every DG1 sent
+                        // with set id 1): one would overwrite the other, and a transaction may
+                        // not hold one id twice. The later one gets the key plus its occurrence,
+                        // which is stable on replay.
+                        let mut n = 2;
+                        while self.same_id(&rp.rtype, &id).is_some() {
+                            let occurrence = format!("#{n}");
+                            let mut refs = key_refs.clone();
+                            refs.push(&occurrence);
+                            id = ids::resource_id(&rp.rtype, &scope_str, &base, &refs);
+                            n += 1;
+                        }
+                        self.issues.push(Issue {
+                            severity: Severity::Warning,
+                            code: "duplicate",
+                            text: format!(
+                                "{} has the same {} id keys as {}: kept as a separate {}",
+                                self.seg_label(b),
+                                self.plan.aliases[rp.alias],
+                                self.seg_label(a),
+                                rp.rtype
+                            ),
+                            location: Some(self.seg_label(b)),
+                        });
+                    }
                     self.insts.push(Inst {
                         plan: pi,
                         alias: rp.alias,
@@ -705,6 +753,22 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
         }
         self.res_maps = mp.resources.iter().map(|r| r.map).collect();
+    }
+
+    /// Id scope of keys unique within this message only: sender and control id.
+    fn message_scope(&self) -> String {
+        format!(
+            "{}|{}",
+            self.sender,
+            self.msg.header().control_id.as_deref().unwrap_or("")
+        )
+    }
+
+    /// An instance already located with this type and id.
+    fn same_id(&self, rtype: &str, id: &str) -> Option<usize> {
+        self.insts
+            .iter()
+            .position(|i| i.id == id && i.rtype == rtype)
     }
 
     /// The instance with `alias` whose scope shares the longest prefix with `scope`.
@@ -1328,6 +1392,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
 
     /// Segments and fields no rule consumed.
     fn loss_report(&mut self) {
+        for &(dup, first) in &self.repeats {
+            if let Some(used) = self.consumed.get(first).cloned()
+                && let Some(slot) = self.consumed.get_mut(dup)
+            {
+                *slot = used;
+            }
+        }
         for seg in self.msg.segments() {
             let i = seg.index();
             let used = &self.consumed[i];
