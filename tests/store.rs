@@ -628,9 +628,21 @@ async fn the_wal_starts_over_under_constant_writes() {
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        // The next commit starts the WAL over unless the background checkpoint holds a WAL
+        // lock at that instant (seen once in a loaded test run); the one after then does.
         let before = salt();
-        commit();
-        assert_ne!(salt(), before, "round {round}: the WAL did not start over");
+        let mut restarted = false;
+        for _ in 0..3 {
+            commit();
+            if salt() != before {
+                restarted = true;
+                break;
+            }
+        }
+        assert!(
+            restarted,
+            "round {round}: the WAL did not start over in 3 commits"
+        );
     }
     let all = store
         .list(&MessageFilter {
@@ -644,6 +656,6 @@ async fn the_wal_starts_over_under_constant_writes() {
         })
         .await
         .unwrap_or_else(|e| panic!("list: {e}"));
-    assert_eq!(all.total, 310);
+    assert_eq!(all.total, n);
     store.close().await;
 }
