@@ -190,6 +190,13 @@ struct Inst<'g> {
     id: String,
 }
 
+/// Segments whose field 1 is a Set ID (HL7 v2.5.1–2.9): a counter within the message, not data.
+const SET_ID_FIRST: &[&str] = &[
+    "AFF", "AIG", "AIL", "AIP", "AIS", "AL1", "ARV", "CER", "CON", "DB1", "DG1", "EDU", "FT1",
+    "GT1", "IAM", "IN1", "IN3", "LAN", "NK1", "NTE", "OBR", "OBX", "ORG", "PID", "PR1", "PV1",
+    "RGS", "SPM", "TQ1", "TQ2", "TXA", "UB1", "UB2",
+];
+
 struct Ev<'p, 'm, 'a, 'g> {
     plan: &'p Plan,
     msg: &'m Message<'a>,
@@ -1390,7 +1397,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
     }
 
-    /// Segments and fields no rule consumed.
+    /// Segments and fields no rule consumed. A Set ID (field 1 of the segments in
+    /// [`SET_ID_FIRST`]) only numbers the segment within its message and is not reported.
     fn loss_report(&mut self) {
         for &(dup, first) in &self.repeats {
             if let Some(used) = self.consumed.get(first).cloned()
@@ -1402,9 +1410,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         for seg in self.msg.segments() {
             let i = seg.index();
             let used = &self.consumed[i];
+            let set_id = SET_ID_FIRST.contains(&seg.id());
             let valued: Vec<usize> = seg
                 .fields()
-                .filter(|(_, v)| v.is_valued())
+                .filter(|(n, v)| v.is_valued() && !(set_id && *n == 1))
                 .map(|(n, _)| n)
                 .collect();
             if valued.is_empty() {
