@@ -498,3 +498,23 @@ fn set_ids_are_not_reported_as_lost() {
         );
     }
 }
+
+/// `ORC-12 | OBR-16`: when ORC-12 is taken, OBR-16 is consumed too if it names the same provider,
+/// and still reported when it names another one.
+#[test]
+fn an_alternative_with_the_same_value_is_not_reported_lost() {
+    let plan = plan();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let oru = std::fs::read_to_string(root.join("tests/golden/oru_r01_lab.hl7")).expect("read");
+    let lost = |text: &str| convert_text(&plan, text)["outcome"].to_string();
+    assert!(!lost(&oru).contains("OBR-16"));
+    // ORC-12 comes first, OBR-16 second (and last).
+    let at = oru.rfind("9999^ORDER^OLIVER").expect("OBR-16");
+    let other = format!(
+        "{}1111^OTHER^OSCAR{}",
+        &oru[..at],
+        &oru[at + "9999^ORDER^OLIVER".len()..]
+    );
+    assert_ne!(other, oru);
+    assert!(lost(&other).contains("OBR-16"), "{}", lost(&other));
+}

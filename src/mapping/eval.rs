@@ -890,10 +890,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 Some(v)
             }
             Src::Alt(alts) if !src.iterates() => {
-                for a in alts {
+                for (i, a) in alts.iter().enumerate() {
                     if let Some(v) = self.resolve_one(a, frame, mark)
                         && v.is_valued()
                     {
+                        if mark {
+                            self.mark_same_alternatives(&alts[i + 1..], frame, &[v]);
+                        }
                         return Some(v);
                     }
                 }
@@ -950,13 +953,34 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 smallvec::smallvec![v]
             }
             Src::Alt(alts) => {
-                for a in alts {
+                for (i, a) in alts.iter().enumerate() {
                     let vals = self.resolve(a, frame, mark);
                     if vals.iter().any(|v| v.is_valued()) {
+                        if mark {
+                            self.mark_same_alternatives(&alts[i + 1..], frame, &vals);
+                        }
                         return vals;
                     }
                 }
                 Vals::new()
+            }
+        }
+    }
+
+    /// `A | B` took A: B is consumed too when it holds the same value (e.g. ORC-12 and OBR-16
+    /// naming the same provider), so the loss report does not list a value the output has.
+    fn mark_same_alternatives(&mut self, rest: &[Src], frame: &Frame<'g, 'a>, chosen: &[V2<'a>]) {
+        for b in rest {
+            let other = self.resolve(b, frame, false);
+            let same = other.iter().filter(|v| v.is_valued()).count()
+                == chosen.iter().filter(|v| v.is_valued()).count()
+                && other
+                    .iter()
+                    .filter(|v| v.is_valued())
+                    .zip(chosen.iter().filter(|v| v.is_valued()))
+                    .all(|(x, y)| x.raw() == y.raw());
+            if same && !other.is_empty() {
+                self.resolve(b, frame, true);
             }
         }
     }
