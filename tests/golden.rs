@@ -258,7 +258,8 @@ fn when_in_datatype_maps_addresses_the_datatype() {
 }
 
 /// OBX-15 (producer) and OBX-18 (equipment) become an Organization among the Observation's
-/// performers and its device, instead of loss-report lines.
+/// performers and its device, and OBX-25 (medical director) a Practitioner among the performers,
+/// instead of loss-report lines.
 #[test]
 fn observation_producer_and_device() {
     let plan = plan();
@@ -297,9 +298,22 @@ fn observation_producer_and_device() {
             .is_some_and(|p| p["resourceType"] == "Organization" && p["name"] == "ID of producer"),
         "{o}"
     );
+    // OBX-25: the performing organization's medical director, a performer too.
+    let director = o["performer"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(by_ref)
+        .find(|p| p["identifier"][0]["value"] == "MD-25");
+    assert!(
+        director.is_some_and(
+            |p| p["resourceType"] == "Practitioner" && p["name"][0]["family"] == "Atchinson"
+        ),
+        "{o}"
+    );
     let lost = got["outcome"].to_string();
     assert!(
-        !lost.contains("OBX-15") && !lost.contains("OBX-18"),
+        !lost.contains("OBX-15") && !lost.contains("OBX-18") && !lost.contains("OBX-25"),
         "{lost}"
     );
 }
