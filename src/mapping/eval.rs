@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use smallvec::SmallVec;
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// Segment indexes a path selects (rarely more than a few: no allocation for those).
@@ -202,6 +202,8 @@ struct Ev<'p, 'm, 'a, 'g> {
     msg: &'m Message<'a>,
     opts: &'p ConvertOptions,
     insts: Vec<Inst<'g>>,
+    /// Index into `insts` by id (ids are UUIDv5 over the type, so one map serves every type).
+    inst_ids: HashMap<String, usize>,
     consumed: Vec<Vec<bool>>,
     /// (segment, the earlier identical segment it repeats): one resource for both, and the
     /// repeat counts as consumed wherever the first is.
@@ -384,6 +386,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         msg,
         opts,
         insts: Vec::new(),
+        inst_ids: HashMap::new(),
         consumed: msg
             .segments()
             .map(|s| vec![false; s.field_count() + 1])
@@ -735,6 +738,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                             location: Some(self.seg_label(b)),
                         });
                     }
+                    self.inst_ids.insert(id.clone(), self.insts.len());
                     self.insts.push(Inst {
                         plan: pi,
                         alias: rp.alias,
@@ -773,9 +777,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
 
     /// An instance already located with this type and id.
     fn same_id(&self, rtype: &str, id: &str) -> Option<usize> {
-        self.insts
-            .iter()
-            .position(|i| i.id == id && i.rtype == rtype)
+        self.inst_ids
+            .get(id)
+            .copied()
+            .filter(|&i| self.insts.get(i).is_some_and(|x| x.rtype == rtype))
     }
 
     /// The instance with `alias` whose scope shares the longest prefix with `scope`.
