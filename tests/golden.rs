@@ -340,8 +340,8 @@ fn adt_with_after_dg1(extra: &str) -> String {
         .join("\r")
 }
 
-/// Two different segments with the same id keys (here two DG1 sent with set id 1, admitting and
-/// final diagnosis of the same code) become two resources with distinct ids and a warning: one
+/// Two different segments with the same id keys (here two DG1 with the same code and diagnosis
+/// type in one visit, one of them dated) become two resources with distinct ids and a warning: one
 /// id twice would make one overwrite the other, and a transaction may not hold an id twice. The
 /// same segment sent twice becomes one resource and is not reported as unmapped.
 #[test]
@@ -357,7 +357,9 @@ fn resources_with_the_same_id_keys_stay_apart() {
     };
     let got = convert_text(
         &plan,
-        &adt_with_after_dg1("DG1|1||I21.9^Acute myocardial infarction, unspecified^I10|||F"),
+        &adt_with_after_dg1(
+            "DG1|2||I21.9^Acute myocardial infarction, unspecified^I10||20240316|A",
+        ),
     );
     let all = urls(&got);
     let conditions: Vec<&String> = all.iter().filter(|u| u.starts_with("Condition/")).collect();
@@ -380,7 +382,9 @@ fn resources_with_the_same_id_keys_stay_apart() {
     assert_eq!(
         urls(&convert_text(
             &plan,
-            &adt_with_after_dg1("DG1|1||I21.9^Acute myocardial infarction, unspecified^I10|||F")
+            &adt_with_after_dg1(
+                "DG1|2||I21.9^Acute myocardial infarction, unspecified^I10||20240316|A"
+            )
         )),
         all
     );
@@ -436,6 +440,23 @@ fn later_visits_and_orders_keep_earlier_results() {
         assert_eq!(ids(&resent, rt), first, "{rt}");
     }
     assert_eq!(ids(&next_visit, "Patient"), ids(&adt, "Patient"));
+    // Allergies belong to the patient, whatever their set id: a list resent in another order, or
+    // with an entry removed before them, keeps their ids.
+    let renumbered = adt.replace("AL1|1|DA|70618^", "AL1|2|DA|70618^");
+    assert_ne!(renumbered, adt);
+    assert_eq!(
+        ids(&renumbered, "AllergyIntolerance"),
+        ids(&adt, "AllergyIntolerance")
+    );
+    // Admitting (A) and final (F) diagnosis of the same code are two Conditions.
+    let final_too = adt.replace(
+        "DG1|1||I21.9^Acute myocardial infarction, unspecified^I10|||A",
+        "DG1|1||I21.9^Acute myocardial infarction, unspecified^I10|||A\rDG1|2||I21.9^Acute myocardial infarction, unspecified^I10|||F",
+    );
+    assert_ne!(final_too, adt);
+    let conditions = ids(&final_too, "Condition");
+    assert_eq!(conditions.len(), 2);
+    assert!(conditions.contains(&ids(&adt, "Condition")[0]));
 
     let orm = std::fs::read_to_string(root.join("tests/corpus/fhir-converter/ORM-O01-01.hl7"))
         .expect("read");
