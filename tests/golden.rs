@@ -287,24 +287,22 @@ fn observation_producer_and_device() {
     let device = by_ref(&o["device"]).unwrap_or(Value::Null);
     assert_eq!(device["resourceType"], "Device", "{o}");
     assert_eq!(device["identifier"][0]["value"], "EI12.3");
-    let producer = o["performer"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(by_ref)
-        .find(|p| p["identifier"][0]["value"] == "Org15");
+    let performer = |value: &str| {
+        o["performer"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(by_ref)
+            .find(|p| p["identifier"][0]["value"] == value)
+    };
+    let producer = performer("Org15");
     assert!(
         producer
             .is_some_and(|p| p["resourceType"] == "Organization" && p["name"] == "ID of producer"),
         "{o}"
     );
     // OBX-25: the performing organization's medical director, a performer too.
-    let director = o["performer"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(by_ref)
-        .find(|p| p["identifier"][0]["value"] == "MD-25");
+    let director = performer("MD-25");
     assert!(
         director.is_some_and(
             |p| p["resourceType"] == "Practitioner" && p["name"][0]["family"] == "Atchinson"
@@ -318,6 +316,11 @@ fn observation_producer_and_device() {
     );
 }
 
+/// A test input under the crate root, as text.
+fn input(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).expect("read")
+}
+
 fn convert_text(plan: &v2fhir::mapping::plan::Plan, text: &str) -> Value {
     let parsed = v2fhir::v2::parse(text.as_bytes()).expect("parse");
     let c = eval::convert(plan, &parsed.messages[0], &ConvertOptions::default());
@@ -326,9 +329,8 @@ fn convert_text(plan: &v2fhir::mapping::plan::Plan, text: &str) -> Value {
 
 /// The golden ADT^A01 with its DG1 line followed by `extra` (segments separated by `\r`).
 fn adt_with_after_dg1(extra: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/adt_a01.hl7");
-    let text = std::fs::read_to_string(path).expect("read");
-    text.split('\r')
+    input("tests/golden/adt_a01.hl7")
+        .split('\r')
         .flat_map(|s| {
             if s.starts_with("DG1|") {
                 vec![s.to_string(), extra.to_string()]
@@ -422,8 +424,7 @@ fn later_visits_and_orders_keep_earlier_results() {
             .filter_map(|r| r["id"].as_str().map(str::to_string))
             .collect()
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let adt = std::fs::read_to_string(root.join("tests/golden/adt_a01.hl7")).expect("read");
+    let adt = input("tests/golden/adt_a01.hl7");
     assert!(adt.contains("|V000123^"));
     let next_visit = adt.replace("|V000123^", "|V000124^");
     let resent = adt.replacen("|MSG", "|RESENT", 1);
@@ -458,8 +459,7 @@ fn later_visits_and_orders_keep_earlier_results() {
     assert_eq!(conditions.len(), 2);
     assert!(conditions.contains(&ids(&adt, "Condition")[0]));
 
-    let orm = std::fs::read_to_string(root.join("tests/corpus/fhir-converter/ORM-O01-01.hl7"))
-        .expect("read");
+    let orm = input("tests/corpus/fhir-converter/ORM-O01-01.hl7");
     let next_order = orm.replace(
         "ORC|NW|1101^GHHPlacer|1201^GHHFiller",
         "ORC|NW|1102^GHHPlacer|1202^GHHFiller",
@@ -480,8 +480,7 @@ fn later_visits_and_orders_keep_earlier_results() {
 #[test]
 fn keys_without_their_base_stay_within_the_message() {
     let plan = plan();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let vxu = std::fs::read_to_string(root.join("tests/golden/vxu_v04.hl7")).expect("read");
+    let vxu = input("tests/golden/vxu_v04.hl7");
     let no_rxa: String = vxu
         .split('\r')
         .filter(|s| !s.starts_with("RXA|") && !s.starts_with("RXR|"))
@@ -539,8 +538,7 @@ fn set_ids_are_not_reported_as_lost() {
 #[test]
 fn an_alternative_with_the_same_value_is_not_reported_lost() {
     let plan = plan();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let oru = std::fs::read_to_string(root.join("tests/golden/oru_r01_lab.hl7")).expect("read");
+    let oru = input("tests/golden/oru_r01_lab.hl7");
     let lost = |text: &str| convert_text(&plan, text)["outcome"].to_string();
     assert!(!lost(&oru).contains("OBR-16"));
     // ORC-12 comes first, OBR-16 second (and last).
