@@ -287,14 +287,15 @@ fn observation_producer_and_device() {
     let device = by_ref(&o["device"]).unwrap_or(Value::Null);
     assert_eq!(device["resourceType"], "Device", "{o}");
     assert_eq!(device["identifier"][0]["value"], "EI12.3");
-    let performer = |value: &str| {
+    let performer_where = |pred: &dyn Fn(&Value) -> bool| {
         o["performer"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(by_ref)
-            .find(|p| p["identifier"][0]["value"] == value)
+            .find(|p| pred(p))
     };
+    let performer = |value: &str| performer_where(&|p| p["identifier"][0]["value"] == value);
     let producer = performer("Org15");
     assert!(
         producer
@@ -302,6 +303,9 @@ fn observation_producer_and_device() {
         "{o}"
     );
     // OBX-25: the performing organization's medical director, a performer too.
+    // OBX-23's Organization carries OBX-24, its address (a rule of the nested resource).
+    let lab = performer_where(&|p| p["name"] == "FairOaks Hspital").unwrap_or(Value::Null);
+    assert_eq!(lab["address"][0]["line"][0], "Research Park", "{lab}");
     let director = performer("MD-25");
     assert!(
         director.is_some_and(
@@ -311,7 +315,9 @@ fn observation_producer_and_device() {
     );
     let lost = got["outcome"].to_string();
     assert!(
-        !lost.contains("OBX-15") && !lost.contains("OBX-18") && !lost.contains("OBX-25"),
+        !["OBX-15", "OBX-18", "OBX-24", "OBX-25"]
+            .iter()
+            .any(|f| lost.contains(f)),
         "{lost}"
     );
 }

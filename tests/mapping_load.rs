@@ -14,6 +14,11 @@ fn errors(files: &[(&str, &str)]) -> Vec<String> {
     }
 }
 
+/// Whether an error at `prefix` (`file:line:`) mentions `text`.
+fn has_error(e: &[String], prefix: &str, text: &str) -> bool {
+    e.iter().any(|x| x.starts_with(prefix) && x.contains(text))
+}
+
 const VOCAB: (&str, &str) = (
     "mappings/vocab/AdministrativeSex.csv",
     "source_code,target_code\nF,female\nM,male\n",
@@ -52,8 +57,7 @@ fn every_error_is_reported_with_its_position() {
             "kind: message\nname: X\nstructures: [ZZZ_Z99]\nresources:\n  - { as: p, type: Patient, source: PID, map: \"PID[Nope]\" }\n",
         ),
     ]);
-    let has =
-        |prefix: &str, text: &str| e.iter().any(|x| x.starts_with(prefix) && x.contains(text));
+    let has = |prefix: &str, text: &str| has_error(&e, prefix, text);
     assert!(has("m/segments/PID.yaml:4:", "colour"), "{e:#?}");
     assert!(
         has("m/segments/PID.yaml:5:", "Patient has no element 'sex'"),
@@ -95,8 +99,7 @@ fn type_mismatches_and_undeclared_references_are_caught() {
             "kind: segment\nmap: \"PID[Patient]\"\nrules:\n  - { name: a, from: \"PID-5[*]\", to: \"name[+]\", via: \"CX[Identifier]\" }\n  - { name: b, to: generalPractitioner, ref: nobody }\n  - { name: c, from: .1, to: gender }\n  - { name: d, from: PID-5, to: \"name[+]\" }\n",
         ),
     ]);
-    let has =
-        |prefix: &str, text: &str| e.iter().any(|x| x.starts_with(prefix) && x.contains(text));
+    let has = |prefix: &str, text: &str| has_error(&e, prefix, text);
     assert!(
         has(
             "m/segments/PID.yaml:4:",
@@ -164,8 +167,7 @@ fn sender_overlay_errors_are_reported() {
             "kind: sender\nname: x\nmatch: { MSH-3: [X] }\npatch:\n  - { map: \"PID[Patient]\", remove: nope }\n  - { map: \"PV1[Encounter]\", remove: status }\n  - { map: \"PID[Patient]\", replace: gender, with: { name: gender, from: PID-8, to: sex } }\n  - { map: \"PID[Patient]\", rules: [{ name: gender, from: PID-8, to: gender }] }\n",
         ),
     ]);
-    let has =
-        |prefix: &str, text: &str| e.iter().any(|x| x.starts_with(prefix) && x.contains(text));
+    let has = |prefix: &str, text: &str| has_error(&e, prefix, text);
     assert!(
         has("m/senders/x.yaml:5:", "has no rule named 'nope'"),
         "{e:#?}"
@@ -221,4 +223,36 @@ fn group_by_needs_rules_and_several_items() {
         ),
         "{e:#?}"
     );
+}
+
+/// The rules of a nested `resource:` are checked like any others, against the nested resource's
+/// type: a target it lacks is an error at that rule's line, and a datatype map's nested rules may
+/// not read segment fields (a datatype map has no segment).
+#[test]
+fn nested_resource_rules_are_checked() {
+    let e = errors(&[
+        (
+            "m/datatypes/XON.yaml",
+            "kind: datatype\nmap: \"XON[Organization]\"\nrules:\n  - { name: n, from: .1, to: name }\n",
+        ),
+        (
+            "m/datatypes/XCN.yaml",
+            "kind: datatype\nmap: \"XCN[Practitioner]\"\nrules:\n  - name: org\n    from: .1\n    to: \"qualification[+].issuer\"\n    resource:\n      type: Organization\n      map: \"XON[Organization]\"\n      rules:\n        - { name: a, from: OBX-24, to: \"alias[+]\" }\n",
+        ),
+        (
+            "m/segments/OBX.yaml",
+            "kind: segment\nmap: \"OBX[Observation]\"\nrules:\n  - name: org\n    from: OBX-23\n    to: \"performer[+]\"\n    resource:\n      type: Organization\n      map: \"XON[Organization]\"\n      rules:\n        - { name: ok, from: OBX-24.3, to: \"address[+].city\" }\n        - { name: bad, from: OBX-24.1, to: valueString }\n",
+        ),
+    ]);
+    let has = |prefix: &str, text: &str| has_error(&e, prefix, text);
+    assert!(has("m/segments/OBX.yaml:12:", "valueString"), "{e:#?}");
+    assert!(
+        !e.iter().any(|x| x.starts_with("m/segments/OBX.yaml:11:")),
+        "{e:#?}"
+    );
+    assert!(
+        has("m/datatypes/XCN.yaml:11:", "OBX-24 is a segment path"),
+        "{e:#?}"
+    );
+    assert_eq!(e.len(), 2, "{e:#?}");
 }

@@ -244,4 +244,8 @@ pub struct NestedResource {
     /// Relative key paths for its id (default: the whole value).
     #[serde(default)]
     pub key: Vec<String>,
+    /// Rules run after the map's, in the rule's context: they may read other fields of the
+    /// segment (OBX-24, the address of the OBX-23 organization).
+    #[serde(default)]
+    pub rules: Vec<Rule>,
 }

@@ -1324,11 +1324,17 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     choice: None,
                 })
             }
-            Producer::Resource { rtype, map, key } => {
+            Producer::Resource {
+                rtype,
+                map,
+                key,
+                rules,
+            } => {
                 let mut obj = Map::new();
                 obj.insert("resourceType".into(), Value::String(rtype.clone()));
                 let mut body = Map::new();
                 self.run_rules(&self.map_plan(*map).rules, frame, &mut body)?;
+                self.run_rules(rules, frame, &mut body)?;
                 if body.is_empty() {
                     return Ok(None);
                 }

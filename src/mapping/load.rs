@@ -1485,10 +1485,21 @@ fn compile_rule(
                 Err(e) => ctx.err(file, &format!("{ptr}/resource/key/{k}"), e),
             }
         }
+        let rules = compile_rules(
+            ctx,
+            model,
+            file,
+            &format!("{ptr}/resource/rules"),
+            &res.rules,
+            &res.rtype,
+            segment,
+            item_value,
+        );
         Producer::Resource {
             rtype: res.rtype.clone(),
             map,
             key,
+            rules,
         }
     } else if let Some(sw) = &r.switch {
         let on = match parse_src(sw) {

@@ -208,6 +208,8 @@ pub enum Producer {
         map: MapId,
         /// Key paths (relative).
         key: Vec<Src>,
+        /// Extra rules, run after the map's with the rule's frame.
+        rules: Vec<RulePlan>,
     },
     /// First matching case.
     Switch {
@@ -378,8 +380,9 @@ impl Plan {
         }
         fn walk_producer(p: &Producer, out: &mut std::collections::BTreeSet<String>) {
             match p {
-                Producer::Resource { rtype, .. } => {
+                Producer::Resource { rtype, rules, .. } => {
                     out.insert(rtype.clone());
+                    walk(rules, out);
                 }
                 Producer::Rules(rules) => walk(rules, out),
                 Producer::Switch { cases, default, .. } => {
