@@ -1109,7 +1109,10 @@ fn referenced_maps(rules: &[RulePlan], out: &mut Vec<MapId>) {
     for r in rules {
         match &r.producer {
             Producer::Via(m) => out.push(*m),
-            Producer::Resource { map, .. } => out.push(*map),
+            Producer::Resource { map, rules, .. } => {
+                out.push(*map);
+                referenced_maps(rules, out);
+            }
             Producer::Rules(sub) => referenced_maps(sub, out),
             Producer::Switch { cases, default, .. } => {
                 for (_, c) in cases {
