@@ -153,6 +153,27 @@ fn cycles_between_maps_are_rejected() {
         )),
         "{e:#?}"
     );
+    // Through the rules of a nested resource too: XON[Organization] reaches XPN[HumanName] only
+    // through such a rule, and XPN[HumanName] builds an XON[Organization].
+    let e = errors(&[
+        (
+            "m/datatypes/XON.yaml",
+            "kind: datatype\nmap: \"XON[Organization]\"\nrules:\n  - name: p\n    from: .1\n    to: partOf\n    resource:\n      type: Organization\n      map: \"XON[Organization:other]\"\n      rules:\n        - { name: q, from: .2, to: \"contact[+].name\", via: \"XPN[HumanName]\" }\n",
+        ),
+        (
+            "m/datatypes/XON2.yaml",
+            "kind: datatype\nmap: \"XON[Organization:other]\"\nrules:\n  - { name: n, from: .1, to: name }\n",
+        ),
+        (
+            "m/datatypes/XPN.yaml",
+            "kind: datatype\nmap: \"XPN[HumanName]\"\nrules:\n  - name: o\n    from: .1\n    to: \"extension[+].valueReference\"\n    resource:\n      type: Organization\n      map: \"XON[Organization]\"\n",
+        ),
+    ]);
+    assert!(
+        e.iter()
+            .any(|x| x.contains("is part of a cycle") && x.contains("XPN[HumanName]")),
+        "{e:#?}"
+    );
 }
 
 #[test]
