@@ -449,12 +449,17 @@ fn later_visits_and_orders_keep_earlier_results() {
     assert_eq!(ids(&next_visit, "Patient"), ids(&adt, "Patient"));
     // Allergies belong to the patient, whatever their set id: a list resent in another order, or
     // with an entry removed before them, keeps their ids.
-    let renumbered = adt.replace("AL1|1|DA|70618^", "AL1|2|DA|70618^");
+    let renumbered = adt
+        .replace("AL1|1|DA|70618^", "AL1|2|DA|70618^")
+        .replace("NK1|1|", "NK1|2|")
+        .replace("IN1|1|", "IN1|2|");
+    assert_eq!(renumbered.len(), adt.len());
     assert_ne!(renumbered, adt);
-    assert_eq!(
-        ids(&renumbered, "AllergyIntolerance"),
-        ids(&adt, "AllergyIntolerance")
-    );
+    for rt in ["AllergyIntolerance", "RelatedPerson", "Coverage"] {
+        let before = ids(&adt, rt);
+        assert!(!before.is_empty(), "{rt}");
+        assert_eq!(ids(&renumbered, rt), before, "{rt}");
+    }
     // Admitting (A) and final (F) diagnosis of the same code are two Conditions.
     let final_too = adt.replace(
         "DG1|1||I21.9^Acute myocardial infarction, unspecified^I10|||A",
