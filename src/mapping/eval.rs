@@ -713,8 +713,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                             count += 1;
                             continue;
                         }
-                        // Different segments with the same business key (e.g. every DG1 sent
-                        // with set id 1): one would overwrite the other, and a transaction may
+                        // Different segments with the same business key (e.g. two OBX of one
+                        // code without a time in one visit): one would overwrite the other, and a transaction may
                         // not hold one id twice. The later one gets the key plus its occurrence,
                         // which is stable on replay.
                         let mut n = 2;
