@@ -562,3 +562,47 @@ fn an_alternative_with_the_same_value_is_not_reported_lost() {
     assert_ne!(other, oru);
     assert!(lost(&other).contains("OBR-16"), "{}", lost(&other));
 }
+
+/// A provider (or other nested resource) built twice in one message with the same id is one
+/// resource: what the first build lacked is added from the later one, and a value that differs
+/// keeps the first and is reported, never silently dropped.
+#[test]
+fn a_nested_resource_built_twice_is_merged_or_reported() {
+    let plan = plan();
+    let adt = input("tests/golden/adt_a01.hl7");
+    let obx =
+        "OBX|1|NM|8867-4^Heart rate^LN||72|/min^per minute^UCUM|60-100|N|||F|||20240315091500-0500";
+    assert!(adt.contains(obx));
+    let attending = "|1234^ATTEND^ALICE^^^DR^^^NPI|";
+    assert!(adt.contains(attending));
+    let practitioners = |text: &str| -> (Vec<Value>, String) {
+        let got = convert_text(&plan, text);
+        let p = resource(&got["bundle"], "Practitioner")
+            .into_iter()
+            .filter(|p| p["identifier"][0]["value"] == "1234")
+            .cloned()
+            .collect();
+        (p, got["outcome"].to_string())
+    };
+    // PV1-7 sends the number alone; OBX-16 names the same provider: one Practitioner, named.
+    let gap = adt
+        .replace(attending, "|1234^^^^^^^^NPI|")
+        .replace(obx, &format!("{obx}||1234^ATTEND^ALICE^^^DR^^^NPI"));
+    let (p, outcome) = practitioners(&gap);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0]["name"][0]["family"], "ATTEND", "{p:?}");
+    assert!(!outcome.contains("built again"), "{outcome}");
+    // OBX-16 gives the same number another name: the first is kept and the conflict reported.
+    let conflict = adt.replace(obx, &format!("{obx}||1234^OTHER^OLGA^^^DR^^^NPI"));
+    let (p, outcome) = practitioners(&conflict);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0]["name"][0]["family"], "ATTEND", "{p:?}");
+    assert!(
+        outcome.contains("is built again with different name (rule performer)"),
+        "{outcome}"
+    );
+    assert!(
+        !outcome.contains("OTHER") && !outcome.contains("OLGA"),
+        "no values: {outcome}"
+    );
+}

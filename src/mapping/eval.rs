@@ -210,7 +210,8 @@ struct Ev<'p, 'm, 'a, 'g> {
     repeats: Vec<(usize, usize)>,
     issues: Vec<Issue>,
     extra: Vec<Value>,
-    extra_ids: HashSet<String>,
+    /// Index into `extra` by `Type/id`.
+    extra_ids: HashMap<String, usize>,
     sender: String,
     /// Segment map of each resource definition of the routed message map.
     res_maps: Vec<MapId>,
@@ -394,7 +395,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         repeats: Vec::new(),
         issues,
         extra: Vec::new(),
-        extra_ids: HashSet::new(),
+        extra_ids: HashMap::new(),
         sender,
         res_maps: Vec::new(),
         overlay: None,
@@ -1360,8 +1361,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 obj.insert("id".into(), Value::String(id.clone()));
                 obj.extend(body);
                 let full = format!("{rtype}/{id}");
-                if self.extra_ids.insert(full.clone()) {
-                    self.extra.push(Value::Object(obj));
+                match self.extra_ids.get(&full) {
+                    None => {
+                        self.extra_ids.insert(full.clone(), self.extra.len());
+                        self.extra.push(Value::Object(obj));
+                    }
+                    Some(&i) => self.merge_extra(i, obj, r),
                 }
                 Some(Produced {
                     value: json!({"reference": full}),
@@ -1413,6 +1418,45 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             (p, _) => p,
         };
         Ok(p)
+    }
+
+    /// The same nested resource built again (same id) in this message: elements the first
+    /// build lacked are added (a provider named in PV1-7 and sent by number alone in OBX-16);
+    /// an element both have with different values keeps the first and says so.
+    fn merge_extra(&mut self, i: usize, later: Map<String, Value>, r: &RulePlan) {
+        let Some(Value::Object(first)) = self.extra.get_mut(i) else {
+            return;
+        };
+        let mut differs: Vec<String> = Vec::new();
+        for (k, v) in later {
+            match first.get(&k) {
+                None => {
+                    first.insert(k, v);
+                }
+                Some(old) if *old != v => differs.push(k),
+                Some(_) => {}
+            }
+        }
+        if !differs.is_empty() {
+            let what = format!(
+                "{}/{}",
+                first
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+                first.get("id").and_then(Value::as_str).unwrap_or("")
+            );
+            self.issues.push(Issue {
+                severity: Severity::Warning,
+                code: "conflict",
+                text: format!(
+                    "{what} is built again with different {} (rule {}); the first is kept",
+                    differs.join(", "),
+                    r.name
+                ),
+                location: Some(self.loc_of(r)),
+            });
+        }
     }
 
     fn loc_of(&self, r: &RulePlan) -> String {
