@@ -66,6 +66,11 @@ fn check(bytes: &[u8]) {
                 ))
             })
             .collect();
+        let with_id = entries
+            .iter()
+            .filter(|e| e["resource"]["id"].is_string())
+            .count();
+        assert_eq!(ids.len(), with_id, "a Type/id twice in one Bundle");
         for e in entries {
             let r = &e["resource"];
             let problems = v2fhir::fhir::validate::validate(r);
@@ -106,5 +111,31 @@ proptest! {
             bytes.splice(at..end, ins);
         }
         check(&bytes);
+    }
+
+    /// Segments repeated as they are, or repeated with one field changed (same business keys,
+    /// other content), never put one id twice in a Bundle nor break a reference.
+    #[test]
+    fn repeated_segments_never_repeat_an_id(
+        which in 0usize..7,
+        repeats in prop::collection::vec((1usize..40, any::<bool>()), 1..6),
+    ) {
+        let seed = &seeds()[which % seeds().len()];
+        let mut segs: Vec<Vec<u8>> = seed
+            .split(|&b| b == b'\r')
+            .filter(|s| !s.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        for (at, changed) in repeats {
+            // Never MSH (index 0): a second MSH starts a second message.
+            let i = 1 + at % (segs.len() - 1).max(1);
+            let Some(seg) = segs.get(i).cloned() else { continue };
+            let mut copy = seg;
+            if changed {
+                copy.extend_from_slice(b"|||||||||||||||||||||||||X");
+            }
+            segs.insert(i + 1, copy);
+        }
+        check(&segs.join(&b'\r'));
     }
 }
