@@ -322,6 +322,15 @@ fn observation_producer_and_device() {
     );
 }
 
+/// The ids of the `rt` resources converted from `text`.
+fn resource_ids(plan: &v2fhir::mapping::plan::Plan, text: &str, rt: &str) -> Vec<String> {
+    let got = convert_text(plan, text);
+    resource(&got["bundle"], rt)
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// A test input under the crate root, as text.
 fn input(rel: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).expect("read")
@@ -423,13 +432,7 @@ fn resources_with_the_same_id_keys_stay_apart() {
 #[test]
 fn later_visits_and_orders_keep_earlier_results() {
     let plan = plan();
-    let ids = |text: &str, rt: &str| -> Vec<String> {
-        let got = convert_text(&plan, text);
-        resource(&got["bundle"], rt)
-            .iter()
-            .filter_map(|r| r["id"].as_str().map(str::to_string))
-            .collect()
-    };
+    let ids = |text: &str, rt: &str| resource_ids(&plan, text, rt);
     let adt = input("tests/golden/adt_a01.hl7");
     assert!(adt.contains("|V000123^"));
     let next_visit = adt.replace("|V000123^", "|V000124^");
@@ -501,13 +504,7 @@ fn keys_without_their_base_stay_within_the_message() {
         .replace("MRN5555^", "MRN6666^")
         .replace("|VXU0001|", "|VXU0002|");
     assert_ne!(other_patient, no_rxa);
-    let ids = |text: &str| -> Vec<String> {
-        let got = convert_text(&plan, text);
-        resource(&got["bundle"], "Observation")
-            .iter()
-            .filter_map(|r| r["id"].as_str().map(str::to_string))
-            .collect()
-    };
+    let ids = |text: &str| resource_ids(&plan, text, "Observation");
     let a = ids(&no_rxa);
     assert_eq!(a.len(), 4, "{a:?}");
     let b = ids(&other_patient);
@@ -605,4 +602,33 @@ fn a_nested_resource_built_twice_is_merged_or_reported() {
         !outcome.contains("OTHER") && !outcome.contains("OLGA"),
         "no values: {outcome}"
     );
+}
+
+/// Results without order numbers or a specimen identifier do not overwrite the patient's earlier
+/// ones: a report falls back to its observation time (OBR-7), a specimen without SPM-2 is unique
+/// to its message. Before, such a patient's next panel of the same code, and every specimen #1,
+/// replaced the previous one.
+#[test]
+fn results_without_numbers_keep_earlier_results() {
+    let plan = plan();
+    let ids = |text: &str, rt: &str| resource_ids(&plan, text, rt);
+    let oru = input("tests/golden/oru_r01_lab.hl7")
+        .replace("|ORD777^EHR|FIL888^LIS|", "|||")
+        .replace("|SPC123&EHR&2.16.840.1.113883.3.999&ISO|", "||");
+    assert!(!oru.contains("FIL888") && !oru.contains("SPC123"));
+    let next = oru.replace("|LAB0001|", "|LAB0002|").replace(
+        "|||20240315101500-0500|||||||||9999",
+        "|||20240316101500-0500|||||||||9999",
+    );
+    assert_ne!(next, oru);
+    for rt in ["DiagnosticReport", "Specimen", "Observation"] {
+        let first = ids(&oru, rt);
+        assert!(!first.is_empty(), "{rt}");
+        let later = ids(&next, rt);
+        assert!(
+            later.iter().all(|i| !first.contains(i)),
+            "{rt}: {first:?} {later:?}"
+        );
+        assert_eq!(ids(&oru, rt), first, "{rt}: stable on replay");
+    }
 }
