@@ -78,6 +78,10 @@ struct ConvertArgs {
     /// Skip R4 validation (not recommended).
     #[arg(long)]
     no_validate: bool,
+    /// At the end, on stderr: how often each segment and field went unmapped over all the
+    /// messages (what a feed sends that the mappings do not use yet).
+    #[arg(long)]
+    loss_summary: bool,
 }
 
 #[derive(clap::Args)]
@@ -468,6 +472,24 @@ fn load_plan(dir: &std::path::Path) -> Result<v2fhir::mapping::plan::Plan> {
     }
 }
 
+/// The `--loss-summary` text: whole segments, then fields, most frequent first.
+fn loss_summary(lost: std::collections::HashMap<String, usize>, messages: usize) -> String {
+    let mut v: Vec<(String, usize)> = lost.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let line = |segments: bool| {
+        v.iter()
+            .filter(|(k, _)| k.contains('-') != segments)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "not mapped, over {messages} message(s) (occurrences):\n  segments: {}\n  fields:   {}",
+        line(true),
+        line(false)
+    )
+}
+
 fn collect_inputs(p: &std::path::Path, out: &mut Vec<PathBuf>) -> Result<()> {
     if p.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
@@ -510,6 +532,7 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
         collect_inputs(i, &mut files)?;
     }
     let (mut ok, mut failed) = (0usize, 0usize);
+    let mut lost: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     // A progress bar for many files, on a terminal only (never in pipes or CI logs).
     use std::io::IsTerminal;
     let bar = (files.len() > 20 && std::io::stderr().is_terminal()).then(|| {
@@ -560,6 +583,11 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
             } else {
                 ok += 1
             }
+            if a.loss_summary {
+                for u in &c.unmapped {
+                    *lost.entry(u.clone()).or_default() += 1;
+                }
+            }
             if a.ndjson {
                 serde_json::to_writer(
                     &mut *out,
@@ -578,6 +606,9 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
     }
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    if a.loss_summary {
+        say!("{}", loss_summary(lost, ok + failed));
     }
     say!("{ok} converted, {failed} failed");
     Ok(if failed == 0 {

@@ -260,3 +260,44 @@ fn ack_answers_ae_when_conversion_fails() {
     assert!(text.contains("\nMSA|AE|7\n"), "{text}");
     assert!(text.contains("207^Application internal error^HL70357|E||||Observation not emitted: required code (OBX-3) is missing"), "{text}");
 }
+
+/// `--loss-summary` counts what went unmapped over all the messages: whole segments and fields,
+/// most frequent first, on stderr (stdout keeps the bundles).
+#[test]
+fn convert_loss_summary_counts_unmapped_segments_and_fields() {
+    let out = run(
+        &["convert", "--ndjson", "--loss-summary", "tests/golden"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let summary = err
+        .split("not mapped, over 7 message(s) (occurrences):")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no summary: {err}"));
+    let fields = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("fields:"))
+        .unwrap_or_else(|| panic!("no fields line: {summary}"));
+    // EVN (no EVN-5 in the golden ADTs) and IN1-9 appear; Set IDs never do.
+    assert!(fields.contains("IN1-9 "), "{fields}");
+    assert!(!fields.contains("PID-1 "), "{fields}");
+    let segments = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("segments:"))
+        .unwrap_or_else(|| panic!("no segments line: {summary}"));
+    assert!(segments.contains("EVN "), "{segments}");
+    // Counts are in descending order.
+    let counts: Vec<usize> = fields
+        .split(", ")
+        .filter_map(|x| x.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{fields}");
+    // Without the flag, no summary.
+    let plain = run(&["convert", "--ndjson", "tests/golden"], None);
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("not mapped, over"));
+}

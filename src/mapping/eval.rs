@@ -104,6 +104,9 @@ pub struct Conversion {
     /// Findings of grouping the message by its structure (for the ACK's ERR segments, with
     /// locations), so callers need not group it again.
     pub structure: Vec<crate::v2::Diagnostic>,
+    /// What the loss report lists, as addresses: a whole segment (`EVN`) or a field (`PID-33`),
+    /// once per occurrence (for summaries over many messages).
+    pub unmapped: Vec<String>,
 }
 
 impl Conversion {
@@ -208,6 +211,8 @@ struct Ev<'p, 'm, 'a, 'g> {
     /// (segment, the earlier identical segment it repeats): one resource for both, and the
     /// repeat counts as consumed wherever the first is.
     repeats: Vec<(usize, usize)>,
+    /// The loss report's addresses (see [`Conversion::unmapped`]).
+    unmapped: Vec<String>,
     issues: Vec<Issue>,
     extra: Vec<Value>,
     /// Index into `extra` by `Type/id`.
@@ -374,6 +379,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
             by_alias: vec![],
             issues,
             map: None,
+            unmapped: Vec::new(),
         };
     };
     let h = msg.header();
@@ -393,6 +399,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
             .map(|s| vec![false; s.field_count() + 1])
             .collect(),
         repeats: Vec::new(),
+        unmapped: Vec::new(),
         issues,
         extra: Vec::new(),
         extra_ids: HashMap::new(),
@@ -491,6 +498,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         by_alias,
         issues: ev.issues,
         map: Some(mp.name.clone()),
+        unmapped: ev.unmapped,
     }
 }
 
@@ -1499,6 +1507,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 continue;
             }
             if !used.iter().any(|u| *u) {
+                self.unmapped.push(seg.id().to_string());
                 self.issues.push(Issue {
                     severity: Severity::Warning,
                     code: "not-supported",
@@ -1517,6 +1526,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 .map(|n| format!("{}-{n}", seg.id()))
                 .collect();
             if !lost.is_empty() {
+                self.unmapped.extend(lost.iter().cloned());
                 self.issues.push(Issue {
                     severity: Severity::Info,
                     code: "informational",
