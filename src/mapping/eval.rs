@@ -700,7 +700,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     };
                     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
                     let mut id = ids::resource_id(&rp.rtype, &scope_str, &base, &key_refs);
-                    if let Some(first) = self.same_id(&rp.rtype, &id) {
+                    if let Some(first) = self.same_id(&id) {
                         let (a, b) = (self.insts[first].seg, s);
                         if self.insts[first].alias == rp.alias
                             && self.msg.segment(a).map(|x| x.raw())
@@ -727,7 +727,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         // not hold one id twice. The later one gets the key plus its occurrence,
                         // which is stable on replay.
                         let mut n = 2;
-                        while self.same_id(&rp.rtype, &id).is_some() {
+                        while self.same_id(&id).is_some() {
                             let occurrence = format!("#{n}");
                             let mut refs = key_refs.clone();
                             refs.push(&occurrence);
@@ -784,12 +784,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         )
     }
 
-    /// An instance already located with this type and id.
-    fn same_id(&self, rtype: &str, id: &str) -> Option<usize> {
-        self.inst_ids
-            .get(id)
-            .copied()
-            .filter(|&i| self.insts.get(i).is_some_and(|x| x.rtype == rtype))
+    /// An instance already located with this id (ids are UUIDv5 over the type as well).
+    fn same_id(&self, id: &str) -> Option<usize> {
+        self.inst_ids.get(id).copied()
     }
 
     /// The instance with `alias` whose scope shares the longest prefix with `scope`.
@@ -984,16 +981,15 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     /// `A | B` took A: B is consumed too when it holds the same value (e.g. ORC-12 and OBR-16
     /// naming the same provider), so the loss report does not list a value the output has.
     fn mark_same_alternatives(&mut self, rest: &[Src], frame: &Frame<'g, 'a>, chosen: &[V2<'a>]) {
+        let valued = |vals: &[V2<'a>]| -> Vec<&'a [u8]> {
+            vals.iter()
+                .filter(|v| v.is_valued())
+                .map(|v| v.raw())
+                .collect()
+        };
+        let chosen = valued(chosen);
         for b in rest {
-            let other = self.resolve(b, frame, false);
-            let same = other.iter().filter(|v| v.is_valued()).count()
-                == chosen.iter().filter(|v| v.is_valued()).count()
-                && other
-                    .iter()
-                    .filter(|v| v.is_valued())
-                    .zip(chosen.iter().filter(|v| v.is_valued()))
-                    .all(|(x, y)| x.raw() == y.raw());
-            if same && !other.is_empty() {
+            if valued(&self.resolve(b, frame, false)) == chosen {
                 self.resolve(b, frame, true);
             }
         }
@@ -1374,7 +1370,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         self.extra_ids.insert(full.clone(), self.extra.len());
                         self.extra.push(Value::Object(obj));
                     }
-                    Some(&i) => self.merge_extra(i, obj, r),
+                    Some(&i) => self.merge_extra(i, obj, r, &full),
                 }
                 Some(Produced {
                     value: json!({"reference": full}),
@@ -1431,7 +1427,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     /// The same nested resource built again (same id) in this message: elements the first
     /// build lacked are added (a provider named in PV1-7 and sent by number alone in OBX-16);
     /// an element both have with different values keeps the first and says so.
-    fn merge_extra(&mut self, i: usize, later: Map<String, Value>, r: &RulePlan) {
+    fn merge_extra(&mut self, i: usize, later: Map<String, Value>, r: &RulePlan, what: &str) {
         let Some(Value::Object(first)) = self.extra.get_mut(i) else {
             return;
         };
@@ -1446,14 +1442,6 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
         }
         if !differs.is_empty() {
-            let what = format!(
-                "{}/{}",
-                first
-                    .get("resourceType")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-                first.get("id").and_then(Value::as_str).unwrap_or("")
-            );
             self.issues.push(Issue {
                 severity: Severity::Warning,
                 code: "conflict",
