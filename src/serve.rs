@@ -150,6 +150,9 @@ pub struct StoreSection {
     pub url: String,
     /// `power-loss` (fsync per group commit, default) or `process-crash` (SQLite NORMAL).
     pub durability: String,
+    /// SQLite: the writer hands each transaction's WAL frames to the kernel in one write
+    /// (`crates/walbuf`); `false` writes them as SQLite does, two writes per page.
+    pub wal_buffer: bool,
 }
 
 impl Default for StoreSection {
@@ -157,6 +160,7 @@ impl Default for StoreSection {
         StoreSection {
             url: "sqlite://data/v2fhir.db".into(),
             durability: "power-loss".into(),
+            wal_buffer: true,
         }
     }
 }
@@ -616,6 +620,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         anyhow::bail!("the FHIR R4 schema could not be compiled: {e}");
     }
     let sinks = cfg.sinks()?;
+    crate::store::set_wal_buffer(cfg.store.wal_buffer);
     let store = Store::open(&cfg.store.url, cfg.durability()?)
         .await?
         .with_sinks(sinks);

@@ -207,10 +207,18 @@ impl Cols for LiteRow {
     }
 }
 
+/// Whether the SQLite writer writes through `v2fhir-walbuf` (`store.wal_buffer`, default on).
+static WAL_BUFFER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Set whether SQLite writer connections opened from now on use the WAL-buffering VFS.
+pub fn set_wal_buffer(on: bool) {
+    WAL_BUFFER.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Lite {
     /// Open `path` with the same settings as the pool's connections (`pragmas`).
     pub(crate) fn open(path: &str, pragmas: &str) -> Result<Lite, StoreError> {
-        let conn = Self::connect(path, pragmas, "open the writer connection")?;
+        let conn = Self::connect(path, pragmas, true, "open the writer connection")?;
         // When another connection holds the write lock (an outbox claim, a migration),
         // retry every 100 µs for up to 10 s. SQLite's own busy_timeout backs off to 100 ms
         // sleeps, which put whole-second stalls into ingest during an upstream outage.
@@ -312,7 +320,7 @@ impl Lite {
     /// Open a read-only connection on `path` (`pragmas` as for the writer; a smaller page cache,
     /// since there are several).
     pub(crate) fn open_reader(path: &str, pragmas: &str) -> Result<Lite, StoreError> {
-        let conn = Self::connect(path, pragmas, "open a reader connection")?;
+        let conn = Self::connect(path, pragmas, false, "open a reader connection")?;
         conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA query_only=ON;")
             .map_err(lite("configure a reader connection"))?;
         conn.set_prepared_statement_cache_capacity(128);
@@ -323,13 +331,28 @@ impl Lite {
         })
     }
 
-    /// A connection on `path` with `pragmas` applied (`op` names the step in errors).
+    /// A connection on `path` with `pragmas` applied (`op` names the step in errors). The writer
+    /// (`writer`) writes through the WAL-buffering VFS (`v2fhir-walbuf`, see ARCHITECTURE.md):
+    /// a transaction's WAL frames reach the kernel in one write instead of two per page.
     fn connect(
         path: &str,
         pragmas: &str,
+        writer: bool,
         op: &'static str,
     ) -> Result<rusqlite::Connection, StoreError> {
-        let conn = rusqlite::Connection::open(path).map_err(lite(op))?;
+        let conn = if writer && WAL_BUFFER.load(std::sync::atomic::Ordering::Relaxed) {
+            let vfs = v2fhir_walbuf::register().map_err(|rc| StoreError::Sqlite {
+                op,
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rc),
+                    Some("registering the WAL-buffering VFS failed".into()),
+                ),
+            })?;
+            rusqlite::Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs)
+                .map_err(lite(op))?
+        } else {
+            rusqlite::Connection::open(path).map_err(lite(op))?
+        };
         conn.execute_batch(pragmas).map_err(lite(op))?;
         Ok(conn)
     }

@@ -46,6 +46,7 @@ pub mod outbox;
 mod query;
 pub mod resources;
 mod sql;
+pub use exec::set_wal_buffer;
 pub use outbox::{Claimed, DeliveryState, OutboxStats};
 pub use query::{MessageFilter, MessagePage};
 pub use resources::{NewResource, ResourceRow};
