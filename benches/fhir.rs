@@ -76,6 +76,7 @@ fn message(p: usize, obs: usize) -> NewMessage {
         raw,
         diagnostics: None,
         output: None,
+        output_packed: None,
         ack: String::new(),
         resources,
     }

@@ -24,6 +24,12 @@ fn row(n: usize, raw: &[u8], output: &str) -> NewMessage {
         } else {
             Some(output.to_string())
         },
+        // As the pipeline's lanes hand it over: packed before the commit.
+        output_packed: if std::env::var_os("NO_OUTPUT").is_some() {
+            None
+        } else {
+            v2fhir::store::packed::pack(output)
+        },
         ack: "MSH|^~\\&|V2FHIR|HOSP|ADT1|HOSP|20261129||ACK^A01^ACK|X|P|2.5.1\rMSA|AA|B\r".into(),
         // The message log alone; resources and their index are measured by benches/fhir.rs and
         // end to end by bench/mllp.sh.

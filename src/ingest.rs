@@ -283,6 +283,7 @@ pub fn prepare(
                     raw: raw.to_vec(),
                     diagnostics: Some(outcome.to_string()),
                     output: None,
+                    output_packed: None,
                     ack: ack.clone(),
                     resources: Vec::new(),
                 },
@@ -379,6 +380,8 @@ fn prepare_message(
             ack_code: app_code.as_str().to_string(),
             raw: raw.to_vec(),
             diagnostics,
+            // Packed here, on the lane, rather than by the one writer.
+            output_packed: output.as_deref().and_then(crate::store::packed::pack),
             output,
             ack: acks.join("\n"),
             resources,

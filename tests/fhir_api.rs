@@ -1131,6 +1131,7 @@ async fn versions_history_etags_everything_and_deletes() {
                 raw,
                 diagnostics: None,
                 output: None,
+                output_packed: None,
                 ack: String::new(),
                 resources: vec![v2fhir::store::NewResource::delete("Encounter", &enc_key.1)],
             }])

@@ -19,6 +19,7 @@ fn row(control: &str, raw: &[u8], status: Status, ty: &str, at: i64) -> NewMessa
         raw: raw.to_vec(),
         diagnostics: None,
         output: Some("{\"resourceType\":\"Bundle\"}".into()),
+        output_packed: None,
         ack: format!("MSH|...\rMSA|AA|{control}\r"),
         resources: Vec::new(),
     }
@@ -30,6 +31,101 @@ async fn each_store(name: &str, f: impl AsyncFn(&str, Store)) {
             .await
             .unwrap_or_else(|e| panic!("{backend}: open: {e}"));
         f(backend, store.clone()).await;
+        store.close().await;
+    }
+}
+
+/// The Bundle is kept LZ4-packed (`output_z`) whether the pipeline packed it or the store did;
+/// reads give the text back. Rows from before the packed column (text in `output`) read as
+/// before, and a reprocessed message's new output is packed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_kept_packed_and_older_text_rows_still_read() {
+    use sqlx::Row;
+    for (backend, url) in gateway::store_urls("packed").await {
+        let store = Store::open(&url, Durability::PowerLoss)
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: open: {e}"));
+        let entries: Vec<String> = (0..60)
+            .map(|i| format!(r#"{{"fullUrl":"urn:uuid:{i}","request":{{"method":"PUT","url":"Patient/{i}"}}}}"#))
+            .collect();
+        let bundle = format!(
+            r#"{{"resourceType":"Bundle","type":"transaction","entry":[{}]}}"#,
+            entries.join(",")
+        );
+        let mut by_store = row("P1", b"MSH|1", Status::Converted, "ADT^A01", 1);
+        by_store.output = Some(bundle.clone());
+        let mut by_lane = row("P2", b"MSH|2", Status::Converted, "ADT^A01", 2);
+        by_lane.output = Some(bundle.clone());
+        by_lane.output_packed = v2fhir::store::packed::pack(&bundle);
+        let c = store
+            .commit(&[by_store, by_lane])
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let pool = sqlx::AnyPool::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: connect: {e}"));
+        for done in &c {
+            let m = store.get(done.id).await.ok().flatten();
+            assert_eq!(
+                m.and_then(|m| m.output).as_deref(),
+                Some(bundle.as_str()),
+                "{backend}"
+            );
+            let r = sqlx::query(
+                "SELECT CASE WHEN output IS NULL THEN 1 ELSE 0 END, length(output_z) FROM messages WHERE id = $1",
+            )
+            .bind(done.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+            let (text_null, packed_len): (i32, i64) = (
+                r.try_get::<i32, _>(0).unwrap_or_else(|e| panic!("{e}")),
+                r.try_get::<i64, _>(1).unwrap_or_else(|e| panic!("{e}")),
+            );
+            assert_eq!(text_null, 1, "{backend}: no text copy");
+            assert!(
+                (packed_len as usize) * 5 < bundle.len(),
+                "{backend}: {packed_len} bytes packed for {}",
+                bundle.len()
+            );
+        }
+        // A row as written before output_z existed.
+        sqlx::query("UPDATE messages SET output = $1, output_z = NULL WHERE id = $2")
+            .bind("{\"resourceType\":\"Bundle\",\"id\":\"old\"}")
+            .bind(c[0].id)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let old = store.get(c[0].id).await.ok().flatten();
+        assert_eq!(
+            old.and_then(|m| m.output).as_deref(),
+            Some("{\"resourceType\":\"Bundle\",\"id\":\"old\"}"),
+            "{backend}"
+        );
+        // Reprocessed: the new output replaces the old text, packed.
+        store
+            .update_outcome(c[0].id, Status::Converted, Some(&bundle), None, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let r = sqlx::query(
+            "SELECT CASE WHEN output IS NULL THEN 1 ELSE 0 END FROM messages WHERE id = $1",
+        )
+        .bind(c[0].id)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert_eq!(
+            r.try_get::<i32, _>(0).unwrap_or_else(|e| panic!("{e}")),
+            1,
+            "{backend}"
+        );
+        let again = store.get(c[0].id).await.ok().flatten();
+        assert_eq!(
+            again.and_then(|m| m.output).as_deref(),
+            Some(bundle.as_str()),
+            "{backend}"
+        );
+        pool.close().await;
         store.close().await;
     }
 }
@@ -502,7 +598,12 @@ async fn the_outbox_hands_out_one_message_per_patient_in_order_under_a_lease() {
             .unwrap_or_else(|e| panic!("{backend}: {e}"));
         let ids: Vec<i64> = first.iter().map(|c| c.message_id).collect();
         assert_eq!(ids, vec![id("A1"), id("B1")], "{backend}");
-        assert!(first.iter().all(|c| c.output.is_some()), "{backend}");
+        assert!(
+            first
+                .iter()
+                .all(|c| c.output.as_deref() == Some("{\"resourceType\":\"Bundle\"}")),
+            "{backend}"
+        );
         // Held by w1: another worker gets nothing (A2 waits behind A1).
         assert_eq!(claim("w2").await, Vec::<i64>::new(), "{backend}");
         // A1 retried later: A2 still waits behind it.

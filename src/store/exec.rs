@@ -447,7 +447,9 @@ impl Lite {
                 Arg::Int(v) => stmt.raw_bind_parameter(i, *v),
                 Arg::Real(v) => stmt.raw_bind_parameter(i, *v),
                 Arg::Blob(b) => stmt.raw_bind_parameter(i, b.as_slice()),
-                Arg::NullInt | Arg::NullText => stmt.raw_bind_parameter(i, rusqlite::types::Null),
+                Arg::NullInt | Arg::NullText | Arg::NullBlob => {
+                    stmt.raw_bind_parameter(i, rusqlite::types::Null)
+                }
             };
             r.map_err(lite(op))?;
         }

@@ -43,6 +43,7 @@ macro_rules! write_tx {
 mod exec;
 mod nodelay;
 pub mod outbox;
+pub mod packed;
 mod query;
 pub mod resources;
 mod sql;
@@ -194,6 +195,9 @@ pub struct NewMessage {
     pub diagnostics: Option<String>,
     /// JSON (the FHIR Bundle) when converted.
     pub output: Option<String>,
+    /// `output` packed for the log ([`packed::pack`]), when the caller has done it (the
+    /// pipeline's lanes do, so that the one writer does not); else the store packs it.
+    pub output_packed: Option<Vec<u8>>,
     /// The acknowledgment(s) to send, ER7; several are separated by `\n`.
     pub ack: String,
     /// The FHIR resources to store with it (converted messages only).
@@ -399,18 +403,20 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("sqlite.sql")),
     (2, include_str!("sqlite_2.sql")),
     (3, include_str!("sqlite_3.sql")),
+    (4, include_str!("sqlite_4.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("postgres.sql")),
     (2, include_str!("postgres_2.sql")),
     (3, include_str!("postgres_3.sql")),
     (4, include_str!("postgres_4.sql")),
+    (5, include_str!("postgres_5.sql")),
 ];
 
 /// Columns read by [`StoredMessage::from_row`], in order.
 pub(crate) const COLUMNS: &str = "id, received_at, updated_at, source, sending_application, \
     sending_facility, control_id, message_type, charset, content_hash, status, ack_code, collision, \
-    duplicate_of, raw, diagnostics, output, ack";
+    duplicate_of, raw, diagnostics, output, ack, output_z";
 
 impl StoredMessage {
     pub(crate) fn from_row(r: &AnyRow) -> Result<StoredMessage, sqlx::Error> {
@@ -432,7 +438,14 @@ impl StoredMessage {
             duplicate_of: r.try_get(13)?,
             raw: r.try_get(14)?,
             diagnostics: r.try_get(15)?,
-            output: r.try_get(16)?,
+            output: match r.try_get::<Option<String>, _>(16)? {
+                Some(text) => Some(text),
+                None => r
+                    .try_get::<Option<Vec<u8>>, _>(18)?
+                    .map(|p| packed::unpack(&p))
+                    .transpose()
+                    .map_err(|e| sqlx::Error::Decode(format!("messages.output_z: {e}").into()))?,
+            },
             ack: r.try_get(17)?,
         })
     }
@@ -882,11 +895,11 @@ impl Store {
             })
             .collect();
         // 3. One INSERT for the run.
-        const COLS: usize = 18;
+        const COLS: usize = 19;
         let mut sql = String::from(
             "INSERT INTO messages (received_at, updated_at, source, sending_application, \
              sending_facility, control_id, message_type, charset, content_hash, status, ack_code, \
-             collision, duplicate_of, raw, diagnostics, output, ack, order_key) VALUES ",
+             collision, duplicate_of, raw, diagnostics, output, output_z, ack, order_key) VALUES ",
         );
         sql.push_str(&sql::values_list(decided.len(), COLS));
         sql.push_str(" RETURNING id, sending_application, sending_facility, control_id");
@@ -895,6 +908,15 @@ impl Store {
         for d in &decided {
             let m = d.m;
             let dup = d.status == Status::Duplicate;
+            let (output, packed) = match (&m.output, &m.output_packed) {
+                _ if dup => (None, None),
+                (_, Some(p)) => (None, Some(p.clone())),
+                (Some(text), None) => match packed::pack(text) {
+                    Some(p) => (None, Some(p)),
+                    None => (Some(text.as_str()), None),
+                },
+                (None, None) => (None, None),
+            };
             args.extend([
                 Arg::Int(m.received_at),
                 Arg::Int(now),
@@ -911,7 +933,8 @@ impl Store {
                 Arg::opt_int(d.duplicate_of),
                 Arg::Blob(m.raw.clone()),
                 Arg::opt_text(if dup { None } else { m.diagnostics.as_deref() }),
-                Arg::opt_text(if dup { None } else { m.output.as_deref() }),
+                Arg::opt_text(output),
+                Arg::opt_blob(packed),
                 Arg::Text(d.ack.clone()),
                 // With an upstream: the patient key, so a replay can re-deliver later messages.
                 Arg::opt_text(
@@ -1034,16 +1057,19 @@ impl Store {
         resources: &[NewResource],
     ) -> Result<(bool, bool, Vec<i64>), StoreError> {
         use sql::Arg;
+        let packed = output.and_then(packed::pack);
         let found = conn
             .execute(
                 "update a message",
-                "UPDATE messages SET status = $1, output = $2, diagnostics = $3, updated_at = $4 WHERE id = $5",
+                "UPDATE messages SET status = $1, output = $2, output_z = $6, diagnostics = $3, \
+                 updated_at = $4 WHERE id = $5",
                 &[
                     Arg::Text(status.as_str().into()),
-                    Arg::opt_text(output),
+                    Arg::opt_text(output.filter(|_| packed.is_none())),
                     Arg::opt_text(diagnostics),
                     Arg::Int(now_micros()),
                     Arg::Int(id),
+                    Arg::opt_blob(packed),
                 ],
             )
             .await?

@@ -167,7 +167,7 @@ impl Store {
         }
         claimed.sort_by_key(|c| c.message_id);
         let text = format!(
-            "SELECT id, output FROM messages WHERE id IN ({})",
+            "SELECT id, output, output_z FROM messages WHERE id IN ({})",
             sql::placeholders(claimed.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
@@ -180,7 +180,18 @@ impl Store {
             .map_err(db("read claimed messages"))?;
         for r in &outputs {
             let id: i64 = r.try_get(0).map_err(db("decode id"))?;
-            let output: Option<String> = r.try_get(1).map_err(db("decode output"))?;
+            let mut output: Option<String> = r.try_get(1).map_err(db("decode output"))?;
+            if output.is_none() {
+                let packed: Option<Vec<u8>> = r.try_get(2).map_err(db("decode output_z"))?;
+                output = packed
+                    .map(|p| super::packed::unpack(&p))
+                    .transpose()
+                    .map_err(|e| {
+                        db("decode output_z")(sqlx::Error::Decode(
+                            format!("message {id}: {e}").into(),
+                        ))
+                    })?;
+            }
             if let Ok(i) = claimed.binary_search_by_key(&id, |c| c.message_id) {
                 claimed[i].output = output;
             }

@@ -16,12 +16,18 @@ pub(crate) enum Arg {
     NullInt,
     /// NULL of a text column.
     NullText,
+    /// NULL of a bytes column.
+    NullBlob,
 }
 
 impl Arg {
     /// `Text`, or `Null` for `None`.
     pub(crate) fn opt_text(v: Option<&str>) -> Arg {
         v.map_or(Arg::NullText, |s| Arg::Text(s.to_string()))
+    }
+    /// `Blob`, or `Null` for `None`.
+    pub(crate) fn opt_blob(v: Option<Vec<u8>>) -> Arg {
+        v.map_or(Arg::NullBlob, Arg::Blob)
     }
     /// `Int`, or `Null` for `None`.
     pub(crate) fn opt_int(v: Option<i64>) -> Arg {
@@ -65,6 +71,7 @@ pub(crate) fn bind_all<'a>(
             Arg::Blob(b) => q.bind(b.as_slice()),
             Arg::NullInt => q.bind(None::<i64>),
             Arg::NullText => q.bind(None::<String>),
+            Arg::NullBlob => q.bind(None::<Vec<u8>>),
         };
     }
     q
