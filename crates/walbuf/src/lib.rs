@@ -621,69 +621,35 @@ unsafe extern "C" fn unfetch(
 
 // The VFS-level methods go to the underlying VFS.
 
-unsafe extern "C" fn delete(vfs: *mut ffi::sqlite3_vfs, name: *const c_char, sync: c_int) -> c_int {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        match (*u).xDelete {
-            Some(m) => m(u, name, sync),
-            None => ffi::SQLITE_IOERR_DELETE,
+/// `unsafe extern "C" fn $name(vfs, args…) -> $ret` calling the underlying VFS's `$field`, or
+/// returning `$missing` when it has none.
+macro_rules! to_underlying {
+    ($name:ident, $field:ident, $ret:ty, $missing:expr, ($($arg:ident: $ty:ty),*)) => {
+        unsafe extern "C" fn $name(vfs: *mut ffi::sqlite3_vfs $(, $arg: $ty)*) -> $ret {
+            // SAFETY: `vfs` is ours (registered by `register`), so pAppData is the underlying
+            // VFS, which lives for the process; the arguments are SQLite's, passed on as they are.
+            unsafe {
+                let u = under(vfs);
+                match (*u).$field {
+                    Some(m) => m(u $(, $arg)*),
+                    None => $missing,
+                }
+            }
         }
-    }
+    };
 }
 
-unsafe extern "C" fn access(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    flags: c_int,
-    out: *mut c_int,
-) -> c_int {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        match (*u).xAccess {
-            Some(m) => m(u, name, flags, out),
-            None => ffi::SQLITE_IOERR_ACCESS,
-        }
-    }
-}
-
-unsafe extern "C" fn full_pathname(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    n: c_int,
-    out: *mut c_char,
-) -> c_int {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        match (*u).xFullPathname {
-            Some(m) => m(u, name, n, out),
-            None => ffi::SQLITE_CANTOPEN,
-        }
-    }
-}
-
-unsafe extern "C" fn dl_open(vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> *mut c_void {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        match (*u).xDlOpen {
-            Some(m) => m(u, name),
-            None => std::ptr::null_mut(),
-        }
-    }
-}
-
-unsafe extern "C" fn dl_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        if let Some(m) = (*u).xDlError {
-            m(u, n, out);
-        }
-    }
-}
+to_underlying!(delete, xDelete, c_int, ffi::SQLITE_IOERR_DELETE, (name: *const c_char, sync: c_int));
+to_underlying!(access, xAccess, c_int, ffi::SQLITE_IOERR_ACCESS, (name: *const c_char, flags: c_int, out: *mut c_int));
+to_underlying!(full_pathname, xFullPathname, c_int, ffi::SQLITE_CANTOPEN, (name: *const c_char, n: c_int, out: *mut c_char));
+to_underlying!(dl_open, xDlOpen, *mut c_void, std::ptr::null_mut(), (name: *const c_char));
+to_underlying!(dl_error, xDlError, (), (), (n: c_int, out: *mut c_char));
+to_underlying!(dl_close, xDlClose, (), (), (handle: *mut c_void));
+to_underlying!(randomness, xRandomness, c_int, 0, (n: c_int, out: *mut c_char));
+to_underlying!(sleep, xSleep, c_int, 0, (micros: c_int));
+to_underlying!(current_time, xCurrentTime, c_int, ffi::SQLITE_ERROR, (out: *mut f64));
+to_underlying!(get_last_error, xGetLastError, c_int, 0, (n: c_int, out: *mut c_char));
+to_underlying!(current_time_int64, xCurrentTimeInt64, c_int, ffi::SQLITE_ERROR, (out: *mut ffi::sqlite3_int64));
 
 unsafe extern "C" fn dl_sym(
     vfs: *mut ffi::sqlite3_vfs,
@@ -696,78 +662,6 @@ unsafe extern "C" fn dl_sym(
         match (*u).xDlSym {
             Some(m) => m(u, handle, name),
             None => None,
-        }
-    }
-}
-
-unsafe extern "C" fn dl_close(vfs: *mut ffi::sqlite3_vfs, handle: *mut c_void) {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        if let Some(m) = (*u).xDlClose {
-            m(u, handle);
-        }
-    }
-}
-
-unsafe extern "C" fn randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        match (*u).xRandomness {
-            Some(m) => m(u, n, out),
-            None => 0,
-        }
-    }
-}
-
-unsafe extern "C" fn sleep(vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        match (*u).xSleep {
-            Some(m) => m(u, micros),
-            None => 0,
-        }
-    }
-}
-
-unsafe extern "C" fn current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        match (*u).xCurrentTime {
-            Some(m) => m(u, out),
-            None => ffi::SQLITE_ERROR,
-        }
-    }
-}
-
-unsafe extern "C" fn get_last_error(
-    vfs: *mut ffi::sqlite3_vfs,
-    n: c_int,
-    out: *mut c_char,
-) -> c_int {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        match (*u).xGetLastError {
-            Some(m) => m(u, n, out),
-            None => 0,
-        }
-    }
-}
-
-unsafe extern "C" fn current_time_int64(
-    vfs: *mut ffi::sqlite3_vfs,
-    out: *mut ffi::sqlite3_int64,
-) -> c_int {
-    // SAFETY: `vfs` is ours.
-    unsafe {
-        let u = under(vfs);
-        match (*u).xCurrentTimeInt64 {
-            Some(m) => m(u, out),
-            None => ffi::SQLITE_ERROR,
         }
     }
 }
