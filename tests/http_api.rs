@@ -291,6 +291,19 @@ async fn ingest_convert_and_operations() {
             metrics.contains("v2fhir_store_resources{type=\"Patient\"}"),
             "{metrics}"
         );
+        if backend == "sqlite" {
+            // The writer's WAL frames went through the shim, fewer writes reaching the kernel.
+            let value = |name: &str| -> u64 {
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+            };
+            let writes = value("v2fhir_sqlite_wal_writes_total");
+            let kernel = value("v2fhir_sqlite_wal_kernel_writes_total");
+            assert!(writes > 0 && kernel < writes, "{writes} / {kernel}");
+            value("v2fhir_sqlite_wal_barrier_writes_total");
+        }
         running.shutdown().await;
     }
 }

@@ -426,6 +426,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 .unwrap_or(0.0),
         );
     }
+    // SQLite's WAL shim (crates/walbuf), process-wide; absent when nothing has used it.
+    let wal = v2fhir_walbuf::stats();
+    if wal.writes > 0 {
+        metrics::counter!("v2fhir_sqlite_wal_writes_total").absolute(wal.writes);
+        metrics::counter!("v2fhir_sqlite_wal_kernel_writes_total").absolute(wal.flushes);
+        metrics::counter!("v2fhir_sqlite_wal_barrier_writes_total").absolute(wal.barrier_flushes);
+    }
     // Sampled at scrape time rather than updated per message.
     let in_flight = state.pipeline.in_flight() as f64;
     metrics::gauge!("v2fhir_queue_depth").set(in_flight);
