@@ -130,6 +130,35 @@ async fn outputs_are_kept_packed_and_older_text_rows_still_read() {
     }
 }
 
+/// `store.wal_buffer = false` opens the SQLite writer on SQLite's own VFS: commits work and the
+/// WAL shim sees none of their writes; with the default the shim takes them. (cargo nextest runs
+/// each test in a process of its own, so the shim's counters are this test's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_shim_can_be_turned_off() {
+    let commit = async |on: bool| {
+        v2fhir::store::set_wal_buffer(on);
+        let db = gateway::scratch("walbuf-switch").join("v2fhir.db");
+        let store = Store::open(&format!("sqlite://{}", db.display()), Durability::PowerLoss)
+            .await
+            .unwrap_or_else(|e| panic!("open: {e}"));
+        let before = v2fhir_walbuf::stats().writes;
+        let c = store
+            .commit(&[row("S1", b"MSH|1", Status::Converted, "ADT^A01", 1)])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c[0].status, Status::Converted);
+        let got = store.get(c[0].id).await.ok().flatten();
+        assert!(got.is_some_and(|m| m.raw == b"MSH|1"));
+        store.close().await;
+        v2fhir_walbuf::stats().writes - before
+    };
+    assert_eq!(commit(false).await, 0, "off: nothing went through the shim");
+    assert!(
+        commit(true).await > 0,
+        "on: the commit's WAL frames went through the shim"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_bytes_round_trip_exactly() {
     each_store("roundtrip", async |backend, store| {
