@@ -632,3 +632,83 @@ fn results_without_numbers_keep_earlier_results() {
         assert_eq!(ids(&oru, rt), first, "{rt}: stable on replay");
     }
 }
+
+/// PID-28 (nationality), PID-35/36 (species, breed) and PID-39 (tribal citizenship) become the
+/// IG's Patient extensions. R4's patient-animal requires a species, so a breed without one stays
+/// in the loss report instead of making an invalid extension.
+#[test]
+fn nationality_animal_and_tribal_citizenship_extensions() {
+    let plan = plan();
+    let with_pid = |fields: &[(usize, &str)]| -> String {
+        input("tests/golden/adt_a01.hl7")
+            .split('\r')
+            .map(|s| {
+                if !s.starts_with("PID|") {
+                    return s.to_string();
+                }
+                let mut f: Vec<String> = s.split('|').map(str::to_string).collect();
+                for &(n, v) in fields {
+                    if f.len() <= n {
+                        f.resize(n + 1, String::new());
+                    }
+                    f[n] = v.to_string();
+                }
+                f.join("|")
+            })
+            .collect::<Vec<_>>()
+            .join("\r")
+    };
+    let patient_ext = |text: &str| -> (Vec<Value>, String) {
+        let got = convert_text(&plan, text);
+        let p = resource(&got["bundle"], "Patient");
+        let ext = p
+            .first()
+            .and_then(|p| p["extension"].as_array().cloned())
+            .unwrap_or_default();
+        (ext, got["outcome"].to_string())
+    };
+    let by_url = |ext: &[Value], url: &str| -> Vec<Value> {
+        ext.iter()
+            .filter(|e| e["url"] == format!("http://hl7.org/fhir/StructureDefinition/{url}"))
+            .cloned()
+            .collect()
+    };
+    let (ext, _) = patient_ext(&with_pid(&[
+        (28, "BT^Bhutan^ISO3166_1"),
+        (35, "125097000^Goat^SCT"),
+        (36, "4880003^Beagle^SCT"),
+        (39, "CA^Canada^ISO3166_1~US^United States^ISO3166_1"),
+    ]));
+    let nationality = by_url(&ext, "patient-nationality");
+    assert_eq!(nationality.len(), 1, "{ext:?}");
+    assert_eq!(nationality[0]["extension"][0]["url"], "code");
+    assert_eq!(
+        nationality[0]["extension"][0]["valueCodeableConcept"]["coding"][0]["code"],
+        "BT"
+    );
+    let animal = by_url(&ext, "patient-animal");
+    assert_eq!(animal.len(), 1, "{ext:?}");
+    assert_eq!(animal[0]["extension"][0]["url"], "species");
+    assert_eq!(
+        animal[0]["extension"][0]["valueCodeableConcept"]["coding"][0]["system"],
+        "http://snomed.info/sct"
+    );
+    assert_eq!(animal[0]["extension"][1]["url"], "breed");
+    assert_eq!(
+        animal[0]["extension"][1]["valueCodeableConcept"]["coding"][0]["code"],
+        "4880003"
+    );
+    let tribal: Vec<String> = by_url(&ext, "patient-citizenship")
+        .iter()
+        .filter_map(|e| {
+            e["extension"][0]["valueCodeableConcept"]["coding"][0]["code"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(tribal, ["CA", "US"], "{ext:?}");
+    // A breed alone: no animal extension, and PID-36 is reported as not mapped.
+    let (ext, outcome) = patient_ext(&with_pid(&[(36, "4880003^Beagle^SCT")]));
+    assert!(by_url(&ext, "patient-animal").is_empty(), "{ext:?}");
+    assert!(outcome.contains("PID-36"), "{outcome}");
+}
