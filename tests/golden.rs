@@ -712,3 +712,47 @@ fn nationality_animal_and_tribal_citizenship_extensions() {
     assert!(by_url(&ext, "patient-animal").is_empty(), "{ext:?}");
     assert!(outcome.contains("PID-36"), "{outcome}");
 }
+
+/// DG1-21 `D` (delete) withdraws the diagnosis: verificationStatus `entered-in-error` instead of
+/// the DG1-6 type's status (IG DG1[Condition]). `A` (add) changes nothing: the diagnosis keeps
+/// its DG1-6 status (the rule looked at the field, so it is not reported as unmapped).
+#[test]
+fn a_deleted_diagnosis_is_entered_in_error() {
+    let plan = plan();
+    let with_action = |code: &str| -> String {
+        input("tests/golden/adt_a01.hl7")
+            .split('\r')
+            .map(|s| {
+                if !s.starts_with("DG1|") {
+                    return s.to_string();
+                }
+                let mut f: Vec<String> = s.split('|').map(str::to_string).collect();
+                f.resize(f.len().max(22), String::new());
+                f[21] = code.to_string();
+                f.join("|")
+            })
+            .collect::<Vec<_>>()
+            .join("\r")
+    };
+    let status = |text: &str| -> (Value, String) {
+        let got = convert_text(&plan, text);
+        let c = resource(&got["bundle"], "Condition");
+        (
+            c.first()
+                .map(|c| c["verificationStatus"].clone())
+                .unwrap_or(Value::Null),
+            got["outcome"].to_string(),
+        )
+    };
+    let (deleted, outcome) = status(&with_action("D"));
+    assert_eq!(
+        deleted["coding"],
+        json!([{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "entered-in-error"}]),
+        "{deleted}"
+    );
+    assert!(!outcome.contains("DG1-21"), "{outcome}");
+    let (added, _) = status(&with_action("A"));
+    let (plain, _) = status(&with_action(""));
+    assert_eq!(added, plain);
+    assert_ne!(added["coding"][0]["code"], "entered-in-error", "{added}");
+}
