@@ -633,31 +633,34 @@ fn results_without_numbers_keep_earlier_results() {
     }
 }
 
+/// The golden ADT^A01 with fields of its (first) `seg` segment replaced (field numbers as in HL7).
+fn golden_adt_with(seg: &str, fields: &[(usize, &str)]) -> String {
+    input("tests/golden/adt_a01.hl7")
+        .split('\r')
+        .map(|s| {
+            if !s.starts_with(&format!("{seg}|")) {
+                return s.to_string();
+            }
+            let mut f: Vec<String> = s.split('|').map(str::to_string).collect();
+            for &(n, v) in fields {
+                if f.len() <= n {
+                    f.resize(n + 1, String::new());
+                }
+                f[n] = v.to_string();
+            }
+            f.join("|")
+        })
+        .collect::<Vec<_>>()
+        .join("\r")
+}
+
 /// PID-28 (nationality), PID-35/36 (species, breed) and PID-39 (tribal citizenship) become the
 /// IG's Patient extensions. R4's patient-animal requires a species, so a breed without one stays
 /// in the loss report instead of making an invalid extension.
 #[test]
 fn nationality_animal_and_tribal_citizenship_extensions() {
     let plan = plan();
-    let with_pid = |fields: &[(usize, &str)]| -> String {
-        input("tests/golden/adt_a01.hl7")
-            .split('\r')
-            .map(|s| {
-                if !s.starts_with("PID|") {
-                    return s.to_string();
-                }
-                let mut f: Vec<String> = s.split('|').map(str::to_string).collect();
-                for &(n, v) in fields {
-                    if f.len() <= n {
-                        f.resize(n + 1, String::new());
-                    }
-                    f[n] = v.to_string();
-                }
-                f.join("|")
-            })
-            .collect::<Vec<_>>()
-            .join("\r")
-    };
+    let with_pid = |fields: &[(usize, &str)]| golden_adt_with("PID", fields);
     let patient_ext = |text: &str| -> (Vec<Value>, String) {
         let got = convert_text(&plan, text);
         let p = resource(&got["bundle"], "Patient");
@@ -719,21 +722,7 @@ fn nationality_animal_and_tribal_citizenship_extensions() {
 #[test]
 fn a_deleted_diagnosis_is_entered_in_error() {
     let plan = plan();
-    let with_action = |code: &str| -> String {
-        input("tests/golden/adt_a01.hl7")
-            .split('\r')
-            .map(|s| {
-                if !s.starts_with("DG1|") {
-                    return s.to_string();
-                }
-                let mut f: Vec<String> = s.split('|').map(str::to_string).collect();
-                f.resize(f.len().max(22), String::new());
-                f[21] = code.to_string();
-                f.join("|")
-            })
-            .collect::<Vec<_>>()
-            .join("\r")
-    };
+    let with_action = |code: &str| golden_adt_with("DG1", &[(21, code)]);
     let status = |text: &str| -> (Value, String) {
         let got = convert_text(&plan, text);
         let c = resource(&got["bundle"], "Condition");
