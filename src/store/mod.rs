@@ -438,14 +438,10 @@ impl StoredMessage {
             duplicate_of: r.try_get(13)?,
             raw: r.try_get(14)?,
             diagnostics: r.try_get(15)?,
-            output: match r.try_get::<Option<String>, _>(16)? {
-                Some(text) => Some(text),
-                None => r
-                    .try_get::<Option<Vec<u8>>, _>(18)?
-                    .map(|p| packed::unpack(&p))
-                    .transpose()
-                    .map_err(|e| sqlx::Error::Decode(format!("messages.output_z: {e}").into()))?,
-            },
+            output: packed::output_text(r.try_get(16)?, r.try_get(18)?).map_err(|e| {
+                let id: i64 = r.try_get(0).unwrap_or_default();
+                sqlx::Error::Decode(format!("message {id}: messages.output_z: {e}").into())
+            })?,
             ack: r.try_get(17)?,
         })
     }

@@ -180,18 +180,15 @@ impl Store {
             .map_err(db("read claimed messages"))?;
         for r in &outputs {
             let id: i64 = r.try_get(0).map_err(db("decode id"))?;
-            let mut output: Option<String> = r.try_get(1).map_err(db("decode output"))?;
-            if output.is_none() {
-                let packed: Option<Vec<u8>> = r.try_get(2).map_err(db("decode output_z"))?;
-                output = packed
-                    .map(|p| super::packed::unpack(&p))
-                    .transpose()
-                    .map_err(|e| {
-                        db("decode output_z")(sqlx::Error::Decode(
-                            format!("message {id}: {e}").into(),
-                        ))
-                    })?;
-            }
+            let output = super::packed::output_text(
+                r.try_get(1).map_err(db("decode output"))?,
+                r.try_get(2).map_err(db("decode output_z"))?,
+            )
+            .map_err(|e| {
+                db("decode output_z")(sqlx::Error::Decode(
+                    format!("message {id}: messages.output_z: {e}").into(),
+                ))
+            })?;
             if let Ok(i) = claimed.binary_search_by_key(&id, |c| c.message_id) {
                 claimed[i].output = output;
             }

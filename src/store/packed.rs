@@ -23,6 +23,19 @@ pub fn pack(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The conversion output of a log row: its text (rows written before the packed column) or its
+/// packed bytes, unpacked; what is wrong with them otherwise.
+pub fn output_text(
+    text: Option<String>,
+    packed: Option<Vec<u8>>,
+) -> Result<Option<String>, String> {
+    match (text, packed) {
+        (Some(t), _) => Ok(Some(t)),
+        (None, Some(p)) => unpack(&p).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
 /// The text of a packed value, or what is wrong with it.
 pub fn unpack(bytes: &[u8]) -> Result<String, String> {
     let (&tag, rest) = bytes.split_first().ok_or("empty packed output")?;
@@ -33,8 +46,12 @@ pub fn unpack(bytes: &[u8]) -> Result<String, String> {
         .split_first_chunk::<4>()
         .ok_or("packed output shorter than its header")?;
     let len = u32::from_le_bytes(*len) as usize;
-    if len > MAX {
-        return Err(format!("packed output claims {len} bytes"));
+    // An LZ4 block expands at most ~255 times: a larger claim is damage, found before allocating.
+    if len > MAX || len > block.len().saturating_mul(255).saturating_add(16) {
+        return Err(format!(
+            "packed output claims {len} bytes from a {}-byte block",
+            block.len()
+        ));
     }
     let mut out = vec![0u8; len];
     let n = lz4_flex::block::decompress_into(block, &mut out)
