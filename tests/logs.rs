@@ -17,7 +17,7 @@ async fn run(phi: bool) -> String {
         &url,
         &log,
         &[
-            ("RUST_LOG", "v2fhir=debug,tower_http=debug"),
+            ("RUST_LOG", "warn,v2fhir=debug,tower_http=debug"),
             ("V2FHIR_LOG_PHI", phi_value),
         ],
     )
@@ -63,6 +63,12 @@ async fn no_phi_in_logs_by_default() {
     assert!(
         !text.contains("19800101"),
         "a birth date reached the log:\n{text}"
+    );
+    // A SQLite store's URL is not parsed as PostgreSQL's (sqlx warned about `mode=rwc` at every
+    // start).
+    assert!(
+        !text.contains("sqlx_postgres"),
+        "PostgreSQL settings were parsed for a SQLite store:\n{text}"
     );
 }
 

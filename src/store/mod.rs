@@ -533,10 +533,14 @@ impl Store {
         // and scanned the table, and sqlx's prepared statements kept such plans: the commit's
         // lookups averaged 1–4.6 ms instead of 0.1–0.7 (27 ms at worst). Readers (the facade's
         // searches, the message API) keep the planner's choice.
-        let pg_port = url
-            .parse::<sqlx::postgres::PgConnectOptions>()
-            .map(|o| o.get_port())
-            .unwrap_or(5432);
+        // Parsed on PostgreSQL only: sqlx's parser warns about the SQLite URL's `mode=rwc`.
+        let pg_port = match backend {
+            Backend::Postgres => url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .map(|o| o.get_port())
+                .unwrap_or(5432),
+            Backend::Sqlite => 0,
+        };
         let pg_session = |opts: AnyPoolOptions, writer: bool| {
             opts.after_connect(move |conn, _| {
                 Box::pin(async move {
