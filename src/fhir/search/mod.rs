@@ -213,6 +213,10 @@ pub fn reference_key(reference: &str) -> Option<String> {
     if id.is_empty() || !type_ok {
         return None;
     }
+    // Usually the reference is already `Type/id`: its text is the key.
+    if r.len() == ty.len() + 1 + id.len() {
+        return Some(r.to_string());
+    }
     Some(format!("{ty}/{id}"))
 }
 
