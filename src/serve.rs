@@ -268,7 +268,7 @@ impl Default for ConvertSection {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineSection {
-    /// Parse/convert threads (0 = number of CPUs).
+    /// Parse/convert threads (0 = automatic: CPUs less one on SQLite, CPUs on PostgreSQL).
     pub lanes: usize,
     /// Most messages per group commit (0 = 512).
     pub max_batch: usize,
