@@ -194,13 +194,15 @@ async fn main() {
             lat.sort();
             let rate = lat.len() as f64 / elapsed.as_secs_f64();
             println!(
-                "connections={} messages={} elapsed={:.2}s rate={:.0} msg/s p50={:.2}ms p99={:.2}ms max={:.2}ms AA/CA={} AE/CE={} AR/CR={}",
+                "connections={} messages={} elapsed={:.2}s rate={:.0} msg/s p50={:.2}ms p90={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms AA/CA={} AE/CE={} AR/CR={}",
                 a.connections,
                 lat.len(),
                 elapsed.as_secs_f64(),
                 rate,
                 pct(&lat, 0.50),
+                pct(&lat, 0.90),
                 pct(&lat, 0.99),
+                pct(&lat, 0.999),
                 pct(&lat, 1.0),
                 codes[0],
                 codes[1],
