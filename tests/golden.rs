@@ -745,3 +745,178 @@ fn a_deleted_diagnosis_is_entered_in_error() {
     assert_eq!(added, plain);
     assert_ne!(added["coding"][0]["code"], "entered-in-error", "{added}");
 }
+
+/// A segment `id` with `fields` (number, value) set and the rest empty.
+fn segment(id: &str, fields: &[(usize, &str)]) -> String {
+    let n = fields.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    let mut f = vec![""; n + 1];
+    f[0] = id;
+    for (i, v) in fields {
+        f[*i] = v;
+    }
+    f.join("|")
+}
+
+/// v2.7+ participations (PRT) become PractitionerRoles pointing at a Practitioner, placed by
+/// where the PRT stands and the role it names (HL7 table 0443, IG message maps): PP after PID is
+/// the patient's general practitioner; PRI after OBR the report's results interpreter, TN its
+/// performer and OP the order's requester; any PRT with a person after an OBX an Observation
+/// performer; OP and AP in a VXU order the Immunization's performers with that function.
+#[test]
+fn participations_become_practitioner_roles() {
+    let plan = plan();
+    let prt = |role: &str, person: &str, more: &[(usize, &str)]| {
+        let mut f = vec![(1, "1"), (2, "AD"), (4, role), (5, person)];
+        f.extend_from_slice(more);
+        segment("PRT", &f)
+    };
+    let oru = [
+        "MSH|^~\\&|LIS|LAB|EHR|HOSP|20240315143000-0500||ORU^R01^ORU_R01|PRT1|P|2.8".to_string(),
+        "PID|1||MRN1^^^HOSP^MR||DOE^JANE||19800102|F".into(),
+        prt("PP^Primary Care Provider^HL70443", "GP1^WELBY^MARCUS^^^DR^^^HOSP", &[]),
+        "PV1|1|O|LAB^^^HOSP||||||||||||||||V1^^^HOSP^VN".into(),
+        "ORC|RE|ORD1^EHR|FIL1^LIS||CM".into(),
+        "OBR|1|ORD1^EHR|FIL1^LIS|24323-8^CMP^LN|||20240315101500-0500||||||||||||||20240315142500-0500|||F".into(),
+        prt(
+            "PRI^Principal Result Interpreter^HL70443",
+            "PATH1^HOUSE^GREG^^^DR^^^HOSP",
+            &[(15, "^WPN^PH^^1^555^1234567")],
+        ),
+        prt("OP^Order Provider^HL70443", "ORDP^ORDER^OLIVER^^^DR^^^HOSP", &[]),
+        prt("TN^Technician^HL70443", "TECH1^TECH^TOM^^^^^^HOSP", &[]),
+        "OBX|1|NM|2345-7^Glucose^LN||98|mg/dL^mg/dL^UCUM|70-99|N|||F|||20240315101500-0500".into(),
+        prt(
+            "RO^Responsible Observer^HL70443",
+            "OBS1^WATSON^JOHN^^^DR^^^HOSP",
+            &[(8, "Main Lab"), (11, "20240315100000-0500"), (12, "20240315110000-0500")],
+        ),
+    ]
+    .join("\r");
+    let got = convert_text(&plan, &oru);
+    let b = &got["bundle"];
+    let outcome = got["outcome"].to_string();
+    assert!(!outcome.contains("\"error\""), "{outcome}");
+    let by_ref = |r: &Value| -> Value {
+        let r = r["reference"].as_str().unwrap_or("");
+        b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["resource"])
+            .find(|x| {
+                format!(
+                    "{}/{}",
+                    x["resourceType"].as_str().unwrap_or(""),
+                    x["id"].as_str().unwrap_or("")
+                ) == r
+            })
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // A PractitionerRole: its role code and its practitioner's family name.
+    let role = |r: &Value| -> (String, String) {
+        let pr = by_ref(r);
+        assert_eq!(pr["resourceType"], "PractitionerRole", "{r}");
+        let who = by_ref(&pr["practitioner"]);
+        (
+            pr["code"][0]["coding"][0]["code"]
+                .as_str()
+                .unwrap_or("")
+                .into(),
+            who["name"][0]["family"].as_str().unwrap_or("").into(),
+        )
+    };
+    let patient = resource(b, "Patient")[0];
+    assert_eq!(
+        role(&patient["generalPractitioner"][0]),
+        ("PP".into(), "WELBY".into())
+    );
+    let report = resource(b, "DiagnosticReport")[0];
+    assert_eq!(
+        role(&report["resultsInterpreter"][0]),
+        ("PRI".into(), "HOUSE".into())
+    );
+    assert_eq!(
+        by_ref(&report["resultsInterpreter"][0])["telecom"][0]["value"],
+        "+1 (555) 1234567"
+    );
+    assert_eq!(role(&report["performer"][0]), ("TN".into(), "TECH".into()));
+    let order = resource(b, "ServiceRequest")[0];
+    assert_eq!(role(&order["requester"]), ("OP".into(), "ORDER".into()));
+    // The OBX's own PRT only: the order's participants are not the observation's performers.
+    let obs = resource(b, "Observation")[0];
+    let roles: Vec<Value> = obs["performer"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(by_ref)
+        .filter(|p| p["resourceType"] == "PractitionerRole")
+        .collect();
+    assert_eq!(roles.len(), 1, "{obs}");
+    assert_eq!(roles[0]["code"][0]["coding"][0]["code"], "RO");
+    assert_eq!(by_ref(&roles[0]["organization"])["name"], "Main Lab");
+    assert_eq!(roles[0]["period"]["start"], "2024-03-15T10:00:00-05:00");
+    for lost in ["PRT-4", "PRT-5", "PRT-8", "PRT-11", "PRT-15"] {
+        assert!(!outcome.contains(lost), "{lost} reported lost: {outcome}");
+    }
+
+    // VXU: the administering provider as a PRT of the order.
+    let vxu = input("tests/golden/vxu_v04.hl7")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let rxa = vxu
+        .split('\r')
+        .find(|s| s.starts_with("RXA|"))
+        .unwrap_or_default()
+        .to_string();
+    let with_prt = vxu.replacen(
+        &rxa,
+        &format!(
+            "{rxa}\r{}",
+            prt(
+                "AP^Administering Provider^HL70443",
+                "NURSE1^NIGHTINGALE^FLORENCE^^^^^^HOSP",
+                &[]
+            )
+        ),
+        1,
+    );
+    let got = convert_text(&plan, &with_prt);
+    let vb = &got["bundle"];
+    let by_ref = |r: &Value| -> Value {
+        let r = r["reference"].as_str().unwrap_or("");
+        vb["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["resource"])
+            .find(|x| {
+                format!(
+                    "{}/{}",
+                    x["resourceType"].as_str().unwrap_or(""),
+                    x["id"].as_str().unwrap_or("")
+                ) == r
+            })
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let imm = resource(vb, "Immunization")[0];
+    let ap = imm["performer"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["actor"]["reference"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("PractitionerRole/")
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(ap["function"]["coding"][0]["code"], "AP", "{imm}");
+    let pr = by_ref(&ap["actor"]);
+    assert_eq!(
+        by_ref(&pr["practitioner"])["name"][0]["family"],
+        "NIGHTINGALE"
+    );
+}
