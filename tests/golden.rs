@@ -920,3 +920,128 @@ fn participations_become_practitioner_roles() {
         "NIGHTINGALE"
     );
 }
+
+/// ROL segments (IG ADT_A01): a PP (primary care provider, table 0443) is a PractitionerRole among
+/// `Patient.generalPractitioner`; any other role one of the visit's participants, the role as
+/// its type. The same PP sent again after PV1 is one entry, and not a visit participant. A ROL in
+/// the PROCEDURE group (which the IG maps nowhere) stays in the loss report.
+#[test]
+fn roles_go_to_the_patient_or_the_visit_by_their_role() {
+    let plan = plan();
+    let pp = segment(
+        "ROL",
+        &[
+            (1, "R1"),
+            (2, "AD"),
+            (3, "PP^Primary Care Provider^HL70443"),
+            (4, "GP7^WELBY^MARCUS^^^DR^^^HOSP"),
+            (5, "20240101"),
+            (12, "^WPN^PH^^^555^7654321"),
+            (14, "Family Practice Group"),
+        ],
+    );
+    let at = segment(
+        "ROL",
+        &[
+            (2, "AD"),
+            (3, "AT^Attending^HL70443"),
+            (4, "DOC9^HOUSE^GREG^^^DR^^^HOSP"),
+            (5, "20240315093000-0500"),
+        ],
+    );
+    let surgeon = segment(
+        "ROL",
+        &[(2, "AD"), (3, "SURG^Surgeon"), (4, "CUT1^SHEPHERD^DEREK")],
+    );
+    let text = input("tests/golden/adt_a01.hl7")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r")
+        .split('\r')
+        .flat_map(|s| {
+            let mut out = vec![s.to_string()];
+            if s.starts_with("PD1|") {
+                out.push(pp.clone());
+            }
+            if s.starts_with("PV2|") {
+                out.push(at.clone());
+                out.push(pp.clone());
+            }
+            if s.starts_with("PR1|") {
+                out.push(surgeon.clone());
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("\r");
+    let got = convert_text(&plan, &text);
+    let b = &got["bundle"];
+    let outcome = got["outcome"].to_string();
+    assert!(!outcome.contains("\"error\""), "{outcome}");
+    let by_ref = |r: &Value| -> Value {
+        let r = r["reference"].as_str().unwrap_or("");
+        b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["resource"])
+            .find(|x| {
+                format!(
+                    "{}/{}",
+                    x["resourceType"].as_str().unwrap_or(""),
+                    x["id"].as_str().unwrap_or("")
+                ) == r
+            })
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let patient = resource(b, "Patient")[0];
+    let roles: Vec<Value> = patient["generalPractitioner"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(by_ref)
+        .filter(|r| r["resourceType"] == "PractitionerRole")
+        .collect();
+    assert_eq!(roles.len(), 1, "{patient}");
+    let gp = &roles[0];
+    assert_eq!(gp["code"][0]["coding"][0]["code"], "PP");
+    assert_eq!(gp["identifier"][0]["value"], "R1");
+    assert_eq!(gp["period"]["start"], "2024-01-01");
+    assert_eq!(gp["telecom"][0]["value"], "(555) 7654321");
+    assert_eq!(by_ref(&gp["organization"])["name"], "Family Practice Group");
+    assert_eq!(by_ref(&gp["practitioner"])["name"][0]["family"], "WELBY");
+    let encounter = resource(b, "Encounter")[0];
+    let visit_roles: Vec<&Value> = encounter["participant"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["individual"]["reference"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("PractitionerRole/")
+        })
+        .collect();
+    assert_eq!(visit_roles.len(), 1, "{encounter}");
+    assert_eq!(visit_roles[0]["type"][0]["coding"][0]["code"], "AT");
+    assert_eq!(
+        visit_roles[0]["period"]["start"],
+        "2024-03-15T09:30:00-05:00"
+    );
+    let attending = by_ref(&visit_roles[0]["individual"]);
+    assert_eq!(
+        by_ref(&attending["practitioner"])["name"][0]["family"],
+        "HOUSE"
+    );
+    assert!(
+        !b.to_string().contains("SHEPHERD"),
+        "the PROCEDURE ROL is mapped nowhere"
+    );
+    assert!(outcome.contains("segment ROL was not mapped"), "{outcome}");
+    for f in ["ROL-3", "ROL-4", "ROL-5", "ROL-12", "ROL-14"] {
+        assert!(
+            !outcome.contains(&format!("{f},")) && !outcome.contains(&format!("{f}\"")),
+            "{f}: {outcome}"
+        );
+    }
+}

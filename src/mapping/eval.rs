@@ -1768,10 +1768,18 @@ pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Opt
     }
 }
 
+/// A Reference, or an element holding one directly (`performer: {actor: {reference}}`).
+fn holds_reference(v: &Value) -> bool {
+    let is_ref = |v: &Value| v.as_object().is_some_and(|o| o.contains_key("reference"));
+    is_ref(v) || v.as_object().is_some_and(|o| o.values().any(is_ref))
+}
+
 /// Write into list `a` as `mode` says; `rest` continues inside the addressed element.
 fn write_list(a: &mut Vec<Value>, mode: Mode, rest: &[Step], v: Value, choice: Option<&str>) {
     if rest.is_empty() {
         match mode {
+            // The same resource named twice (a practitioner in two ROL segments) is one entry.
+            Mode::Append if holds_reference(&v) && a.contains(&v) => {}
             Mode::Append => a.push(v),
             Mode::Last => match a.last_mut() {
                 Some(last) => *last = v,
@@ -1810,5 +1818,43 @@ fn write_list(a: &mut Vec<Value>, mode: Mode, rest: &[Step], v: Value, choice: O
     }
     if a.get(idx).is_some_and(is_empty_json) {
         a.remove(idx);
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+    use crate::mapping::plan::{Mode, Step};
+
+    fn append(key: &str) -> Vec<Step> {
+        vec![Step {
+            key: key.into(),
+            mode: Mode::Append,
+        }]
+    }
+
+    #[test]
+    fn a_list_takes_the_same_reference_once_and_other_values_as_often_as_written() {
+        let mut obj = Map::new();
+        let gp = json!({"reference": "PractitionerRole/1"});
+        write(&mut obj, &append("generalPractitioner"), gp.clone(), None);
+        write(&mut obj, &append("generalPractitioner"), gp.clone(), None);
+        write(
+            &mut obj,
+            &append("generalPractitioner"),
+            json!({"reference": "Organization/2"}),
+            None,
+        );
+        assert_eq!(obj["generalPractitioner"].as_array().map(Vec::len), Some(2));
+        // An element holding a reference (performer.actor) is one entry too …
+        let performer =
+            json!({"actor": {"reference": "Practitioner/3"}, "function": {"text": "AP"}});
+        write(&mut obj, &append("performer"), performer.clone(), None);
+        write(&mut obj, &append("performer"), performer, None);
+        assert_eq!(obj["performer"].as_array().map(Vec::len), Some(1));
+        // … but plain values repeat as sent (a given name twice is two given names).
+        write(&mut obj, &append("given"), json!("ANN"), None);
+        write(&mut obj, &append("given"), json!("ANN"), None);
+        assert_eq!(obj["given"], json!(["ANN", "ANN"]));
     }
 }

@@ -147,7 +147,7 @@ const SEGMENT_FIELDS: &[(&str, usize)] = &[
     ("RXR", 6),
     ("TQ1", 14),
     ("MRG", 7),
-    ("ROL", 13),
+    ("ROL", 14),
     ("SFT", 6),
     ("PRT", 24),
     ("MSA", 8),
