@@ -1045,3 +1045,36 @@ fn roles_go_to_the_patient_or_the_visit_by_their_role() {
         );
     }
 }
+
+/// PID-21 (mother's identifier) is the patient's mother: a RelatedPerson with that identifier and
+/// the relationship MTH, pointing at the patient; without PID-21, none.
+#[test]
+fn the_mothers_identifier_makes_the_mother_a_related_person() {
+    let plan = plan();
+    let mothers = |text: &str| -> Vec<Value> {
+        let got = convert_text(&plan, text);
+        resource(&got["bundle"], "RelatedPerson")
+            .into_iter()
+            .filter(|r| r["relationship"][0]["coding"][0]["code"] == "MTH")
+            .cloned()
+            .collect()
+    };
+    let with = golden_adt_with("PID", &[(21, "M-778^^^GENHOSP^MR")]);
+    let found = mothers(&with);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let m = &found[0];
+    assert_eq!(m["identifier"][0]["value"], "M-778");
+    assert_eq!(m["identifier"][0]["type"]["coding"][0]["code"], "MR");
+    assert_eq!(
+        m["relationship"][0]["coding"][0]["system"],
+        "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+    );
+    let got = convert_text(&plan, &with);
+    let patient = resource(&got["bundle"], "Patient")[0];
+    assert_eq!(
+        m["patient"]["reference"],
+        format!("Patient/{}", patient["id"].as_str().unwrap_or(""))
+    );
+    assert!(!got["outcome"].to_string().contains("PID-21"));
+    assert!(mothers(&golden_adt_with("PID", &[(21, "")])).is_empty());
+}
