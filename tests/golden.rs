@@ -1078,3 +1078,37 @@ fn the_mothers_identifier_makes_the_mother_a_related_person() {
     assert!(!got["outcome"].to_string().contains("PID-21"));
     assert!(mothers(&golden_adt_with("PID", &[(21, "")])).is_empty());
 }
+
+/// EVN-7 (event facility) is the EVN Provenance's location, a Location from the HD (IG EVN[Provenance],
+/// HD[Location]): the namespace id as its name, an ISO universal id as an identifier, a site.
+#[test]
+fn the_event_facility_is_the_provenance_location() {
+    let plan = plan();
+    let location = |evn7: &str| -> (Value, String) {
+        // EVN-5 too: an event Provenance needs an agent (R4).
+        let text = golden_adt_with("EVN", &[(5, "OP1^ENTER^ERIC"), (7, evn7)]);
+        let got = convert_text(&plan, &text);
+        let b = &got["bundle"];
+        let reference = resource(b, "Provenance")
+            .into_iter()
+            .find_map(|p| p["location"]["reference"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let loc = resource(b, "Location")
+            .into_iter()
+            .find(|l| format!("Location/{}", l["id"].as_str().unwrap_or("")) == reference)
+            .cloned()
+            .unwrap_or(Value::Null);
+        (loc, got["outcome"].to_string())
+    };
+    let (loc, outcome) = location("NORTH CAMPUS^1.2.840.1234.5^ISO");
+    assert_eq!(loc["name"], "NORTH CAMPUS", "{loc}");
+    assert_eq!(loc["identifier"][0]["value"], "urn:oid:1.2.840.1234.5");
+    assert_eq!(loc["physicalType"]["coding"][0]["code"], "si");
+    assert!(!outcome.contains("EVN-7"), "{outcome}");
+    let (loc, _) = location("NORTH CAMPUS");
+    assert_eq!(loc["name"], "NORTH CAMPUS", "{loc}");
+    assert!(
+        loc.get("identifier").is_none() && loc.get("physicalType").is_none(),
+        "{loc}"
+    );
+}
