@@ -641,13 +641,17 @@ impl Store {
     /// end of the WAL, which under load is only ever the writer's: that one `fsync` then wrote out
     /// every page the background had copied since the last WAL restart, 20–50 ms during which the
     /// writer committed nothing (perf trace, 8 connections: 24 such syncs, 631 ms of the writer's
-    /// 8 s). Flushed here, off the writer, its own sync finds a few pages left. Durability is
-    /// unchanged: this is an extra sync, SQLite's own still happens before the WAL starts over.
+    /// 8 s). Flushed here, off the writer, its own sync finds a few pages left; since the writer
+    /// commits meanwhile, checkpoint and sync repeat (at most `EARLY_SYNC_ROUNDS`) until a sync is
+    /// quick. Durability is unchanged: these are extra syncs, SQLite's own still happens before
+    /// the WAL starts over.
     fn spawn_checkpointer(&self, db_file: Option<std::sync::Arc<std::fs::File>>) {
         /// A checkpoint this quick left little for the writer to copy.
         const QUICK: Duration = Duration::from_millis(3);
         /// Checkpoints in quick succession before asking the writer anyway.
         const TRIES: u32 = 8;
+        /// Most rounds of early sync and checkpoint before asking the writer.
+        const EARLY_SYNC_ROUNDS: u32 = 3;
         let pool = self.pool.clone();
         let restart = self.wal_restart.clone();
         tokio::spawn(async move {
@@ -672,14 +676,32 @@ impl Store {
                         tries += 1;
                         if started.elapsed() < QUICK || tries >= TRIES {
                             if let Some(f) = &db_file {
-                                let f = f.clone();
-                                let synced = tokio::task::spawn_blocking(move || f.sync_data())
-                                    .await
-                                    .map_err(std::io::Error::other)
-                                    .and_then(|r| r);
-                                if let Err(e) = synced {
-                                    // The writer's checkpoint syncs anyway (and reports failure).
-                                    tracing::warn!(error = %e, "early sync of the database file failed");
+                                // While a sync runs the writer keeps committing, so copy and
+                                // sync again: each round covers the shorter time of the last
+                                // sync, until one is quick.
+                                for _ in 0..EARLY_SYNC_ROUNDS {
+                                    let f = f.clone();
+                                    let began = std::time::Instant::now();
+                                    let synced = tokio::task::spawn_blocking(move || f.sync_data())
+                                        .await
+                                        .map_err(std::io::Error::other)
+                                        .and_then(|r| r);
+                                    if let Err(e) = synced {
+                                        // The writer's checkpoint syncs anyway (and reports
+                                        // failure).
+                                        tracing::warn!(error = %e, "early sync of the database file failed");
+                                        break;
+                                    }
+                                    if began.elapsed() < QUICK {
+                                        break;
+                                    }
+                                    if sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                                        .fetch_optional(&pool)
+                                        .await
+                                        .is_err()
+                                    {
+                                        break;
+                                    }
                                 }
                             }
                             restart.store(true, std::sync::atomic::Ordering::Relaxed);
