@@ -267,21 +267,7 @@ fn observation_producer_and_device() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fhir-converter/ADT-A01-01.hl7");
     let (got, _) = convert(&plan, &path);
     let b = &got["bundle"];
-    let by_ref = |r: &Value| -> Option<Value> {
-        let r = r.get("reference")?.as_str()?;
-        b["entry"]
-            .as_array()?
-            .iter()
-            .map(|e| &e["resource"])
-            .find(|x| {
-                format!(
-                    "{}/{}",
-                    x["resourceType"].as_str().unwrap_or(""),
-                    x["id"].as_str().unwrap_or("")
-                ) == r
-            })
-            .cloned()
-    };
+    let by_ref = |r: &Value| Some(referenced(b, r)).filter(|v| !v.is_null());
     let obs = resource(b, "Observation");
     let o = obs.first().copied().unwrap_or(&Value::Null);
     let device = by_ref(&o["device"]).unwrap_or(Value::Null);
@@ -746,6 +732,25 @@ fn a_deleted_diagnosis_is_entered_in_error() {
     assert_ne!(added["coding"][0]["code"], "entered-in-error", "{added}");
 }
 
+/// The resource of `bundle` a Reference `r` points at (`Type/id`); `Null` when none.
+fn referenced(bundle: &Value, r: &Value) -> Value {
+    let r = r["reference"].as_str().unwrap_or("");
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| &e["resource"])
+        .find(|x| {
+            format!(
+                "{}/{}",
+                x["resourceType"].as_str().unwrap_or(""),
+                x["id"].as_str().unwrap_or("")
+            ) == r
+        })
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 /// A segment `id` with `fields` (number, value) set and the rest empty.
 fn segment(id: &str, fields: &[(usize, &str)]) -> String {
     let n = fields.iter().map(|(n, _)| *n).max().unwrap_or(0);
@@ -796,23 +801,7 @@ fn participations_become_practitioner_roles() {
     let b = &got["bundle"];
     let outcome = got["outcome"].to_string();
     assert!(!outcome.contains("\"error\""), "{outcome}");
-    let by_ref = |r: &Value| -> Value {
-        let r = r["reference"].as_str().unwrap_or("");
-        b["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| &e["resource"])
-            .find(|x| {
-                format!(
-                    "{}/{}",
-                    x["resourceType"].as_str().unwrap_or(""),
-                    x["id"].as_str().unwrap_or("")
-                ) == r
-            })
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
+    let by_ref = |r: &Value| referenced(b, r);
     // A PractitionerRole: its role code and its practitioner's family name.
     let role = |r: &Value| -> (String, String) {
         let pr = by_ref(r);
@@ -883,23 +872,7 @@ fn participations_become_practitioner_roles() {
     );
     let got = convert_text(&plan, &with_prt);
     let vb = &got["bundle"];
-    let by_ref = |r: &Value| -> Value {
-        let r = r["reference"].as_str().unwrap_or("");
-        vb["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| &e["resource"])
-            .find(|x| {
-                format!(
-                    "{}/{}",
-                    x["resourceType"].as_str().unwrap_or(""),
-                    x["id"].as_str().unwrap_or("")
-                ) == r
-            })
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
+    let by_ref = |r: &Value| referenced(vb, r);
     let imm = resource(vb, "Immunization")[0];
     let ap = imm["performer"]
         .as_array()
@@ -977,23 +950,7 @@ fn roles_go_to_the_patient_or_the_visit_by_their_role() {
     let b = &got["bundle"];
     let outcome = got["outcome"].to_string();
     assert!(!outcome.contains("\"error\""), "{outcome}");
-    let by_ref = |r: &Value| -> Value {
-        let r = r["reference"].as_str().unwrap_or("");
-        b["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| &e["resource"])
-            .find(|x| {
-                format!(
-                    "{}/{}",
-                    x["resourceType"].as_str().unwrap_or(""),
-                    x["id"].as_str().unwrap_or("")
-                ) == r
-            })
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
+    let by_ref = |r: &Value| referenced(b, r);
     let patient = resource(b, "Patient")[0];
     let roles: Vec<Value> = patient["generalPractitioner"]
         .as_array()
