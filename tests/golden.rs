@@ -780,6 +780,11 @@ fn participations_become_practitioner_roles() {
         "PID|1||MRN1^^^HOSP^MR||DOE^JANE||19800102|F".into(),
         prt("PP^Primary Care Provider^HL70443", "GP1^WELBY^MARCUS^^^DR^^^HOSP", &[]),
         "PV1|1|O|LAB^^^HOSP||||||||||||||||V1^^^HOSP^VN".into(),
+        prt(
+            "AT^Attending Provider^HL70443",
+            "ATT1^CASEY^BEN^^^DR^^^HOSP",
+            &[(11, "20240315080000-0500")],
+        ),
         "ORC|RE|ORD1^EHR|FIL1^LIS||CM".into(),
         "OBR|1|ORD1^EHR|FIL1^LIS|24323-8^CMP^LN|||20240315101500-0500||||||||||||||20240315142500-0500|||F".into(),
         prt(
@@ -832,6 +837,28 @@ fn participations_become_practitioner_roles() {
     assert_eq!(role(&report["performer"][0]), ("TN".into(), "TECH".into()));
     let order = resource(b, "ServiceRequest")[0];
     assert_eq!(role(&order["requester"]), ("OP".into(), "ORDER".into()));
+    // The PRT of the VISIT group: a participant of the visit, typed with its role.
+    let encounter = resource(b, "Encounter")[0];
+    let visit_roles: Vec<&Value> = encounter["participant"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["individual"]["reference"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("PractitionerRole/"))
+        })
+        .collect();
+    assert_eq!(visit_roles.len(), 1, "{encounter}");
+    assert_eq!(visit_roles[0]["type"][0]["coding"][0]["code"], "AT");
+    assert_eq!(
+        role(&visit_roles[0]["individual"]),
+        ("AT".into(), "CASEY".into())
+    );
+    assert_eq!(
+        visit_roles[0]["period"]["start"],
+        "2024-03-15T08:00:00-05:00"
+    );
     // The OBX's own PRT only: the order's participants are not the observation's performers.
     let obs = resource(b, "Observation")[0];
     let roles: Vec<Value> = obs["performer"]
@@ -892,6 +919,42 @@ fn participations_become_practitioner_roles() {
         by_ref(&pr["practitioner"])["name"][0]["family"],
         "NIGHTINGALE"
     );
+
+    // ADT: PV1 stands at the top of the message, and a PRT below an OBX (even with a visit
+    // role, AT) is the observation's participant, not the visit's.
+    let adt = input("tests/golden/adt_a01.hl7")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let obx = adt
+        .split('\r')
+        .find(|s| s.starts_with("OBX|"))
+        .unwrap_or_default()
+        .to_string();
+    let adt = adt.replacen(
+        &obx,
+        &format!(
+            "{obx}\r{}",
+            prt(
+                "AT^Attending Provider^HL70443",
+                "ATT1^CASEY^BEN^^^DR^^^HOSP",
+                &[]
+            )
+        ),
+        1,
+    );
+    let got = convert_text(&plan, &adt);
+    let ab = &got["bundle"];
+    let encounter = resource(ab, "Encounter")[0];
+    assert!(
+        !encounter["participant"]
+            .to_string()
+            .contains("PractitionerRole/"),
+        "{encounter}"
+    );
+    let observed = resource(ab, "Observation")
+        .iter()
+        .any(|o| o["performer"].to_string().contains("PractitionerRole/"));
+    assert!(observed, "the OBX's PRT is an Observation performer");
 }
 
 /// ROL segments (IG ADT_A01): a PP (primary care provider, table 0443) is a PractitionerRole among

@@ -272,11 +272,15 @@ struct Missing(String);
 impl std::fmt::Display for Src {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Src::Seg { seg, all } => write!(
+            Src::Seg { seg, all, direct } => write!(
                 f,
                 "{}{}",
                 String::from_utf8_lossy(seg),
-                if *all { "[*]" } else { "" }
+                match (all, direct) {
+                    (_, true) => "[.]",
+                    (true, false) => "[*]",
+                    (false, false) => "",
+                }
             ),
             Src::Field {
                 seg,
@@ -1096,7 +1100,20 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         // Collect what `from` selects.
         let mut items: SmallVec<[Item<'a>; 2]> = SmallVec::new();
         match &r.from {
-            Some(Src::Seg { seg, all }) => {
+            Some(Src::Seg {
+                seg, direct: true, ..
+            }) => {
+                // The current group's own segments only: a PRT following PV1 in ORU_R01's VISIT
+                // group, never one of an OBSERVATION subgroup when PV1 sits at the top (ADT).
+                if let Some(g) = frame.chain.last() {
+                    items.extend(
+                        g.segments()
+                            .filter(|&s| self.msg.segment_id(s) == seg)
+                            .map(Item::Segment),
+                    );
+                }
+            }
+            Some(Src::Seg { seg, all, .. }) => {
                 items.extend(
                     self.segments_for(seg, *all, frame)
                         .into_iter()

@@ -242,12 +242,29 @@ pub fn parse_src(s: &str) -> Result<Src, String> {
         ));
     }
     let seg = [b[0], b[1], b[2]];
+    if let Some(r) = s[3..].strip_prefix("[.]") {
+        if !r.is_empty() {
+            return Err(format!(
+                "'{s}': SEG[.] (the segments directly in the current group) selects segments; \
+                 read their fields in sub-rules"
+            ));
+        }
+        return Ok(Src::Seg {
+            seg,
+            all: true,
+            direct: true,
+        });
+    }
     let (seg_all, after) = match s[3..].strip_prefix("[*]") {
         Some(r) => (true, r),
         None => (false, &s[3..]),
     };
     if after.is_empty() {
-        return Ok(Src::Seg { seg, all: seg_all });
+        return Ok(Src::Seg {
+            seg,
+            all: seg_all,
+            direct: false,
+        });
     }
     let Some(rest) = after.strip_prefix('-') else {
         return Err(format!(
@@ -1720,6 +1737,15 @@ mod tests {
                 Src::Seg {
                     seg: *b"OBX",
                     all: true,
+                    direct: false,
+                },
+            ),
+            (
+                "PRT[.]",
+                Src::Seg {
+                    seg: *b"PRT",
+                    all: true,
+                    direct: true,
                 },
             ),
             (
@@ -1727,6 +1753,7 @@ mod tests {
                 Src::Seg {
                     seg: *b"MRG",
                     all: false,
+                    direct: false,
                 },
             ),
             (".", Src::Rel(vec![])),
@@ -1738,6 +1765,7 @@ mod tests {
         assert!(matches!(parse_src("PID-5.1 | PID-5.2"), Ok(Src::Alt(v)) if v.len() == 2));
         for bad in [
             "PI",
+            "PRT[.]-5",
             "pid-3",
             "PID-",
             "PID[2]-3",

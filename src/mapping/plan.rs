@@ -40,12 +40,15 @@ pub enum Src {
         /// Subcomponent.
         sub: Option<usize>,
     },
-    /// `SEG` or `SEG[*]` alone — the segment(s) themselves: sub-rules then read that segment.
+    /// `SEG`, `SEG[*]` or `SEG[.]` alone — the segment(s) themselves: sub-rules then read that
+    /// segment.
     Seg {
         /// Segment id.
         seg: [u8; 3],
         /// Every occurrence in scope.
         all: bool,
+        /// `SEG[.]`: every occurrence directly in the current group, never in its subgroups.
+        direct: bool,
     },
     /// `.c.s` — relative to the current datatype value; empty = the value itself.
     Rel(Vec<usize>),
