@@ -1132,3 +1132,31 @@ fn the_event_facility_is_the_provenance_location() {
         "{loc}"
     );
 }
+
+/// The first SFT names the sending software (IG SFT[MessageHeader]): SFT-3 is
+/// `MessageHeader.source.software`, SFT-2 its version; the rest of it (vendor, binary id, product
+/// information, install date) and any further SFT stay in the loss report.
+#[test]
+fn the_sending_software_is_the_message_headers_source() {
+    let plan = plan();
+    let adt = input("tests/golden/adt_a01.hl7")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let msh_end = adt.find('\r').unwrap_or(adt.len());
+    let text = format!(
+        "{}\rSFT|Acme Health^L|4.2.1|AcmeADT|B-77||20240101\rSFT|Other Vendor|9.9|Router{}",
+        &adt[..msh_end],
+        &adt[msh_end..]
+    );
+    let got = convert_text(&plan, &text);
+    let source = &resource(&got["bundle"], "MessageHeader")[0]["source"];
+    assert_eq!(source["software"], "AcmeADT", "{source}");
+    assert_eq!(source["version"], "4.2.1", "{source}");
+    let outcome = got["outcome"].to_string();
+    assert!(outcome.contains("SFT-1, SFT-4, SFT-6"), "{outcome}");
+    assert!(
+        outcome.contains("segment SFT was not mapped"),
+        "the second SFT: {outcome}"
+    );
+    assert!(!outcome.contains("SFT-3"), "{outcome}");
+}

@@ -1487,6 +1487,16 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 }
             }
         }
+        // The first SFT's product name and version become MessageHeader.source (`bundle`).
+        if let Some(si) = (0..self.msg.len()).find(|&i| self.msg.segment_id(i) == b"SFT")
+            && let Some(used) = self.consumed.get_mut(si)
+        {
+            for f in [2, 3] {
+                if let Some(c) = used.get_mut(f) {
+                    *c = true;
+                }
+            }
+        }
     }
 
     /// Segments and fields no rule consumed. A Set ID (field 1 of the segments in
@@ -1591,6 +1601,24 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             let n = functions::fhir_string(n);
             if !n.is_empty() {
                 mh["source"]["name"] = json!(n);
+            }
+        }
+        // The sending software (IG SFT[MessageHeader]): the first SFT's product name (SFT-3) and
+        // certified version (SFT-2). R4 has one of each; the others stay in the loss report.
+        if let Some(si) = (0..self.msg.len()).find(|&i| self.msg.segment_id(i) == b"SFT")
+            && let Some(sft) = self.msg.segment(si)
+        {
+            for (field, key) in [(3, "software"), (2, "version")] {
+                let v = sft.field(field);
+                let text = v
+                    .is_valued()
+                    .then(|| v.rep(1).text())
+                    .flatten()
+                    .map(|t| functions::fhir_string(&t).into_owned())
+                    .unwrap_or_default();
+                if !text.is_empty() {
+                    mh["source"][key] = json!(text);
+                }
             }
         }
         if !h.receiving_application.is_empty() {
