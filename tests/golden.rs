@@ -1160,3 +1160,28 @@ fn the_sending_software_is_the_message_headers_source() {
     );
     assert!(!outcome.contains("SFT-3"), "{outcome}");
 }
+
+/// An order whose control code (ORC-1) maps to no status and that sends no ORC-5 still has the
+/// status R4 requires: `unknown`, with a warning naming the code (before, the ServiceRequest failed
+/// validation and was not emitted).
+#[test]
+fn an_order_control_code_without_a_status_gives_unknown() {
+    let plan = plan();
+    let text = [
+        "MSH|^~\\&|OE|HOSP|RIS|HOSP|20240401080000||ORM^O01|ORM0001|P|2.3",
+        "PID|1||MRN5^^^HOSP^MR||ROE^RITA||19700101|F",
+        "ORC|XR|PL-9^OE|FL-9^RIS",
+        "OBR|1|PL-9^OE|FL-9^RIS|73560^KNEE RIGHT AP LAT^C4|||20240401073000",
+    ]
+    .join("\r");
+    let got = convert_text(&plan, &text);
+    let orders = resource(&got["bundle"], "ServiceRequest");
+    assert_eq!(orders.len(), 1, "{}", got["outcome"]);
+    assert_eq!(orders[0]["status"], "unknown");
+    let outcome = got["outcome"].to_string();
+    assert!(
+        outcome.contains("'XR' has no entry in vocabulary OrderControlIntent"),
+        "{outcome}"
+    );
+    assert!(!outcome.contains("\"error\""), "{outcome}");
+}
