@@ -1479,6 +1479,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
     }
 
+    /// The message's first SFT (the sending software; `bundle` maps it to MessageHeader.source).
+    fn first_sft(&self) -> Option<usize> {
+        (0..self.msg.len()).find(|&i| self.msg.segment_id(i) == b"SFT")
+    }
+
     fn mark_header_fields(&mut self) {
         if let Some(msh) = self.consumed.get_mut(0) {
             for f in [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 15, 16, 18] {
@@ -1488,7 +1493,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
         }
         // The first SFT's product name and version become MessageHeader.source (`bundle`).
-        if let Some(si) = (0..self.msg.len()).find(|&i| self.msg.segment_id(i) == b"SFT")
+        if let Some(si) = self.first_sft()
             && let Some(used) = self.consumed.get_mut(si)
         {
             for f in [2, 3] {
@@ -1605,7 +1610,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
         // The sending software (IG SFT[MessageHeader]): the first SFT's product name (SFT-3) and
         // certified version (SFT-2). R4 has one of each; the others stay in the loss report.
-        if let Some(si) = (0..self.msg.len()).find(|&i| self.msg.segment_id(i) == b"SFT")
+        if let Some(si) = self.first_sft()
             && let Some(sft) = self.msg.segment(si)
         {
             for (field, key) in [(3, "software"), (2, "version")] {
