@@ -1185,3 +1185,53 @@ fn an_order_control_code_without_a_status_gives_unknown() {
     );
     assert!(!outcome.contains("\"error\""), "{outcome}");
 }
+
+/// A TQ1 repeat pattern makes the order's time a Timing (IG TQ1[ServiceRequest]): the pattern's
+/// code (RPT-1, a CWE in subcomponents) and, with no start or end sent, the service duration
+/// (TQ1-6) as `boundsDuration` in UCUM. A unit of time that does not map writes no duration
+/// (R4 drt-1 wants a code) and is reported.
+#[test]
+fn a_repeat_pattern_makes_the_order_time_a_timing() {
+    let plan = plan();
+    let order = |tq1_6: &str| -> (Value, String) {
+        let text = [
+            "MSH|^~\\&|OE|HOSP|RIS|HOSP|20240401080000||OMG^O19^OMG_O19|OMG0002|P|2.5.1",
+            "PID|1||MRN5^^^HOSP^MR||ROE^RITA||19700101|F",
+            "ORC|NW|PL-10^OE",
+            &format!("TQ1|1||TID&three times a day&HL70335|||{tq1_6}"),
+            "OBR|1|PL-10^OE||73560^KNEE RIGHT AP LAT^C4",
+        ]
+        .join("\r");
+        let got = convert_text(&plan, &text);
+        let sr = resource(&got["bundle"], "ServiceRequest")
+            .first()
+            .map(|r| (*r).clone())
+            .unwrap_or(Value::Null);
+        (sr, got["outcome"].to_string())
+    };
+    let (sr, outcome) = order("3^D&day&ISO");
+    let timing = &sr["occurrenceTiming"];
+    assert!(sr.get("occurrenceDateTime").is_none(), "{sr}");
+    assert_eq!(timing["code"]["coding"][0]["code"], "TID", "{sr}");
+    assert_eq!(timing["code"]["coding"][0]["display"], "three times a day");
+    assert_eq!(
+        timing["code"]["coding"][0]["system"],
+        "http://terminology.hl7.org/CodeSystem/v2-0335"
+    );
+    assert_eq!(
+        timing["repeat"]["boundsDuration"],
+        json!({"value": 3, "code": "d", "unit": "d", "system": "http://unitsofmeasure.org"})
+    );
+    assert!(!outcome.contains("TQ1-6"), "{outcome}");
+    let (sr, outcome) = order("3^fortnights");
+    assert!(
+        sr["occurrenceTiming"]["repeat"]
+            .get("boundsDuration")
+            .is_none(),
+        "{sr}"
+    );
+    assert!(
+        outcome.contains("'fortnights' has no entry in vocabulary UnitsOfTime"),
+        "{outcome}"
+    );
+}
