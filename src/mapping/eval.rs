@@ -272,14 +272,14 @@ struct Missing(String);
 impl std::fmt::Display for Src {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Src::Seg { seg, all, direct } => write!(
+            Src::Seg { seg, which } => write!(
                 f,
                 "{}{}",
                 String::from_utf8_lossy(seg),
-                match (all, direct) {
-                    (_, true) => "[.]",
-                    (true, false) => "[*]",
-                    (false, false) => "",
+                match which {
+                    SegScope::First => "",
+                    SegScope::All => "[*]",
+                    SegScope::Direct => "[.]",
                 }
             ),
             Src::Field {
@@ -1101,7 +1101,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let mut items: SmallVec<[Item<'a>; 2]> = SmallVec::new();
         match &r.from {
             Some(Src::Seg {
-                seg, direct: true, ..
+                seg,
+                which: SegScope::Direct,
             }) => {
                 // The current group's own segments only: a PRT following PV1 in ORU_R01's VISIT
                 // group, never one of an OBSERVATION subgroup when PV1 sits at the top (ADT).
@@ -1113,9 +1114,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     );
                 }
             }
-            Some(Src::Seg { seg, all, .. }) => {
+            Some(Src::Seg { seg, which }) => {
                 items.extend(
-                    self.segments_for(seg, *all, frame)
+                    self.segments_for(seg, *which == SegScope::All, frame)
                         .into_iter()
                         .map(Item::Segment),
                 );
@@ -1479,7 +1480,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
     }
 
-    /// The message's first SFT (the sending software; `bundle` maps it to MessageHeader.source).
+    /// The message's first SFT (the sending software; `bundle` maps [`SFT_SOURCE`] of it).
     fn first_sft(&self) -> Option<usize> {
         (0..self.msg.len()).find(|&i| self.msg.segment_id(i) == b"SFT")
     }
@@ -1496,7 +1497,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         if let Some(si) = self.first_sft()
             && let Some(used) = self.consumed.get_mut(si)
         {
-            for f in [2, 3] {
+            for (f, _) in SFT_SOURCE {
                 if let Some(c) = used.get_mut(f) {
                     *c = true;
                 }
@@ -1613,7 +1614,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         if let Some(si) = self.first_sft()
             && let Some(sft) = self.msg.segment(si)
         {
-            for (field, key) in [(3, "software"), (2, "version")] {
+            for (field, key) in SFT_SOURCE {
                 let v = sft.field(field);
                 let text = v
                     .is_valued()
@@ -1817,6 +1818,10 @@ pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Opt
         obj.remove(key.as_ref());
     }
 }
+
+/// The fields of the first SFT that become `MessageHeader.source` elements (IG SFT[MessageHeader]):
+/// the product name and the certified version.
+const SFT_SOURCE: [(usize, &str); 2] = [(3, "software"), (2, "version")];
 
 /// A Reference, or an element holding one directly (`performer: {actor: {reference}}`).
 fn holds_reference(v: &Value) -> bool {

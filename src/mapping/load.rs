@@ -251,8 +251,7 @@ pub fn parse_src(s: &str) -> Result<Src, String> {
         }
         return Ok(Src::Seg {
             seg,
-            all: true,
-            direct: true,
+            which: SegScope::Direct,
         });
     }
     let (seg_all, after) = match s[3..].strip_prefix("[*]") {
@@ -262,8 +261,11 @@ pub fn parse_src(s: &str) -> Result<Src, String> {
     if after.is_empty() {
         return Ok(Src::Seg {
             seg,
-            all: seg_all,
-            direct: false,
+            which: if seg_all {
+                SegScope::All
+            } else {
+                SegScope::First
+            },
         });
     }
     let Some(rest) = after.strip_prefix('-') else {
@@ -1736,24 +1738,21 @@ mod tests {
                 "OBX[*]",
                 Src::Seg {
                     seg: *b"OBX",
-                    all: true,
-                    direct: false,
+                    which: SegScope::All,
                 },
             ),
             (
                 "PRT[.]",
                 Src::Seg {
                     seg: *b"PRT",
-                    all: true,
-                    direct: true,
+                    which: SegScope::Direct,
                 },
             ),
             (
                 "MRG",
                 Src::Seg {
                     seg: *b"MRG",
-                    all: false,
-                    direct: false,
+                    which: SegScope::First,
                 },
             ),
             (".", Src::Rel(vec![])),

@@ -45,10 +45,8 @@ pub enum Src {
     Seg {
         /// Segment id.
         seg: [u8; 3],
-        /// Every occurrence in scope.
-        all: bool,
-        /// `SEG[.]`: every occurrence directly in the current group, never in its subgroups.
-        direct: bool,
+        /// Which occurrences.
+        which: SegScope,
     },
     /// `.c.s` — relative to the current datatype value; empty = the value itself.
     Rel(Vec<usize>),
@@ -56,12 +54,23 @@ pub enum Src {
     Alt(Vec<Src>),
 }
 
+/// Which occurrences of a segment `SEG`, `SEG[*]` and `SEG[.]` select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegScope {
+    /// `SEG`: the first in scope.
+    First,
+    /// `SEG[*]`: every occurrence in the current group instance (else in its subgroups).
+    All,
+    /// `SEG[.]`: every occurrence directly in the current group, never in its subgroups.
+    Direct,
+}
+
 impl Src {
     /// Does this path iterate (`[*]`)?
     pub fn iterates(&self) -> bool {
         match self {
             Src::Field { rep, seg_all, .. } => *rep == Rep::All || *seg_all,
-            Src::Seg { all, .. } => *all,
+            Src::Seg { which, .. } => *which != SegScope::First,
             Src::Rel(_) => false,
             Src::Alt(a) => a.iter().any(Src::iterates),
         }

@@ -425,6 +425,36 @@ fn sync_handle(_path: &str) -> Option<std::sync::Arc<std::fs::File>> {
     None
 }
 
+/// SQLite, before the checkpointer asks the writer to start the WAL over: sync the database file
+/// (`db_file`, see [`sync_handle`]) so the writer's own checkpoint sync finds few pages. The
+/// writer keeps committing while a sync runs, so copy (PASSIVE checkpoint) and sync again, each
+/// round covering the shorter time of the last sync, until one takes less than `quick` (at most
+/// three rounds). A failure ends it early: the writer's checkpoint syncs anyway and reports it.
+async fn sync_early(db_file: &std::sync::Arc<std::fs::File>, pool: &AnyPool, quick: Duration) {
+    for _ in 0..3 {
+        let f = db_file.clone();
+        let began = std::time::Instant::now();
+        let synced = tokio::task::spawn_blocking(move || f.sync_data())
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        if let Err(e) = synced {
+            tracing::warn!(error = %e, "early sync of the database file failed");
+            return;
+        }
+        if began.elapsed() < quick {
+            return;
+        }
+        if sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_optional(pool)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// SQLite: WAL size (frames, 4 KiB each: 64 MiB) from which the WAL is made to start over.
 const WAL_RESTART_FRAMES: i64 = 16384;
 
@@ -470,10 +500,8 @@ impl StoredMessage {
             duplicate_of: r.try_get(13)?,
             raw: r.try_get(14)?,
             diagnostics: r.try_get(15)?,
-            output: packed::output_text(r.try_get(16)?, r.try_get(18)?).map_err(|e| {
-                let id: i64 = r.try_get(0).unwrap_or_default();
-                sqlx::Error::Decode(format!("message {id}: messages.output_z: {e}").into())
-            })?,
+            output: packed::output_text(r.try_get(0)?, r.try_get(16)?, r.try_get(18)?)
+                .map_err(|e| sqlx::Error::Decode(e.into()))?,
             ack: r.try_get(17)?,
         })
     }
@@ -641,17 +669,14 @@ impl Store {
     /// end of the WAL, which under load is only ever the writer's: that one `fsync` then wrote out
     /// every page the background had copied since the last WAL restart, 20–50 ms during which the
     /// writer committed nothing (perf trace, 8 connections: 24 such syncs, 631 ms of the writer's
-    /// 8 s). Flushed here, off the writer, its own sync finds a few pages left; since the writer
-    /// commits meanwhile, checkpoint and sync repeat (at most `EARLY_SYNC_ROUNDS`) until a sync is
-    /// quick. Durability is unchanged: these are extra syncs, SQLite's own still happens before
-    /// the WAL starts over.
+    /// 8 s). Flushed here, off the writer ([`sync_early`]), its own sync finds a few pages left.
+    /// Durability is unchanged: these are extra syncs, SQLite's own still happens before the WAL
+    /// starts over.
     fn spawn_checkpointer(&self, db_file: Option<std::sync::Arc<std::fs::File>>) {
         /// A checkpoint this quick left little for the writer to copy.
         const QUICK: Duration = Duration::from_millis(3);
         /// Checkpoints in quick succession before asking the writer anyway.
         const TRIES: u32 = 8;
-        /// Most rounds of early sync and checkpoint before asking the writer.
-        const EARLY_SYNC_ROUNDS: u32 = 3;
         let pool = self.pool.clone();
         let restart = self.wal_restart.clone();
         tokio::spawn(async move {
@@ -676,33 +701,7 @@ impl Store {
                         tries += 1;
                         if started.elapsed() < QUICK || tries >= TRIES {
                             if let Some(f) = &db_file {
-                                // While a sync runs the writer keeps committing, so copy and
-                                // sync again: each round covers the shorter time of the last
-                                // sync, until one is quick.
-                                for _ in 0..EARLY_SYNC_ROUNDS {
-                                    let f = f.clone();
-                                    let began = std::time::Instant::now();
-                                    let synced = tokio::task::spawn_blocking(move || f.sync_data())
-                                        .await
-                                        .map_err(std::io::Error::other)
-                                        .and_then(|r| r);
-                                    if let Err(e) = synced {
-                                        // The writer's checkpoint syncs anyway (and reports
-                                        // failure).
-                                        tracing::warn!(error = %e, "early sync of the database file failed");
-                                        break;
-                                    }
-                                    if began.elapsed() < QUICK {
-                                        break;
-                                    }
-                                    if sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                                        .fetch_optional(&pool)
-                                        .await
-                                        .is_err()
-                                    {
-                                        break;
-                                    }
-                                }
+                                sync_early(f, &pool, QUICK).await;
                             }
                             restart.store(true, std::sync::atomic::Ordering::Relaxed);
                             tries = 0;
@@ -983,14 +982,10 @@ impl Store {
         for d in &decided {
             let m = d.m;
             let dup = d.status == Status::Duplicate;
-            let (output, packed) = match (&m.output, &m.output_packed) {
-                _ if dup => (None, None),
-                (_, Some(p)) => (None, Some(p.clone())),
-                (Some(text), None) => match packed::pack(text) {
-                    Some(p) => (None, Some(p)),
-                    None => (Some(text.as_str()), None),
-                },
-                (None, None) => (None, None),
+            let (output, packed) = if dup {
+                (None, None)
+            } else {
+                packed::columns(m.output.as_deref(), m.output_packed.as_deref())
             };
             args.extend([
                 Arg::Int(m.received_at),
@@ -1132,7 +1127,7 @@ impl Store {
         resources: &[NewResource],
     ) -> Result<(bool, bool, Vec<i64>), StoreError> {
         use sql::Arg;
-        let packed = output.and_then(packed::pack);
+        let (output, packed) = packed::columns(output, None);
         let found = conn
             .execute(
                 "update a message",
@@ -1140,7 +1135,7 @@ impl Store {
                  updated_at = $4 WHERE id = $5",
                 &[
                     Arg::Text(status.as_str().into()),
-                    Arg::opt_text(output.filter(|_| packed.is_none())),
+                    Arg::opt_text(output),
                     Arg::opt_text(diagnostics),
                     Arg::Int(now_micros()),
                     Arg::Int(id),

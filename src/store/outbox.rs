@@ -181,14 +181,11 @@ impl Store {
         for r in &outputs {
             let id: i64 = r.try_get(0).map_err(db("decode id"))?;
             let output = super::packed::output_text(
+                id,
                 r.try_get(1).map_err(db("decode output"))?,
                 r.try_get(2).map_err(db("decode output_z"))?,
             )
-            .map_err(|e| {
-                db("decode output_z")(sqlx::Error::Decode(
-                    format!("message {id}: messages.output_z: {e}").into(),
-                ))
-            })?;
+            .map_err(|e| db("decode output_z")(sqlx::Error::Decode(e.into())))?;
             if let Ok(i) = claimed.binary_search_by_key(&id, |c| c.message_id) {
                 claimed[i].output = output;
             }

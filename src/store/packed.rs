@@ -23,15 +23,35 @@ pub fn pack(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The conversion output of a log row: its text (rows written before the packed column) or its
-/// packed bytes, unpacked; what is wrong with them otherwise.
+/// What a log row keeps of a conversion output: the packed bytes (`packed` when the caller
+/// packed them already, else packed here), or the text when it cannot be packed. Returns the
+/// values of `messages.output` and `messages.output_z`.
+pub fn columns<'t>(
+    text: Option<&'t str>,
+    packed: Option<&[u8]>,
+) -> (Option<&'t str>, Option<Vec<u8>>) {
+    match (text, packed) {
+        (_, Some(p)) => (None, Some(p.to_vec())),
+        (Some(t), None) => match pack(t) {
+            Some(p) => (None, Some(p)),
+            None => (Some(t), None),
+        },
+        (None, None) => (None, None),
+    }
+}
+
+/// The conversion output of log row `id`: its text (rows written before the packed column) or
+/// its packed bytes, unpacked; otherwise what is wrong with them, naming the row and column.
 pub fn output_text(
+    id: i64,
     text: Option<String>,
     packed: Option<Vec<u8>>,
 ) -> Result<Option<String>, String> {
     match (text, packed) {
         (Some(t), _) => Ok(Some(t)),
-        (None, Some(p)) => unpack(&p).map(Some),
+        (None, Some(p)) => unpack(&p)
+            .map(Some)
+            .map_err(|e| format!("message {id}: messages.output_z: {e}")),
         (None, None) => Ok(None),
     }
 }
@@ -93,5 +113,27 @@ mod tests {
             flipped[i] ^= 0x55;
             let _ = unpack(&flipped);
         }
+    }
+
+    #[test]
+    fn a_row_keeps_the_packed_output_and_reads_either_column() {
+        let text = "{\"resourceType\":\"Bundle\"}";
+        let mine = pack(text).expect("packs");
+        // Bytes the caller packed are kept as given; else the text is packed; no text, nothing.
+        assert_eq!(columns(Some(text), Some(&mine)), (None, Some(mine.clone())));
+        assert_eq!(columns(Some(text), None), (None, Some(mine.clone())));
+        assert_eq!(columns(None, None), (None, None));
+        // Older rows have text, newer ones bytes.
+        assert_eq!(
+            output_text(7, Some(text.into()), None),
+            Ok(Some(text.into()))
+        );
+        assert_eq!(output_text(7, None, Some(mine)), Ok(Some(text.into())));
+        assert_eq!(output_text(7, None, None), Ok(None));
+        let err = output_text(7, None, Some(vec![2, 0, 0, 0, 0])).expect_err("damaged");
+        assert!(
+            err.starts_with("message 7: messages.output_z: packed output has unknown format"),
+            "{err}"
+        );
     }
 }
