@@ -128,6 +128,92 @@ fn structure_from_trigger_table_when_msh_9_3_is_missing() {
     }
 }
 
+/// A group tree as text: `NAME(SEG SEG CHILD(...))`.
+fn tree(m: &Message<'_>, g: &GroupInstance) -> String {
+    use v2fhir::v2::structure::GroupItem;
+    let parts: Vec<String> = g
+        .items
+        .iter()
+        .map(|i| match i {
+            GroupItem::Segment(s) => m
+                .segment(*s)
+                .map(|s| s.id().to_string())
+                .unwrap_or_default(),
+            GroupItem::Group(c) => tree(m, c),
+        })
+        .collect();
+    format!("{}({})", g.name, parts.join(" "))
+}
+
+/// Where a segment could open more than one group, the grouping looks at the segments that
+/// follow. Each case: the message type, the segments after MSH, the expected tree below the root
+/// (its top-level items), and whether grouping reported anything.
+#[test]
+fn ambiguous_segments_go_where_the_following_segments_fit() {
+    let cases: &[(&str, &str, &str, bool)] = &[
+        // A second order after the first one's specimen: TQ1 and OBR fit only a new ORDER
+        // (ORDER_PRIOR takes TQ1 only after its OBR).
+        (
+            "OMG^O19^OMG_O19",
+            "PID ORC OBR SPM SAC ORC TQ1 OBR OBX",
+            "PATIENT(PID) ORDER(ORC OBR SPECIMEN(SPM CONTAINER(SAC))) ORDER(ORC TIMING(TQ1) OBR OBSERVATION(OBX))",
+            false,
+        ),
+        // ORC OBR OBX fits a new ORDER and the first order's PRIOR_RESULT equally: a new
+        // ORDER, which an ORC must start, rather than an ORDER_PRIOR, which it may.
+        (
+            "OMG^O19^OMG_O19",
+            "PID ORC OBR OBX ORC OBR OBX",
+            "PATIENT(PID) ORDER(ORC OBR OBSERVATION(OBX)) ORDER(ORC OBR OBSERVATION(OBX))",
+            false,
+        ),
+        // A prior result introduced by its visit stays a prior result: a new ORDER there would
+        // leave PRIOR_RESULT without its required ORDER_PRIOR.
+        (
+            "OMG^O19^OMG_O19",
+            "PID ORC OBR PV1 ORC OBR OBX",
+            "PATIENT(PID) ORDER(ORC OBR PRIOR_RESULT(PATIENT_VISIT_PRIOR(PV1) ORDER_PRIOR(ORC OBR OBSERVATION_PRIOR(OBX))))",
+            false,
+        ),
+        // The same in OML^O21, where the order's OBR has a group of its own.
+        (
+            "OML^O21^OML_O21",
+            "PID ORC OBR SPM ORC TQ1 OBR",
+            "PATIENT(PID) ORDER(ORC OBSERVATION_REQUEST(OBR SPECIMEN(SPM))) ORDER(ORC TIMING(TQ1) OBSERVATION_REQUEST(OBR))",
+            false,
+        ),
+        // Both places optional: the innermost (the PV2 belongs to the visit just opened).
+        (
+            "BAR^P01^BAR_P01",
+            "EVN PID PV1 PV2 DG1 PV1",
+            "EVN PID VISIT(PV1 PV2 DG1) VISIT(PV1)",
+            false,
+        ),
+    ];
+    for (ty, segs, want, reported) in cases {
+        let mut text = format!("MSH|^~\\&|A|B|C|D|20240101||{ty}|1|P|2.5.1\r");
+        for s in segs.split(' ') {
+            text.push_str(s);
+            text.push_str("|1\r");
+        }
+        let p = v2::parse(text.as_bytes()).expect("parse");
+        let m = &p.messages[0];
+        let g = Structures::builtin().group(m);
+        let got = tree(m, &g.root);
+        let inner = got
+            .strip_prefix(&format!("{}(MSH ", g.root.name))
+            .and_then(|t| t.strip_suffix(')'))
+            .unwrap_or(&got);
+        assert_eq!(inner, *want, "{ty}: {segs}");
+        assert_eq!(
+            !g.diagnostics.is_empty(),
+            *reported,
+            "{ty}: {segs}: {:?}",
+            g.diagnostics
+        );
+    }
+}
+
 #[test]
 fn adt_groups_and_unexpected_segments() {
     let input = "MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rEVN|A01\rPID|1\rPV1|1\rPR1|1\rROL|1\rPR1|2\rIN1|1\rIN2|1\rIN1|2\rNK1|1\r";

@@ -2,8 +2,10 @@
 //! (`mappings/structures/*.hl7s`), and the grouping of a parsed message into group instances.
 //!
 //! Grouping searches forward from the current position, then outward through enclosing groups
-//! (opening a new instance of a repeating group when its first segments match). A segment that
-//! fits nowhere is kept in place in the innermost open group and reported — never dropped.
+//! (opening a new instance of a repeating group when its first segments match); where a segment
+//! fits at several levels, a short lookahead picks the place the following segments fit best
+//! (`choose`). A segment that fits nowhere is kept in place in the innermost open group and
+//! reported — never dropped.
 
 use super::diag::{Code, Diagnostic, Location, Severity};
 use super::header::Header;
@@ -587,31 +589,8 @@ impl GroupInstance {
     }
 }
 
-struct Frame<'d> {
-    group: &'d Group,
-    pos: usize,
-    used: bool,
-    inst: GroupInstance,
-}
-
-fn close_frame(
-    frame: &Frame<'_>,
-    from: usize,
-    msg: &Message<'_>,
-    at_seg: usize,
-    diags: &mut Vec<Diagnostic>,
-) {
-    // Required children never matched in this instance.
-    let start = if frame.used { from + 1 } else { from };
-    for c in frame.group.children.iter().skip(start) {
-        if !c.optional() {
-            report_missing(frame, c, msg, at_seg, diags);
-        }
-    }
-}
-
 fn report_missing(
-    frame: &Frame<'_>,
+    group: &Group,
     c: &Node,
     msg: &Message<'_>,
     at_seg: usize,
@@ -637,59 +616,273 @@ fn report_missing(
             line,
             ..Location::default()
         },
-        format!("{what} is missing in {}", frame.group.name),
+        format!("{what} is missing in {}", group.name),
     ));
 }
 
-fn group_segments(def: &Group, msg: &Message<'_>, diags: &mut Vec<Diagnostic>) -> GroupInstance {
-    let mut stack: Vec<Frame<'_>> = vec![Frame {
-        group: def,
-        pos: 0,
-        used: false,
-        inst: GroupInstance {
-            name: def.name.clone(),
-            items: vec![],
-        },
-    }];
-    for seg in msg.segments() {
-        let id = seg.id();
-        let i = seg.index();
-        // Find the innermost level (from the top of the stack down) with a slot at or after its position.
-        let mut found: Option<(usize, usize)> = None;
-        'levels: for d in (0..stack.len()).rev() {
-            let f = &stack[d];
-            for (j, c) in f.group.children.iter().enumerate().skip(f.pos) {
-                if j == f.pos && f.used && !c.repeating() {
-                    continue;
-                }
-                if c.can_start_with(id) {
-                    found = Some((d, j));
-                    break 'levels;
+/// Where grouping stands in one open group instance: the child it is at and whether that child
+/// has been matched in this instance. The grouping proper and its lookahead share it.
+#[derive(Clone, Copy)]
+struct At<'d> {
+    group: &'d Group,
+    pos: usize,
+    used: bool,
+}
+
+/// How far [`choose`] looks ahead when a segment fits more than one open group.
+const LOOKAHEAD: usize = 8;
+
+/// Every place a segment `id` can go, innermost level first: per open level (`d`, bottom of the
+/// stack = 0), the first child at or after the level's position that can start with `id`.
+fn slots(levels: &[At<'_>], id: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for d in (0..levels.len()).rev() {
+        let f = &levels[d];
+        for (j, c) in f.group.children.iter().enumerate().skip(f.pos) {
+            if j == f.pos && f.used && !c.repeating() {
+                continue;
+            }
+            if c.can_start_with(id) {
+                out.push((d, j));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The stack of open group instances, seen by [`place`]: the grouping proper builds instances and
+/// reports what is missing; the lookahead only counts what would be reported.
+trait Levels<'d> {
+    fn levels(&mut self) -> &mut Vec<At<'d>>;
+    /// Close the innermost instance.
+    fn pop(&mut self);
+    /// Open an instance of `g` inside the innermost one.
+    fn push(&mut self, g: &'d Group);
+    /// A required child `c` of the innermost instance was not matched.
+    fn missing(&mut self, c: &'d Node);
+    /// The segment went into the innermost instance.
+    fn segment(&mut self);
+}
+
+/// Required children from `from` on that an instance closing at `at` never matched.
+fn unmatched<'d>(at: &At<'d>) -> impl Iterator<Item = &'d Node> + 'd {
+    let start = if at.used { at.pos + 1 } else { at.pos };
+    at.group
+        .children
+        .iter()
+        .skip(start)
+        .filter(|c| !c.optional())
+}
+
+/// Put segment `id` at child `j` of level `d` (a slot from [`slots`]): close the levels above
+/// `d`, advance level `d` to `j`, and open the groups the segment starts.
+fn place<'d>(st: &mut impl Levels<'d>, d: usize, j: usize, id: &str) {
+    while st.levels().len() > d + 1 {
+        st.pop();
+    }
+    let mut j = j;
+    loop {
+        let Some(f) = st.levels().last().copied() else {
+            return;
+        };
+        let skip_from = if f.used { f.pos + 1 } else { f.pos };
+        for c in f.group.children.iter().take(j).skip(skip_from) {
+            if !c.optional() {
+                st.missing(c);
+            }
+        }
+        if let Some(top) = st.levels().last_mut() {
+            top.pos = j;
+            top.used = true;
+        }
+        match &f.group.children[j] {
+            Node::Segment { .. } => {
+                st.segment();
+                return;
+            }
+            Node::Group(g) => {
+                st.push(g);
+                // Descend: the segment starts this group, so it matches at or below.
+                match g.children.iter().position(|c| c.can_start_with(id)) {
+                    Some(k) => j = k,
+                    None => return,
                 }
             }
         }
-        let Some((d, j)) = found else {
+    }
+}
+
+/// The lookahead's stack: positions only, and a count of what would have been reported.
+struct Probe<'d> {
+    levels: Vec<At<'d>>,
+    problems: usize,
+}
+
+impl<'d> Levels<'d> for Probe<'d> {
+    fn levels(&mut self) -> &mut Vec<At<'d>> {
+        &mut self.levels
+    }
+    fn pop(&mut self) {
+        if let Some(f) = self.levels.pop() {
+            self.problems += unmatched(&f).count();
+        }
+    }
+    fn push(&mut self, g: &'d Group) {
+        self.levels.push(At {
+            group: g,
+            pos: 0,
+            used: false,
+        });
+    }
+    fn missing(&mut self, _: &'d Node) {
+        self.problems += 1;
+    }
+    fn segment(&mut self) {}
+}
+
+/// Of several places segment `i` fits, the one after which the most following segments fit
+/// without a required segment skipped or a segment that fits nowhere (up to [`LOOKAHEAD`]). On a
+/// tie, a place where the segment is a required one (the ORC that every ORDER starts with) goes
+/// before one where it is optional (the ORC an ORDER_PRIOR may start with), then the innermost.
+/// So in OMG^O19 an ORC after an order's observations or specimens opens a new ORDER, not the
+/// order's PRIOR_RESULT group, unless only PRIOR_RESULT takes the segments that follow it; and in
+/// BAR^P01 a PV2 after PV1 stays in the same VISIT (both places optional: the innermost).
+fn choose<'d>(
+    levels: &[At<'d>],
+    cands: &[(usize, usize)],
+    msg: &Message<'_>,
+    i: usize,
+) -> (usize, usize) {
+    let mut best = (cands[0], 0usize, false);
+    for (n, &(d, j)) in cands.iter().enumerate() {
+        let mut probe = Probe {
+            levels: levels.to_vec(),
+            problems: 0,
+        };
+        let Some(seg) = msg.segment(i) else {
+            break;
+        };
+        place(&mut probe, d, j, seg.id());
+        let mut fitted = usize::from(probe.problems == 0);
+        if probe.problems == 0 {
+            for k in i + 1..(i + 1 + LOOKAHEAD).min(msg.len()) {
+                let Some(next) = msg.segment(k) else { break };
+                let Some(&(d2, j2)) = slots(&probe.levels, next.id()).first() else {
+                    break;
+                };
+                place(&mut probe, d2, j2, next.id());
+                if probe.problems > 0 {
+                    break;
+                }
+                fitted += 1;
+            }
+        }
+        let required = lands_required(&levels[d], j, seg.id());
+        if n == 0 || fitted > best.1 || (fitted == best.1 && required && !best.2) {
+            best = ((d, j), fitted, required);
+        }
+    }
+    best.0
+}
+
+/// Is the segment slot that `id` takes when placed at child `j` of `level` a required one?
+fn lands_required(level: &At<'_>, j: usize, id: &str) -> bool {
+    let mut node = &level.group.children[j];
+    while let Node::Group(g) = node {
+        match g.children.iter().find(|c| c.can_start_with(id)) {
+            Some(c) => node = c,
+            None => return false,
+        }
+    }
+    !node.optional()
+}
+
+struct Grouper<'d, 'm, 'x> {
+    levels: Vec<At<'d>>,
+    insts: Vec<GroupInstance>,
+    msg: &'m Message<'m>,
+    /// The segment being placed.
+    at_seg: usize,
+    diags: &'x mut Vec<Diagnostic>,
+}
+
+impl<'d> Levels<'d> for Grouper<'d, '_, '_> {
+    fn levels(&mut self) -> &mut Vec<At<'d>> {
+        &mut self.levels
+    }
+    fn pop(&mut self) {
+        let (Some(f), Some(inst)) = (self.levels.pop(), self.insts.pop()) else {
+            return;
+        };
+        for c in unmatched(&f) {
+            report_missing(f.group, c, self.msg, self.at_seg, self.diags);
+        }
+        if let Some(parent) = self.insts.last_mut() {
+            parent.items.push(GroupItem::Group(inst));
+        }
+    }
+    fn push(&mut self, g: &'d Group) {
+        self.levels.push(At {
+            group: g,
+            pos: 0,
+            used: false,
+        });
+        self.insts.push(GroupInstance {
+            name: g.name.clone(),
+            items: vec![],
+        });
+    }
+    fn missing(&mut self, c: &'d Node) {
+        if let Some(f) = self.levels.last() {
+            report_missing(f.group, c, self.msg, self.at_seg, self.diags);
+        }
+    }
+    fn segment(&mut self) {
+        if let Some(top) = self.insts.last_mut() {
+            top.items.push(GroupItem::Segment(self.at_seg));
+        }
+    }
+}
+
+fn group_segments(def: &Group, msg: &Message<'_>, diags: &mut Vec<Diagnostic>) -> GroupInstance {
+    let mut g = Grouper {
+        levels: Vec::new(),
+        insts: Vec::new(),
+        msg,
+        at_seg: 0,
+        diags,
+    };
+    g.push(def);
+    for seg in msg.segments() {
+        let id = seg.id();
+        let i = seg.index();
+        g.at_seg = i;
+        let cands = slots(&g.levels, id);
+        let chosen = match cands.len() {
+            0 => None,
+            1 => Some(cands[0]),
+            _ => Some(choose(&g.levels, &cands, msg, i)),
+        };
+        let Some((d, j)) = chosen else {
+            let innermost = g.levels.last().map(|f| &*f.group.name).unwrap_or("");
             let (code, sev, text) = if id.starts_with('Z') {
                 (
                     Code::ZSegment,
                     Severity::Info,
-                    format!(
-                        "Z-segment {id} kept in place in group {}",
-                        stack.last().map(|f| &*f.group.name).unwrap_or("")
-                    ),
+                    format!("Z-segment {id} kept in place in group {innermost}"),
                 )
             } else {
                 (
                     Code::UnexpectedSegment,
                     Severity::Warning,
                     format!(
-                        "segment {id} is not expected here by {}; kept in place in group {}",
-                        def.name,
-                        stack.last().map(|f| &*f.group.name).unwrap_or("")
+                        "segment {id} is not expected here by {}; kept in place in group {innermost}",
+                        def.name
                     ),
                 )
             };
-            diags.push(Diagnostic::new(
+            g.diags.push(Diagnostic::new(
                 sev,
                 code,
                 Location {
@@ -701,68 +894,25 @@ fn group_segments(def: &Group, msg: &Message<'_>, diags: &mut Vec<Diagnostic>) -
                 },
                 text,
             ));
-            if let Some(top) = stack.last_mut() {
-                top.inst.items.push(GroupItem::Segment(i));
-            }
+            g.segment();
             continue;
         };
-        // Close the frames above level d.
-        while stack.len() > d + 1 {
-            let Some(f) = stack.pop() else { break };
-            close_frame(&f, f.pos, msg, i, diags);
-            if let Some(parent) = stack.last_mut() {
-                parent.inst.items.push(GroupItem::Group(f.inst));
-            }
-        }
-        // Advance at level d to child j, reporting required children skipped over.
-        let mut j = j;
-        while let Some(f) = stack.last_mut() {
-            let skip_from = if f.used { f.pos + 1 } else { f.pos };
-            for c in f.group.children.iter().take(j).skip(skip_from) {
-                if !c.optional() {
-                    let fr: &Frame<'_> = f;
-                    report_missing(fr, c, msg, i, diags);
-                }
-            }
-            f.pos = j;
-            f.used = true;
-            let group = f.group;
-            match &group.children[j] {
-                Node::Segment { .. } => {
-                    f.inst.items.push(GroupItem::Segment(i));
-                    break;
-                }
-                Node::Group(g) => {
-                    stack.push(Frame {
-                        group: g,
-                        pos: 0,
-                        used: false,
-                        inst: GroupInstance {
-                            name: g.name.clone(),
-                            items: vec![],
-                        },
-                    });
-                    // Descend: the segment starts this group, so it matches at or below.
-                    match g.children.iter().position(|c| c.can_start_with(id)) {
-                        Some(k) => j = k,
-                        None => break,
-                    }
-                }
-            }
-        }
+        place(&mut g, d, j, id);
     }
-    let last = msg.len().saturating_sub(1);
-    while let Some(f) = stack.pop() {
-        close_frame(&f, f.pos, msg, last, diags);
-        match stack.last_mut() {
-            Some(parent) => parent.inst.items.push(GroupItem::Group(f.inst)),
-            None => return f.inst,
-        }
+    g.at_seg = msg.len().saturating_sub(1);
+    while g.levels.len() > 1 {
+        g.pop();
     }
-    GroupInstance {
-        name: def.name.clone(),
-        items: vec![],
+    let (Some(root), Some(inst)) = (g.levels.pop(), g.insts.pop()) else {
+        return GroupInstance {
+            name: def.name.clone(),
+            items: vec![],
+        };
+    };
+    for c in unmatched(&root) {
+        report_missing(root.group, c, msg, g.at_seg, g.diags);
     }
+    inst
 }
 
 #[cfg(test)]
