@@ -744,6 +744,7 @@ async fn searches_over_the_developer_corpus() {
             ("Encounter", "class", "class"),
             ("Immunization", "vaccine-code", "vaccineCode"),
             ("DiagnosticReport", "code", "code"),
+            ("DocumentReference", "type", "type"),
         ] {
             let (k, r) = of_type(&all, ty)
                 .find(|(_, r)| {
@@ -783,6 +784,43 @@ async fn searches_over_the_developer_corpus() {
             f.all("Immunization?date=lt2015").await,
             want,
             "{backend}: Immunization date"
+        );
+
+        // The documents of the MDM samples: by patient, master identifier, status and date.
+        let (doc_key, doc) = of_type(&all, "DocumentReference")
+            .next()
+            .unwrap_or_else(|| panic!("{backend}: no DocumentReference in the corpus output"));
+        let patient = subject_of(doc).unwrap_or_default();
+        let want = keys_where(&all, "DocumentReference", |d| {
+            subject_of(d).as_deref() == Some(patient.as_str())
+        });
+        assert_eq!(
+            f.all(&format!("DocumentReference?patient={}", enc(&patient)))
+                .await,
+            want,
+            "{backend}: DocumentReference by patient"
+        );
+        let master = doc["masterIdentifier"]["value"].as_str().unwrap_or("");
+        assert!(
+            f.all(&format!("DocumentReference?identifier={}", enc(master)))
+                .await
+                .contains(doc_key),
+            "{backend}: DocumentReference by master identifier"
+        );
+        let want = keys_where(&all, "DocumentReference", |d| d["status"] == "current");
+        assert_eq!(
+            f.all("DocumentReference?status=current").await,
+            want,
+            "{backend}: DocumentReference status"
+        );
+        let want = keys_where(&all, "DocumentReference", |d| {
+            d["date"].as_str().is_some_and(|x| x >= "2011")
+        });
+        assert!(!want.is_empty(), "{backend}: documents dated after 2010");
+        assert_eq!(
+            f.all("DocumentReference?date=gt2010").await,
+            want,
+            "{backend}: DocumentReference date"
         );
 
         // _elements, _lastUpdated, _id.

@@ -1235,3 +1235,68 @@ fn a_repeat_pattern_makes_the_order_time_a_timing() {
         "{outcome}"
     );
 }
+
+/// MDM: the document header (TXA) is a DocumentReference (IG TXA[DocumentReference]) and the
+/// OBX segments its body (IG OBX[DocumentReference]): text lines, whether repetitions of one
+/// OBX-5 or OBX segments of their own (an empty one is an empty line), are one text attachment.
+#[test]
+fn a_transcribed_document_is_a_document_reference() {
+    use base64::Engine;
+    let plan = plan();
+    let got = convert_text(&plan, &input("tests/golden/mdm_t02_document.hl7"));
+    let b = &got["bundle"];
+    let docs = resource(b, "DocumentReference");
+    assert_eq!(docs.len(), 1, "{b}");
+    let d = docs[0];
+    // TXA-19 OB (obsolete): replaced by another document.
+    assert_eq!(d["status"], "superseded");
+    // TXA-17 AU (authenticated).
+    assert_eq!(d["docStatus"], "final");
+    assert_eq!(d["type"]["coding"][0]["code"], "DS");
+    assert_eq!(d["masterIdentifier"]["value"], "DOC-42");
+    assert_eq!(d["masterIdentifier"]["system"], "urn:oid:1.2.3.4");
+    assert_eq!(d["identifier"][0]["value"], "dischg_42.txt");
+    assert_eq!(d["securityLabel"][0]["coding"][0]["code"], "R");
+    assert_eq!(
+        d["securityLabel"][0]["coding"][0]["system"],
+        "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+    );
+    assert_eq!(d["description"], "Discharge summary");
+    assert_eq!(d["date"], "2026-11-30T10:00:00+01:00");
+    assert_eq!(referenced(b, &d["author"][0])["name"][0]["family"], "Smith");
+    assert_eq!(
+        referenced(b, &d["authenticator"])["name"][0]["family"],
+        "Jones"
+    );
+    assert_eq!(referenced(b, &d["subject"])["resourceType"], "Patient");
+    assert_eq!(
+        referenced(b, &d["context"]["encounter"][0])["resourceType"],
+        "Encounter"
+    );
+    let content = d["content"].as_array().cloned().unwrap_or_default();
+    assert_eq!(content.len(), 1, "{content:?}");
+    let a = &content[0]["attachment"];
+    assert_eq!(a["contentType"], "text/plain; charset=utf-8");
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(a["data"].as_str().unwrap_or(""))
+        .unwrap_or_default();
+    assert_eq!(
+        String::from_utf8_lossy(&data),
+        "Patient admitted with chest pain.\nTroponin negative.\n\nPlan:\nrest and follow-up"
+    );
+    // The notification without the body (T01) announces the content type (TXA-3).
+    let t01 = input("tests/golden/mdm_t02_document.hl7")
+        .replace("MDM^T02^MDM_T02", "MDM^T01^MDM_T01")
+        .split('\r')
+        .filter(|s| !s.starts_with("OBX"))
+        .collect::<Vec<_>>()
+        .join("\r");
+    let got = convert_text(&plan, &t01);
+    let docs = resource(&got["bundle"], "DocumentReference");
+    assert_eq!(docs.len(), 1, "{got}");
+    assert_eq!(
+        docs[0]["content"][0]["attachment"]["contentType"],
+        "text/plain"
+    );
+    assert!(docs[0]["content"][0]["attachment"].get("data").is_none());
+}

@@ -246,6 +246,29 @@ fn group_by_needs_rules_and_several_items() {
     );
 }
 
+/// `join` takes decoded texts from a `from` that selects several items: a single item, a datatype
+/// map or a non-text function is an error at the rule's line.
+#[test]
+fn join_needs_several_items_and_text() {
+    let e = errors(&[(
+        "m/segments/OBX.yaml",
+        "kind: segment\nmap: \"OBX[Observation]\"\nrules:\n  - { name: a, from: OBX-5, join: \"\\n\", to: valueString }\n  - { name: b, from: \"OBX-5[*]\", join: \" \", fn: date, to: effectiveDateTime }\n  - { name: c, from: \"OBX-5[*]\", join: \" \", to: valueString }\n",
+    )]);
+    assert!(
+        has_error(
+            &e,
+            "m/segments/OBX.yaml:4:",
+            "join needs a `from` that selects several"
+        ),
+        "{e:#?}"
+    );
+    assert!(
+        has_error(&e, "m/segments/OBX.yaml:5:", "join takes the decoded texts"),
+        "{e:#?}"
+    );
+    assert!(!e.iter().any(|x| x.contains("OBX.yaml:6:")), "{e:#?}");
+}
+
 /// The rules of a nested `resource:` are checked like any others, against the nested resource's
 /// type: a target it lacks is an error at that rule's line, and a datatype map's nested rules may
 /// not read segment fields (a datatype map has no segment).

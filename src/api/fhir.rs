@@ -652,6 +652,9 @@ fn definition_base(ty: &str, name: &str) -> String {
         "Procedure",
     ];
     match name {
+        // R4 publishes these for DocumentReference under the shared clinical-* ids; its `date`
+        // (DocumentReference.date) is its own.
+        "patient" | "identifier" | "type" if ty == "DocumentReference" => "clinical".into(),
         "patient" | "encounter" if clinical.contains(&ty) => "clinical".into(),
         "date" | "code" | "identifier" if clinical.contains(&ty) && ty != "Immunization" => {
             "clinical".into()

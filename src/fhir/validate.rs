@@ -133,6 +133,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("RelatedPerson", &["patient"]),
     ("ServiceRequest", &["status", "intent", "subject"]),
     ("Specimen", &[]),
+    ("DocumentReference", &["status", "content"]),
     ("Bundle", &["type"]),
 ];
 

@@ -218,6 +218,9 @@ pub struct Rule {
     /// With `rules`: items whose value at this path is equal build one object together.
     #[serde(default)]
     pub group_by: Option<String>,
+    /// With a `from` that selects several items: their texts joined by this separator, written once.
+    #[serde(default)]
+    pub join: Option<String>,
     /// Switch source.
     #[serde(default)]
     pub switch: Option<String>,

@@ -1147,6 +1147,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     } else {
                         self.resolve_one(&one, &f2, true).into_iter().collect()
                     };
+                    if vals.is_empty() && r.join.is_some() {
+                        // An empty segment is an empty line of a joined text.
+                        items.push(Item::Value(empty_value(), Some(si)));
+                    }
                     items.extend(vals.into_iter().map(|v| Item::Value(v, Some(si))));
                 }
             }
@@ -1166,40 +1170,44 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             None => items.push(Item::None),
         }
         let mut wrote = false;
-        match (&r.group_by, &r.producer) {
-            (Some(key), Producer::Rules(rules)) => {
-                // One object per distinct key, in first-seen order, built by every item of the group.
-                let mut groups: Vec<(String, Vec<Item<'a>>)> = Vec::new();
-                for item in items {
-                    let (sub, _) = item_frame(frame, item);
-                    if let Some(c) = &r.when
-                        && !self.cond(c, &sub)
-                    {
-                        continue;
-                    }
-                    let k = self.first_text(key, &sub, false);
-                    match groups.iter_mut().find(|(g, _)| *g == k) {
-                        Some((_, members)) => members.push(item),
-                        None => groups.push((k.into_owned(), vec![item])),
-                    }
-                }
-                for (_, members) in groups {
-                    let mut obj = Map::new();
-                    for item in members {
-                        let (sub, gated_out) = item_frame(frame, item);
-                        if !gated_out {
-                            self.run_rules(rules, &sub, &mut obj)?;
+        if let Some(sep) = &r.join {
+            wrote = self.run_join(r, sep, frame, items, out);
+        } else {
+            match (&r.group_by, &r.producer) {
+                (Some(key), Producer::Rules(rules)) => {
+                    // One object per distinct key, in first-seen order, built by every item of the group.
+                    let mut groups: Vec<(String, Vec<Item<'a>>)> = Vec::new();
+                    for item in items {
+                        let (sub, _) = item_frame(frame, item);
+                        if let Some(c) = &r.when
+                            && !self.cond(c, &sub)
+                        {
+                            continue;
+                        }
+                        let k = self.first_text(key, &sub, false);
+                        match groups.iter_mut().find(|(g, _)| *g == k) {
+                            Some((_, members)) => members.push(item),
+                            None => groups.push((k.into_owned(), vec![item])),
                         }
                     }
-                    if !obj.is_empty() {
-                        write(out, &r.to, Value::Object(obj), None);
-                        wrote = true;
+                    for (_, members) in groups {
+                        let mut obj = Map::new();
+                        for item in members {
+                            let (sub, gated_out) = item_frame(frame, item);
+                            if !gated_out {
+                                self.run_rules(rules, &sub, &mut obj)?;
+                            }
+                        }
+                        if !obj.is_empty() {
+                            write(out, &r.to, Value::Object(obj), None);
+                            wrote = true;
+                        }
                     }
                 }
-            }
-            _ => {
-                for item in items {
-                    wrote |= self.run_item(r, frame, item, out)?;
+                _ => {
+                    for item in items {
+                        wrote |= self.run_item(r, frame, item, out)?;
+                    }
                 }
             }
         }
@@ -1211,6 +1219,61 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             )));
         }
         Ok(())
+    }
+
+    /// A `join` rule: the decoded texts of the items `when` accepts, joined by `sep`, go through
+    /// the rule's function once. True when something was written.
+    fn run_join(
+        &mut self,
+        r: &'p RulePlan,
+        sep: &str,
+        frame: &Frame<'g, 'a>,
+        items: SmallVec<[Item<'a>; 2]>,
+        out: &mut Map<String, Value>,
+    ) -> bool {
+        // An empty item the condition accepts is an empty line (a blank TX repetition or OBX).
+        let mut joined = String::new();
+        let mut first = true;
+        let mut any = false;
+        for item in items {
+            let (sub, _) = item_frame(frame, item);
+            if let Some(c) = &r.when
+                && !self.cond(c, &sub)
+            {
+                continue;
+            }
+            if !first {
+                joined.push_str(sep);
+            }
+            first = false;
+            if let Some(text) = sub.value.and_then(|v| v.text()) {
+                joined.push_str(&text);
+                any = true;
+            }
+        }
+        if !any {
+            return false;
+        }
+        let f = match &r.producer {
+            Producer::Fn(f) => *f,
+            _ => Func::Text,
+        };
+        match functions::apply_str(f, &joined) {
+            Ok(Some(p)) => {
+                write(out, &r.to, p.value, p.choice);
+                true
+            }
+            Ok(None) => false,
+            Err(why) => {
+                self.issues.push(Issue {
+                    severity: Severity::Warning,
+                    code: "value",
+                    text: format!("{why}; value not mapped (rule {})", r.name),
+                    location: Some(self.loc_of(r)),
+                });
+                false
+            }
+        }
     }
 
     /// Run a rule for one selected item; true when something was written.

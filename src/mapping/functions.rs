@@ -192,8 +192,42 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
             }
             plain(Value::String(w), "String")
         }
+        Func::TextAttachment => text_attachment(&text()),
     };
     Ok(Some(out))
+}
+
+/// The functions a `join` rule may apply to the joined text (the loader allows no others).
+pub fn joinable(f: Func) -> bool {
+    matches!(
+        f,
+        Func::Text | Func::Upper | Func::Lower | Func::TextAttachment
+    )
+}
+
+/// Apply a [`joinable`] function to text already decoded (the joined texts of a `join` rule).
+pub fn apply_str(f: Func, text: &str) -> Result<Option<Produced>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let s = fhir_string(text);
+    Ok(Some(match f {
+        Func::Text => plain(Value::String(s.into_owned()), "String"),
+        Func::Upper => plain(Value::String(s.to_uppercase()), "String"),
+        Func::Lower => plain(Value::String(s.to_lowercase()), "String"),
+        Func::TextAttachment => text_attachment(text),
+        _ => return Err(format!("fn {f:?} cannot apply to joined text")),
+    }))
+}
+
+fn text_attachment(text: &str) -> Produced {
+    Produced {
+        value: json!({
+            "contentType": "text/plain; charset=utf-8",
+            "data": base64(text.as_bytes()),
+        }),
+        choice: Some("Attachment"),
+    }
 }
 
 /// The decoded texts of a value's leaves (repetitions, components, subcomponents), empty ones
@@ -480,6 +514,35 @@ mod tests {
             fhir_string("clean"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn joined_text_and_text_attachments() {
+        let p = apply_str(Func::TextAttachment, "line 1\n\nline 3")
+            .expect("ok")
+            .expect("some");
+        assert_eq!(p.choice, Some("Attachment"));
+        assert_eq!(
+            p.value,
+            json!({"contentType": "text/plain; charset=utf-8", "data": base64(b"line 1\n\nline 3")})
+        );
+        assert_eq!(
+            apply_str(Func::Upper, " a b ")
+                .expect("ok")
+                .map(|p| p.value),
+            Some(json!("A B"))
+        );
+        assert_eq!(
+            apply_str(Func::Text, "").expect("ok").map(|p| p.value),
+            None
+        );
+        assert!(apply_str(Func::Date, "20240101").is_err());
+        assert!(!joinable(Func::Date) && joinable(Func::TextAttachment));
+        // One value: its decoded text (escapes included) in the attachment.
+        let p = run(Func::TextAttachment, "Plan:\\.br\\rest")
+            .expect("ok")
+            .expect("some");
+        assert_eq!(p.value["data"], base64(b"Plan:\nrest"));
     }
 
     #[test]

@@ -1429,7 +1429,7 @@ fn compile_rule(
     } else if let Some(f) = &r.func {
         let func = Func::from_name(f)?;
         if let Some(t) = &elem_ty {
-            let object_fn = matches!(func, Func::Sn | Func::Attachment);
+            let object_fn = matches!(func, Func::Sn | Func::Attachment | Func::TextAttachment);
             if t != "*" && !object_fn && !is_primitive(t) {
                 ctx.err(
                     file,
@@ -1623,6 +1623,27 @@ fn compile_rule(
             }
         }
     };
+    if r.join.is_some() {
+        let text_producer = match &producer {
+            Producer::Text => true,
+            Producer::Fn(f) => super::functions::joinable(*f),
+            _ => false,
+        };
+        if !text_producer || vocab.is_some() || group_by.is_some() {
+            ctx.err(
+                file,
+                &format!("{ptr}/join"),
+                "join takes the decoded texts: no producer but `fn: text`, `upper`, `lower` or `text_attachment`, and no vocab or group_by",
+            );
+        }
+        if !from.as_ref().is_some_and(Src::iterates) {
+            ctx.err(
+                file,
+                &format!("{ptr}/join"),
+                "join needs a `from` that selects several items ([*])",
+            );
+        }
+    }
     let origin = ctx.origin(file, ptr);
     Some(RulePlan {
         name,
@@ -1634,6 +1655,7 @@ fn compile_rule(
         default: r.default.clone(),
         required: r.required,
         group_by,
+        join: r.join.clone(),
         origin,
     })
 }

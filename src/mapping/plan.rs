@@ -156,6 +156,9 @@ pub enum Func {
     /// A composite value as text: its components' decoded texts, empty ones skipped, joined by
     /// spaces (`Smith^John^^Dr` → `Smith John Dr`), never the raw delimiters.
     Words,
+    /// Text → an Attachment holding it: `contentType` `text/plain; charset=utf-8` and `data` its
+    /// UTF-8 bytes in base64 (a TX or FT document body).
+    TextAttachment,
 }
 
 impl Func {
@@ -179,6 +182,7 @@ impl Func {
             "attachment" => Func::Attachment,
             "phone" => Func::Phone,
             "words" => Func::Words,
+            "text_attachment" => Func::TextAttachment,
             _ => return None,
         })
     }
@@ -255,6 +259,9 @@ pub struct RulePlan {
     pub required: bool,
     /// With `rules`: build one object per distinct value of this path among the selected items.
     pub group_by: Option<Src>,
+    /// The selected items' texts joined by this separator into one value (`fn` applies to the
+    /// whole): the lines of a text document sent as repetitions and as several OBX.
+    pub join: Option<String>,
     /// `file:line:col` of the rule, for diagnostics.
     pub origin: String,
 }

@@ -137,6 +137,23 @@ pub static PARAMS: &[Param] = &[
         Date,
         ["effectiveDateTime", "effectivePeriod"]
     ),
+    p!(
+        "DocumentReference",
+        "patient",
+        Reference,
+        "subject",
+        Some("Patient")
+    ),
+    p!("DocumentReference", "subject", Reference, "subject", None),
+    p!("DocumentReference", "type", Token, ["type"]),
+    p!("DocumentReference", "date", Date, ["date"]),
+    p!("DocumentReference", "status", Token, ["status"]),
+    p!(
+        "DocumentReference",
+        "identifier",
+        Token,
+        ["masterIdentifier", "identifier"]
+    ),
 ];
 
 /// The parameter `name` of `resource`.
