@@ -1259,7 +1259,7 @@ fn a_transcribed_document_is_a_document_reference() {
     assert_eq!(d["securityLabel"][0]["coding"][0]["code"], "R");
     assert_eq!(
         d["securityLabel"][0]["coding"][0]["system"],
-        "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+        "http://terminology.hl7.org/CodeSystem/v2-0272"
     );
     assert_eq!(d["description"], "Discharge summary");
     assert_eq!(d["date"], "2026-11-30T10:00:00+01:00");
