@@ -786,6 +786,77 @@ async fn searches_over_the_developer_corpus() {
             "{backend}: Immunization date"
         );
 
+        // The appointments of the SIU samples: by patient (a participant), status and date.
+        let (_, appt) = of_type(&all, "Appointment")
+            .next()
+            .unwrap_or_else(|| panic!("{backend}: no Appointment in the corpus output"));
+        let patient = appt["participant"][0]["actor"]["reference"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(patient.starts_with("Patient/"), "{appt}");
+        let takes_part = |a: &Value, who: &str| {
+            a["participant"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["actor"]["reference"] == who))
+        };
+        let want = keys_where(&all, "Appointment", |a| takes_part(a, &patient));
+        assert_eq!(
+            f.all(&format!("Appointment?patient={}", enc(&patient)))
+                .await,
+            want,
+            "{backend}: Appointment by patient"
+        );
+        let practitioner = appt["participant"]
+            .as_array()
+            .and_then(|ps| {
+                ps.iter().find_map(|p| {
+                    p["actor"]["reference"]
+                        .as_str()
+                        .filter(|r| r.starts_with("Practitioner/"))
+                })
+            })
+            .unwrap_or_default()
+            .to_string();
+        let want = keys_where(&all, "Appointment", |a| takes_part(a, &practitioner));
+        assert!(
+            !want.is_empty(),
+            "{backend}: an Appointment with a practitioner"
+        );
+        assert_eq!(
+            f.all(&format!("Appointment?actor={}", enc(&practitioner)))
+                .await,
+            want,
+            "{backend}: Appointment by actor"
+        );
+        // The samples reschedule and cancel the same appointments: the last status wins.
+        let statuses: BTreeSet<String> = of_type(&all, "Appointment")
+            .filter_map(|(_, a)| a["status"].as_str().map(String::from))
+            .collect();
+        for st in &statuses {
+            let want = keys_where(&all, "Appointment", |a| a["status"] == st.as_str());
+            assert_eq!(
+                f.all(&format!("Appointment?status={st}")).await,
+                want,
+                "{backend}: Appointment status {st}"
+            );
+        }
+        let year = appt["start"]
+            .as_str()
+            .unwrap_or("")
+            .get(..4)
+            .unwrap_or("")
+            .to_string();
+        assert!(!year.is_empty(), "{backend}: an Appointment has a start");
+        let want = keys_where(&all, "Appointment", |a| {
+            a["start"].as_str().is_some_and(|s| s.starts_with(&year))
+        });
+        assert_eq!(
+            f.all(&format!("Appointment?date={year}")).await,
+            want,
+            "{backend}: Appointment date {year}"
+        );
+
         // The documents of the MDM samples: by patient, master identifier, status and date.
         let (doc_key, doc) = of_type(&all, "DocumentReference")
             .next()

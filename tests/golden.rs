@@ -1300,3 +1300,70 @@ fn a_transcribed_document_is_a_document_reference() {
     );
     assert!(docs[0]["content"][0]["attachment"].get("data").is_none());
 }
+
+/// SIU: the schedule activity (SCH) is an Appointment (IG SCH[Appointment]) with the resources
+/// booked for it (IG AIS/AIG/AIL/AIP[Appointment]); its status is SCH-25's (table 0278), else
+/// the trigger event's.
+#[test]
+fn a_scheduled_activity_is_an_appointment_with_its_resources() {
+    let plan = plan();
+    let text = input("tests/golden/siu_s12_appointment.hl7");
+    let got = convert_text(&plan, &text);
+    let b = &got["bundle"];
+    let appts = resource(b, "Appointment");
+    assert_eq!(appts.len(), 1, "{b}");
+    let a = appts[0];
+    assert_eq!(a["status"], "booked");
+    assert_eq!(a["identifier"][0]["value"], "P-77");
+    assert_eq!(a["identifier"][1]["value"], "F-88");
+    assert_eq!(a["reasonCode"][0]["coding"][0]["code"], "ROUTINE");
+    assert_eq!(
+        a["reasonCode"][0]["coding"][0]["system"],
+        "http://terminology.hl7.org/CodeSystem/v2-0276"
+    );
+    assert_eq!(a["appointmentType"]["coding"][0]["code"], "Normal");
+    assert_eq!(a["minutesDuration"], 30);
+    assert_eq!(a["start"], "2026-12-01T10:30:00+01:00");
+    assert_eq!(a["end"], "2026-12-01T11:00:00+01:00");
+    assert_eq!(a["serviceType"][0]["coding"][0]["code"], "71046");
+    let parts = a["participant"].as_array().cloned().unwrap_or_default();
+    assert!(parts.iter().all(|p| p["status"] == "accepted"), "{parts:?}");
+    let actors: Vec<Value> = parts.iter().map(|p| referenced(b, &p["actor"])).collect();
+    let kinds: Vec<&str> = actors
+        .iter()
+        .map(|r| r["resourceType"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Patient",
+            "Practitioner",
+            "Practitioner",
+            "Location",
+            "Device"
+        ],
+        "{parts:?}"
+    );
+    // The placer contact (SCH-12), then the booked technologist with its role (AIP-4).
+    assert_eq!(actors[1]["name"][0]["family"], "Careful");
+    assert_eq!(actors[2]["name"][0]["family"], "Tech");
+    assert_eq!(parts[2]["type"][0]["coding"][0]["code"], "RT");
+    assert_eq!(actors[3]["name"], "RAD");
+    assert_eq!(actors[4]["identifier"][0]["value"], "XR-2");
+    assert_eq!(actors[4]["deviceName"][0]["name"], "X-ray unit 2");
+
+    // Without a filler status the trigger event decides: S15 is a cancellation.
+    let cancelled = text
+        .replace("SIU^S12^SIU_S12", "SIU^S15^SIU_S12")
+        .replace("|Booked\r", "|\r");
+    let got = convert_text(&plan, &cancelled);
+    assert_eq!(
+        resource(&got["bundle"], "Appointment")[0]["status"],
+        "cancelled"
+    );
+    // A start without an end: neither is written (R4 app-2: both or none), no end is guessed.
+    let open_ended = text.replace("|202612011100+0100", "|");
+    let got = convert_text(&plan, &open_ended);
+    let a = resource(&got["bundle"], "Appointment")[0];
+    assert!(a.get("start").is_none() && a.get("end").is_none(), "{a}");
+}

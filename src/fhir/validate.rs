@@ -134,6 +134,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("ServiceRequest", &["status", "intent", "subject"]),
     ("Specimen", &[]),
     ("DocumentReference", &["status", "content"]),
+    ("Appointment", &["status", "participant"]),
     ("Bundle", &["type"]),
 ];
 

@@ -154,6 +154,18 @@ pub static PARAMS: &[Param] = &[
         Token,
         ["masterIdentifier", "identifier"]
     ),
+    p!(
+        "Appointment",
+        "patient",
+        Reference,
+        "participant",
+        Some("Patient")
+    ),
+    p!("Appointment", "actor", Reference, "participant", None),
+    p!("Appointment", "date", Date, ["start"]),
+    p!("Appointment", "status", Token, ["status"]),
+    p!("Appointment", "identifier", Token, ["identifier"]),
+    p!("Appointment", "service-type", Token, ["serviceType"]),
 ];
 
 /// The parameter `name` of `resource`.
