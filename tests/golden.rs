@@ -1367,3 +1367,65 @@ fn a_scheduled_activity_is_an_appointment_with_its_resources() {
     let a = resource(&got["bundle"], "Appointment")[0];
     assert!(a.get("start").is_none() && a.get("end").is_none(), "{a}");
 }
+
+/// The MSH fields the IG maps to the MessageHeader (IG MSH[MessageHeader], applied through
+/// `mappings/segments/MSH-MessageHeader.yaml`): the sending facility and its country, the
+/// receiving facility or responsible organization, the sending responsible organization, the
+/// network addresses as endpoints and the message's language.
+#[test]
+fn the_message_header_names_sender_receiver_and_language() {
+    let plan = plan();
+    // `golden_adt_with` counts fields after the segment id; MSH-1 is the separator itself.
+    let msh = |fields: &[(usize, &str)]| -> Value {
+        let shifted: Vec<(usize, &str)> = fields.iter().map(|&(n, v)| (n - 1, v)).collect();
+        convert_text(&plan, &golden_adt_with("MSH", &shifted))
+    };
+    let got = msh(&[
+        (17, "USA"),
+        (19, "en-US"),
+        (22, "Sending Org^^^^^^^^^SO-1"),
+        (24, "SENDER^2.16.840.1.1.24^ISO"),
+        (25, "RECEIVER^2.16.840.1.1.25^ISO"),
+    ]);
+    let b = &got["bundle"];
+    let mh = resource(b, "MessageHeader")[0].clone();
+    let sender = referenced(b, &mh["sender"]);
+    assert_eq!(sender["name"], "GENHOSP", "{mh}");
+    assert_eq!(
+        sender["identifier"][0]["value"],
+        "urn:oid:2.16.840.1.113883.3.999"
+    );
+    assert_eq!(sender["address"][0]["country"], "USA");
+    // No MSH-23: the receiving facility (MSH-6) is the receiver.
+    assert_eq!(
+        referenced(b, &mh["destination"][0]["receiver"])["name"],
+        "GENHOSP"
+    );
+    assert_eq!(referenced(b, &mh["responsible"])["name"], "Sending Org");
+    assert_eq!(mh["source"]["endpoint"], "urn:oid:2.16.840.1.1.24");
+    assert_eq!(mh["source"]["name"], "ADTAPP", "MSH-3 stays the name");
+    assert_eq!(mh["destination"][0]["endpoint"], "urn:oid:2.16.840.1.1.25");
+    assert_eq!(mh["language"], "en-US");
+    let outcome = got["outcome"].to_string();
+    for f in ["MSH-17", "MSH-19", "MSH-22", "MSH-24", "MSH-25"] {
+        assert!(!outcome.contains(f), "{f} reported lost: {outcome}");
+    }
+    // MSH-23 says more than MSH-6: it is the receiver. Without MSH-5 the destination still has
+    // the endpoint R4 requires.
+    let got = msh(&[(5, ""), (23, "Receiving Org")]);
+    let b = &got["bundle"];
+    let mh = resource(b, "MessageHeader")[0].clone();
+    assert_eq!(
+        referenced(b, &mh["destination"][0]["receiver"])["name"],
+        "Receiving Org"
+    );
+    assert_eq!(
+        mh["destination"][0]["endpoint"], "urn:hl7v2:unknown",
+        "{mh}"
+    );
+    assert!(
+        !got["outcome"].to_string().contains("not valid R4"),
+        "{}",
+        got["outcome"]
+    );
+}

@@ -438,6 +438,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
             }
         }
     }
+    let header = ev.header_fields(&grouping.root);
     ev.mark_header_fields();
     ev.loss_report();
     // Validation before anything leaves.
@@ -495,6 +496,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         mp,
         resources.into_iter().map(|(_, v)| v).collect(),
         focus_count,
+        header,
     );
     Conversion {
         structure: grouping.diagnostics.clone(),
@@ -1621,7 +1623,40 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
     }
 
-    fn bundle(&mut self, mp: &MessagePlan, resources: Vec<Value>, focus_count: usize) -> Value {
+    /// The elements `MSH[MessageHeader]` builds from the MSH (nothing without that map). Nested
+    /// resources it makes (the sending facility's Organization…) join the message's extras.
+    fn header_fields(&mut self, root: &'g GroupInstance) -> Map<String, Value> {
+        let mut obj = Map::new();
+        let Some(id) = self.plan.header else {
+            return obj;
+        };
+        let frame = Frame {
+            seg: Some(0),
+            chain: Rc::from(vec![root]),
+            value: None,
+            // No resource instance: references resolve from the message's root.
+            inst: usize::MAX,
+        };
+        let rules = &self.map_plan(id).rules;
+        if let Err(Missing(what)) = self.run_rules(rules, &frame, &mut obj) {
+            self.issues.push(Issue {
+                severity: Severity::Error,
+                code: "required",
+                text: format!("MessageHeader fields not mapped: required {what} is missing"),
+                location: Some("MSH".into()),
+            });
+            obj.clear();
+        }
+        obj
+    }
+
+    fn bundle(
+        &mut self,
+        mp: &MessagePlan,
+        resources: Vec<Value>,
+        focus_count: usize,
+        header: Map<String, Value>,
+    ) -> Value {
         let h = self.msg.header();
         let zone = &self.opts.default_zone;
         let ts = h
@@ -1699,6 +1734,17 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 }
             }
             mh["destination"] = json!([d]);
+        }
+        // What MSH[MessageHeader] mapped goes over what is built above (MSH-24, the sending
+        // network address, is a better endpoint than MSH-3); a destination it adds (MSH-6's
+        // receiver without MSH-5) still needs the endpoint R4 requires.
+        merge_into(&mut mh, Value::Object(header));
+        if let Some(dests) = mh.get_mut("destination").and_then(Value::as_array_mut) {
+            for d in dests.iter_mut() {
+                if d.get("endpoint").is_none() {
+                    d["endpoint"] = json!(endpoint(&h.receiving_application));
+                }
+            }
         }
         if !focus.is_empty() {
             mh["focus"] = Value::Array(focus.clone());
@@ -1781,6 +1827,32 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
         b["entry"] = Value::Array(entries);
         b
+    }
+}
+
+/// Merge `src` into `dst`: objects key by key, lists element by element (same index), anything
+/// else replaced.
+fn merge_into(dst: &mut Value, src: Value) {
+    match (dst, src) {
+        (Value::Object(d), Value::Object(s)) => {
+            for (k, v) in s {
+                match d.get_mut(&k) {
+                    Some(slot) => merge_into(slot, v),
+                    None => {
+                        d.insert(k, v);
+                    }
+                }
+            }
+        }
+        (Value::Array(d), Value::Array(s)) => {
+            for (i, v) in s.into_iter().enumerate() {
+                match d.get_mut(i) {
+                    Some(slot) => merge_into(slot, v),
+                    None => d.push(v),
+                }
+            }
+        }
+        (d, s) => *d = s,
     }
 }
 

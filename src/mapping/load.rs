@@ -1109,6 +1109,8 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             maps: patched,
         });
     }
+    // Its name says it builds a MessageHeader, so its targets were checked against one.
+    let header = maps.iter().position(|m| m.name == HEADER_MAP);
     let errors = ctx.errors;
     if errors.is_empty() {
         Ok(Plan {
@@ -1117,11 +1119,15 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             vocabs,
             aliases,
             senders,
+            header,
         })
     } else {
         Err(errors)
     }
 }
+
+/// The segment map the evaluator runs on every message's MSH for the MessageHeader it builds.
+pub const HEADER_MAP: &str = "MSH[MessageHeader]";
 
 /// Maps referenced by a rule list (via, resource:, nested rules, switch cases).
 fn referenced_maps(rules: &[RulePlan], out: &mut Vec<MapId>) {

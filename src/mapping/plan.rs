@@ -385,6 +385,9 @@ pub struct Plan {
     pub aliases: Vec<String>,
     /// Sender overlays, in file order (the first that matches applies).
     pub senders: Vec<SenderPlan>,
+    /// `MSH[MessageHeader]`, if the set has it: rules run on every message's MSH whose result
+    /// is merged into the MessageHeader the evaluator builds (sender, receiver, language…).
+    pub header: Option<MapId>,
 }
 
 impl Plan {
