@@ -1326,6 +1326,16 @@ fn a_scheduled_activity_is_an_appointment_with_its_resources() {
     assert_eq!(a["start"], "2026-12-01T10:30:00+01:00");
     assert_eq!(a["end"], "2026-12-01T11:00:00+01:00");
     assert_eq!(a["serviceType"][0]["coding"][0]["code"], "71046");
+    // The NTE after SCH: R5's Appointment.note as its R4 extension, NTE-3's repetitions as lines.
+    assert_eq!(
+        a["extension"][0]["url"],
+        "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.note"
+    );
+    assert_eq!(
+        a["extension"][0]["valueAnnotation"]["text"],
+        "Bring prior imaging\nArrive 15 minutes early"
+    );
+    assert!(!got["outcome"].to_string().contains("NTE"), "{}", got["outcome"]);
     let parts = a["participant"].as_array().cloned().unwrap_or_default();
     assert!(parts.iter().all(|p| p["status"] == "accepted"), "{parts:?}");
     let actors: Vec<Value> = parts.iter().map(|p| referenced(b, &p["actor"])).collect();
