@@ -857,6 +857,41 @@ async fn searches_over_the_developer_corpus() {
             "{backend}: Appointment date {year}"
         );
 
+        // The medication orders of the RDE samples: by patient, code and intent.
+        let (mr_key, mr) = of_type(&all, "MedicationRequest")
+            .next()
+            .unwrap_or_else(|| panic!("{backend}: no MedicationRequest in the corpus output"));
+        let patient = subject_of(mr).unwrap_or_default();
+        let want = keys_where(&all, "MedicationRequest", |m| {
+            subject_of(m).as_deref() == Some(patient.as_str())
+        });
+        assert_eq!(
+            f.all(&format!("MedicationRequest?patient={}", enc(&patient)))
+                .await,
+            want,
+            "{backend}: MedicationRequest by patient"
+        );
+        let (system, code) = codings(&mr["medicationCodeableConcept"])
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        assert!(
+            f.all(&format!(
+                "MedicationRequest?code={}",
+                enc(&format!("{system}|{code}"))
+            ))
+            .await
+            .contains(mr_key),
+            "{backend}: MedicationRequest by code"
+        );
+        let want = keys_where(&all, "MedicationRequest", |m| m["intent"] == "filler-order");
+        assert!(!want.is_empty(), "{backend}: an encoded (filler) order");
+        assert_eq!(
+            f.all("MedicationRequest?intent=filler-order").await,
+            want,
+            "{backend}: MedicationRequest intent"
+        );
+
         // The documents of the MDM samples: by patient, master identifier, status and date.
         let (doc_key, doc) = of_type(&all, "DocumentReference")
             .next()

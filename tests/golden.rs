@@ -1335,7 +1335,11 @@ fn a_scheduled_activity_is_an_appointment_with_its_resources() {
         a["extension"][0]["valueAnnotation"]["text"],
         "Bring prior imaging\nArrive 15 minutes early"
     );
-    assert!(!got["outcome"].to_string().contains("NTE"), "{}", got["outcome"]);
+    assert!(
+        !got["outcome"].to_string().contains("NTE"),
+        "{}",
+        got["outcome"]
+    );
     let parts = a["participant"].as_array().cloned().unwrap_or_default();
     assert!(parts.iter().all(|p| p["status"] == "accepted"), "{parts:?}");
     let actors: Vec<Value> = parts.iter().map(|p| referenced(b, &p["actor"])).collect();
@@ -1437,5 +1441,98 @@ fn the_message_header_names_sender_receiver_and_language() {
         !got["outcome"].to_string().contains("not valid R4"),
         "{}",
         got["outcome"]
+    );
+}
+
+/// RDE: the prescriber's order (RXO, IG RXO[MedicationRequest], intent original-order) and the
+/// pharmacy's encoded order based on it (RXE, intent filler-order), with status from the order
+/// control, dose, route, timing, instructions and dispense request.
+#[test]
+fn pharmacy_orders_are_medication_requests() {
+    let plan = plan();
+    let text = input("tests/golden/rde_o11_pharmacy.hl7");
+    let got = convert_text(&plan, &text);
+    let b = &got["bundle"];
+    let reqs = resource(b, "MedicationRequest");
+    assert_eq!(reqs.len(), 2, "{b}");
+    let (ordered, encoded) = (reqs[0], reqs[1]);
+    assert_eq!(ordered["intent"], "original-order");
+    assert_eq!(encoded["intent"], "filler-order");
+    assert_eq!(
+        encoded["basedOn"][0]["reference"],
+        format!("MedicationRequest/{}", ordered["id"].as_str().unwrap_or(""))
+    );
+    for r in [ordered, encoded] {
+        // ORC-1 NW without ORC-5: a new order is active.
+        assert_eq!(r["status"], "active");
+        assert_eq!(
+            r["medicationCodeableConcept"]["coding"][0]["system"],
+            "http://hl7.org/fhir/sid/ndc"
+        );
+        assert_eq!(
+            r["medicationCodeableConcept"]["coding"][0]["code"],
+            "00047040230"
+        );
+        assert_eq!(referenced(b, &r["subject"])["resourceType"], "Patient");
+        assert_eq!(referenced(b, &r["encounter"])["resourceType"], "Encounter");
+        assert_eq!(
+            referenced(b, &r["requester"])["name"][0]["family"],
+            "Prescriber"
+        );
+        assert_eq!(r["identifier"][0]["value"], "ORD-1");
+        assert_eq!(r["groupIdentifier"]["value"], "GRP-1");
+        assert_eq!(r["authoredOn"], "2026-11-30T11:30:00+01:00");
+        assert_eq!(r["dispenseRequest"]["numberOfRepeatsAllowed"], 3);
+        assert_eq!(
+            r["dosageInstruction"][0]["route"]["coding"][0]["code"],
+            "PO"
+        );
+    }
+    assert_eq!(
+        ordered["dosageInstruction"][0]["doseAndRate"][0]["doseRange"]["low"],
+        json!({"value": 2, "unit": "capsule"})
+    );
+    assert_eq!(
+        ordered["substitution"]["allowedCodeableConcept"]["coding"][0]["code"],
+        "G"
+    );
+    assert_eq!(
+        ordered["dispenseRequest"]["quantity"],
+        json!({"value": 10, "unit": "capsule"})
+    );
+    let dose = &encoded["dosageInstruction"][0];
+    assert_eq!(
+        dose["doseAndRate"][0]["doseRange"],
+        json!({"low": {"value": 1, "unit": "capsule"}, "high": {"value": 2, "unit": "capsule"}})
+    );
+    assert_eq!(dose["text"], "Take with water\nFinish the course");
+    assert_eq!(dose["timing"]["code"]["coding"][0]["code"], "QID");
+    assert_eq!(
+        dose["timing"]["repeat"]["boundsPeriod"]["start"],
+        "2026-11-30T12:00:00+01:00"
+    );
+    assert_eq!(encoded["identifier"][1]["value"], "RX-55");
+    assert_eq!(
+        encoded["dispenseRequest"]["quantity"],
+        json!({"value": 20, "unit": "capsule"})
+    );
+    // A discontinued order (ORC-1 DC) is stopped; ORC-5 CA (cancelled) wins over ORC-1.
+    let got = convert_text(&plan, &text.replace("ORC|NW|", "ORC|DC|"));
+    assert!(
+        resource(&got["bundle"], "MedicationRequest")
+            .iter()
+            .all(|r| r["status"] == "stopped")
+    );
+    let got = convert_text(
+        &plan,
+        &text.replace(
+            "ORC|NW|ORD-1^EHR||GRP-1^EHR|",
+            "ORC|NW|ORD-1^EHR||GRP-1^EHR|CA|",
+        ),
+    );
+    assert!(
+        resource(&got["bundle"], "MedicationRequest")
+            .iter()
+            .all(|r| r["status"] == "cancelled")
     );
 }

@@ -166,6 +166,24 @@ pub static PARAMS: &[Param] = &[
     p!("Appointment", "status", Token, ["status"]),
     p!("Appointment", "identifier", Token, ["identifier"]),
     p!("Appointment", "service-type", Token, ["serviceType"]),
+    p!(
+        "MedicationRequest",
+        "patient",
+        Reference,
+        "subject",
+        Some("Patient")
+    ),
+    p!("MedicationRequest", "subject", Reference, "subject", None),
+    p!(
+        "MedicationRequest",
+        "code",
+        Token,
+        ["medicationCodeableConcept"]
+    ),
+    p!("MedicationRequest", "status", Token, ["status"]),
+    p!("MedicationRequest", "intent", Token, ["intent"]),
+    p!("MedicationRequest", "authoredon", Date, ["authoredOn"]),
+    p!("MedicationRequest", "identifier", Token, ["identifier"]),
 ];
 
 /// The parameter `name` of `resource`.
