@@ -1362,6 +1362,13 @@ fn a_scheduled_activity_is_an_appointment_with_its_resources() {
     assert_eq!(actors[1]["name"][0]["family"], "Careful");
     assert_eq!(actors[2]["name"][0]["family"], "Tech");
     assert_eq!(parts[2]["type"][0]["coding"][0]["code"], "RT");
+    // AIP-4 is a local code (table 0396 `L`): kept without a system, and not reported.
+    assert!(parts[2]["type"][0]["coding"][0].get("system").is_none());
+    assert!(
+        !got["outcome"].to_string().contains("code 'L'"),
+        "{}",
+        got["outcome"]
+    );
     assert_eq!(actors[3]["name"], "RAD");
     assert_eq!(actors[4]["identifier"][0]["value"], "XR-2");
     assert_eq!(actors[4]["deviceName"][0]["name"], "X-ray unit 2");
