@@ -1513,7 +1513,16 @@ fn pharmacy_orders_are_medication_requests() {
         json!({"low": {"value": 1, "unit": "capsule"}, "high": {"value": 2, "unit": "capsule"}})
     );
     assert_eq!(dose["text"], "Take with water\nFinish the course");
+    // The encoded timing (TQ1 of TIMING_ENCODED, after RXE), not the order's (BID, after ORC),
+    // which stays in the loss report.
     assert_eq!(dose["timing"]["code"]["coding"][0]["code"], "QID");
+    assert!(
+        got["outcome"]
+            .to_string()
+            .contains("segment TQ1 was not mapped"),
+        "{}",
+        got["outcome"]
+    );
     assert_eq!(
         dose["timing"]["repeat"]["boundsPeriod"]["start"],
         "2026-11-30T12:00:00+01:00"

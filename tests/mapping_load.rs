@@ -269,6 +269,24 @@ fn join_needs_several_items_and_text() {
     assert!(!e.iter().any(|x| x.contains("OBX.yaml:6:")), "{e:#?}");
 }
 
+/// `GROUP/SEG-n` names a group some message structure has.
+#[test]
+fn a_group_path_names_a_known_group() {
+    let e = errors(&[(
+        "m/segments/RXE.yaml",
+        "kind: segment\nmap: \"RXE[MedicationRequest]\"\nrules:\n  - { name: a, from: \"TIMING_ENCODDED/TQ1-7\", to: authoredOn, fn: datetime }\n  - { name: b, from: \"TIMING_ENCODED/TQ1-7\", to: authoredOn, fn: datetime }\n",
+    )]);
+    assert!(
+        has_error(
+            &e,
+            "m/segments/RXE.yaml:4:",
+            "no message structure has a group named TIMING_ENCODDED"
+        ),
+        "{e:#?}"
+    );
+    assert!(!e.iter().any(|x| x.contains("RXE.yaml:5:")), "{e:#?}");
+}
+
 /// The rules of a nested `resource:` are checked like any others, against the nested resource's
 /// type: a target it lacks is an error at that rule's line, and a datatype map's nested rules may
 /// not read segment fields (a datatype map has no segment).

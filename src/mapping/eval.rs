@@ -322,6 +322,7 @@ impl std::fmt::Display for Src {
                 let parts: Vec<String> = a.iter().map(|x| x.to_string()).collect();
                 write!(f, "{}", parts.join(" | "))
             }
+            Src::InGroup(g, s) => write!(f, "{g}/{s}"),
         }
     }
 }
@@ -919,8 +920,48 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 }
                 None
             }
+            Src::InGroup(group, inner) => {
+                let f2 = self.group_frame(group, frame)?;
+                self.resolve_one(inner, &f2, mark)
+            }
             _ => self.resolve(src, frame, mark).into_iter().next(),
         }
+    }
+
+    /// The frame for reading inside the first instance of group `name`: the current group or
+    /// one anywhere below it; else an enclosing group (innermost first) of that name or one of
+    /// its direct subgroups — never a group inside another instance of a repeating group (the
+    /// TIMING of another ORDER). No current segment: the path reads that group's segments.
+    fn group_frame(&self, name: &str, frame: &Frame<'g, 'a>) -> Option<Frame<'g, 'a>> {
+        fn below<'x>(g: &'x GroupInstance, name: &str) -> Option<&'x GroupInstance> {
+            if &*g.name == name {
+                return Some(g);
+            }
+            g.items.iter().find_map(|i| match i {
+                GroupItem::Group(sub) => below(sub, name),
+                GroupItem::Segment(_) => None,
+            })
+        }
+        let direct = |g: &'g GroupInstance| -> Option<&'g GroupInstance> {
+            if &*g.name == name {
+                return Some(g);
+            }
+            g.items.iter().find_map(|i| match i {
+                GroupItem::Group(sub) if &*sub.name == name => Some(sub),
+                _ => None,
+            })
+        };
+        let mut levels = frame.chain.iter().rev();
+        let found = levels
+            .next()
+            .and_then(|g| below(g, name))
+            .or_else(|| levels.find_map(|g| direct(g)))?;
+        Some(Frame {
+            seg: None,
+            chain: Rc::from(vec![found]),
+            value: frame.value,
+            inst: frame.inst,
+        })
     }
 
     /// All values a source path selects (one unless it iterates). `mark` records consumption.
@@ -969,6 +1010,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 }
                 smallvec::smallvec![v]
             }
+            Src::InGroup(group, inner) => match self.group_frame(group, frame) {
+                Some(f2) => self.resolve(inner, &f2, mark),
+                None => Vals::new(),
+            },
             Src::Alt(alts) => {
                 for (i, a) in alts.iter().enumerate() {
                     let vals = self.resolve(a, frame, mark);

@@ -213,6 +213,24 @@ pub fn parse_src(s: &str) -> Result<Src, String> {
     if s == "." {
         return Ok(Src::Rel(vec![]));
     }
+    if let Some((group, rest)) = s.split_once('/') {
+        let named = !group.is_empty()
+            && group
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !named {
+            return Err(format!(
+                "'{s}': a group name before '/' is upper-case letters, digits and '_' (TIMING_ENCODED/TQ1-7)"
+            ));
+        }
+        let inner = parse_src(rest)?;
+        if !matches!(inner, Src::Field { .. }) {
+            return Err(format!(
+                "'{s}': GROUP/ takes a field path (GROUP/SEG-n…), not a segment or a relative path"
+            ));
+        }
+        return Ok(Src::InGroup(group.into(), Box::new(inner)));
+    }
     if let Some(rest) = s.strip_prefix('.') {
         let parts: Result<Vec<usize>, String> = rest
             .split('.')
@@ -401,6 +419,7 @@ fn src_fields(s: &Src, out: &mut Vec<([u8; 3], usize)>) {
         Src::Field { seg, field, .. } => out.push((*seg, *field)),
         Src::Seg { .. } | Src::Rel(_) => {}
         Src::Alt(a) => a.iter().for_each(|x| src_fields(x, out)),
+        Src::InGroup(_, x) => src_fields(x, out),
     }
 }
 
@@ -1361,7 +1380,11 @@ fn compile_rule(
         }
     }
     // Inside this rule (its `when`, nested rules), relative paths address the selected field value.
-    let item_value = has_value || matches!(from, Some(Src::Field { .. }) | Some(Src::Alt(_)));
+    let item_value = has_value
+        || matches!(
+            from,
+            Some(Src::Field { .. }) | Some(Src::Alt(_)) | Some(Src::InGroup(..))
+        );
     let when = match &r.when {
         Some(w) => match parse_cond(w) {
             Ok(c) => {
@@ -1674,6 +1697,27 @@ fn check_src(
     segment: Option<&str>,
     has_value: bool,
 ) {
+    fn groups<'s>(s: &'s Src, out: &mut Vec<&'s str>) {
+        match s {
+            Src::InGroup(g, x) => {
+                out.push(g);
+                groups(x, out);
+            }
+            Src::Alt(a) => a.iter().for_each(|x| groups(x, out)),
+            _ => {}
+        }
+    }
+    let mut named = vec![];
+    groups(s, &mut named);
+    for g in named {
+        if !Structures::builtin().has_group(g) {
+            ctx.err(
+                file,
+                ptr,
+                format!("no message structure has a group named {g}"),
+            );
+        }
+    }
     let mut fields = vec![];
     src_fields(s, &mut fields);
     for (seg, field) in fields {
@@ -1790,6 +1834,23 @@ mod tests {
             assert_eq!(parse_src(s), Ok(want), "{s}");
         }
         assert!(matches!(parse_src("PID-5.1 | PID-5.2"), Ok(Src::Alt(v)) if v.len() == 2));
+        assert!(matches!(
+            parse_src("TIMING_ENCODED/TQ1-7"),
+            Ok(Src::InGroup(g, f)) if &*g == "TIMING_ENCODED" && matches!(*f, Src::Field { field: 7, .. })
+        ));
+        assert_eq!(
+            parse_src("TIMING/TQ1-3.1 | TQ1-3.1").map(|s| s.to_string()),
+            Ok("TIMING/TQ1-3.1 | TQ1-3.1".to_string())
+        );
+        for bad in [
+            "timing/TQ1-7",
+            "/TQ1-7",
+            "TIMING/TQ1",
+            "TIMING/.1",
+            "TIMING/TQ1[*]",
+        ] {
+            assert!(parse_src(bad).is_err(), "{bad}");
+        }
         for bad in [
             "PI",
             "PRT[.]-5",

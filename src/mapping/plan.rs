@@ -52,6 +52,10 @@ pub enum Src {
     Rel(Vec<usize>),
     /// `a | b` — the first that is valued.
     Alt(Vec<Src>),
+    /// `GROUP/SEG-f…` — a field path read inside the first instance of group GROUP found in
+    /// the current group or below it, else below an enclosing group (innermost first): RXE's
+    /// encoded timing (`TIMING_ENCODED/TQ1-3`) rather than the order's first TQ1.
+    InGroup(std::sync::Arc<str>, Box<Src>),
 }
 
 /// Which occurrences of a segment `SEG`, `SEG[*]` and `SEG[.]` select.
@@ -73,6 +77,7 @@ impl Src {
             Src::Seg { which, .. } => *which != SegScope::First,
             Src::Rel(_) => false,
             Src::Alt(a) => a.iter().any(Src::iterates),
+            Src::InGroup(_, s) => s.iterates(),
         }
     }
 }

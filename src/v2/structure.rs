@@ -460,6 +460,17 @@ impl Structures {
         self.defs.get(name)
     }
 
+    /// Does any loaded structure have a group named `name`?
+    pub fn has_group(&self, name: &str) -> bool {
+        fn walk(nodes: &[Node], name: &str) -> bool {
+            nodes.iter().any(|n| match n {
+                Node::Group(g) => &*g.name == name || walk(&g.children, name),
+                Node::Segment { .. } => false,
+            })
+        }
+        self.defs.values().any(|d| walk(&d.children, name))
+    }
+
     /// Names of all loaded structures.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.defs.keys().map(String::as_str)
