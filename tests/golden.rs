@@ -1552,3 +1552,21 @@ fn pharmacy_orders_are_medication_requests() {
             .all(|r| r["status"] == "cancelled")
     );
 }
+
+/// OML^O21 puts the OBR in a group of its own (OBSERVATION_REQUEST) beside the order's TIMING:
+/// the order's TQ1 is read through `TIMING/TQ1-n` and becomes its timing, as in ORU and OMG.
+#[test]
+fn a_lab_orders_timing_is_read_beside_its_request_group() {
+    let plan = plan();
+    let got = convert_text(&plan, &input("tests/corpus/fhir-converter/OML-O21-03.hl7"));
+    let orders = resource(&got["bundle"], "ServiceRequest");
+    let timing = &orders[0]["occurrenceTiming"];
+    assert_eq!(timing["code"]["coding"][0]["code"], "Once", "{}", orders[0]);
+    assert_eq!(timing["repeat"]["countMax"], 1);
+    assert_eq!(orders[0]["priority"], "routine");
+    assert!(
+        !got["outcome"].to_string().contains("segment TQ1 was not mapped"),
+        "{}",
+        got["outcome"]
+    );
+}
