@@ -892,6 +892,34 @@ async fn searches_over_the_developer_corpus() {
             "{backend}: MedicationRequest intent"
         );
 
+        // The dispenses of the RDS samples: by patient and by the prescription they fill.
+        let (md_key, md) = of_type(&all, "MedicationDispense")
+            .next()
+            .unwrap_or_else(|| panic!("{backend}: no MedicationDispense in the corpus output"));
+        let patient = subject_of(md).unwrap_or_default();
+        let want = keys_where(&all, "MedicationDispense", |m| {
+            subject_of(m).as_deref() == Some(patient.as_str())
+        });
+        assert_eq!(
+            f.all(&format!("MedicationDispense?patient={}", enc(&patient)))
+                .await,
+            want,
+            "{backend}: MedicationDispense by patient"
+        );
+        let prescription = md["authorizingPrescription"][0]["reference"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            f.all(&format!(
+                "MedicationDispense?prescription={}",
+                enc(&prescription)
+            ))
+            .await
+            .contains(md_key),
+            "{backend}: MedicationDispense by prescription"
+        );
+
         // The documents of the MDM samples: by patient, master identifier, status and date.
         let (doc_key, doc) = of_type(&all, "DocumentReference")
             .next()

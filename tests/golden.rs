@@ -1565,8 +1565,58 @@ fn a_lab_orders_timing_is_read_beside_its_request_group() {
     assert_eq!(timing["repeat"]["countMax"], 1);
     assert_eq!(orders[0]["priority"], "routine");
     assert!(
-        !got["outcome"].to_string().contains("segment TQ1 was not mapped"),
+        !got["outcome"]
+            .to_string()
+            .contains("segment TQ1 was not mapped"),
         "{}",
         got["outcome"]
     );
+}
+
+/// RDS: what the pharmacy dispensed (RXD) is a MedicationDispense authorized by the encoded
+/// order (RXE), with when, how much, by whom, the notes and the route.
+#[test]
+fn a_dispense_is_a_medication_dispense_of_its_prescription() {
+    let plan = plan();
+    let got = convert_text(&plan, &input("tests/golden/rds_o13_dispense.hl7"));
+    let b = &got["bundle"];
+    let dispenses = resource(b, "MedicationDispense");
+    assert_eq!(dispenses.len(), 1, "{b}");
+    let d = dispenses[0];
+    assert_eq!(d["status"], "completed");
+    assert_eq!(
+        d["medicationCodeableConcept"]["coding"][0]["code"],
+        "00047040230"
+    );
+    let prescription = referenced(b, &d["authorizingPrescription"][0]);
+    assert_eq!(prescription["resourceType"], "MedicationRequest");
+    assert_eq!(prescription["intent"], "filler-order");
+    // ORC-1 RE (observations to follow) without ORC-5: the order stays completed.
+    assert_eq!(prescription["status"], "completed");
+    assert_eq!(
+        prescription["dosageInstruction"][0]["text"],
+        "Take with water"
+    );
+    assert_eq!(d["whenHandedOver"], "2026-11-30T12:45:00+01:00");
+    assert_eq!(d["quantity"], json!({"value": 20, "unit": "capsule"}));
+    assert_eq!(d["identifier"][0]["value"], "RX-55");
+    assert_eq!(d["note"][0]["text"], "Take after meals\nKeep refrigerated");
+    assert_eq!(
+        referenced(b, &d["performer"][0]["actor"])["name"][0]["family"],
+        "Dispenser"
+    );
+    assert_eq!(referenced(b, &d["subject"])["resourceType"], "Patient");
+    assert_eq!(referenced(b, &d["context"])["resourceType"], "Encounter");
+    assert_eq!(
+        d["dosageInstruction"][0]["route"]["coding"][0]["code"],
+        "PO"
+    );
+    // Only the dispense counter (RXD-1, which numbers the dispenses of an order and has no
+    // MedicationDispense element) is reported.
+    let outcome = got["outcome"].to_string();
+    assert!(
+        outcome.contains("field(s) not mapped: RXD-1\""),
+        "{outcome}"
+    );
+    assert!(!outcome.contains("segment RXD"), "{outcome}");
 }

@@ -648,6 +648,7 @@ fn definition_base(ty: &str, name: &str) -> String {
         "DiagnosticReport",
         "Encounter",
         "Immunization",
+        "MedicationDispense",
         "MedicationRequest",
         "Observation",
         "Procedure",

@@ -135,6 +135,19 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("Specimen", &[]),
     ("DocumentReference", &["status", "content"]),
     ("Appointment", &["status", "participant"]),
+    (
+        "MedicationRequest",
+        &[
+            "status",
+            "intent",
+            "subject",
+            "medicationCodeableConcept|medicationReference",
+        ],
+    ),
+    (
+        "MedicationDispense",
+        &["status", "medicationCodeableConcept|medicationReference"],
+    ),
     ("Bundle", &["type"]),
 ];
 

@@ -184,6 +184,35 @@ pub static PARAMS: &[Param] = &[
     p!("MedicationRequest", "intent", Token, ["intent"]),
     p!("MedicationRequest", "authoredon", Date, ["authoredOn"]),
     p!("MedicationRequest", "identifier", Token, ["identifier"]),
+    p!(
+        "MedicationDispense",
+        "patient",
+        Reference,
+        "subject",
+        Some("Patient")
+    ),
+    p!("MedicationDispense", "subject", Reference, "subject", None),
+    p!(
+        "MedicationDispense",
+        "prescription",
+        Reference,
+        "authorizingPrescription",
+        None
+    ),
+    p!(
+        "MedicationDispense",
+        "code",
+        Token,
+        ["medicationCodeableConcept"]
+    ),
+    p!("MedicationDispense", "status", Token, ["status"]),
+    p!(
+        "MedicationDispense",
+        "whenhandedover",
+        Date,
+        ["whenHandedOver"]
+    ),
+    p!("MedicationDispense", "identifier", Token, ["identifier"]),
 ];
 
 /// The parameter `name` of `resource`.
