@@ -1620,3 +1620,43 @@ fn a_dispense_is_a_medication_dispense_of_its_prescription() {
     );
     assert!(!outcome.contains("segment RXD"), "{outcome}");
 }
+
+/// OBX-29 (observation type, table 0936) is an Observation category (IG OBX[Observation]).
+#[test]
+fn the_observation_type_is_a_category() {
+    let plan = plan();
+    let text = input("tests/golden/oru_r01_lab.hl7")
+        .split('\r')
+        .map(|s| {
+            if s.starts_with("OBX|1|") {
+                let mut f: Vec<&str> = s.split('|').collect();
+                f.resize(30, "");
+                f[29] = "RSLT";
+                f.join("|")
+            } else {
+                s.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r");
+    let got = convert_text(&plan, &text);
+    let obs = resource(&got["bundle"], "Observation");
+    let typed: Vec<&&Value> = obs
+        .iter()
+        .filter(|o| {
+            o["category"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["coding"][0]
+                        == json!({"system": "http://terminology.hl7.org/CodeSystem/v2-0936", "code": "RSLT"})
+                })
+            })
+        })
+        .collect();
+    assert_eq!(typed.len(), 1, "{obs:?}");
+    assert_eq!(typed[0]["code"]["coding"][0]["code"], "2345-7");
+    assert!(
+        !got["outcome"].to_string().contains("OBX-29"),
+        "{}",
+        got["outcome"]
+    );
+}
