@@ -1305,12 +1305,25 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             Producer::Fn(f) => *f,
             _ => Func::Text,
         };
-        match functions::apply_str(f, &joined) {
-            Ok(Some(p)) => {
+        let produced = functions::apply_str(f, &joined);
+        match self.function_result(r, produced) {
+            Some(p) => {
                 write(out, &r.to, p.value, p.choice);
                 true
             }
-            Ok(None) => false,
+            None => false,
+        }
+    }
+
+    /// A function's result; a value it cannot convert is reported (a warning naming the rule)
+    /// and not written.
+    fn function_result(
+        &mut self,
+        r: &RulePlan,
+        produced: Result<Option<Produced>, String>,
+    ) -> Option<Produced> {
+        match produced {
+            Ok(p) => p,
             Err(why) => {
                 self.issues.push(Issue {
                     severity: Severity::Warning,
@@ -1318,7 +1331,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     text: format!("{why}; value not mapped (rule {})", r.name),
                     location: Some(self.loc_of(r)),
                 });
-                false
+                None
             }
         }
     }
@@ -1422,18 +1435,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let Some(v) = frame.value else {
                     return Ok(None);
                 };
-                match functions::apply(*f, &v, &self.opts.default_zone) {
-                    Ok(p) => p,
-                    Err(why) => {
-                        self.issues.push(Issue {
-                            severity: Severity::Warning,
-                            code: "value",
-                            text: format!("{why}; value not mapped (rule {})", r.name),
-                            location: Some(self.loc_of(r)),
-                        });
-                        None
-                    }
-                }
+                let produced = functions::apply(*f, &v, &self.opts.default_zone);
+                self.function_result(r, produced)
             }
             Producer::Via(map) => self.build_object(&self.map_plan(*map).rules, frame)?,
             Producer::Rules(rules) => self.build_object(rules, frame)?,
