@@ -1660,3 +1660,50 @@ fn the_observation_type_is_a_category() {
         got["outcome"]
     );
 }
+
+/// A PRT naming a device (PRT-10) after an OBX without OBX-18 is the Observation's device (IG
+/// PRT[Device]), with its UDI, dates, lot and serial numbers.
+#[test]
+fn a_participating_device_is_the_observations_device() {
+    let plan = plan();
+    let text = input("tests/golden/oru_r01_lab.hl7")
+        .split('\r')
+        .flat_map(|s| {
+            let mut out = vec![s.to_string()];
+            if s.starts_with("OBX|1|") {
+                out.push(segment(
+                    "PRT",
+                    &[
+                        (2, "UC"),
+                        (4, "EQUIP^Equipment^HL70912"),
+                        (10, "GLU-METER-7^LAB^1.2.3^ISO"),
+                        (16, "(01)00643169007222"),
+                        (18, "20281231"),
+                        (19, "LOT-5"),
+                        (20, "SN-99"),
+                    ],
+                ));
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("\r");
+    let got = convert_text(&plan, &text);
+    let b = &got["bundle"];
+    let glucose = resource(b, "Observation")
+        .into_iter()
+        .find(|o| o["code"]["coding"][0]["code"] == "2345-7")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let device = referenced(b, &glucose["device"]);
+    assert_eq!(device["identifier"][0]["value"], "GLU-METER-7", "{glucose}");
+    assert_eq!(
+        device["udiCarrier"][0]["deviceIdentifier"],
+        "(01)00643169007222"
+    );
+    assert_eq!(device["expirationDate"], "2028-12-31");
+    assert_eq!(device["lotNumber"], "LOT-5");
+    assert_eq!(device["serialNumber"], "SN-99");
+    let outcome = got["outcome"].to_string();
+    assert!(!outcome.contains("segment PRT"), "{outcome}");
+}
