@@ -707,12 +707,13 @@ fn place<'d>(st: &mut impl Levels<'d>, d: usize, j: usize, id: &str) {
             top.pos = j;
             top.used = true;
         }
-        match &f.group.children[j] {
-            Node::Segment { .. } => {
+        match f.group.children.get(j) {
+            None => return,
+            Some(Node::Segment { .. }) => {
                 st.segment();
                 return;
             }
-            Node::Group(g) => {
+            Some(Node::Group(g)) => {
                 st.push(g);
                 // Descend: the segment starts this group, so it matches at or below.
                 match g.children.iter().position(|c| c.can_start_with(id)) {
@@ -764,9 +765,10 @@ fn choose<'d>(
     cands: &[(usize, usize)],
     msg: &Message<'_>,
     i: usize,
-) -> (usize, usize) {
-    let mut best = (cands[0], 0usize, false);
-    for (n, &(d, j)) in cands.iter().enumerate() {
+) -> Option<(usize, usize)> {
+    // (place, segments that fit, the segment is required there)
+    let mut best: Option<((usize, usize), usize, bool)> = None;
+    for &(d, j) in cands {
         let mut probe = Probe {
             levels: levels.to_vec(),
             problems: 0,
@@ -789,17 +791,25 @@ fn choose<'d>(
                 fitted += 1;
             }
         }
-        let required = lands_required(&levels[d], j, seg.id());
-        if n == 0 || fitted > best.1 || (fitted == best.1 && required && !best.2) {
-            best = ((d, j), fitted, required);
+        let required = levels
+            .get(d)
+            .is_some_and(|l| lands_required(l, j, seg.id()));
+        let better = match best {
+            None => true,
+            Some((_, f, r)) => fitted > f || (fitted == f && required && !r),
+        };
+        if better {
+            best = Some(((d, j), fitted, required));
         }
     }
-    best.0
+    best.map(|b| b.0)
 }
 
 /// Is the segment slot that `id` takes when placed at child `j` of `level` a required one?
 fn lands_required(level: &At<'_>, j: usize, id: &str) -> bool {
-    let mut node = &level.group.children[j];
+    let Some(mut node) = level.group.children.get(j) else {
+        return false;
+    };
     while let Node::Group(g) = node {
         match g.children.iter().find(|c| c.can_start_with(id)) {
             Some(c) => node = c,
@@ -870,10 +880,10 @@ fn group_segments(def: &Group, msg: &Message<'_>, diags: &mut Vec<Diagnostic>) -
         let i = seg.index();
         g.at_seg = i;
         let cands = slots(&g.levels, id);
-        let chosen = match cands.len() {
-            0 => None,
-            1 => Some(cands[0]),
-            _ => Some(choose(&g.levels, &cands, msg, i)),
+        let chosen = if cands.len() > 1 {
+            choose(&g.levels, &cands, msg, i)
+        } else {
+            cands.first().copied()
         };
         let Some((d, j)) = chosen else {
             let innermost = g.levels.last().map(|f| &*f.group.name).unwrap_or("");
