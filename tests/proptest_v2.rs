@@ -1,4 +1,5 @@
-//! Property tests: write(parse(m)) preserves every value; the parser, grouping, JSON view and ACK
+//! Property tests: write(parse(m)) preserves every value; grouping keeps every segment once, in
+//! order, whatever their order; the parser, grouping, JSON view and ACK
 //! builder never panic on arbitrary or mutated input.
 
 use proptest::prelude::*;
@@ -145,6 +146,67 @@ proptest! {
             bytes.splice(at..at, ins);
         }
         exercise(&bytes);
+    }
+}
+
+/// A message of one structured type whose segments are drawn from the ids those structures use
+/// (and one Z-segment), in any order: the grouping's lookahead sees every kind of ambiguity.
+fn grouped_message() -> impl Strategy<Value = String> {
+    let types = prop::sample::select(vec![
+        "OMG^O19^OMG_O19",
+        "OML^O21^OML_O21",
+        "ORU^R01^ORU_R01",
+        "BAR^P01^BAR_P01",
+        "ADT^A01^ADT_A01",
+        "RDE^O11^RDE_O11",
+        "RDS^O13^RDS_O13",
+        "SIU^S12^SIU_S12",
+        "VXU^V04^VXU_V04",
+    ]);
+    let ids = prop::sample::select(vec![
+        "EVN", "PID", "PD1", "NK1", "PV1", "PV2", "ORC", "OBR", "OBX", "NTE", "SPM", "SAC", "TQ1",
+        "AL1", "DG1", "PR1", "ROL", "IN1", "IN2", "GT1", "RXO", "RXE", "RXR", "RXC", "RXD", "RXA",
+        "SCH", "RGS", "AIS", "AIL", "AIP", "PRT", "FT1", "ZZZ",
+    ]);
+    (types, prop::collection::vec(ids, 0..40)).prop_map(|(ty, segs)| {
+        let mut text = format!("MSH|^~\\&|A|B|C|D|2024||{ty}|1|P|2.5.1\r");
+        for s in segs {
+            text.push_str(s);
+            text.push_str("|1\r");
+        }
+        text
+    })
+}
+
+fn indexes(g: &v2fhir::v2::structure::GroupInstance, out: &mut Vec<usize>) {
+    for item in &g.items {
+        match item {
+            v2fhir::v2::structure::GroupItem::Segment(i) => out.push(*i),
+            v2fhir::v2::structure::GroupItem::Group(sub) => indexes(sub, out),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Whatever the order of the segments, grouping (with its lookahead) keeps each of them once,
+    /// in message order, and never opens an empty group.
+    #[test]
+    fn grouping_keeps_every_segment_once_in_order(text in grouped_message()) {
+        let parsed = v2::parse(text.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let m = &parsed.messages[0];
+        let g = Structures::builtin().group(m);
+        let mut seen = Vec::new();
+        indexes(&g.root, &mut seen);
+        prop_assert_eq!(seen, (0..m.len()).collect::<Vec<_>>());
+        fn no_empty(g: &v2fhir::v2::structure::GroupInstance) -> bool {
+            g.items.iter().all(|i| match i {
+                v2fhir::v2::structure::GroupItem::Group(sub) => !sub.items.is_empty() && no_empty(sub),
+                v2fhir::v2::structure::GroupItem::Segment(_) => true,
+            })
+        }
+        prop_assert!(no_empty(&g.root));
     }
 }
 
