@@ -1513,13 +1513,15 @@ fn pharmacy_orders_are_medication_requests() {
         json!({"low": {"value": 1, "unit": "capsule"}, "high": {"value": 2, "unit": "capsule"}})
     );
     assert_eq!(dose["text"], "Take with water\nFinish the course");
-    // The encoded timing (TQ1 of TIMING_ENCODED, after RXE), not the order's (BID, after ORC),
-    // which stays in the loss report.
+    // The encoded timing (TQ1 of TIMING_ENCODED, after RXE) is the encoded order's; the order's
+    // own (TIMING, after ORC: BID) is the prescriber's order's.
     assert_eq!(dose["timing"]["code"]["coding"][0]["code"], "QID");
+    assert_eq!(
+        ordered["dosageInstruction"][0]["timing"]["code"]["coding"][0]["code"],
+        "BID"
+    );
     assert!(
-        got["outcome"]
-            .to_string()
-            .contains("segment TQ1 was not mapped"),
+        !got["outcome"].to_string().contains("TQ1"),
         "{}",
         got["outcome"]
     );
