@@ -1709,3 +1709,45 @@ fn a_participating_device_is_the_observations_device() {
     let outcome = got["outcome"].to_string();
     assert!(!outcome.contains("segment PRT"), "{outcome}");
 }
+
+/// The visit lists its diagnoses (IG DG1[Encounter]): each DG1's own Condition, its role (DG1-6:
+/// A is an admission diagnosis; the v2 code as sent besides) and its rank (DG1-15).
+#[test]
+fn the_visit_lists_each_diagnosis_with_its_own_condition() {
+    let plan = plan();
+    let text = input("tests/golden/adt_a01.hl7")
+        .split('\r')
+        .flat_map(|s| {
+            if s.starts_with("DG1|") {
+                vec![
+                    "DG1|1||I21.9^Acute myocardial infarction, unspecified^I10|||A|||||||||2"
+                        .to_string(),
+                    "DG1|2||E11.9^Type 2 diabetes mellitus^I10|||F|||||||||1".to_string(),
+                ]
+            } else {
+                vec![s.to_string()]
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r");
+    let got = convert_text(&plan, &text);
+    let b = &got["bundle"];
+    let enc = resource(b, "Encounter")[0].clone();
+    let diagnoses = enc["diagnosis"].as_array().cloned().unwrap_or_default();
+    assert_eq!(diagnoses.len(), 2, "{enc}");
+    let code_of = |d: &Value| referenced(b, &d["condition"])["code"]["coding"][0]["code"].clone();
+    assert_eq!(code_of(&diagnoses[0]), "I21.9");
+    assert_eq!(code_of(&diagnoses[1]), "E11.9");
+    assert_eq!(diagnoses[0]["rank"], 2);
+    assert_eq!(diagnoses[1]["rank"], 1);
+    assert_eq!(diagnoses[0]["use"]["coding"][0]["code"], "AD");
+    assert_eq!(
+        diagnoses[1]["use"]["coding"],
+        json!([{"system": "http://terminology.hl7.org/CodeSystem/v2-0052", "code": "F"}])
+    );
+    assert!(
+        !got["outcome"].to_string().contains("DG1-15"),
+        "{}",
+        got["outcome"]
+    );
+}

@@ -1441,11 +1441,20 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             Producer::Via(map) => self.build_object(&self.map_plan(*map).rules, frame)?,
             Producer::Rules(rules) => self.build_object(rules, frame)?,
             Producer::Ref(alias) => {
+                // The instance built from the current segment (the Condition of this DG1, for
+                // the Encounter's diagnosis list), else the nearest by group scope.
+                let from_segment = frame.seg.and_then(|s| {
+                    self.insts
+                        .iter()
+                        .position(|inst| inst.alias == *alias && inst.seg == s)
+                });
                 let scope = self.scope_of(frame);
-                self.best_inst(*alias, scope).map(|i| Produced {
-                    value: self.reference_to(i),
-                    choice: None,
-                })
+                from_segment
+                    .or_else(|| self.best_inst(*alias, scope))
+                    .map(|i| Produced {
+                        value: self.reference_to(i),
+                        choice: None,
+                    })
             }
             Producer::Refs(alias) => {
                 let scope = self.scope_of(frame);
