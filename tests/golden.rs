@@ -1373,6 +1373,16 @@ fn a_scheduled_activity_is_an_appointment_with_its_resources() {
     assert_eq!(actors[4]["identifier"][0]["value"], "XR-2");
     assert_eq!(actors[4]["deviceName"][0]["name"], "X-ray unit 2");
 
+    // Without SCH-25, the service's filler status (AIS-10) decides.
+    let from_service = text.replace("|Booked\r", "|\r").replace(
+        "AIS|1||71046^XR chest 2 views^C4",
+        "AIS|1||71046^XR chest 2 views^C4|||||||Waitlist",
+    );
+    let got = convert_text(&plan, &from_service);
+    assert_eq!(
+        resource(&got["bundle"], "Appointment")[0]["status"],
+        "waitlist"
+    );
     // Without a filler status the trigger event decides: S15 is a cancellation.
     let cancelled = text
         .replace("SIU^S12^SIU_S12", "SIU^S15^SIU_S12")
