@@ -1761,3 +1761,35 @@ fn the_visit_lists_each_diagnosis_with_its_own_condition() {
         got["outcome"]
     );
 }
+
+/// ORC-8 (the parent order) is the order's `basedOn`, by placer and filler identifier, and
+/// ORC-29 (order type) its `locationCode` through the IG's OrderType concept map.
+#[test]
+fn an_orders_parent_and_type() {
+    let plan = plan();
+    let got = convert_text(&plan, &input("tests/corpus/fhir-converter/OML-O21-01.hl7"));
+    let orders = resource(&got["bundle"], "ServiceRequest");
+    let based_on = &orders[0]["basedOn"];
+    assert_eq!(based_on[0]["type"], "ServiceRequest", "{}", orders[0]);
+    assert_eq!(based_on[0]["identifier"]["value"], "PAI-8.1");
+    assert_eq!(
+        based_on[0]["identifier"]["type"]["coding"][0]["code"],
+        "PLAC"
+    );
+    assert_eq!(based_on[1]["identifier"]["value"], "FAI-8.2");
+    assert_eq!(
+        based_on[1]["identifier"]["type"]["coding"][0]["code"],
+        "FILL"
+    );
+    let got = convert_text(&plan, &input("tests/corpus/fhir-converter/ORM-O01-01.hl7"));
+    let orders = resource(&got["bundle"], "ServiceRequest");
+    assert_eq!(
+        orders[0]["locationCode"][0]["coding"][0],
+        json!({"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": "OF", "display": "Outpatient facility"})
+    );
+    assert!(
+        !got["outcome"].to_string().contains("ORC-29"),
+        "{}",
+        got["outcome"]
+    );
+}
