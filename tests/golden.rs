@@ -1793,3 +1793,27 @@ fn an_orders_parent_and_type() {
         got["outcome"]
     );
 }
+
+/// PD1-6 (handicap) is the Patient's `patient-disability` extension (IG PD1[Patient]).
+#[test]
+fn a_handicap_is_the_patient_disability_extension() {
+    let plan = plan();
+    let got = convert_text(&plan, &golden_adt_with("PD1", &[(6, "WHL^Wheelchair^L")]));
+    let patient = resource(&got["bundle"], "Patient")[0].clone();
+    let disability: Vec<&Value> = patient["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["url"] == "http://hl7.org/fhir/StructureDefinition/patient-disability")
+        .collect();
+    assert_eq!(disability.len(), 1, "{patient}");
+    assert_eq!(
+        disability[0]["valueCodeableConcept"]["coding"][0]["code"],
+        "WHL"
+    );
+    assert!(
+        !got["outcome"].to_string().contains("PD1-6"),
+        "{}",
+        got["outcome"]
+    );
+}
