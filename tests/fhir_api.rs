@@ -18,6 +18,29 @@ struct Fhir {
 }
 
 impl Fhir {
+    /// The first `ty` of the corpus output, once `ty?patient=` has been checked to find exactly
+    /// the `ty`s whose subject is that resource's patient.
+    async fn first_found_by_patient<'a>(
+        &self,
+        all: &'a BTreeMap<Key, Value>,
+        ty: &str,
+    ) -> (&'a Key, &'a Value) {
+        let backend = &self.backend;
+        let (key, first) = of_type(all, ty)
+            .next()
+            .unwrap_or_else(|| panic!("{backend}: no {ty} in the corpus output"));
+        let patient = subject_of(first).unwrap_or_default();
+        let want = keys_where(all, ty, |r| {
+            subject_of(r).as_deref() == Some(patient.as_str())
+        });
+        assert_eq!(
+            self.all(&format!("{ty}?patient={}", enc(&patient))).await,
+            want,
+            "{backend}: {ty} by patient"
+        );
+        (key, first)
+    }
+
     async fn get_full(
         &self,
         url: &str,
@@ -858,19 +881,7 @@ async fn searches_over_the_developer_corpus() {
         );
 
         // The medication orders of the RDE samples: by patient, code and intent.
-        let (mr_key, mr) = of_type(&all, "MedicationRequest")
-            .next()
-            .unwrap_or_else(|| panic!("{backend}: no MedicationRequest in the corpus output"));
-        let patient = subject_of(mr).unwrap_or_default();
-        let want = keys_where(&all, "MedicationRequest", |m| {
-            subject_of(m).as_deref() == Some(patient.as_str())
-        });
-        assert_eq!(
-            f.all(&format!("MedicationRequest?patient={}", enc(&patient)))
-                .await,
-            want,
-            "{backend}: MedicationRequest by patient"
-        );
+        let (mr_key, mr) = f.first_found_by_patient(&all, "MedicationRequest").await;
         let (system, code) = codings(&mr["medicationCodeableConcept"])
             .into_iter()
             .next()
@@ -893,19 +904,7 @@ async fn searches_over_the_developer_corpus() {
         );
 
         // The dispenses of the RDS samples: by patient and by the prescription they fill.
-        let (md_key, md) = of_type(&all, "MedicationDispense")
-            .next()
-            .unwrap_or_else(|| panic!("{backend}: no MedicationDispense in the corpus output"));
-        let patient = subject_of(md).unwrap_or_default();
-        let want = keys_where(&all, "MedicationDispense", |m| {
-            subject_of(m).as_deref() == Some(patient.as_str())
-        });
-        assert_eq!(
-            f.all(&format!("MedicationDispense?patient={}", enc(&patient)))
-                .await,
-            want,
-            "{backend}: MedicationDispense by patient"
-        );
+        let (md_key, md) = f.first_found_by_patient(&all, "MedicationDispense").await;
         let prescription = md["authorizingPrescription"][0]["reference"]
             .as_str()
             .unwrap_or_default()
@@ -921,19 +920,7 @@ async fn searches_over_the_developer_corpus() {
         );
 
         // The documents of the MDM samples: by patient, master identifier, status and date.
-        let (doc_key, doc) = of_type(&all, "DocumentReference")
-            .next()
-            .unwrap_or_else(|| panic!("{backend}: no DocumentReference in the corpus output"));
-        let patient = subject_of(doc).unwrap_or_default();
-        let want = keys_where(&all, "DocumentReference", |d| {
-            subject_of(d).as_deref() == Some(patient.as_str())
-        });
-        assert_eq!(
-            f.all(&format!("DocumentReference?patient={}", enc(&patient)))
-                .await,
-            want,
-            "{backend}: DocumentReference by patient"
-        );
+        let (doc_key, doc) = f.first_found_by_patient(&all, "DocumentReference").await;
         let master = doc["masterIdentifier"]["value"].as_str().unwrap_or("");
         assert!(
             f.all(&format!("DocumentReference?identifier={}", enc(master)))

@@ -695,7 +695,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         scope_str = self.message_scope();
                         keys = vec![format!("{}#{count}", self.plan.aliases[rp.alias])];
                     }
-                    let base = match rp.base.map(|b| self.best_inst(b, &scope)) {
+                    let base = match rp.base.map(|b| self.best_inst(b, &scope, None)) {
                         Some(Some(i)) => self.insts[i].id.clone(),
                         // The base resource is missing (e.g. no OBR for an order's OBX): keys
                         // meant to be unique under it are only unique within this message.
@@ -797,11 +797,17 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     }
 
     /// The instance with `alias` whose scope shares the longest prefix with `scope`.
-    fn best_inst(&self, alias: AliasId, scope: &[usize]) -> Option<usize> {
+    /// The instance of `alias` built from segment `seg` if there is one (the Condition of the
+    /// DG1 a rule iterates over), else the one whose group scope shares the longest prefix with
+    /// `scope`. One pass.
+    fn best_inst(&self, alias: AliasId, scope: &[usize], seg: Option<usize>) -> Option<usize> {
         let mut best: Option<(usize, usize)> = None;
         for (i, inst) in self.insts.iter().enumerate() {
             if inst.alias != alias {
                 continue;
+            }
+            if seg == Some(inst.seg) {
+                return Some(i);
             }
             let l = common_prefix(&inst.scope, scope);
             if best.is_none_or(|(_, bl)| l > bl) {
@@ -1441,20 +1447,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             Producer::Via(map) => self.build_object(&self.map_plan(*map).rules, frame)?,
             Producer::Rules(rules) => self.build_object(rules, frame)?,
             Producer::Ref(alias) => {
-                // The instance built from the current segment (the Condition of this DG1, for
-                // the Encounter's diagnosis list), else the nearest by group scope.
-                let from_segment = frame.seg.and_then(|s| {
-                    self.insts
-                        .iter()
-                        .position(|inst| inst.alias == *alias && inst.seg == s)
-                });
                 let scope = self.scope_of(frame);
-                from_segment
-                    .or_else(|| self.best_inst(*alias, scope))
-                    .map(|i| Produced {
-                        value: self.reference_to(i),
-                        choice: None,
-                    })
+                self.best_inst(*alias, scope, frame.seg).map(|i| Produced {
+                    value: self.reference_to(i),
+                    choice: None,
+                })
             }
             Producer::Refs(alias) => {
                 let scope = self.scope_of(frame);

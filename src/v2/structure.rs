@@ -645,21 +645,18 @@ const LOOKAHEAD: usize = 8;
 
 /// Every place a segment `id` can go, innermost level first: per open level (`d`, bottom of the
 /// stack = 0), the first child at or after the level's position that can start with `id`.
-fn slots(levels: &[At<'_>], id: &str) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    for d in (0..levels.len()).rev() {
-        let f = &levels[d];
-        for (j, c) in f.group.children.iter().enumerate().skip(f.pos) {
-            if j == f.pos && f.used && !c.repeating() {
-                continue;
-            }
-            if c.can_start_with(id) {
-                out.push((d, j));
-                break;
-            }
-        }
-    }
-    out
+/// Lazy: the lookahead and the common single-place case take only the first.
+fn slots<'l>(levels: &'l [At<'l>], id: &'l str) -> impl Iterator<Item = (usize, usize)> + 'l {
+    levels.iter().enumerate().rev().filter_map(move |(d, f)| {
+        f.group
+            .children
+            .iter()
+            .enumerate()
+            .skip(f.pos)
+            .filter(|&(j, c)| !(j == f.pos && f.used && !c.repeating()))
+            .find(|(_, c)| c.can_start_with(id))
+            .map(|(j, _)| (d, j))
+    })
 }
 
 /// The stack of open group instances, seen by [`place`]: the grouping proper builds instances and
@@ -781,7 +778,7 @@ fn choose<'d>(
         if probe.problems == 0 {
             for k in i + 1..(i + 1 + LOOKAHEAD).min(msg.len()) {
                 let Some(next) = msg.segment(k) else { break };
-                let Some(&(d2, j2)) = slots(&probe.levels, next.id()).first() else {
+                let Some((d2, j2)) = slots(&probe.levels, next.id()).next() else {
                     break;
                 };
                 place(&mut probe, d2, j2, next.id());
@@ -879,7 +876,8 @@ fn group_segments(def: &Group, msg: &Message<'_>, diags: &mut Vec<Diagnostic>) -
         let id = seg.id();
         let i = seg.index();
         g.at_seg = i;
-        let cands = slots(&g.levels, id);
+        // Almost always one place, often none: no allocation for those.
+        let cands: smallvec::SmallVec<[(usize, usize); 4]> = slots(&g.levels, id).collect();
         let chosen = if cands.len() > 1 {
             choose(&g.levels, &cands, msg, i)
         } else {
