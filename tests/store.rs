@@ -749,29 +749,31 @@ async fn the_wal_starts_over_under_constant_writes() {
             commit();
         }
         store.request_wal_restart();
-        // Busy while the background checkpoint runs: the writer tries again.
-        let asked = std::time::Instant::now();
-        while !store.catch_up_wal() {
-            assert!(
-                asked.elapsed().as_secs() < 10,
-                "round {round}: never caught up"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        // The next commit starts the WAL over unless the background checkpoint holds a WAL
-        // lock at that instant (seen once in a loaded test run); the one after then does.
+        // The writer catches up (busy while the background checkpoint runs: it tries again), and
+        // the next commit starts the WAL over, unless the background checkpoint holds a WAL lock
+        // at that instant (seen in loaded test runs, twice): then the writer catches up again,
+        // as it does in the gateway, up to three times.
         let before = salt();
         let mut restarted = false;
         for _ in 0..3 {
+            let asked = std::time::Instant::now();
+            while !store.catch_up_wal() {
+                assert!(
+                    asked.elapsed().as_secs() < 10,
+                    "round {round}: never caught up"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             commit();
             if salt() != before {
                 restarted = true;
                 break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(
             restarted,
-            "round {round}: the WAL did not start over in 3 commits"
+            "round {round}: the WAL did not start over in 3 catch-ups and commits"
         );
     }
     let all = store
