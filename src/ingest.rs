@@ -43,6 +43,8 @@ pub enum Source {
     Mllp,
     /// `POST /v2/messages`.
     Http,
+    /// FHIR resources written to `/fhir` by device and app backends ([`crate::fhir::intake`]).
+    Fhir,
 }
 
 impl Source {
@@ -51,6 +53,7 @@ impl Source {
         match self {
             Source::Mllp => "mllp",
             Source::Http => "http",
+            Source::Fhir => "fhir",
         }
     }
 }
@@ -275,6 +278,13 @@ pub fn prepare(
     cfg: &IngestConfig,
     received_at: i64,
 ) -> Vec<Prepared> {
+    if source == Source::Fhir {
+        return vec![crate::fhir::intake::prepare(
+            raw,
+            received_at,
+            cfg.convert.validate,
+        )];
+    }
     let parsed = match v2::parse_with(raw, &cfg.parse) {
         Ok(p) => p,
         Err(e) => {
@@ -1076,11 +1086,12 @@ fn record_metrics(row: &NewMessage, c: &Committed, elapsed: f64) {
 /// [`prepare`] on the blocking pool (for request handlers: conversion is CPU work).
 pub async fn prepare_blocking(
     raw: bytes::Bytes,
+    source: Source,
     plan: Arc<Plan>,
     cfg: IngestConfig,
     received_at: i64,
 ) -> Result<Vec<Prepared>, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(move || prepare(&raw, Source::Http, &plan, &cfg, received_at)).await
+    tokio::task::spawn_blocking(move || prepare(&raw, source, &plan, &cfg, received_at)).await
 }
 
 /// The bundle type by name for `?_bundle=` style options.

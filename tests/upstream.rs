@@ -279,14 +279,41 @@ async fn the_corpus_reaches_the_upstream_and_is_found_there() {
             Some(5),
             "{backend}"
         );
+        // A write is not proxied as it comes: it is logged and queued like a converted message
+        // (202: no local copy in this mode), then delivered through the outbox.
         let write = web
             .post(format!("http://{http}/fhir/Patient"))
             .header("content-type", "application/fhir+json")
-            .body(r#"{"resourceType":"Patient"}"#)
+            .body(r#"{"resourceType":"Patient","identifier":[{"system":"urn:dev","value":"w-1"}]}"#)
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(write.status(), 405, "{backend}: writes are not proxied");
+        assert_eq!(
+            write.status(),
+            202,
+            "{backend}: a write is queued for the upstream"
+        );
+        let written = write
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(written.contains("/fhir/Patient/"), "{backend}: {written}");
+        let mut delivered = false;
+        for _ in 0..100 {
+            let r = web
+                .get(&written)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if r.status() == 200 {
+                delivered = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(delivered, "{backend}: {written} never reached the upstream");
         // A path that would leave the upstream's FHIR base (with the gateway's credentials) is refused.
         let escape = web
             .get(format!("http://{http}/fhir/Patient/..%2F..%2Fauth"))

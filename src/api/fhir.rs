@@ -586,11 +586,15 @@ pub fn capability_statement(base: &str, types: &[String]) -> Value {
             let mut r = json!({
                 "type": ty,
                 "interaction": [{"code": "read"}, {"code": "vread"},
+                                {"code": "update"}, {"code": "delete"}, {"code": "create"},
                                 {"code": "history-instance"}, {"code": "history-type"},
                                 {"code": "search-type"}],
                 "versioning": "versioned",
                 "readHistory": true,
-                "updateCreate": false,
+                "updateCreate": true,
+                "conditionalCreate": false,
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
                 "conditionalRead": "not-supported",
                 "searchParam": params,
             });
@@ -627,14 +631,18 @@ pub fn capability_statement(base: &str, types: &[String]) -> Value {
         "format": ["json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Read-only: resources are written by converting HL7 v2 messages. \
-                Search parameters not listed are ignored (Prefer: handling=lenient, the default) \
+            "documentation": "Resources are written by converting HL7 v2 messages, and by clients \
+                (create, update, delete, transaction and batch Bundles, any R4 resource type), each \
+                write logged and committed before it is answered. A created resource's id is \
+                derived from its identifiers (else its content), so a repeated create updates one \
+                resource. Search parameters not listed are ignored (Prefer: handling=lenient, the default) \
                 or refused with 400 (Prefer: handling=strict). Supported modifiers: string :exact and \
                 :contains, reference :[type]; chains of one level (e.g. subject:Patient.identifier); \
                 _count, _sort (_lastUpdated and date parameters), _include, _revinclude, \
                 _summary=count, _elements, _total=none.",
             "resource": resources,
-            "interaction": [{"code": "history-system"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"},
+                            {"code": "history-system"}],
         }],
     })
 }

@@ -272,7 +272,13 @@ async fn reprocess_one(state: &AppState, id: i64) -> Result<Value, ApiError> {
     }
     let plan = state.pipeline.plan();
     let cfg = state.pipeline.config().clone();
-    let prepared = ingest::prepare_blocking(m.raw.clone().into(), plan, cfg, m.received_at)
+    // FHIR submissions are validated again; v2 messages converted again.
+    let source = if m.source == ingest::Source::Fhir.as_str() {
+        ingest::Source::Fhir
+    } else {
+        ingest::Source::Http
+    };
+    let prepared = ingest::prepare_blocking(m.raw.clone().into(), source, plan, cfg, m.received_at)
         .await
         .map_err(|e| {
             ApiError::new(

@@ -125,11 +125,13 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
     use tower_http::timeout::TimeoutLayer;
     let fhir_routes: Router<AppState> = if state.proxy_reads {
         // Sink mode `upstream`: no local resources; the same paths are answered by the upstream.
+        // Writes are not forwarded as they come: they are logged and queued like converted
+        // messages (below), and reach the upstream through the outbox.
         let mut r = Router::new();
         for path in FHIR_PATHS {
-            r = r.route(path, axum::routing::any(proxy::forward));
+            r = r.route(path, get(proxy::forward));
         }
-        r
+        r.route("/fhir/{type}/_search", post(proxy::forward))
     } else {
         Router::new()
             .route("/fhir/metadata", get(fhir::metadata))
@@ -142,6 +144,15 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
             .route("/fhir/{type}/{id}/_history", get(fhir::history_instance))
             .route("/fhir/{type}/{id}/_history/{vid}", get(fhir::vread))
     };
+    // The FHIR source: resources written by device and app backends (stored, or queued for the
+    // upstream, like converted v2 messages).
+    let fhir_writes: Router<AppState> = Router::new()
+        .route("/fhir", post(crate::sources::fhir::post_bundle))
+        .route("/fhir/{type}", post(crate::sources::fhir::create))
+        .route(
+            "/fhir/{type}/{id}",
+            axum::routing::put(crate::sources::fhir::update).delete(crate::sources::fhir::delete),
+        );
     Router::new()
         .route("/v2/messages", post(crate::sources::http::post_messages))
         .route("/v2/$convert", post(crate::sources::http::post_convert))
@@ -154,6 +165,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/health/live", get(|| async { "ok" }))
         .route("/metrics", get(messages::metrics))
         .merge(fhir_routes)
+        .merge(fhir_writes)
         .fallback(not_found)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())

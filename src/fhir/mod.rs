@@ -2,5 +2,6 @@
 
 pub mod datetime;
 pub mod ids;
+pub mod intake;
 pub mod search;
 pub mod validate;

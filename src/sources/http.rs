@@ -175,15 +175,16 @@ pub async fn post_convert(
         })?;
     }
     let plan = state.pipeline.plan();
-    let prepared = ingest::prepare_blocking(body, plan, cfg, crate::store::now_micros())
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "exception",
-                format!("$convert: the conversion task failed: {e}"),
-            )
-        })?;
+    let prepared =
+        ingest::prepare_blocking(body, Source::Http, plan, cfg, crate::store::now_micros())
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "exception",
+                    format!("$convert: the conversion task failed: {e}"),
+                )
+            })?;
     let reply = ingest::Reply {
         messages: prepared
             .into_iter()

@@ -1,6 +1,8 @@
 //! Sources: where messages come in. Each source frames bytes and hands them to the ingest
-//! pipeline; none of them parses HL7, converts, stores or builds ACKs.
+//! pipeline; none of them parses HL7, converts, stores or builds ACKs (the FHIR source reads back
+//! the versions the commit wrote, to answer).
 
+pub mod fhir;
 pub mod http;
 pub mod mllp;
 

@@ -1,0 +1,308 @@
+//! The FHIR source (`POST /fhir`, `POST /fhir/{type}`, `PUT`/`DELETE /fhir/{type}/{id}`) over real
+//! sockets with a real HTTP client, on both store backends: what a device backend sends is
+//! logged, stored with versions and search index rows, answered after the commit, readable and
+//! searchable at once; retries create nothing twice; bad input is refused with the reason and
+//! still logged.
+
+mod gateway;
+
+use serde_json::{Value, json};
+
+const FHIR: &str = "application/fhir+json";
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    backend: &'static str,
+}
+
+impl Client {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut rb = self.http.request(method.clone(), &url);
+        if let Some(b) = body {
+            rb = rb.header("content-type", FHIR).body(b);
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let r = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {method} {url}: {e}", self.backend));
+        let status = r.status().as_u16();
+        let h = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("{}: {method} {url}: not JSON ({e}): {text}", self.backend)
+            })
+        };
+        (status, h, v)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, _, v) = self.send(reqwest::Method::GET, path, None, &[]).await;
+        (s, v)
+    }
+}
+
+fn heart_rate(subject: &str, at: &str, bpm: i64) -> Value {
+    json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+        "subject": {"reference": subject},
+        "effectiveDateTime": at,
+        "valueQuantity": {"value": bpm, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"},
+    })
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_backends_write_resources_that_are_stored_versioned_and_searchable() {
+    let http = gateway::http_client();
+    for (backend, url) in gateway::store_urls("fhir-write").await {
+        let running = gateway::start(&gateway::config(&url)).await;
+        let base = format!(
+            "http://{}",
+            running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+        );
+        let c = Client {
+            http: http.clone(),
+            base: base.clone(),
+            backend,
+        };
+        use reqwest::Method;
+
+        // A transaction: a Patient and two readings that reference it by its fullUrl.
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+             "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "W-7"}],
+                          "name": [{"family": "Chalmers", "given": ["Peter"]}], "birthDate": "1974-12-25"},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": heart_rate("urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a", "2026-11-30T08:00:00Z", 61),
+             "request": {"method": "POST", "url": "Observation"}},
+            {"resource": heart_rate("urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a", "2026-11-30T08:01:00Z", 64),
+             "request": {"method": "POST", "url": "Observation"}},
+        ]})
+        .to_string();
+        let (s, h, resp) = c.send(Method::POST, "/fhir", Some(tx.clone()), &[]).await;
+        assert_eq!(s, 200, "{backend}: {resp}");
+        assert_eq!(resp["type"], "transaction-response", "{backend}");
+        let entries = resp["entry"].as_array().cloned().unwrap_or_default();
+        assert_eq!(entries.len(), 3, "{backend}: {resp}");
+        for e in &entries {
+            assert_eq!(e["response"]["status"], "201 Created", "{backend}: {resp}");
+            assert_eq!(e["response"]["etag"], "W/\"1\"", "{backend}");
+        }
+        let loc = |e: &Value| -> String {
+            let l = e["response"]["location"].as_str().unwrap_or("").to_string();
+            l.split("/_history").next().unwrap_or("").to_string()
+        };
+        let patient = loc(&entries[0]);
+        assert!(patient.starts_with("Patient/"), "{backend}: {patient}");
+        let message = header(&h, "x-v2fhir-message").to_string();
+        assert!(message.starts_with("/messages/"), "{backend}: {message}");
+
+        // Readable, with the reference resolved to the Patient's id, and searchable at once.
+        let (s, obs) = c.get(&format!("/fhir/{}", loc(&entries[1]))).await;
+        assert_eq!(s, 200, "{backend}: {obs}");
+        assert_eq!(obs["subject"]["reference"], json!(patient), "{backend}");
+        assert_eq!(obs["meta"]["versionId"], "1", "{backend}");
+        let pid = patient.trim_start_matches("Patient/");
+        let (s, found) = c
+            .get(&format!(
+                "/fhir/Observation?patient={pid}&code=http://loinc.org|8867-4&date=ge2026-11-30T08:00:30Z"
+            ))
+            .await;
+        assert_eq!(s, 200, "{backend}: {found}");
+        assert_eq!(found["total"], 1, "{backend}: {found}");
+        let (_, by_id) = c
+            .get("/fhir/Patient?identifier=urn:oid:1.2.36.146.595.217.0.1|W-7")
+            .await;
+        assert_eq!(by_id["total"], 1, "{backend}: {by_id}");
+
+        // The submission is in the message log as received.
+        let (s, logged) = c.get(&message).await;
+        assert_eq!(s, 200, "{backend}: {logged}");
+        assert_eq!(logged["source"], "fhir", "{backend}: {logged}");
+        assert_eq!(logged["status"], "converted", "{backend}");
+        assert_eq!(logged["message_type"], "FHIR^transaction", "{backend}");
+
+        // The same request again (a retry): a duplicate, answered the same, nothing new written.
+        let (s, _, again) = c.send(Method::POST, "/fhir", Some(tx.clone()), &[]).await;
+        assert_eq!(s, 200, "{backend}: {again}");
+        assert_eq!(
+            again["entry"]
+                .as_array()
+                .map(|a| a.iter().map(loc).collect::<Vec<_>>()),
+            Some(entries.iter().map(loc).collect::<Vec<_>>()),
+            "{backend}"
+        );
+        let (_, all_obs) = c.get(&format!("/fhir/Observation?patient={pid}")).await;
+        assert_eq!(all_obs["total"], 2, "{backend}: {all_obs}");
+
+        // The same reading POSTed on its own (another body, same content): the same resource.
+        let reading = heart_rate(&patient, "2026-11-30T08:00:00Z", 61).to_string();
+        let (s, h1, body) = c
+            .send(Method::POST, "/fhir/Observation", Some(reading), &[])
+            .await;
+        assert_eq!(s, 200, "{backend}: not created again: {body}");
+        assert!(
+            header(&h1, "location").ends_with(&format!("/fhir/{}/_history/1", loc(&entries[1]))),
+            "{backend}: {h1:?}"
+        );
+
+        // PUT with a client id: 201, then an update: 200, version 2, history of two.
+        let mut spo2 = json!({"resourceType": "Observation", "id": "spo2-1", "status": "preliminary",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "59408-5"}]},
+            "subject": {"reference": patient}, "effectiveDateTime": "2026-11-30T08:05:00Z",
+            "valueQuantity": {"value": 97, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}});
+        let (s, h, body) = c
+            .send(
+                Method::PUT,
+                "/fhir/Observation/spo2-1",
+                Some(spo2.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 201, "{backend}: {body}");
+        assert_eq!(body["id"], "spo2-1", "{backend}");
+        assert_eq!(header(&h, "etag"), "W/\"1\"", "{backend}");
+        assert!(!header(&h, "last-modified").is_empty(), "{backend}");
+        spo2["status"] = json!("final");
+        let (s, h, body) = c
+            .send(
+                Method::PUT,
+                "/fhir/Observation/spo2-1",
+                Some(spo2.to_string()),
+                &[("prefer", "return=minimal")],
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: {body}");
+        assert_eq!(body, Value::Null, "{backend}: return=minimal has no body");
+        assert_eq!(header(&h, "etag"), "W/\"2\"", "{backend}");
+        let (_, hist) = c.get("/fhir/Observation/spo2-1/_history").await;
+        assert_eq!(hist["total"], 2, "{backend}: {hist}");
+
+        // DELETE: 204, then reads answer 410.
+        let (s, _, _) = c
+            .send(Method::DELETE, "/fhir/Observation/spo2-1", None, &[])
+            .await;
+        assert_eq!(s, 204, "{backend}");
+        let (s, _) = c.get("/fhir/Observation/spo2-1").await;
+        assert_eq!(s, 410, "{backend}");
+
+        // A batch: the valid entry is stored, the invalid one answered with why.
+        let mut bad = heart_rate(&patient, "2026-11-30T09:00:00Z", 70);
+        bad["status"] = json!("banana");
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": heart_rate(&patient, "2026-11-30T09:00:00Z", 70), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": bad, "request": {"method": "POST", "url": "Observation"}},
+        ]});
+        let (s, _, resp) = c
+            .send(
+                Method::POST,
+                "/fhir",
+                Some(batch.to_string()),
+                &[("prefer", "return=representation")],
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: {resp}");
+        assert_eq!(resp["type"], "batch-response", "{backend}");
+        assert_eq!(
+            resp["entry"][0]["response"]["status"], "201 Created",
+            "{backend}: {resp}"
+        );
+        assert_eq!(
+            resp["entry"][0]["resource"]["valueQuantity"]["value"], 70,
+            "{backend}"
+        );
+        assert_eq!(
+            resp["entry"][1]["response"]["status"], "422 Unprocessable Entity",
+            "{backend}: {resp}"
+        );
+        let why = resp["entry"][1]["response"]["outcome"].to_string();
+        assert!(why.contains("Bundle.entry[1].resource"), "{backend}: {why}");
+
+        // The same invalid entry in a transaction: nothing is written, 422 with the location.
+        let tx_bad = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": heart_rate(&patient, "2026-11-30T10:00:00Z", 80), "request": {"method": "POST", "url": "Observation"}},
+            batch["entry"][1].clone(),
+        ]});
+        let (s, _, oo) = c
+            .send(Method::POST, "/fhir", Some(tx_bad.to_string()), &[])
+            .await;
+        assert_eq!(s, 422, "{backend}: {oo}");
+        assert_eq!(oo["resourceType"], "OperationOutcome", "{backend}");
+        let (_, after) = c
+            .get(&format!(
+                "/fhir/Observation?patient={pid}&date=2026-11-30T10:00:00Z"
+            ))
+            .await;
+        assert_eq!(
+            after["total"], 0,
+            "{backend}: a failed transaction writes nothing"
+        );
+
+        // Not JSON, a wrong type, a wrong media type: refused with the reason; the first two are
+        // logged as rejected.
+        let (s, h, oo) = c
+            .send(
+                Method::POST,
+                "/fhir/Observation",
+                Some("{\"resourceType\": ".into()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 400, "{backend}: {oo}");
+        assert!(oo.to_string().contains("not JSON"), "{backend}: {oo}");
+        assert!(header(&h, "location").is_empty(), "{backend}");
+        let (s, _, oo) = c
+            .send(
+                Method::PUT,
+                "/fhir/Patient/p1",
+                Some(heart_rate(&patient, "2026-11-30T11:00:00Z", 1).to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 400, "{backend}: {oo}");
+        assert!(
+            oo.to_string().contains("the url names Patient"),
+            "{backend}: {oo}"
+        );
+        let (_, rejected) = c.get("/messages?status=rejected&type=FHIR").await;
+        assert_eq!(rejected["total"], 2, "{backend}: {rejected}");
+        let r = c
+            .http
+            .post(format!("{base}/fhir/Observation"))
+            .header("content-type", "text/plain")
+            .body("hello")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 415, "{backend}");
+
+        // The CapabilityStatement says so.
+        let (_, cap) = c.get("/fhir/metadata").await;
+        let rest = cap["rest"][0].to_string();
+        assert!(
+            rest.contains("\"transaction\"") && rest.contains("\"create\""),
+            "{backend}"
+        );
+        running.shutdown().await;
+    }
+}
