@@ -141,6 +141,12 @@ async fn device_backends_write_resources_that_are_stored_versioned_and_searchabl
         assert_eq!(logged["source"], "fhir", "{backend}: {logged}");
         assert_eq!(logged["status"], "converted", "{backend}");
         assert_eq!(logged["message_type"], "FHIR^transaction", "{backend}");
+        // Reprocessing validates it again (it is not parsed as HL7 v2).
+        let (s, _, re) = c
+            .send(Method::POST, &format!("{message}/reprocess"), None, &[])
+            .await;
+        assert_eq!(s, 200, "{backend}: {re}");
+        assert_eq!(re["status"], "converted", "{backend}: {re}");
 
         // The same request again (a retry): a duplicate, answered the same, nothing new written.
         let (s, _, again) = c.send(Method::POST, "/fhir", Some(tx.clone()), &[]).await;

@@ -1,4 +1,5 @@
-"""An app developer's session against the v2fhir facade with fhirpy (a third-party FHIR client).
+"""An app developer's session against the v2fhir facade with fhirpy (a third-party FHIR client),
+ending with a device backend's writes.
 
 Usage: python3 fhirpy_app.py BASE_URL   (e.g. http://127.0.0.1:8080/fhir)
 Exits non-zero, with the reason, on the first failed expectation.
@@ -70,5 +71,24 @@ try:
     check(False, "reading a missing patient must fail")
 except Exception as e:  # fhirpy raises ResourceNotFound
     check("not" in type(e).__name__.lower() or "404" in str(e) or "not known" in str(e), f"{type(e)}: {e}")
+
+# A device backend writing through the same client: save() creates (POST), then updates (PUT).
+reading = client.resource(
+    "Observation",
+    status="final",
+    code={"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+    subject={"reference": subject},
+    effectiveDateTime="2026-11-30T08:00:00Z",
+    valueQuantity={"value": 61, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+)
+reading.save()
+check(bool(reading.id) and reading["meta"]["versionId"] == "1", f"created: {reading.get('id')} {reading.get('meta')}")
+reading["status"] = "amended"
+reading.save()
+check(reading["meta"]["versionId"] == "2", f"updated: {reading.get('meta')}")
+back = client.reference("Observation", reading.id).to_resource()
+check(back["status"] == "amended", "read after the update")
+after = client.resources("Observation").search(patient=pid).count()
+check(after == by_subject[subject] + 1, f"patient={pid} after one reading: {after}")
 
 print(f"ok: {n_obs} observations, {len(patients)} patients, patient {pid} with {len(mine)} observations")
