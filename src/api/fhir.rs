@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 /// Any R4 resource type can be read and searched (a mapping set reloaded without a type keeps
 /// serving what was stored); the CapabilityStatement lists the types the loaded mappings produce.
-fn check_type(ty: &str) -> Result<(), ApiError> {
+pub(crate) fn check_type(ty: &str) -> Result<(), ApiError> {
     if crate::fhir::validate::is_resource_type(ty) {
         Ok(())
     } else {

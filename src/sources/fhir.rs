@@ -22,16 +22,7 @@ use serde_json::{Value, json};
 
 /// Media types accepted for FHIR bodies.
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let (ct, essence) = super::media_type(headers);
     if essence == "application/fhir+json" || essence == "application/json" {
         Ok(())
     } else {
@@ -39,18 +30,6 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "not-supported",
             format!("Content-Type '{ct}' is not FHIR JSON; send application/fhir+json"),
-        ))
-    }
-}
-
-fn check_type(ty: &str) -> Result<(), ApiError> {
-    if crate::fhir::validate::is_resource_type(ty) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-supported",
-            format!("'{ty}' is not an R4 resource type"),
         ))
     }
 }
@@ -342,7 +321,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_type(&ty)?;
+    crate::api::fhir::check_type(&ty)?;
     check_content_type(&headers)?;
     single(&state, &headers, as_entry("POST", &ty, &body)).await
 }
@@ -354,7 +333,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_type(&ty)?;
+    crate::api::fhir::check_type(&ty)?;
     check_content_type(&headers)?;
     single(
         &state,
@@ -370,7 +349,7 @@ pub async fn delete(
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_type(&ty)?;
+    crate::api::fhir::check_type(&ty)?;
     single(
         &state,
         &headers,

@@ -19,16 +19,7 @@ const V2_TYPES: &[&str] = &[
 ];
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let (ct, essence) = super::media_type(headers);
     if V2_TYPES.contains(&essence.as_str()) {
         Ok(())
     } else {

@@ -6,10 +6,26 @@ pub mod fhir;
 pub mod http;
 pub mod mllp;
 
+use axum::http::{HeaderMap, header};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
+
+/// A request's `Content-Type` as sent, and its media type lower-cased without parameters.
+pub(crate) fn media_type(headers: &HeaderMap) -> (&str, String) {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    (ct, essence)
+}
 
 /// TLS settings of a listener.
 #[derive(Debug, Clone)]
