@@ -505,6 +505,19 @@ pub fn routing_key(raw: &[u8]) -> &[u8] {
     }
 }
 
+/// The receipt time of a submission: the clock in µs, but strictly after the previous receipt
+/// of this process, so no two submissions share one (a FHIR request's log key is made of it).
+fn receipt_time() -> i64 {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_micros();
+    let prev = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(now);
+    now.max(prev + 1)
+}
+
 struct LaneJob {
     raw: bytes::Bytes,
     source: Source,
@@ -727,7 +740,7 @@ impl Pipeline {
         let job = LaneJob {
             raw,
             source,
-            received_at: now_micros(),
+            received_at: receipt_time(),
             received: Instant::now(),
             reply: tx,
         };

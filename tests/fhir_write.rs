@@ -148,7 +148,7 @@ async fn device_backends_write_resources_that_are_stored_versioned_and_searchabl
         assert_eq!(s, 200, "{backend}: {re}");
         assert_eq!(re["status"], "converted", "{backend}: {re}");
 
-        // The same request again (a retry): a duplicate, answered the same, nothing new written.
+        // The same request again (a retry): answered the same, nothing new written.
         let (s, _, again) = c.send(Method::POST, "/fhir", Some(tx.clone()), &[]).await;
         assert_eq!(s, 200, "{backend}: {again}");
         assert_eq!(
@@ -173,10 +173,11 @@ async fn device_backends_write_resources_that_are_stored_versioned_and_searchabl
         );
 
         // PUT with a client id: 201, then an update: 200, version 2, history of two.
-        let mut spo2 = json!({"resourceType": "Observation", "id": "spo2-1", "status": "preliminary",
+        let first = json!({"resourceType": "Observation", "id": "spo2-1", "status": "preliminary",
             "code": {"coding": [{"system": "http://loinc.org", "code": "59408-5"}]},
             "subject": {"reference": patient}, "effectiveDateTime": "2026-11-30T08:05:00Z",
             "valueQuantity": {"value": 97, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}});
+        let mut spo2 = first.clone();
         let (s, h, body) = c
             .send(
                 Method::PUT,
@@ -201,8 +202,21 @@ async fn device_backends_write_resources_that_are_stored_versioned_and_searchabl
         assert_eq!(s, 200, "{backend}: {body}");
         assert_eq!(body, Value::Null, "{backend}: return=minimal has no body");
         assert_eq!(header(&h, "etag"), "W/\"2\"", "{backend}");
+        // The first body again, byte for byte: it is written again (version 3), not taken for a
+        // repeat of the first request.
+        let (s, h, body) = c
+            .send(
+                Method::PUT,
+                "/fhir/Observation/spo2-1",
+                Some(first.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: {body}");
+        assert_eq!(header(&h, "etag"), "W/\"3\"", "{backend}");
+        assert_eq!(body["status"], "preliminary", "{backend}: {body}");
         let (_, hist) = c.get("/fhir/Observation/spo2-1/_history").await;
-        assert_eq!(hist["total"], 2, "{backend}: {hist}");
+        assert_eq!(hist["total"], 3, "{backend}: {hist}");
 
         // DELETE: 204, then reads answer 410.
         let (s, _, _) = c

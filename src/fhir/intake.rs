@@ -26,8 +26,8 @@ pub const MESSAGE_TYPE_TRANSACTION: &str = "FHIR^transaction";
 /// `message_type` of a `batch` submission.
 pub const MESSAGE_TYPE_BATCH: &str = "FHIR^batch";
 
-/// What was decided for one submission: stored with it (the `ack` column), so a repeated request
-/// is answered as the first one was, and read by the source to answer.
+/// What was decided for one submission: stored with it (the `ack` column) and read by the source
+/// to answer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// `transaction` or `batch` (empty when the body was not such a Bundle).
@@ -385,7 +385,10 @@ pub fn prepare(raw: &[u8], received_at: i64, validate_resources: bool) -> Prepar
             source: crate::ingest::Source::Fhir.as_str().into(),
             sending_application: String::new(),
             sending_facility: String::new(),
-            control_id: String::new(),
+            // Each request is its own row: never a `duplicate` of an identical earlier one (a PUT
+            // of what an earlier PUT wrote, after another changed it, must write it again).
+            // Retries stay harmless: same ids, same content, no new version.
+            control_id: format!("fhir-{received_at}"),
             message_type: match plan.kind.as_str() {
                 "batch" => MESSAGE_TYPE_BATCH.into(),
                 _ => MESSAGE_TYPE_TRANSACTION.into(),

@@ -7,9 +7,9 @@
 //!   `DELETE /fhir/{type}/{id}`.
 //!
 //! Like a v2 message, a submission is logged with its outcome and its resources are written in
-//! the same transaction (the pipeline's writer, group commit), and only then answered. A request
-//! repeated byte for byte is a duplicate: nothing is written again, and it is answered as the
-//! first one was. This module frames the request and answers; [`crate::fhir::intake`] decides.
+//! the same transaction (the pipeline's writer, group commit), and only then answered. Each request
+//! is a row of its own; a retried one writes no new version (same ids, same content). This module
+//! frames the request and answers; [`crate::fhir::intake`] decides.
 
 use crate::api::{ApiError, AppState, FHIR_JSON};
 use crate::fhir::intake::{self, EntryPlan, Plan};
