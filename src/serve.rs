@@ -212,6 +212,12 @@ pub struct HttpSection {
     pub timeout_secs: u64,
     /// Public base URL for links; empty = relative links.
     pub base_url: String,
+    /// PEM certificate chain: serves HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: requires client certificates signed by it (device and app backends, EHRs).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for HttpSection {
@@ -222,6 +228,9 @@ impl Default for HttpSection {
             max_body: d.max_body,
             timeout_secs: d.timeout.as_secs(),
             base_url: String::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -380,6 +389,16 @@ impl Config {
         if self.mllp.tls_cert.is_some() != self.mllp.tls_key.is_some() {
             return Err(ConfigError(
                 "mllp.tls_cert and mllp.tls_key must be given together".into(),
+            ));
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(ConfigError(
+                "http.tls_cert and http.tls_key must be given together".into(),
+            ));
+        }
+        if self.http.tls_client_ca.is_some() && self.http.tls_cert.is_none() {
+            return Err(ConfigError(
+                "http.tls_client_ca needs http.tls_cert and http.tls_key (client certificates are checked in the TLS handshake)".into(),
             ));
         }
         Ok(())
@@ -679,6 +698,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             pipeline: pipeline.clone(),
             metrics: api::metrics_handle(),
             base_url: cfg.http.base_url.trim_end_matches('/').to_string(),
+            https: cfg.http.tls_cert.is_some(),
             mappings_dir: cfg.mappings.dir.clone(),
             upstream: upstream.clone(),
             proxy_reads: !sinks.local,
@@ -690,17 +710,41 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 timeout: Duration::from_secs(cfg.http.timeout_secs.max(1)),
             },
         );
+        let tls = match (&cfg.http.tls_cert, &cfg.http.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::sources::tls_acceptor(&TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: cfg.http.tls_client_ca.clone(),
+            })?),
+            _ => None,
+        };
         let mut rx = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP server failed");
+        match tls {
+            None => tasks.push(tokio::spawn(async move {
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            })),
+            Some(acceptor) => {
+                let listener =
+                    crate::sources::TlsListener::new(listener, acceptor, stop_rx.clone())?;
+                tasks.push(tokio::spawn(async move {
+                    let r = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "HTTPS server failed");
+                    }
+                }));
             }
-        }));
+        }
     }
     // SIGHUP reloads the mappings (same rules as POST /admin/mappings/reload).
     #[cfg(unix)]
@@ -847,6 +891,14 @@ mod tests {
                 "tls_cert and mllp.tls_key",
             ),
             (vec![("V2FHIR_MLLP_MAX_FRAME", "big")], "max_frame"),
+            (
+                vec![("V2FHIR_HTTP_TLS_KEY", "k.pem")],
+                "http.tls_cert and http.tls_key",
+            ),
+            (
+                vec![("V2FHIR_HTTP_TLS_CLIENT_CA", "ca.pem")],
+                "http.tls_client_ca needs http.tls_cert",
+            ),
             (vec![("V2FHIR_SINK", "cloud")], "sink.mode 'cloud'"),
             (vec![("V2FHIR_SINK", "upstream")], "needs upstream.url"),
             (

@@ -652,3 +652,116 @@ async fn a_body_over_the_limit_is_an_operation_outcome_413() {
     assert_eq!(page["total"], 0);
     running.shutdown().await;
 }
+
+/// HTTPS with client certificates: a device backend with a certificate the configured CA signed
+/// writes and reads; one without a certificate, or speaking plain HTTP, gets no answer; the
+/// listener keeps serving after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_client_certificates() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::Arc;
+    let dir = gateway::scratch("https");
+    let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let mut ca_params = CertificateParams::new(vec![]).unwrap_or_else(|e| panic!("{e}"));
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params
+        .self_signed(&ca_key)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str| {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let params =
+            CertificateParams::new(vec![name.to_string()]).unwrap_or_else(|e| panic!("{e}"));
+        let cert = params
+            .signed_by(&key, &issuer)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (cert, key)
+    };
+    let (server_cert, server_key) = leaf("localhost");
+    let (client_cert, client_key) = leaf("wearables.example");
+    std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap_or_default();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap_or_default();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap_or_default();
+
+    let url = format!("sqlite://{}/v2fhir.db", dir.display());
+    let mut cfg = gateway::config(&url);
+    cfg.http.tls_cert = Some(dir.join("server.pem"));
+    cfg.http.tls_key = Some(dir.join("server.key"));
+    cfg.http.tls_client_ca = Some(dir.join("ca.pem"));
+    let running = gateway::start(&cfg).await;
+    let addr = running.http_addr.unwrap_or_else(|| panic!("no HTTP"));
+    let base = format!("https://localhost:{}", addr.port());
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.der().to_vec()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tls = || {
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_root_certificates(roots.clone())
+    };
+    let client = |config: rustls::ClientConfig| {
+        reqwest::Client::builder()
+            // `localhost` is the name in the server's certificate; the socket stays on loopback.
+            .resolve("localhost", addr)
+            .tls_backend_preconfigured(config)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let with_cert = client(
+        tls()
+            .with_client_auth_cert(
+                vec![CertificateDer::from(client_cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der())),
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let without = client(tls().with_no_client_auth());
+
+    // Without a client certificate: no answer (the handshake fails).
+    let refused = without.get(format!("{base}/health")).send().await;
+    assert!(
+        refused.is_err(),
+        "answered without a client certificate: {refused:?}"
+    );
+    // Plain HTTP on the HTTPS port: no answer either.
+    let plain = gateway::http_client()
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()));
+
+    // With one: a write and a read, after the failures above.
+    let obs = serde_json::json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "valueQuantity": {"value": 58, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}});
+    let r = with_cert
+        .post(format!("{base}/fhir/Observation"))
+        .header("content-type", "application/fhir+json")
+        .body(obs.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HTTPS with a client certificate: {e}"));
+    assert_eq!(r.status().as_u16(), 201);
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        location.starts_with(&format!("{base}/fhir/Observation/")),
+        "{location}"
+    );
+    let read = with_cert
+        .get(&location)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.status().as_u16(), 200, "{location}");
+    running.shutdown().await;
+}

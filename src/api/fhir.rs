@@ -91,6 +91,7 @@ pub(crate) fn base(state: &AppState, headers: &HeaderMap) -> String {
         return format!("{}/fhir", state.base_url.trim_end_matches('/'));
     }
     match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(h) if state.https => format!("https://{h}/fhir"),
         Some(h) => format!("http://{h}/fhir"),
         None => "/fhir".into(),
     }

@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Base URL for links (`next`), e.g. `http://127.0.0.1:8080`; empty = relative links.
     pub base_url: String,
+    /// The listener serves HTTPS (links built from the `Host` header say `https`).
+    pub https: bool,
     /// The mapping directory, for `POST /admin/mappings/reload`.
     pub mappings_dir: std::path::PathBuf,
     /// The upstream forwarder (sink mode upstream or both).

@@ -90,3 +90,76 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsEr
         .map_err(|e| tls_err(&files.key, e))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
+
+/// The HTTP listener over TLS: TCP connections are accepted and their handshakes run in tasks of
+/// their own (a slow or silent client cannot hold up the others), and axum is handed the
+/// connections whose handshake succeeded. A failed handshake (no client certificate where one is
+/// required, a certificate the CA did not sign, plain HTTP) is logged and the connection closed.
+pub struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    local: std::net::SocketAddr,
+}
+
+/// How long a TLS handshake may take before the connection is closed.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl TlsListener {
+    /// Accept on `tcp` with `acceptor` until `stop` turns true.
+    pub fn new(
+        tcp: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    r = tcp.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "HTTP: accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = async { drop(stop.wait_for(|s| *s).await) } => break,
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "HTTP TLS handshake failed")
+                        }
+                        Err(_) => tracing::warn!(%peer, "HTTP TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { ready, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // Stopped: no more connections (the server is shutting down gracefully).
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
