@@ -218,6 +218,9 @@ pub struct HttpSection {
     pub tls_key: Option<PathBuf>,
     /// PEM CA bundle: requires client certificates signed by it (device and app backends, EHRs).
     pub tls_client_ca: Option<PathBuf>,
+    /// Bearer-token clients with scopes (`NAME SCOPES SHA256` per line): every endpoint but the
+    /// health checks and `/fhir/metadata` then needs a token with the right scope.
+    pub tokens_file: Option<PathBuf>,
 }
 
 impl Default for HttpSection {
@@ -231,6 +234,7 @@ impl Default for HttpSection {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            tokens_file: None,
         }
     }
 }
@@ -699,6 +703,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             metrics: api::metrics_handle(),
             base_url: cfg.http.base_url.trim_end_matches('/').to_string(),
             https: cfg.http.tls_cert.is_some(),
+            auth: match &cfg.http.tokens_file {
+                None => None,
+                Some(p) => Some(Arc::new(
+                    api::auth::Clients::load(p)
+                        .map_err(|e| anyhow::anyhow!("http.tokens_file: {e}"))?,
+                )),
+            },
             mappings_dir: cfg.mappings.dir.clone(),
             upstream: upstream.clone(),
             proxy_reads: !sinks.local,

@@ -765,3 +765,129 @@ async fn https_with_client_certificates() {
     assert_eq!(read.status().as_u16(), 200, "{location}");
     running.shutdown().await;
 }
+
+/// Bearer tokens with scopes (`http.tokens_file`): a wearable backend may write FHIR and nothing
+/// else, an operator may read and see the log; no token → 401, the wrong scope → 403; health
+/// checks and the CapabilityStatement stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_grant_scopes() {
+    use sha2::{Digest, Sha256};
+    let dir = gateway::scratch("tokens");
+    let hash = |t: &str| {
+        Sha256::digest(t.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    std::fs::write(
+        dir.join("tokens"),
+        format!(
+            "# name scopes sha256\nwearables fhir-write {}\noncall ops,fhir-read {}\n",
+            hash("w-secret"),
+            hash("o-secret")
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}/v2fhir.db", dir.display());
+    let mut cfg = gateway::config(&url);
+    cfg.http.tokens_file = Some(dir.join("tokens"));
+    let running = gateway::start(&cfg).await;
+    let base = format!(
+        "http://{}",
+        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+    );
+    let http = gateway::http_client();
+    let call = |method: reqwest::Method, path: &str, token: Option<&str>, body: Option<String>| {
+        let mut rb = http.request(method, format!("{base}{path}"));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/fhir+json").body(b);
+        }
+        async move {
+            let r = rb.send().await.unwrap_or_else(|e| panic!("{e}"));
+            let status = r.status().as_u16();
+            let auth = r
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let loc = r
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (status, auth, loc, r.text().await.unwrap_or_default())
+        }
+    };
+    use reqwest::Method;
+    assert_eq!(call(Method::GET, "/health/live", None, None).await.0, 200);
+    assert_eq!(call(Method::GET, "/health", None, None).await.0, 200);
+    assert_eq!(call(Method::GET, "/fhir/metadata", None, None).await.0, 200);
+    let obs = serde_json::json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "valueQuantity": {"value": 58, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}})
+    .to_string();
+    let (s, www, _, body) = call(Method::POST, "/fhir/Observation", None, Some(obs.clone())).await;
+    assert_eq!(s, 401, "{body}");
+    assert!(www.starts_with("Bearer"), "{www}");
+    assert!(body.contains("OperationOutcome"), "{body}");
+    let (s, _, _, _) = call(
+        Method::POST,
+        "/fhir/Observation",
+        Some("guess"),
+        Some(obs.clone()),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, _, loc, body) = call(
+        Method::POST,
+        "/fhir/Observation",
+        Some("w-secret"),
+        Some(obs),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let path = format!("/fhir/{}", loc.split("/fhir/").nth(1).unwrap_or(""));
+    // The wearable backend writes but cannot read, see the log or send v2.
+    let (s, _, _, body) = call(Method::GET, &path, Some("w-secret"), None).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("fhir-read"), "{body}");
+    assert_eq!(
+        call(Method::GET, "/messages", Some("w-secret"), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(Method::POST, "/v2/messages", Some("w-secret"), None)
+            .await
+            .0,
+        403
+    );
+    // The operator reads and sees the log, and cannot write.
+    assert_eq!(
+        call(Method::GET, &path, Some("o-secret"), None).await.0,
+        200
+    );
+    assert_eq!(
+        call(Method::GET, "/messages", Some("o-secret"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(Method::GET, "/metrics", Some("o-secret"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(Method::DELETE, &path, Some("o-secret"), None).await.0,
+        403
+    );
+    running.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): v2 ingest (`/v2/…`, in `sources::http`), the operations endpoints
 //! (`/messages`, `/health`, `/metrics`). Errors are FHIR OperationOutcomes with a fitting status.
 
+pub mod auth;
 pub mod fhir;
 mod messages;
 mod proxy;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub base_url: String,
     /// The listener serves HTTPS (links built from the `Host` header say `https`).
     pub https: bool,
+    /// Bearer-token clients and their scopes (`http.tokens_file`); `None`: no token needed.
+    pub auth: Option<Arc<auth::Clients>>,
     /// The mapping directory, for `POST /admin/mappings/reload`.
     pub mappings_dir: std::path::PathBuf,
     /// The upstream forwarder (sink mode upstream or both).
@@ -169,6 +172,10 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .merge(fhir_routes)
         .merge(fhir_writes)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::check,
+        ))
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(TimeoutLayer::with_status_code(
