@@ -226,6 +226,137 @@ async fn device_backends_write_resources_that_are_stored_versioned_and_searchabl
         let (s, _) = c.get("/fhir/Observation/spo2-1").await;
         assert_eq!(s, 410, "{backend}");
 
+        // Conditional create in a transaction: the Patient exists (same identifier), so it is
+        // left as it is (200, version 1) and the reading's reference goes to it.
+        let cond = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0d3a51f8-5b0c-4c39-a5c6-b6a2a0a4f1aa",
+             "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "W-7"}],
+                          "name": [{"family": "Someone-Else"}]},
+             "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:oid:1.2.36.146.595.217.0.1|W-7"}},
+            {"resource": heart_rate("urn:uuid:0d3a51f8-5b0c-4c39-a5c6-b6a2a0a4f1aa", "2026-11-30T08:10:00Z", 66),
+             "request": {"method": "POST", "url": "Observation"}},
+        ]});
+        let (s, _, resp) = c
+            .send(Method::POST, "/fhir", Some(cond.to_string()), &[])
+            .await;
+        assert_eq!(s, 200, "{backend}: {resp}");
+        assert_eq!(
+            resp["entry"][0]["response"]["status"], "200 OK",
+            "{backend}: {resp}"
+        );
+        assert_eq!(
+            loc(&resp["entry"][0]),
+            patient,
+            "{backend}: the existing Patient"
+        );
+        assert_eq!(
+            resp["entry"][1]["response"]["status"], "201 Created",
+            "{backend}: {resp}"
+        );
+        let (_, reading) = c.get(&format!("/fhir/{}", loc(&resp["entry"][1]))).await;
+        assert_eq!(reading["subject"]["reference"], json!(patient), "{backend}");
+        let (_, p) = c.get(&format!("/fhir/{patient}")).await;
+        assert_eq!(
+            p["name"][0]["family"], "Chalmers",
+            "{backend}: not overwritten"
+        );
+        assert_eq!(p["meta"]["versionId"], "1", "{backend}");
+        // The same with the If-None-Exist header: found → 200 with it; not found → 201.
+        let newcomer = json!({"resourceType": "Patient",
+            "identifier": [{"system": "urn:example:device-users", "value": "u-99"}]});
+        let (s, _, body) = c
+            .send(
+                Method::POST,
+                "/fhir/Patient",
+                Some(json!({"resourceType": "Patient", "gender": "male"}).to_string()),
+                &[(
+                    "if-none-exist",
+                    "identifier=urn:oid:1.2.36.146.595.217.0.1|W-7",
+                )],
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: {body}");
+        assert_eq!(body["id"], json!(pid), "{backend}");
+        let (s, _, body) = c
+            .send(
+                Method::POST,
+                "/fhir/Patient",
+                Some(newcomer.to_string()),
+                &[("if-none-exist", "identifier=urn:example:device-users|u-99")],
+            )
+            .await;
+        assert_eq!(s, 201, "{backend}: {body}");
+        let newcomer_id = body["id"].as_str().unwrap_or("").to_string();
+        // Conditional update: one match → that resource updated; none → created; several → 412.
+        let (s, h, body) = c
+            .send(
+                Method::PUT,
+                "/fhir/Patient?identifier=urn:oid:1.2.36.146.595.217.0.1|W-7",
+                Some(json!({"resourceType": "Patient",
+                    "identifier": [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "W-7"}],
+                    "name": [{"family": "Chalmers", "given": ["Peter", "James"]}], "birthDate": "1974-12-25"}).to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: {body}");
+        assert_eq!(body["id"], json!(pid), "{backend}");
+        assert_eq!(header(&h, "etag"), "W/\"2\"", "{backend}");
+        let (s, _, body) = c
+            .send(
+                Method::PUT,
+                "/fhir/Patient?identifier=urn:example:device-users|u-100",
+                Some(
+                    json!({"resourceType": "Patient",
+                    "identifier": [{"system": "urn:example:device-users", "value": "u-100"}]})
+                    .to_string(),
+                ),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 201, "{backend}: {body}");
+        let (s, _, oo) = c
+            .send(
+                Method::PUT,
+                "/fhir/Observation?code=http://loinc.org|8867-4",
+                Some(heart_rate(&patient, "2026-11-30T08:20:00Z", 70).to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 412, "{backend}: {oo}");
+        let (s, _, oo) = c
+            .send(
+                Method::PUT,
+                "/fhir/Patient?banana=1",
+                Some(newcomer.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            s, 400,
+            "{backend}: an unknown parameter in a condition: {oo}"
+        );
+        // Conditional delete: none → 204, nothing; one → deleted.
+        let (s, _, _) = c
+            .send(
+                Method::DELETE,
+                "/fhir/Patient?identifier=urn:example:device-users|nobody",
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(s, 204, "{backend}");
+        let (s, _, _) = c
+            .send(
+                Method::DELETE,
+                "/fhir/Patient?identifier=urn:example:device-users|u-99",
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(s, 204, "{backend}");
+        let (s, _) = c.get(&format!("/fhir/Patient/{newcomer_id}")).await;
+        assert_eq!(s, 410, "{backend}");
+
         // A batch: the valid entry is stored, the invalid one answered with why.
         let mut bad = heart_rate(&patient, "2026-11-30T09:00:00Z", 70);
         bad["status"] = json!("banana");

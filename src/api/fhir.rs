@@ -593,9 +593,9 @@ pub fn capability_statement(base: &str, types: &[String]) -> Value {
                 "versioning": "versioned",
                 "readHistory": true,
                 "updateCreate": true,
-                "conditionalCreate": false,
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalCreate": true,
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
                 "conditionalRead": "not-supported",
                 "searchParam": params,
             });
@@ -633,7 +633,8 @@ pub fn capability_statement(base: &str, types: &[String]) -> Value {
         "rest": [{
             "mode": "server",
             "documentation": "Resources are written by converting HL7 v2 messages, and by clients \
-                (create, update, delete, transaction and batch Bundles, any R4 resource type), each \
+                (create, update, delete, their conditional forms, transaction and batch Bundles, any R4 \
+                resource type), each \
                 write logged and committed before it is answered. A created resource's id is \
                 derived from its identifiers (else its content), so a repeated create updates one \
                 resource. Search parameters not listed are ignored (Prefer: handling=lenient, the default) \

@@ -153,7 +153,12 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
     // upstream, like converted v2 messages).
     let fhir_writes: Router<AppState> = Router::new()
         .route("/fhir", post(crate::sources::fhir::post_bundle))
-        .route("/fhir/{type}", post(crate::sources::fhir::create))
+        .route(
+            "/fhir/{type}",
+            post(crate::sources::fhir::create)
+                .put(crate::sources::fhir::update_conditional)
+                .delete(crate::sources::fhir::delete_conditional),
+        )
         .route(
             "/fhir/{type}/{id}",
             axum::routing::put(crate::sources::fhir::update).delete(crate::sources::fhir::delete),

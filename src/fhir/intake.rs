@@ -71,6 +71,16 @@ impl Plan {
 /// The one-entry transaction Bundle equivalent to a single-resource interaction, with `body`
 /// spliced in as received (it must be JSON: check before). `DELETE` has no body.
 pub fn envelope(method: &str, url: &str, body: Option<&[u8]>) -> Vec<u8> {
+    envelope_if(method, url, body, None)
+}
+
+/// [`envelope`] with the entry's `request.ifNoneExist` (a conditional create).
+pub fn envelope_if(
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    if_none_exist: Option<&str>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.map_or(0, <[u8]>::len) + 160);
     out.extend_from_slice(br#"{"resourceType":"Bundle","type":"transaction","entry":[{"#);
     if let Some(b) = body {
@@ -78,7 +88,10 @@ pub fn envelope(method: &str, url: &str, body: Option<&[u8]>) -> Vec<u8> {
         out.extend_from_slice(b);
         out.push(b',');
     }
-    let request = json!({"method": method, "url": url});
+    let mut request = json!({"method": method, "url": url});
+    if let Some(q) = if_none_exist {
+        request["ifNoneExist"] = json!(q);
+    }
     out.extend_from_slice(br#""request":"#);
     out.extend_from_slice(request.to_string().as_bytes());
     out.extend_from_slice(b"}]}");
@@ -146,7 +159,7 @@ fn read_entry(n: usize, e: &Value) -> Result<Entry, Refusal> {
             400,
             "not-supported",
             format!(
-                "Bundle.entry[{n}].request.url '{url}': conditional create/update/delete is not supported; PUT to Type/id instead"
+                "Bundle.entry[{n}].request.url '{url}': a condition belongs in PUT or DELETE (conditional update or delete) or in request.ifNoneExist (conditional create)"
             ),
             at(".request.url"),
         ));
@@ -268,6 +281,15 @@ fn read_entry(n: usize, e: &Value) -> Result<Entry, Refusal> {
                 resource,
             })
         }
+        // A conditional delete that matched nothing (`request.condition` set, no id): nothing to
+        // write, answered like a delete.
+        "DELETE" if url_id.is_none() && req.get("condition").is_some() => Ok(Entry {
+            method: "DELETE".into(),
+            resource_type: ty.into(),
+            id: String::new(),
+            full_url,
+            resource: None,
+        }),
         "DELETE" => Ok(Entry {
             method: "DELETE".into(),
             resource_type: ty.into(),
@@ -275,11 +297,20 @@ fn read_entry(n: usize, e: &Value) -> Result<Entry, Refusal> {
             full_url,
             resource: None,
         }),
+        // A read: what a conditional create that found its resource becomes (see
+        // `sources::fhir`), or a read a client puts in a batch. Nothing is written.
+        "GET" => Ok(Entry {
+            method: "GET".into(),
+            resource_type: ty.into(),
+            id: need_id("GET")?,
+            full_url,
+            resource: None,
+        }),
         other => Err(refuse(
             400,
             "not-supported",
             format!(
-                "Bundle.entry[{n}].request.method '{other}' is not supported here (POST, PUT or DELETE; read with GET /fhir/…)"
+                "Bundle.entry[{n}].request.method '{other}' is not supported here (POST, PUT, DELETE or GET Type/id)"
             ),
             at(".request.method"),
         )),
@@ -608,7 +639,11 @@ fn plan(raw: &[u8], validate_resources: bool) -> (Plan, Option<Value>) {
                         "resource": res,
                         "request": {"method": "PUT", "url": url},
                     })),
-                    None => stored.push(json!({"request": {"method": "DELETE", "url": url}})),
+                    None if e.method == "DELETE" && !e.id.is_empty() => {
+                        stored.push(json!({"request": {"method": "DELETE", "url": url}}))
+                    }
+                    // A read writes nothing.
+                    None => {}
                 }
                 plans.push(EntryPlan {
                     method: e.method,
@@ -771,10 +806,18 @@ mod tests {
             (
                 bundle(
                     "transaction",
-                    vec![json!({"request": {"method": "GET", "url": "Patient/1"}})],
+                    vec![json!({"request": {"method": "PATCH", "url": "Patient/1"}})],
                 ),
                 400,
-                "'GET' is not supported",
+                "'PATCH' is not supported",
+            ),
+            (
+                bundle(
+                    "transaction",
+                    vec![json!({"request": {"method": "GET", "url": "Patient"}})],
+                ),
+                400,
+                "GET needs Type/id",
             ),
             (
                 bundle(

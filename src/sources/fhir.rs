@@ -15,7 +15,7 @@ use crate::api::{ApiError, AppState, FHIR_JSON};
 use crate::fhir::intake::{self, EntryPlan, Plan};
 use crate::ingest::Source;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -121,6 +121,19 @@ async fn settle(state: &AppState, e: &EntryPlan, message: i64) -> Result<Done, A
                 outcome: None,
             })
         }
+        // A read of what is not (or no longer) here.
+        _ if e.method == "GET" => Ok(Done {
+            code: 404,
+            location: None,
+            version: None,
+            last_updated: None,
+            resource: None,
+            outcome: Some(crate::api::outcome(
+                "error",
+                "not-found",
+                &format!("{}/{} is not known", e.resource_type, e.id),
+            )),
+        }),
         // Not kept here (sink mode `upstream`), or deleted again since: accepted and queued.
         _ => Ok(Done {
             code: 202,
@@ -136,6 +149,7 @@ async fn settle(state: &AppState, e: &EntryPlan, message: i64) -> Result<Done, A
 /// Submit a body to the pipeline; the plan decided for it and the message row that produced
 /// its resources.
 async fn submit(state: &AppState, raw: Vec<u8>) -> Result<(Plan, i64), ApiError> {
+    let raw = resolve_conditions(state, raw).await?;
     let reply = state
         .pipeline
         .submit(raw.into(), Source::Fhir)
@@ -168,6 +182,173 @@ async fn submit(state: &AppState, raw: Vec<u8>) -> Result<(Plan, i64), ApiError>
         })?;
     // A repeat answers as the first did, for the versions the first one wrote.
     Ok((plan, c.duplicate_of.unwrap_or(c.id)))
+}
+
+/// What a condition (`Type?params`) found.
+enum Found {
+    None,
+    One(String),
+    Many,
+}
+
+/// Search for a conditional interaction: at most two matches are looked for.
+async fn find(state: &AppState, ty: &str, query: &str, at: &str) -> Result<Found, ApiError> {
+    if state.proxy_reads {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not-supported",
+            format!(
+                "{at}: conditional interactions need the local store (sink mode local or both); send PUT Type/id"
+            ),
+        ));
+    }
+    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("{at}: the condition '{query}' is not URL-encoded parameters: {e}"),
+        )
+    })?;
+    if pairs.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("{at}: an empty condition would match every {ty}"),
+        ));
+    }
+    pairs.retain(|(n, _)| n != "_count");
+    pairs.push(("_count".into(), "2".into()));
+    // Strict: a condition with a parameter we do not support must not silently match more.
+    let q = crate::fhir::search::query::parse(ty, &pairs, true).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("{at}: condition '{query}': {e}"),
+        )
+    })?;
+    let page = state.pipeline.store().search(&q, false).await?;
+    Ok(match page.matches.as_slice() {
+        [] => Found::None,
+        [one] => Found::One(one.id.clone()),
+        _ => Found::Many,
+    })
+}
+
+fn precondition_failed(at: &str, ty: &str, query: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "multiple-matches",
+        format!("{at}: the condition {ty}?{query} matches more than one resource"),
+    )
+}
+
+/// Conditional interactions — `ifNoneExist` (conditional create), `PUT Type?params` (conditional
+/// update), `DELETE Type?params` — are resolved against the store before the request is logged,
+/// into the unconditional request they amount to: a create that found its resource becomes a
+/// read of it (`GET Type/id`: nothing written, its `fullUrl` stands for that resource), an update
+/// that found one becomes `PUT Type/id`, one that found none a create; a delete that found one
+/// becomes `DELETE Type/id`, one that found none does nothing. The condition stays in the logged
+/// entry (`request.ifNoneExist`, `request.condition`). A condition that matches several
+/// resources refuses the request (412), before anything is logged. Not conditional: the bytes
+/// go on untouched.
+async fn resolve_conditions(state: &AppState, raw: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+    let conditional = |e: &Value| {
+        let r = &e["request"];
+        r.get("ifNoneExist").is_some() || r["url"].as_str().is_some_and(|u| u.contains('?'))
+    };
+    let Ok(mut body) = serde_json::from_slice::<Value>(&raw) else {
+        return Ok(raw);
+    };
+    if !body["entry"]
+        .as_array()
+        .is_some_and(|es| es.iter().any(conditional))
+    {
+        return Ok(raw);
+    }
+    let Some(entries) = body["entry"].as_array_mut() else {
+        return Ok(raw);
+    };
+    for (n, e) in entries.iter_mut().enumerate() {
+        if !conditional(e) {
+            continue;
+        }
+        let at = format!("Bundle.entry[{n}]");
+        let method = e["request"]["method"].as_str().unwrap_or("").to_string();
+        let url = e["request"]["url"]
+            .as_str()
+            .unwrap_or("")
+            .trim_start_matches('/')
+            .to_string();
+        if method == "POST" {
+            let Some(q) = e["request"]["ifNoneExist"].as_str().map(str::to_string) else {
+                continue; // a POST to `Type?…` is refused by the intake with its reason
+            };
+            let q = q.trim_start_matches('?').to_string();
+            if url.contains('?') || url.contains('/') {
+                continue;
+            }
+            match find(state, &url, &q, &at).await? {
+                Found::None => {}
+                Found::One(id) => {
+                    // The resource exists: a read of it, nothing written.
+                    e["request"]["method"] = json!("GET");
+                    e["request"]["url"] = json!(format!("{url}/{id}"));
+                    if let Some(o) = e.as_object_mut() {
+                        o.remove("resource");
+                    }
+                }
+                Found::Many => return Err(precondition_failed(&at, &url, &q)),
+            }
+            continue;
+        }
+        let Some((ty, q)) = url.split_once('?') else {
+            continue;
+        };
+        let (ty, q) = (ty.to_string(), q.to_string());
+        if !crate::fhir::validate::is_resource_type(&ty) {
+            continue; // refused by the intake, which names the type
+        }
+        e["request"]["condition"] = json!(url);
+        match (method.as_str(), find(state, &ty, &q, &at).await?) {
+            (_, Found::Many) => return Err(precondition_failed(&at, &ty, &q)),
+            ("PUT", Found::One(id)) => {
+                if let Some(body_id) = e["resource"]["id"].as_str()
+                    && body_id != id
+                {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        format!(
+                            "{at}: the resource's id '{body_id}' is not the id '{id}' the condition {url} found"
+                        ),
+                    ));
+                }
+                e["request"]["method"] = json!("PUT");
+                e["request"]["url"] = json!(format!("{ty}/{id}"));
+                if e["resource"].is_object() {
+                    e["resource"]["id"] = json!(id);
+                }
+            }
+            ("PUT", Found::None) => {
+                // Nothing matches: a create (the id is assigned as for POST).
+                e["request"]["method"] = json!("POST");
+                e["request"]["url"] = json!(ty);
+                if let Some(r) = e["resource"].as_object_mut() {
+                    r.remove("id");
+                }
+            }
+            ("DELETE", Found::One(id)) => {
+                e["request"]["url"] = json!(format!("{ty}/{id}"));
+            }
+            ("DELETE", Found::None) => {
+                // Nothing to delete: `DELETE Type` with its condition, answered 204, nothing
+                // written.
+                e["request"]["url"] = json!(ty);
+            }
+            _ => {}
+        }
+    }
+    Ok(body.to_string().into_bytes())
 }
 
 fn fhir_response(status: StatusCode, body: Option<&Value>) -> Response {
@@ -306,15 +487,14 @@ async fn single(state: &AppState, headers: &HeaderMap, raw: Vec<u8>) -> Result<R
 /// The body as the entry's resource: spliced in when it is a JSON object, else submitted as it
 /// came (logged and refused as not JSON, with where it breaks).
 fn as_entry(method: &str, url: &str, body: &[u8]) -> Vec<u8> {
-    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-        Ok(_) if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
-            intake::envelope(method, url, Some(body))
-        }
-        _ => body.to_vec(),
+    if is_json_object(body) {
+        intake::envelope(method, url, Some(body))
+    } else {
+        body.to_vec()
     }
 }
 
-/// `POST /fhir/{type}`: create.
+/// `POST /fhir/{type}`: create; with `If-None-Exist: params`, only when no resource matches.
 pub async fn create(
     State(state): State<AppState>,
     Path(ty): Path<String>,
@@ -323,7 +503,73 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     crate::api::fhir::check_type(&ty)?;
     check_content_type(&headers)?;
-    single(&state, &headers, as_entry("POST", &ty, &body)).await
+    let if_none_exist = headers
+        .get("if-none-exist")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let raw = match if_none_exist {
+        Some(q) if is_json_object(&body) => {
+            intake::envelope_if("POST", &ty, Some(&body), Some(q.as_str()))
+        }
+        _ => as_entry("POST", &ty, &body),
+    };
+    single(&state, &headers, raw).await
+}
+
+/// `PUT /fhir/{type}?params`: conditional update (one match: update it; none: create; more:
+/// 412).
+pub async fn update_conditional(
+    State(state): State<AppState>,
+    Path(ty): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    crate::api::fhir::check_type(&ty)?;
+    check_content_type(&headers)?;
+    let q = conditional_query(&ty, query, "PUT")?;
+    single(
+        &state,
+        &headers,
+        as_entry("PUT", &format!("{ty}?{q}"), &body),
+    )
+    .await
+}
+
+/// `DELETE /fhir/{type}?params`: conditional delete (one match: delete it; none: nothing; more:
+/// 412).
+pub async fn delete_conditional(
+    State(state): State<AppState>,
+    Path(ty): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    crate::api::fhir::check_type(&ty)?;
+    let q = conditional_query(&ty, query, "DELETE")?;
+    single(
+        &state,
+        &headers,
+        intake::envelope("DELETE", &format!("{ty}?{q}"), None),
+    )
+    .await
+}
+
+fn conditional_query(ty: &str, query: Option<String>, method: &str) -> Result<String, ApiError> {
+    match query.filter(|q| !q.trim().is_empty()) {
+        Some(q) => Ok(q),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!(
+                "{method} /fhir/{ty} needs an id (/fhir/{ty}/ID) or a condition (?identifier=…)"
+            ),
+        )),
+    }
+}
+
+fn is_json_object(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+        && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// `PUT /fhir/{type}/{id}`: create or update with that id.
