@@ -658,31 +658,8 @@ async fn a_body_over_the_limit_is_an_operation_outcome_413() {
 /// listener keeps serving after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_client_certificates() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    use std::sync::Arc;
     let dir = gateway::scratch("https");
-    let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-    let mut ca_params = CertificateParams::new(vec![]).unwrap_or_else(|e| panic!("{e}"));
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params
-        .self_signed(&ca_key)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf = |name: &str| {
-        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-        let params =
-            CertificateParams::new(vec![name.to_string()]).unwrap_or_else(|e| panic!("{e}"));
-        let cert = params
-            .signed_by(&key, &issuer)
-            .unwrap_or_else(|e| panic!("{e}"));
-        (cert, key)
-    };
-    let (server_cert, server_key) = leaf("localhost");
-    let (client_cert, client_key) = leaf("wearables.example");
-    std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap_or_default();
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap_or_default();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap_or_default();
+    let pki = gateway::Pki::new(&dir, "wearables.example");
 
     let url = format!("sqlite://{}/v2fhir.db", dir.display());
     let mut cfg = gateway::config(&url);
@@ -693,17 +670,6 @@ async fn https_with_client_certificates() {
     let addr = running.http_addr.unwrap_or_else(|| panic!("no HTTP"));
     let base = format!("https://localhost:{}", addr.port());
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca.der().to_vec()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let tls = || {
-        rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .with_root_certificates(roots.clone())
-    };
     let client = |config: rustls::ClientConfig| {
         reqwest::Client::builder()
             // `localhost` is the name in the server's certificate; the socket stays on loopback.
@@ -712,15 +678,8 @@ async fn https_with_client_certificates() {
             .build()
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    let with_cert = client(
-        tls()
-            .with_client_auth_cert(
-                vec![CertificateDer::from(client_cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der())),
-            )
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    let without = client(tls().with_no_client_auth());
+    let with_cert = client(pki.client(true));
+    let without = client(pki.client(false));
 
     // Without a client certificate: no answer (the handshake fails).
     let refused = without.get(format!("{base}/health")).send().await;

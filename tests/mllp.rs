@@ -510,31 +510,10 @@ async fn concurrent_connections_interleave_patients_but_keep_each_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls_pki_types::ServerName;
     use std::sync::Arc;
     let dir = gateway::scratch("tls");
-    let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-    let mut ca_params = CertificateParams::new(vec![]).unwrap_or_else(|e| panic!("{e}"));
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params
-        .self_signed(&ca_key)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf = |name: &str| {
-        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-        let params =
-            CertificateParams::new(vec![name.to_string()]).unwrap_or_else(|e| panic!("{e}"));
-        let cert = params
-            .signed_by(&key, &issuer)
-            .unwrap_or_else(|e| panic!("{e}"));
-        (cert, key)
-    };
-    let (server_cert, server_key) = leaf("localhost");
-    let (client_cert, client_key) = leaf("sender.example");
-    std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap_or_default();
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap_or_default();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap_or_default();
+    let pki = gateway::Pki::new(&dir, "sender.example");
 
     let url = format!("sqlite://{}/v2fhir.db", dir.display());
     let mut cfg = gateway::config(&url);
@@ -544,23 +523,7 @@ async fn tls_with_client_certificates() {
     let running = gateway::start(&cfg).await;
     let addr = running.mllp_addr.unwrap_or_else(|| panic!("no MLLP"));
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca.der().to_vec()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let base = || {
-        rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .with_root_certificates(roots.clone())
-    };
-    let with_cert = base()
-        .with_client_auth_cert(
-            vec![CertificateDer::from(client_cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der())),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    let with_cert = pki.client(true);
     let name = ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
 
     // With a client certificate: a normal exchange.
@@ -587,7 +550,7 @@ async fn tls_with_client_certificates() {
     assert_eq!(msa(&ack), ("AA".into(), "TLS1".into()));
 
     // Without one: refused.
-    let no_cert = base().with_no_client_auth();
+    let no_cert = pki.client(false);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(no_cert));
     let tcp = tokio::net::TcpStream::connect(addr)
         .await

@@ -322,3 +322,73 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .unwrap_or_else(|e| panic!("http client: {e}"))
 }
+
+/// A test PKI: a CA, a server certificate for `localhost` and a client certificate it signed.
+/// The server's files are written to `dir` as PEM (`server.pem`, `server.key`, `ca.pem`).
+pub struct Pki {
+    pub dir: PathBuf,
+    ca_der: Vec<u8>,
+    client_cert_der: Vec<u8>,
+    client_key_der: Vec<u8>,
+}
+
+impl Pki {
+    pub fn new(dir: &Path, client: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut ca_params = CertificateParams::new(vec![]).unwrap_or_else(|e| panic!("{e}"));
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params
+            .self_signed(&ca_key)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = |name: &str| {
+            let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+            let params =
+                CertificateParams::new(vec![name.to_string()]).unwrap_or_else(|e| panic!("{e}"));
+            let cert = params
+                .signed_by(&key, &issuer)
+                .unwrap_or_else(|e| panic!("{e}"));
+            (cert, key)
+        };
+        let (server_cert, server_key) = leaf("localhost");
+        let (client_cert, client_key) = leaf(client);
+        for (name, text) in [
+            ("server.pem", server_cert.pem()),
+            ("server.key", server_key.serialize_pem()),
+            ("ca.pem", ca.pem()),
+        ] {
+            std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        Pki {
+            dir: dir.to_path_buf(),
+            ca_der: ca.der().to_vec(),
+            client_cert_der: client_cert.der().to_vec(),
+            client_key_der: client_key.serialize_der(),
+        }
+    }
+
+    /// A rustls client configuration trusting the CA, presenting the client certificate or not.
+    pub fn client(&self, with_cert: bool) -> rustls::ClientConfig {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca_der.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_root_certificates(roots);
+        if with_cert {
+            builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from(self.client_cert_der.clone())],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.client_key_der.clone())),
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+        } else {
+            builder.with_no_client_auth()
+        }
+    }
+}
