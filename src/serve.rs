@@ -153,6 +153,10 @@ pub struct StoreSection {
     /// SQLite: the writer hands each transaction's WAL frames to the kernel in one write
     /// (`crates/walbuf`); `false` writes them as SQLite does, two writes per page.
     pub wal_buffer: bool,
+    /// Retention of the message log in days (0: forever, the default): finished messages
+    /// (converted, delivered, duplicate, rejected) older than this are deleted every hour; their
+    /// FHIR resources stay. Messages in `error` or `dead` are kept until they are dealt with.
+    pub retention_days: u32,
 }
 
 impl Default for StoreSection {
@@ -161,6 +165,7 @@ impl Default for StoreSection {
             url: "sqlite://data/v2fhir.db".into(),
             durability: "power-loss".into(),
             wal_buffer: true,
+            retention_days: 0,
         }
     }
 }
@@ -756,6 +761,26 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 }));
             }
         }
+    }
+    // Retention: the finished messages older than `store.retention_days`, every hour.
+    if cfg.store.retention_days > 0 {
+        let store = pipeline.store().clone();
+        let days = cfg.store.retention_days;
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = async { drop(rx.wait_for(|s| *s).await) } => break,
+                }
+                match crate::store::prune_older_than(&store, days).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(pruned = n, days, "message log pruned"),
+                    Err(e) => tracing::warn!(error = %e, "pruning the message log failed; next try in an hour"),
+                }
+            }
+        }));
     }
     // SIGHUP reloads the mappings (same rules as POST /admin/mappings/reload).
     #[cfg(unix)]

@@ -850,3 +850,95 @@ async fn bearer_tokens_grant_scopes() {
     );
     running.shutdown().await;
 }
+
+/// Retention (`POST /admin/prune`, what `store.retention_days` runs every hour), on both stores:
+/// finished messages go, an errored one stays for attention, the FHIR resources stay, and the
+/// log's counts agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_deletes_finished_messages_and_keeps_errors_and_resources() {
+    let http = gateway::http_client();
+    for (backend, url) in gateway::store_urls("prune").await {
+        let running = gateway::start(&gateway::config(&url)).await;
+        let base = format!(
+            "http://{}",
+            running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+        );
+        let post = |body: String| {
+            http.post(format!("{base}/v2/messages"))
+                .header("content-type", "x-application/hl7-v2+er7")
+                .header("accept", "application/fhir+json")
+                .body(body)
+                .send()
+        };
+        let ok = post(adt("R1", "P-R1", ""))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.status().as_u16(), 200, "{backend}");
+        let bundle: Value = ok.json().await.unwrap_or(Value::Null);
+        let patient = bundle["entry"]
+            .as_array()
+            .and_then(|es| {
+                es.iter()
+                    .find(|e| e["resource"]["resourceType"] == "Patient")
+                    .and_then(|e| e["resource"]["id"].as_str())
+            })
+            .unwrap_or_else(|| panic!("{backend}: no Patient"))
+            .to_string();
+        let _ = post(adt("R1", "P-R1", "")).await; // a duplicate
+        let _ = post("not hl7 at all".into()).await; // rejected
+        let err = post(adt("R2", "P-R2", "").replace("ADT^A08^ADT_A01", "ZZZ^Z01"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(err.status().as_u16(), 422, "{backend}");
+        let count = |q: &str| {
+            let url = format!("{base}/messages?{q}");
+            let http = http.clone();
+            async move {
+                let v: Value = http
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .json()
+                    .await
+                    .unwrap_or(Value::Null);
+                v["total"].as_i64().unwrap_or(-1)
+            }
+        };
+        assert_eq!(count("").await, 4, "{backend}");
+        // Older than 30 days: nothing yet.
+        let r: Value = http
+            .post(format!("{base}/admin/prune?older_than_days=30"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        assert_eq!(r["pruned"], 0, "{backend}: {r}");
+        let r: Value = http
+            .post(format!("{base}/admin/prune?older_than_days=0"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        assert_eq!(r["pruned"], 3, "{backend}: {r}");
+        assert_eq!(count("").await, 1, "{backend}");
+        assert_eq!(count("status=error").await, 1, "{backend}");
+        let read = http
+            .get(format!("{base}/fhir/Patient/{patient}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.status().as_u16(), 200, "{backend}: resources stay");
+        let missing = http
+            .post(format!("{base}/admin/prune"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(missing.status().as_u16(), 400, "{backend}");
+        running.shutdown().await;
+    }
+}

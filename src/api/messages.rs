@@ -452,3 +452,29 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// Query of `POST /admin/prune`.
+#[derive(Debug, Deserialize)]
+pub struct PruneQuery {
+    older_than_days: Option<u32>,
+}
+
+/// `POST /admin/prune?older_than_days=N`: delete the finished messages (converted, delivered,
+/// duplicate, rejected) received more than N days ago, now — what `store.retention_days` does
+/// every hour. Messages in `error` or `dead`, or still queued for the upstream, are kept; FHIR
+/// resources are never touched.
+pub async fn prune(
+    State(state): State<AppState>,
+    Query(q): Query<PruneQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(days) = q.older_than_days else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "required",
+            "older_than_days is required (0 prunes every finished message received until now)",
+        ));
+    };
+    let n = crate::store::prune_older_than(state.pipeline.store(), days).await?;
+    tracing::info!(pruned = n, days, "message log pruned on request");
+    Ok(Json(json!({"pruned": n, "older_than_days": days})))
+}

@@ -171,6 +171,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/messages/{id}/reprocess", post(messages::reprocess))
         .route("/messages/reprocess", post(messages::reprocess_bulk))
         .route("/admin/mappings/reload", post(messages::reload_mappings))
+        .route("/admin/prune", post(messages::prune))
         .route("/health", get(messages::health))
         .route("/health/live", get(|| async { "ok" }))
         .route("/metrics", get(messages::metrics))

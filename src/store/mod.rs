@@ -48,7 +48,7 @@ mod query;
 pub mod resources;
 mod sql;
 pub use exec::set_wal_buffer;
-pub use outbox::{Claimed, DeliveryState, OutboxStats};
+pub use outbox::{Claimed, DeliveryState, OutboxStats, prune_older_than};
 pub use query::{MessageFilter, MessagePage};
 pub use resources::{NewResource, ResourceRow};
 

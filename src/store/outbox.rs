@@ -408,3 +408,39 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Retention: delete up to `limit` logged messages received before `before` (µs) whose
+    /// story is over — `converted`, `delivered`, `duplicate`, `rejected` — and that no outbox row
+    /// still needs; oldest first. Messages that need attention (`error`, `dead`, `received`) are
+    /// kept. Their FHIR resources stay. Returns how many were deleted.
+    pub async fn prune(&self, before: i64, limit: i64) -> Result<u64, StoreError> {
+        let args = [sql::Arg::Int(before), sql::Arg::Int(limit)];
+        write_tx!(self, |c| c.execute(
+            "prune the message log",
+            "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m \
+             WHERE m.received_at < $1 \
+             AND m.status IN ('converted', 'delivered', 'duplicate', 'rejected') \
+             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id) \
+             ORDER BY m.received_at, m.id LIMIT $2)",
+            &args,
+        ))
+    }
+}
+
+/// Delete the finished messages received more than `days` days ago, in batches of 1,000 (each
+/// its own short transaction, so ingest is not held up); how many were deleted.
+pub async fn prune_older_than(store: &Store, days: u32) -> Result<u64, StoreError> {
+    const BATCH: i64 = 1000;
+    let before = now_micros() - i64::from(days) * 86_400_000_000;
+    let mut total = 0;
+    loop {
+        let n = store.prune(before, BATCH).await?;
+        total += n;
+        metrics::counter!("v2fhir_messages_pruned_total").increment(n);
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
