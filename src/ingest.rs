@@ -45,6 +45,8 @@ pub enum Source {
     Http,
     /// FHIR resources written to `/fhir` by device and app backends ([`crate::fhir::intake`]).
     Fhir,
+    /// Files dropped into a directory ([`crate::sources::file`]).
+    File,
 }
 
 impl Source {
@@ -54,6 +56,7 @@ impl Source {
             Source::Mllp => "mllp",
             Source::Http => "http",
             Source::Fhir => "fhir",
+            Source::File => "file",
         }
     }
 }

@@ -36,6 +36,39 @@ pub struct Config {
     pub sink: SinkSection,
     /// `[upstream]`
     pub upstream: UpstreamSection,
+    /// `[file]`
+    pub file: FileSection,
+}
+
+/// `[file]`: HL7 v2 files dropped into a directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSection {
+    /// The directory polled; empty (the default) disables the file source.
+    pub dir: String,
+    /// Files whose messages were all accepted go here; empty: `DIR/done`.
+    pub done_dir: String,
+    /// Files with a message not accepted go here; empty: `DIR/error`.
+    pub error_dir: String,
+    /// Milliseconds between polls.
+    pub poll_ms: u64,
+    /// A file modified less than this many milliseconds ago is left for the next poll.
+    pub settle_ms: u64,
+    /// Larger files are not read (moved to the error directory).
+    pub max_bytes: u64,
+}
+
+impl Default for FileSection {
+    fn default() -> Self {
+        FileSection {
+            dir: String::new(),
+            done_dir: String::new(),
+            error_dir: String::new(),
+            poll_ms: 1000,
+            settle_ms: 1000,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[sink]`: where converted messages go, and when a message is acknowledged.
@@ -315,7 +348,7 @@ impl Default for LogSection {
 }
 
 const SECTIONS: &[&str] = &[
-    "store", "mllp", "http", "mappings", "convert", "pipeline", "log", "sink", "upstream",
+    "store", "mllp", "http", "mappings", "convert", "pipeline", "log", "sink", "upstream", "file",
 ];
 
 /// Why the configuration is unusable.
@@ -761,6 +794,31 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 }));
             }
         }
+    }
+    // The directory source.
+    if !cfg.file.dir.is_empty() {
+        let dir = PathBuf::from(&cfg.file.dir);
+        let or = |s: &str, d: &str| {
+            if s.is_empty() {
+                dir.join(d)
+            } else {
+                PathBuf::from(s)
+            }
+        };
+        let fcfg = crate::sources::file::FileConfig {
+            done_dir: or(&cfg.file.done_dir, "done"),
+            error_dir: or(&cfg.file.error_dir, "error"),
+            dir: dir.clone(),
+            poll: Duration::from_millis(cfg.file.poll_ms.max(10)),
+            settle: Duration::from_millis(cfg.file.settle_ms),
+            max_bytes: cfg.file.max_bytes,
+        };
+        crate::sources::file::prepare_dirs(&fcfg)?;
+        tasks.push(tokio::spawn(crate::sources::file::serve(
+            fcfg,
+            pipeline.clone(),
+            stop_rx.clone(),
+        )));
     }
     // Retention: the finished messages older than `store.retention_days`, every hour.
     if cfg.store.retention_days > 0 {

@@ -3,6 +3,7 @@
 //! the versions the commit wrote, to answer).
 
 pub mod fhir;
+pub mod file;
 pub mod http;
 pub mod mllp;
 
