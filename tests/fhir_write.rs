@@ -447,6 +447,48 @@ async fn device_backends_write_resources_that_are_stored_versioned_and_searchabl
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.status().as_u16(), 415, "{backend}");
 
+        // $validate: the verdict a write would get, nothing written or logged.
+        let (_, before) = c.get("/messages").await;
+        let (s, _, ok) = c
+            .send(
+                Method::POST,
+                "/fhir/Observation/$validate",
+                Some(heart_rate(&patient, "2026-11-30T12:00:00Z", 60).to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: {ok}");
+        assert_eq!(ok["issue"][0]["severity"], "information", "{backend}: {ok}");
+        let params = json!({"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": batch["entry"][1]["resource"].clone()}]});
+        let (s, _, no) = c
+            .send(
+                Method::POST,
+                "/fhir/Observation/$validate",
+                Some(params.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: {no}");
+        assert_eq!(no["issue"][0]["severity"], "error", "{backend}: {no}");
+        assert!(no.to_string().contains("status"), "{backend}: {no}");
+        let (_, _, wrong) = c
+            .send(
+                Method::POST,
+                "/fhir/Patient/$validate",
+                Some(heart_rate(&patient, "2026-11-30T12:00:00Z", 60).to_string()),
+                &[],
+            )
+            .await;
+        assert!(
+            wrong.to_string().contains("the url names Patient"),
+            "{backend}: {wrong}"
+        );
+        let (_, after) = c.get("/messages").await;
+        assert_eq!(
+            before["total"], after["total"],
+            "{backend}: $validate logs nothing"
+        );
+
         // The CapabilityStatement says so.
         let (_, cap) = c.get("/fhir/metadata").await;
         let rest = cap["rest"][0].to_string();

@@ -270,6 +270,11 @@ mod tests {
             (Method::GET, "/fhir/Patient", Some(Scope::FhirRead)),
             (Method::POST, "/fhir/Patient/_search", Some(Scope::FhirRead)),
             (Method::POST, "/fhir/Patient", Some(Scope::FhirWrite)),
+            (
+                Method::POST,
+                "/fhir/Observation/$validate",
+                Some(Scope::FhirWrite),
+            ),
             (Method::POST, "/fhir", Some(Scope::FhirWrite)),
             (Method::PUT, "/fhir/Patient/1", Some(Scope::FhirWrite)),
             (Method::DELETE, "/fhir/Patient/1", Some(Scope::FhirWrite)),

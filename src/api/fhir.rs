@@ -645,6 +645,8 @@ pub fn capability_statement(base: &str, types: &[String]) -> Value {
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"},
                             {"code": "history-system"}],
+            "operation": [{"name": "validate",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
         }],
     })
 }

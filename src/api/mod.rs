@@ -154,6 +154,10 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
     let fhir_writes: Router<AppState> = Router::new()
         .route("/fhir", post(crate::sources::fhir::post_bundle))
         .route(
+            "/fhir/{type}/$validate",
+            post(crate::sources::fhir::validate),
+        )
+        .route(
             "/fhir/{type}",
             post(crate::sources::fhir::create)
                 .put(crate::sources::fhir::update_conditional)

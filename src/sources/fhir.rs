@@ -603,3 +603,87 @@ pub async fn delete(
     )
     .await
 }
+
+/// `POST /fhir/{type}/$validate`: check a resource (or a `Parameters` with a `resource`
+/// parameter) against R4 as a write would, without writing or logging anything. Always 200 with
+/// an OperationOutcome: its issues, or one `information` issue when the resource is valid
+/// (a body that is not JSON: 400).
+pub async fn validate(
+    Path(ty): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    crate::api::fhir::check_type(&ty)?;
+    check_content_type(&headers)?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            format!(
+                "the body is not JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    // `Parameters { parameter: [{ name: "resource", resource: {…} }] }` or the resource itself.
+    let resource = if v["resourceType"] == "Parameters" {
+        v["parameter"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "resource"))
+            .map(|p| p["resource"].clone())
+            .unwrap_or(Value::Null)
+    } else {
+        v
+    };
+    let issue = |severity: &str, code: &str, text: String, at: Option<String>| {
+        let mut i = json!({"severity": severity, "code": code, "diagnostics": text});
+        if let Some(at) = at {
+            i["expression"] = json!([at]);
+        }
+        i
+    };
+    let issues: Vec<Value> = match resource["resourceType"].as_str() {
+        None => vec![issue(
+            "error",
+            "required",
+            "no resource to validate (send the resource, or a Parameters with a 'resource' parameter)".into(),
+            None,
+        )],
+        Some(t) if t != ty => vec![issue(
+            "error",
+            "invalid",
+            format!("the resource is a {t}, the url names {ty}"),
+            Some(format!("{t}.resourceType")),
+        )],
+        Some(_) => crate::fhir::validate::validate(&resource)
+            .into_iter()
+            .map(|p| {
+                issue(
+                    "error",
+                    "invalid",
+                    format!(
+                        "not valid R4 at {}: {}",
+                        if p.path.is_empty() { "/" } else { &p.path },
+                        p.message
+                    ),
+                    Some(format!("{}{}", p.resource_type, p.path)),
+                )
+            })
+            .collect(),
+    };
+    let issues = if issues.is_empty() {
+        vec![issue(
+            "information",
+            "informational",
+            format!("valid R4 {ty} (JSON Schema and required elements)"),
+            None,
+        )]
+    } else {
+        issues
+    };
+    Ok(fhir_response(
+        StatusCode::OK,
+        Some(&json!({"resourceType": "OperationOutcome", "issue": issues})),
+    ))
+}
