@@ -91,6 +91,24 @@ async fn dropped_files_are_committed_then_moved() {
             "{backend}: {statuses:?}"
         );
         assert!(statuses.contains(&"rejected"), "{backend}: {statuses:?}");
+        // The log filters by source.
+        for (source, want) in [("file", 3), ("mllp", 0)] {
+            let v: Value = http
+                .get(format!("{base}/messages?source={source}"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .json()
+                .await
+                .unwrap_or(Value::Null);
+            assert_eq!(v["total"], want, "{backend}: source={source}: {v}");
+        }
+        let bad = http
+            .get(format!("{base}/messages?source=fax"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bad.status().as_u16(), 400, "{backend}");
 
         // The same file again (as after a crash between the commit and the move): its messages
         // are duplicates, processed once; the copy lands in done/ under a new name.

@@ -778,13 +778,8 @@ async fn the_wal_starts_over_under_constant_writes() {
     }
     let all = store
         .list(&MessageFilter {
-            status: None,
-            sender: None,
-            message_type: None,
-            since: None,
-            until: None,
-            before_id: None,
             limit: 1,
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("list: {e}"));

@@ -57,6 +57,7 @@ pub struct ListQuery {
     sender: Option<String>,
     #[serde(rename = "type")]
     message_type: Option<String>,
+    source: Option<String>,
     since: Option<String>,
     until: Option<String>,
     limit: Option<u32>,
@@ -85,6 +86,17 @@ pub async fn list(
         status,
         sender: q.sender.clone(),
         message_type: q.message_type.clone(),
+        source: match q.source.as_deref() {
+            None => None,
+            Some(s @ ("mllp" | "http" | "fhir" | "file")) => Some(s.to_string()),
+            Some(s) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "value",
+                    format!("source '{s}' is not one of mllp, http, fhir, file"),
+                ));
+            }
+        },
         since: q
             .since
             .as_deref()

@@ -13,6 +13,8 @@ pub struct MessageFilter {
     pub sender: Option<String>,
     /// `ADT^A01`, or a message code alone (`ADT`) for every trigger.
     pub message_type: Option<String>,
+    /// Where it came in: `mllp`, `http`, `fhir`, `file`.
+    pub source: Option<String>,
     /// Received at or after (µs since the epoch).
     pub since: Option<i64>,
     /// Received before (µs since the epoch).
@@ -65,6 +67,9 @@ impl Store {
                 let p = sql.text(&format!("{}^%", like_escape(t)));
                 conds.push(format!("message_type LIKE {p} ESCAPE '\\'"));
             }
+        }
+        if let Some(s) = &f.source {
+            conds.push(format!("source = {}", sql.text(s)));
         }
         if let Some(t) = f.since {
             conds.push(format!("received_at >= {}", sql.int(t)));
