@@ -357,6 +357,56 @@ async fn device_backends_write_resources_that_are_stored_versioned_and_searchabl
         let (s, _) = c.get(&format!("/fhir/Patient/{newcomer_id}")).await;
         assert_eq!(s, 410, "{backend}");
 
+        // A conditional reference: a device backend knows the patient by the MRN the HL7 v2
+        // feed sent, not by the gateway's id.
+        let adt = gateway::adt("CR1", "MRN-CR1", "");
+        let r = c
+            .http
+            .post(format!("{base}/v2/messages"))
+            .header("content-type", "x-application/hl7-v2+er7")
+            .body(adt)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.status().is_success(), "{backend}");
+        let (_, fed) = c.get("/fhir/Patient?identifier=MRN-CR1").await;
+        let fed_id = fed["entry"][0]["resource"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{backend}: the fed Patient: {fed}"))
+            .to_string();
+        let (s, _, body) = c
+            .send(
+                Method::POST,
+                "/fhir/Observation",
+                Some(
+                    heart_rate("Patient?identifier=MRN-CR1", "2026-11-30T08:30:00Z", 71)
+                        .to_string(),
+                ),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 201, "{backend}: {body}");
+        assert_eq!(
+            body["subject"]["reference"],
+            json!(format!("Patient/{fed_id}")),
+            "{backend}"
+        );
+        let (s, _, oo) = c
+            .send(
+                Method::POST,
+                "/fhir/Observation",
+                Some(
+                    heart_rate("Patient?identifier=NOBODY", "2026-11-30T08:31:00Z", 71).to_string(),
+                ),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 412, "{backend}: {oo}");
+        assert!(
+            oo.to_string().contains("matches no resource"),
+            "{backend}: {oo}"
+        );
+
         // A batch: the valid entry is stored, the invalid one answered with why.
         let mut bad = heart_rate(&patient, "2026-11-30T09:00:00Z", 70);
         bad["status"] = json!("banana");

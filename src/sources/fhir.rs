@@ -234,6 +234,46 @@ async fn find(state: &AppState, ty: &str, query: &str, at: &str) -> Result<Found
     })
 }
 
+/// The conditional references (`Type?params`) in a resource.
+fn conditional_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o {
+                match (k.as_str(), child) {
+                    ("reference", Value::String(r))
+                        if r.split_once('?')
+                            .is_some_and(|(t, _)| crate::fhir::validate::is_resource_type(t)) =>
+                    {
+                        out.push(r.clone())
+                    }
+                    _ => conditional_refs(child, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| conditional_refs(x, out)),
+        _ => {}
+    }
+}
+
+fn replace_refs(v: &mut Value, map: &std::collections::HashMap<String, String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o.iter_mut() {
+                if k == "reference"
+                    && let Value::String(r) = child
+                    && let Some(to) = map.get(r.as_str())
+                {
+                    *r = to.clone();
+                } else {
+                    replace_refs(child, map);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| replace_refs(x, map)),
+        _ => {}
+    }
+}
+
 fn precondition_failed(at: &str, ty: &str, query: &str) -> ApiError {
     ApiError::new(
         StatusCode::PRECONDITION_FAILED,
@@ -259,15 +299,60 @@ async fn resolve_conditions(state: &AppState, raw: Vec<u8>) -> Result<Vec<u8>, A
     let Ok(mut body) = serde_json::from_slice::<Value>(&raw) else {
         return Ok(raw);
     };
-    if !body["entry"]
-        .as_array()
-        .is_some_and(|es| es.iter().any(conditional))
+    let has_conditional_refs = body["entry"].as_array().is_some_and(|es| {
+        es.iter().any(|e| {
+            let mut found = Vec::new();
+            conditional_refs(&e["resource"], &mut found);
+            !found.is_empty()
+        })
+    });
+    if !has_conditional_refs
+        && !body["entry"]
+            .as_array()
+            .is_some_and(|es| es.iter().any(conditional))
     {
         return Ok(raw);
     }
     let Some(entries) = body["entry"].as_array_mut() else {
         return Ok(raw);
     };
+    // Conditional references (`"reference": "Patient?identifier=sys|val"`): the resource the
+    // search finds, by its id — how a device backend points at a patient it knows by MRN. No
+    // match: 412 (there is nothing to point at); several: 412.
+    if has_conditional_refs {
+        let mut resolved: std::collections::HashMap<String, String> = Default::default();
+        for (n, e) in entries.iter().enumerate() {
+            let mut found = Vec::new();
+            conditional_refs(&e["resource"], &mut found);
+            for r in found {
+                if resolved.contains_key(&r) {
+                    continue;
+                }
+                let at = format!("Bundle.entry[{n}].resource");
+                let Some((ty, q)) = r.split_once('?') else {
+                    continue;
+                };
+                match find(state, ty, q, &at).await? {
+                    Found::One(id) => {
+                        resolved.insert(r.clone(), format!("{ty}/{id}"));
+                    }
+                    Found::None => {
+                        return Err(ApiError::new(
+                            StatusCode::PRECONDITION_FAILED,
+                            "not-found",
+                            format!("{at}: the conditional reference {r} matches no resource"),
+                        ));
+                    }
+                    Found::Many => return Err(precondition_failed(&at, ty, q)),
+                }
+            }
+        }
+        for e in entries.iter_mut() {
+            if let Some(res) = e.get_mut("resource") {
+                replace_refs(res, &resolved);
+            }
+        }
+    }
     for (n, e) in entries.iter_mut().enumerate() {
         if !conditional(e) {
             continue;
