@@ -129,3 +129,37 @@ async fn dropped_files_are_committed_then_moved() {
         running.shutdown().await;
     }
 }
+
+/// An empty file and one over `max_bytes` go to `error/` unread; nothing is logged for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_oversized_files_go_to_error_unread() {
+    let dir = gateway::scratch("file-limits");
+    let drop_dir = dir.join("in");
+    let url = format!("sqlite://{}/v2fhir.db", dir.display());
+    let mut cfg = gateway::config(&url);
+    cfg.file.dir = drop_dir.display().to_string();
+    cfg.file.poll_ms = 50;
+    cfg.file.settle_ms = 0;
+    cfg.file.max_bytes = 1024;
+    let running = gateway::start(&cfg).await;
+    let big = adt("BIG", "PB", "").repeat(20);
+    assert!(big.len() > 1024);
+    drop_file(&drop_dir, "big.hl7", big.as_bytes());
+    drop_file(&drop_dir, "empty.hl7", b"  \r\n");
+    let error = drop_dir.join("error");
+    wait_for("both files in error/", || {
+        names(&error) == ["big.hl7", "empty.hl7"]
+    })
+    .await;
+    let page = running
+        .pipeline
+        .store()
+        .list(&v2fhir::store::MessageFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.total, 0, "nothing was read, so nothing is logged");
+    running.shutdown().await;
+}

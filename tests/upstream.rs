@@ -322,8 +322,16 @@ async fn the_corpus_reaches_the_upstream_and_is_found_there() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(escape.status(), 400, "{backend}");
 
-        // Health reports the upstream and the outbox.
-        let h: Value = get_json(&web, format!("http://{http}/health")).await;
+        // Health reports the upstream and the outbox. The write above can be readable upstream
+        // a moment before its delivery is recorded here (deliveries are recorded in groups).
+        let mut h: Value = get_json(&web, format!("http://{http}/health")).await;
+        for _ in 0..100 {
+            if h["upstream"]["outbox"]["pending"] == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            h = get_json(&web, format!("http://{http}/health")).await;
+        }
         assert_eq!(h["upstream"]["status"], "ok", "{backend}: {h}");
         assert_eq!(h["upstream"]["outbox"]["pending"], 0, "{backend}: {h}");
         running.shutdown().await;
