@@ -259,6 +259,13 @@ pub struct HttpSection {
     /// Bearer-token clients with scopes (`NAME SCOPES SHA256` per line): every endpoint but the
     /// health checks and `/fhir/metadata` then needs a token with the right scope.
     pub tokens_file: Option<PathBuf>,
+    /// An identity provider's public keys (JWKS file): signed JWT access tokens are accepted,
+    /// their `scope` claim granting scopes. Needs `jwt_issuer` and `jwt_audience`.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// The `iss` such tokens must carry.
+    pub jwt_issuer: String,
+    /// The `aud` such tokens must name (this gateway).
+    pub jwt_audience: String,
 }
 
 impl Default for HttpSection {
@@ -273,6 +280,9 @@ impl Default for HttpSection {
             tls_key: None,
             tls_client_ca: None,
             tokens_file: None,
+            jwt_jwks_file: None,
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
         }
     }
 }
@@ -436,6 +446,13 @@ impl Config {
         if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
             return Err(ConfigError(
                 "http.tls_cert and http.tls_key must be given together".into(),
+            ));
+        }
+        if self.http.jwt_jwks_file.is_some()
+            && (self.http.jwt_issuer.is_empty() || self.http.jwt_audience.is_empty())
+        {
+            return Err(ConfigError(
+                "http.jwt_jwks_file needs http.jwt_issuer and http.jwt_audience (tokens are checked against both)".into(),
             ));
         }
         if self.http.tls_client_ca.is_some() && self.http.tls_cert.is_none() {
@@ -741,12 +758,23 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             metrics: api::metrics_handle(),
             base_url: cfg.http.base_url.trim_end_matches('/').to_string(),
             https: cfg.http.tls_cert.is_some(),
-            auth: match &cfg.http.tokens_file {
-                None => None,
-                Some(p) => Some(Arc::new(
-                    api::auth::Clients::load(p)
-                        .map_err(|e| anyhow::anyhow!("http.tokens_file: {e}"))?,
-                )),
+            auth: {
+                let tokens = match &cfg.http.tokens_file {
+                    None => None,
+                    Some(p) => Some(
+                        api::auth::Clients::load(p)
+                            .map_err(|e| anyhow::anyhow!("http.tokens_file: {e}"))?,
+                    ),
+                };
+                let jwt = match &cfg.http.jwt_jwks_file {
+                    None => None,
+                    Some(p) => Some(
+                        api::jwt::Verifier::load(p, &cfg.http.jwt_issuer, &cfg.http.jwt_audience)
+                            .map_err(|e| anyhow::anyhow!("http.jwt_jwks_file: {e}"))?,
+                    ),
+                };
+                (tokens.is_some() || jwt.is_some())
+                    .then(|| Arc::new(api::auth::Auth { tokens, jwt }))
             },
             mappings_dir: cfg.mappings.dir.clone(),
             upstream: upstream.clone(),
@@ -988,6 +1016,10 @@ mod tests {
             (
                 vec![("V2FHIR_HTTP_TLS_KEY", "k.pem")],
                 "http.tls_cert and http.tls_key",
+            ),
+            (
+                vec![("V2FHIR_HTTP_JWT_JWKS_FILE", "jwks.json")],
+                "http.jwt_jwks_file needs http.jwt_issuer",
             ),
             (
                 vec![("V2FHIR_HTTP_TLS_CLIENT_CA", "ca.pem")],

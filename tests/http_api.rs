@@ -944,3 +944,141 @@ async fn pruning_deletes_finished_messages_and_keeps_errors_and_resources() {
         running.shutdown().await;
     }
 }
+
+/// JWT access tokens of an identity provider (`http.jwt_jwks_file`): a token it signed (ES256)
+/// for this audience, unexpired, with SMART system scopes, is accepted with exactly those
+/// scopes; one that is expired, for another audience or issuer, signed by another key, tampered
+/// with, or `alg: none` is refused (401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_access_tokens_of_an_identity_provider() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let dir = gateway::scratch("jwt");
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}")); // ECDSA P-256
+    let other = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let point = key.public_key_raw().to_vec();
+    assert_eq!(point.len(), 65);
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])}]});
+    std::fs::write(dir.join("jwks.json"), jwks.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let sign = |kp: &rcgen::KeyPair, header: serde_json::Value, claims: serde_json::Value| {
+        let rng = ring::rand::SystemRandom::new();
+        let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &kp.serialize_der(),
+            &rng,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let msg = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let sig = signer
+            .sign(&rng, msg.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        format!("{msg}.{}", B64.encode(sig.as_ref()))
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let claims = |aud: &str, iss: &str, exp: i64, scope: &str| {
+        serde_json::json!({"iss": iss, "aud": aud, "exp": exp, "iat": now,
+            "client_id": "wearables-cloud", "scope": scope})
+    };
+    let es = serde_json::json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+    let iss = "https://idp.example/realms/hospital";
+    let aud = "https://v2fhir.example/fhir";
+    let good = sign(
+        &key,
+        es.clone(),
+        claims(aud, iss, now + 300, "system/*.write openid"),
+    );
+
+    let url = format!("sqlite://{}/v2fhir.db", dir.display());
+    let mut cfg = gateway::config(&url);
+    cfg.http.jwt_jwks_file = Some(dir.join("jwks.json"));
+    cfg.http.jwt_issuer = iss.into();
+    cfg.http.jwt_audience = aud.into();
+    let running = gateway::start(&cfg).await;
+    let base = format!(
+        "http://{}",
+        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+    );
+    let http = gateway::http_client();
+    let obs = serde_json::json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "valueQuantity": {"value": 61, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}})
+    .to_string();
+    let post = |token: String| {
+        http.post(format!("{base}/fhir/Observation"))
+            .header("content-type", "application/fhir+json")
+            .bearer_auth(token)
+            .body(obs.clone())
+            .send()
+    };
+    let r = post(good.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 201);
+    // The scope granted writing, not reading.
+    let r = http
+        .get(format!("{base}/fhir/Observation"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 403);
+    let tampered = {
+        let mut parts: Vec<String> = good.split('.').map(String::from).collect();
+        parts[1] = B64.encode(claims(aud, iss, now + 300, "system/*.*").to_string());
+        parts.join(".")
+    };
+    let none = format!(
+        "{}.{}.",
+        B64.encode(serde_json::json!({"alg": "none"}).to_string()),
+        B64.encode(claims(aud, iss, now + 300, "system/*.*").to_string())
+    );
+    for (what, token, says) in [
+        (
+            "expired",
+            sign(
+                &key,
+                es.clone(),
+                claims(aud, iss, now - 600, "system/*.write"),
+            ),
+            "expired",
+        ),
+        (
+            "another audience",
+            sign(
+                &key,
+                es.clone(),
+                claims("https://other", iss, now + 300, "system/*.write"),
+            ),
+            "audience",
+        ),
+        (
+            "another issuer",
+            sign(
+                &key,
+                es.clone(),
+                claims(aud, "https://evil", now + 300, "system/*.write"),
+            ),
+            "issuer",
+        ),
+        (
+            "another key",
+            sign(
+                &other,
+                es.clone(),
+                claims(aud, iss, now + 300, "system/*.write"),
+            ),
+            "does not verify",
+        ),
+        ("tampered", tampered, "does not verify"),
+        ("alg none", none, "not accepted"),
+    ] {
+        let r = post(token).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+        let body = r.text().await.unwrap_or_default();
+        assert!(body.contains(says), "{what}: {body}");
+    }
+    running.shutdown().await;
+}

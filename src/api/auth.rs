@@ -13,8 +13,9 @@
 //!
 //! Scopes: `v2-write` (`/v2/…`), `fhir-read` (`GET /fhir/…`, `_search`), `fhir-write` (FHIR
 //! writes), `ops` (`/messages…`, `/admin/…`, `/metrics`). Open without a token: `/health`,
-//! `/health/live` (probes; no PHI) and `/fhir/metadata` (what the server supports). Without the
-//! file every endpoint is open, as before (loopback by default).
+//! `/health/live` (probes; no PHI) and `/fhir/metadata` (what the server supports). A token not
+//! in the file may be a JWT of an identity provider ([`super::jwt`], `http.jwt_jwks_file`).
+//! Without either, every endpoint is open, as before (loopback by default).
 
 use super::ApiError;
 use axum::extract::{Request, State};
@@ -39,7 +40,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn parse(s: &str) -> Option<Scope> {
+    pub(crate) fn parse(s: &str) -> Option<Scope> {
         match s {
             "v2-write" => Some(Scope::V2Write),
             "fhir-read" => Some(Scope::FhirRead),
@@ -64,6 +65,15 @@ impl Scope {
 struct Client {
     name: String,
     scopes: Vec<Scope>,
+}
+
+/// Who may call: clients of the tokens file, and/or JWTs of an identity provider.
+#[derive(Debug, Default)]
+pub struct Auth {
+    /// `http.tokens_file`.
+    pub tokens: Option<Clients>,
+    /// `http.jwt_jwks_file` with `http.jwt_issuer` and `http.jwt_audience`.
+    pub jwt: Option<super::jwt::Verifier>,
 }
 
 /// The clients, by the SHA-256 of their token.
@@ -176,12 +186,8 @@ pub fn required(method: &Method, path: &str) -> Option<Scope> {
 
 /// The middleware: a request to a protected endpoint needs `Authorization: Bearer TOKEN` of a
 /// listed client with the scope (401 without a known token, 403 without the scope).
-pub async fn check(
-    State(clients): State<Option<Arc<Clients>>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(clients) = clients else {
+pub async fn check(State(auth): State<Option<Arc<Auth>>>, req: Request, next: Next) -> Response {
+    let Some(auth) = auth else {
         return next.run(req).await;
     };
     let Some(scope) = required(req.method(), req.uri().path()) else {
@@ -195,21 +201,29 @@ pub async fn check(
             let (kind, rest) = v.trim().split_once(' ')?;
             kind.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
-    let Some(client) = token.and_then(|t| clients.client(t)) else {
-        let mut res = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "login",
-            match token {
-                None => "this endpoint needs Authorization: Bearer TOKEN",
-                Some(_) => "the bearer token is not known",
+    // A token of the tokens file, else a JWT the identity provider signed.
+    let found: Result<(String, Vec<Scope>), String> = match token {
+        None => Err("this endpoint needs Authorization: Bearer TOKEN".into()),
+        Some(t) => match auth.tokens.as_ref().and_then(|c| c.client(t)) {
+            Some(c) => Ok((c.name.clone(), c.scopes.clone())),
+            None => match &auth.jwt {
+                Some(v) if t.contains('.') => v
+                    .verify(t, jiff::Timestamp::now().as_second())
+                    .map(|c| (c.client, c.scopes)),
+                _ => Err("the bearer token is not known".into()),
             },
-        )
-        .into_response();
-        res.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"v2fhir\""),
-        );
-        return res;
+        },
+    };
+    let client = match found {
+        Ok((name, scopes)) => Client { name, scopes },
+        Err(why) => {
+            let mut res = ApiError::new(StatusCode::UNAUTHORIZED, "login", why).into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"v2fhir\""),
+            );
+            return res;
+        }
     };
     if !client.scopes.contains(&scope) {
         tracing::warn!(client = %client.name, scope = scope.name(), method = %req.method(), "request refused: scope missing");

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod fhir;
+pub mod jwt;
 mod messages;
 mod proxy;
 
@@ -31,8 +32,9 @@ pub struct AppState {
     pub base_url: String,
     /// The listener serves HTTPS (links built from the `Host` header say `https`).
     pub https: bool,
-    /// Bearer-token clients and their scopes (`http.tokens_file`); `None`: no token needed.
-    pub auth: Option<Arc<auth::Clients>>,
+    /// Bearer tokens and their scopes (`http.tokens_file`, `http.jwt_*`); `None`: no token
+    /// needed.
+    pub auth: Option<Arc<auth::Auth>>,
     /// The mapping directory, for `POST /admin/mappings/reload`.
     pub mappings_dir: std::path::PathBuf,
     /// The upstream forwarder (sink mode upstream or both).
