@@ -108,6 +108,11 @@ struct ServeArgs {
     /// Base URL of the upstream FHIR server (overrides V2FHIR_UPSTREAM_URL).
     #[arg(long)]
     upstream_url: Option<String>,
+    /// Check everything the settings name — the settings themselves, the mapping set, TLS
+    /// certificates and keys, the tokens file, the JWKS, the file source's directories — list
+    /// every problem, and exit (0 when all is well) without starting anything.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(clap::Args)]
@@ -395,7 +400,11 @@ fn send(a: SendArgs, out: &mut impl Write) -> Result<ExitCode> {
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
-    let mut cfg = v2fhir::serve::Config::load(a.config.as_deref(), std::env::vars())?;
+    let mut cfg = if a.check {
+        v2fhir::serve::Config::read(a.config.as_deref(), std::env::vars())?
+    } else {
+        v2fhir::serve::Config::load(a.config.as_deref(), std::env::vars())?
+    };
     if let Some(m) = a.mllp {
         cfg.mllp.listen = m;
     }
@@ -413,6 +422,17 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     }
     if let Some(u) = a.upstream_url {
         cfg.upstream.url = u;
+    }
+    if a.check {
+        let problems = v2fhir::serve::preflight(&cfg);
+        for p in &problems {
+            say!("v2fhir: {p}");
+        }
+        if problems.is_empty() {
+            println!("v2fhir: configuration, mappings and the files they name are usable");
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Ok(ExitCode::from(1));
     }
     cfg.check()?;
     v2fhir::serve::init_logging(&cfg.log);

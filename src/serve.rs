@@ -373,6 +373,18 @@ impl Config {
         file: Option<&std::path::Path>,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let cfg = Config::read(file, env)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// [`Config::load`] without the final [`Config::check`] (for `serve --check`, which lists
+    /// every problem rather than the first). Only a file or value that cannot be read at all is
+    /// an error here.
+    pub fn read(
+        file: Option<&std::path::Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let mut table: toml::Table = match file {
             None => toml::Table::new(),
             Some(p) => {
@@ -410,11 +422,9 @@ impl Config {
                 t.insert(key.to_string(), v);
             }
         }
-        let cfg: Config = table
+        table
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
-        cfg.check()?;
-        Ok(cfg)
+            .map_err(|e: toml::de::Error| ConfigError(e.to_string()))
     }
 
     /// Check the settings (after command-line overrides): every mistake is named.
@@ -678,6 +688,64 @@ impl Running {
         }
         self.pipeline.store().close().await;
     }
+}
+
+/// `serve --check`: every problem with the settings and the files they name (mapping set, TLS
+/// certificates and keys, tokens file, JWKS, the file source's directory), all at once. Binds
+/// nothing, opens no store, changes nothing.
+pub fn preflight(cfg: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = cfg.check() {
+        problems.push(e.to_string());
+    }
+    if let Err(errors) = crate::mapping::load::load_dir(&cfg.mappings.dir) {
+        problems.extend(
+            errors
+                .iter()
+                .map(|e| format!("mappings ({}): {e}", cfg.mappings.dir.display())),
+        );
+    }
+    for (what, cert, key, ca) in [
+        (
+            "mllp",
+            &cfg.mllp.tls_cert,
+            &cfg.mllp.tls_key,
+            &cfg.mllp.tls_client_ca,
+        ),
+        (
+            "http",
+            &cfg.http.tls_cert,
+            &cfg.http.tls_key,
+            &cfg.http.tls_client_ca,
+        ),
+    ] {
+        if let (Some(cert), Some(key)) = (cert, key)
+            && let Err(e) = crate::sources::tls_acceptor(&TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: ca.clone(),
+            })
+        {
+            problems.push(format!("{what}: {e}"));
+        }
+    }
+    if let Some(p) = &cfg.http.tokens_file
+        && let Err(e) = api::auth::Clients::load(p)
+    {
+        problems.push(format!("http.tokens_file: {e}"));
+    }
+    if let Some(p) = &cfg.http.jwt_jwks_file
+        && let Err(e) = api::jwt::Verifier::load(p, &cfg.http.jwt_issuer, &cfg.http.jwt_audience)
+    {
+        problems.push(format!("http.jwt_jwks_file: {e}"));
+    }
+    if !cfg.file.dir.is_empty() {
+        let dir = std::path::Path::new(&cfg.file.dir);
+        if dir.exists() && !dir.is_dir() {
+            problems.push(format!("file.dir {}: not a directory", dir.display()));
+        }
+    }
+    problems
 }
 
 /// Start everything described by `cfg`. Errors name what failed (mapping errors are all listed).

@@ -315,3 +315,51 @@ fn convert_loss_summary_counts_unmapped_segments_and_fields() {
     let plain = run(&["convert", "--ndjson", "tests/golden"], None);
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("not mapped, over"));
 }
+
+/// `serve --check` lists every problem of the settings and the files they name, all at once, and
+/// starts nothing; with the shipped defaults it passes.
+#[test]
+fn serve_check_lists_every_problem_and_starts_nothing() {
+    let ok = run(&["serve", "--check", "--mllp", "", "--http", ""], None);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let dir = std::env::temp_dir().join(format!("v2fhir-check-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("segments")).expect("mkdir");
+    std::fs::write(
+        dir.join("segments/PID.yaml"),
+        "kind: segment\nmap: \"PID[Patient]\"\nrules:\n  - { name: a, from: PID-8, to: sex }\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("tokens"), "someone banana 12\n").expect("write");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_v2fhir"));
+    let out = cmd
+        .args([
+            "serve",
+            "--check",
+            "--mappings",
+            dir.to_str().expect("path"),
+        ])
+        .env("V2FHIR_HTTP_TLS_CERT", dir.join("missing.pem"))
+        .env("V2FHIR_HTTP_TLS_KEY", dir.join("missing.key"))
+        .env("V2FHIR_HTTP_TOKENS_FILE", dir.join("tokens"))
+        .env("V2FHIR_STORE_DURABILITY", "sometimes")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for says in [
+        "store.durability 'sometimes'",
+        "Patient has no element 'sex'",
+        "missing.pem",
+        "unknown scope 'banana'",
+    ] {
+        assert!(err.contains(says), "missing '{says}' in: {err}");
+    }
+    assert!(!err.contains("listening"), "{err}");
+}
