@@ -815,6 +815,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         )));
     }
 
+    // The directory source's status, shared with `GET /health`.
+    let file_status = (!cfg.file.dir.is_empty()).then(|| {
+        (
+            PathBuf::from(&cfg.file.dir),
+            Arc::new(crate::sources::file::FileStatus::default()),
+        )
+    });
     let mut http_addr = None;
     if !cfg.http.listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
@@ -826,6 +833,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             metrics: api::metrics_handle(),
             base_url: cfg.http.base_url.trim_end_matches('/').to_string(),
             https: cfg.http.tls_cert.is_some(),
+            file: file_status.clone(),
             auth: {
                 let tokens = match &cfg.http.tokens_file {
                     None => None,
@@ -892,8 +900,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         }
     }
     // The directory source.
-    if !cfg.file.dir.is_empty() {
-        let dir = PathBuf::from(&cfg.file.dir);
+    if let Some((dir, status)) = file_status {
         let or = |s: &str, d: &str| {
             if s.is_empty() {
                 dir.join(d)
@@ -913,6 +920,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(crate::sources::file::serve(
             fcfg,
             pipeline.clone(),
+            status,
             stop_rx.clone(),
         )));
     }

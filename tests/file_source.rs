@@ -91,6 +91,31 @@ async fn dropped_files_are_committed_then_moved() {
             "{backend}: {statuses:?}"
         );
         assert!(statuses.contains(&"rejected"), "{backend}: {statuses:?}");
+        // Health reports the source; metrics count the files.
+        let h: Value = http
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        assert_eq!(h["file"]["status"], "ok", "{backend}: {h}");
+        assert_eq!(h["file"]["done"], 1, "{backend}: {h}");
+        assert_eq!(h["file"]["errors"], 1, "{backend}: {h}");
+        assert!(h["file"]["last_poll"].is_string(), "{backend}: {h}");
+        let m = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        assert!(
+            m.contains("v2fhir_files_total{result=\"done\"}"),
+            "{backend}"
+        );
         // The log filters by source.
         for (source, want) in [("file", 3), ("mllp", 0)] {
             let v: Value = http

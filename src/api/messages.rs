@@ -417,6 +417,10 @@ pub async fn health(State(state): State<AppState>) -> Response {
             },
         });
     }
+    // Like the upstream, the file source does not make the gateway unready.
+    if let Some((dir, status)) = &state.file {
+        body["file"] = status.to_json(dir);
+    }
     (code, Json(body)).into_response()
 }
 

@@ -35,6 +35,8 @@ pub struct AppState {
     /// Bearer tokens and their scopes (`http.tokens_file`, `http.jwt_*`); `None`: no token
     /// needed.
     pub auth: Option<Arc<auth::Auth>>,
+    /// The directory source's directory and what it has done (for `GET /health`).
+    pub file: Option<(std::path::PathBuf, Arc<crate::sources::file::FileStatus>)>,
     /// The mapping directory, for `POST /admin/mappings/reload`.
     pub mappings_dir: std::path::PathBuf,
     /// The upstream forwarder (sink mode upstream or both).

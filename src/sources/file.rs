@@ -32,6 +32,37 @@ pub struct FileConfig {
     pub max_bytes: u64,
 }
 
+/// What the source has done, for `GET /health`.
+#[derive(Debug, Default)]
+pub struct FileStatus {
+    /// µs since the epoch of the last poll (0: none yet).
+    pub last_poll: std::sync::atomic::AtomicI64,
+    /// Files ready to read at the last poll.
+    pub waiting: std::sync::atomic::AtomicU64,
+    /// Files moved to the done directory.
+    pub done: std::sync::atomic::AtomicU64,
+    /// Files moved to the error directory.
+    pub errors: std::sync::atomic::AtomicU64,
+    /// The last poll could not read the directory.
+    pub unreadable: std::sync::atomic::AtomicBool,
+}
+
+impl FileStatus {
+    /// As JSON.
+    pub fn to_json(&self, dir: &Path) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_poll.load(Relaxed);
+        serde_json::json!({
+            "dir": dir.display().to_string(),
+            "status": if self.unreadable.load(Relaxed) { "error" } else { "ok" },
+            "last_poll": (last > 0).then(|| crate::fhir::datetime::instant_from_micros(last)),
+            "waiting": self.waiting.load(Relaxed),
+            "done": self.done.load(Relaxed),
+            "errors": self.errors.load(Relaxed),
+        })
+    }
+}
+
 /// Why the source could not start (names the directory).
 #[derive(Debug, thiserror::Error)]
 #[error("file source: {dir}: {what}")]
@@ -44,8 +75,10 @@ pub struct FileSourceError {
 pub async fn serve(
     cfg: FileConfig,
     pipeline: Arc<Pipeline>,
+    status: Arc<FileStatus>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut tick = tokio::time::interval(cfg.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -53,11 +86,26 @@ pub async fn serve(
             _ = tick.tick() => {}
             _ = async { drop(stop.wait_for(|s| *s).await) } => return,
         }
-        for path in ready_files(&cfg).await {
+        let (files, readable) = ready_files(&cfg).await;
+        status.unreadable.store(!readable, Relaxed);
+        status.waiting.store(files.len() as u64, Relaxed);
+        status.last_poll.store(crate::store::now_micros(), Relaxed);
+        for path in files {
             if *stop.borrow() {
                 return;
             }
-            process(&cfg, &pipeline, &path).await;
+            match process(&cfg, &pipeline, &path).await {
+                Some(true) => {
+                    status.done.fetch_add(1, Relaxed);
+                    metrics::counter!("v2fhir_files_total", "result" => "done").increment(1);
+                }
+                Some(false) => {
+                    status.errors.fetch_add(1, Relaxed);
+                    metrics::counter!("v2fhir_files_total", "result" => "error").increment(1);
+                }
+                None => {}
+            }
+            status.waiting.fetch_sub(1, Relaxed);
         }
     }
 }
@@ -73,14 +121,15 @@ pub fn prepare_dirs(cfg: &FileConfig) -> Result<(), FileSourceError> {
     Ok(())
 }
 
-/// The files to read now, oldest first (by modification time, then name).
-async fn ready_files(cfg: &FileConfig) -> Vec<PathBuf> {
+/// The files to read now, oldest first (by modification time, then name), and whether the
+/// directory could be read.
+async fn ready_files(cfg: &FileConfig) -> (Vec<PathBuf>, bool) {
     let dir = cfg.dir.clone();
     let settle = cfg.settle;
     tokio::task::spawn_blocking(move || {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             tracing::warn!(dir = %dir.display(), "file source: cannot read the directory");
-            return Vec::new();
+            return (Vec::new(), false);
         };
         let now = std::time::SystemTime::now();
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
@@ -97,14 +146,15 @@ async fn ready_files(cfg: &FileConfig) -> Vec<PathBuf> {
             })
             .collect();
         files.sort();
-        files.into_iter().map(|(_, p)| p).collect()
+        (files.into_iter().map(|(_, p)| p).collect(), true)
     })
     .await
-    .unwrap_or_default()
+    .unwrap_or((Vec::new(), false))
 }
 
-/// Read, submit, and move one file.
-async fn process(cfg: &FileConfig, pipeline: &Pipeline, path: &Path) {
+/// Read, submit, and move one file: `Some(true)` moved to done, `Some(false)` to error, `None`
+/// left for the next poll.
+async fn process(cfg: &FileConfig, pipeline: &Pipeline, path: &Path) -> Option<bool> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -116,30 +166,30 @@ async fn process(cfg: &FileConfig, pipeline: &Pipeline, path: &Path) {
     if size > cfg.max_bytes {
         tracing::warn!(file = %name, size, max = cfg.max_bytes, "file source: file too large; moved to the error directory");
         move_to(path, &cfg.error_dir, &name).await;
-        return;
+        return Some(false);
     }
     let bytes = match tokio::fs::read(path).await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(file = %name, error = %e, "file source: cannot read the file; tried again at the next poll");
-            return;
+            return None;
         }
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         tracing::warn!(file = %name, "file source: the file is empty; moved to the error directory");
         move_to(path, &cfg.error_dir, &name).await;
-        return;
+        return Some(false);
     }
     let reply = match pipeline.submit(bytes.into(), Source::File).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(file = %name, error = %e, "file source: not submitted; tried again at the next poll");
-            return;
+            return None;
         }
     };
     if reply.messages.iter().any(|m| m.committed.is_none()) {
         tracing::warn!(file = %name, "file source: the store did not commit every message; the file stays and is tried again");
-        return;
+        return None;
     }
     let accepted = reply.messages.iter().all(|m| m.outcome == Outcome::Accept);
     let ids: Vec<i64> = reply
@@ -154,6 +204,7 @@ async fn process(cfg: &FileConfig, pipeline: &Pipeline, path: &Path) {
         tracing::warn!(file = %name, messages = ?ids, "file source: a message of the file was not accepted (see GET /messages/{{id}}); moved to the error directory");
         move_to(path, &cfg.error_dir, &name).await;
     }
+    Some(accepted)
 }
 
 /// Move `path` into `dir`, under a free name (`name`, `name.1`, …).
