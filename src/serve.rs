@@ -266,6 +266,8 @@ pub struct HttpSection {
     pub jwt_issuer: String,
     /// The `aud` such tokens must name (this gateway).
     pub jwt_audience: String,
+    /// Where bulk export (`/fhir/$export`) writes its NDJSON files (PHI: protected storage).
+    pub export_dir: PathBuf,
 }
 
 impl Default for HttpSection {
@@ -283,6 +285,7 @@ impl Default for HttpSection {
             jwt_jwks_file: None,
             jwt_issuer: String::new(),
             jwt_audience: String::new(),
+            export_dir: PathBuf::from("data/export"),
         }
     }
 }
@@ -834,6 +837,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             base_url: cfg.http.base_url.trim_end_matches('/').to_string(),
             https: cfg.http.tls_cert.is_some(),
             file: file_status.clone(),
+            exports: Arc::default(),
+            export_dir: cfg.http.export_dir.clone(),
             auth: {
                 let tokens = match &cfg.http.tokens_file {
                     None => None,

@@ -549,3 +549,163 @@ async fn device_backends_write_resources_that_are_stored_versioned_and_searchabl
         running.shutdown().await;
     }
 }
+
+/// Bulk export on both stores: kick-off (202 + Content-Location), status (202, then the
+/// manifest), one NDJSON file per type holding exactly the current resources, `_since`, bad
+/// parameters, and deleting the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_export_writes_one_ndjson_file_per_type() {
+    let http = gateway::http_client();
+    for (backend, url) in gateway::store_urls("fhir-export").await {
+        let mut cfg = gateway::config(&url);
+        cfg.http.export_dir = gateway::scratch(&format!("export-{backend}"));
+        let running = gateway::start(&cfg).await;
+        let base = format!(
+            "http://{}",
+            running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+        );
+        let c = Client {
+            http: http.clone(),
+            base: base.clone(),
+            backend,
+        };
+        use reqwest::Method;
+        let mut entries = vec![json!({"fullUrl": "urn:uuid:p1",
+            "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": "bulk-1"}]},
+            "request": {"method": "POST", "url": "Patient"}})];
+        for i in 0..25 {
+            entries.push(json!({"resource": heart_rate("urn:uuid:p1", &format!("2026-11-30T09:{i:02}:00Z"), 60 + i),
+                "request": {"method": "POST", "url": "Observation"}}));
+        }
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        let (s, _, _) = c
+            .send(Method::POST, "/fhir", Some(tx.to_string()), &[])
+            .await;
+        assert_eq!(s, 200, "{backend}");
+        // One Observation deleted: not exported.
+        let (_, obs) = c.get("/fhir/Observation?_count=1").await;
+        let gone = obs["entry"][0]["resource"]["id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let (s, _, _) = c
+            .send(
+                Method::DELETE,
+                &format!("/fhir/Observation/{gone}"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(s, 204, "{backend}");
+
+        let (s, h, _) = c
+            .send(
+                Method::GET,
+                "/fhir/$export?_type=Patient,Observation",
+                None,
+                &[("prefer", "respond-async")],
+            )
+            .await;
+        assert_eq!(s, 202, "{backend}");
+        let status_url = header(&h, "content-location").to_string();
+        assert!(
+            status_url.contains("/fhir/$export-status/"),
+            "{backend}: {status_url}"
+        );
+        let mut manifest = Value::Null;
+        for _ in 0..200 {
+            let r = c
+                .http
+                .get(&status_url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if r.status() == 200 {
+                manifest = r.json().await.unwrap_or(Value::Null);
+                break;
+            }
+            assert_eq!(r.status(), 202, "{backend}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let outputs = manifest["output"].as_array().cloned().unwrap_or_default();
+        assert_eq!(outputs.len(), 2, "{backend}: {manifest}");
+        for o in &outputs {
+            let ty = o["type"].as_str().unwrap_or("");
+            let want = if ty == "Patient" { 1 } else { 24 };
+            assert_eq!(o["count"], want, "{backend}: {o}");
+            let text = c
+                .http
+                .get(o["url"].as_str().unwrap_or(""))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .text()
+                .await
+                .unwrap_or_default();
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+                .collect();
+            assert_eq!(lines.len(), want, "{backend}: {ty}");
+            assert!(
+                lines
+                    .iter()
+                    .all(|r| r["resourceType"] == ty && r["meta"]["versionId"].is_string())
+            );
+            assert!(
+                !text.contains(&gone),
+                "{backend}: the deleted Observation is not exported"
+            );
+        }
+        // `_since` after everything: nothing to export.
+        let (s, h, _) = c
+            .send(
+                Method::GET,
+                "/fhir/$export?_since=2999-01-01T00:00:00Z",
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(s, 202, "{backend}");
+        let later = header(&h, "content-location").to_string();
+        let mut empty = Value::Null;
+        for _ in 0..200 {
+            let r = c
+                .http
+                .get(&later)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if r.status() == 200 {
+                empty = r.json().await.unwrap_or(Value::Null);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(empty["output"], json!([]), "{backend}: {empty}");
+        // Bad parameters, unknown jobs, and deleting a job.
+        for q in ["_type=Banana", "_since=yesterday", "_typeFilter=x"] {
+            let (s, _, oo) = c
+                .send(Method::GET, &format!("/fhir/$export?{q}"), None, &[])
+                .await;
+            assert_eq!(s, 400, "{backend}: {q}: {oo}");
+        }
+        let (s, _) = c.get("/fhir/$export-status/nope").await;
+        assert_eq!(s, 404, "{backend}");
+        let r = c
+            .http
+            .delete(&status_url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 202, "{backend}");
+        let r = c
+            .http
+            .get(&status_url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 404, "{backend}");
+        running.shutdown().await;
+    }
+}

@@ -168,6 +168,10 @@ pub fn required(method: &Method, path: &str) -> Option<Scope> {
         "/health" | "/health/live" | "/fhir/metadata" => return None,
         _ => {}
     }
+    // Bulk export reads (its status and files too, and deleting a job of one's own).
+    if path.starts_with("/fhir/$export") {
+        return Some(Scope::FhirRead);
+    }
     if path == "/fhir" || path.starts_with("/fhir/") {
         let read = method == Method::GET
             || method == Method::HEAD
@@ -296,6 +300,12 @@ mod tests {
             (Method::GET, "/messages", Some(Scope::Ops)),
             (Method::POST, "/admin/mappings/reload", Some(Scope::Ops)),
             (Method::GET, "/metrics", Some(Scope::Ops)),
+            (Method::GET, "/fhir/$export", Some(Scope::FhirRead)),
+            (
+                Method::DELETE,
+                "/fhir/$export-status/x",
+                Some(Scope::FhirRead),
+            ),
             (Method::GET, "/anything-else", Some(Scope::Ops)),
         ];
         for (m, p, want) in cases {

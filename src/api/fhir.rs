@@ -646,7 +646,9 @@ pub fn capability_statement(base: &str, types: &[String]) -> Value {
             "interaction": [{"code": "transaction"}, {"code": "batch"},
                             {"code": "history-system"}],
             "operation": [{"name": "validate",
-                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
+                {"name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}],
         }],
     })
 }

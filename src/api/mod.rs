@@ -2,6 +2,7 @@
 //! (`/messages`, `/health`, `/metrics`). Errors are FHIR OperationOutcomes with a fitting status.
 
 pub mod auth;
+pub mod export;
 pub mod fhir;
 pub mod jwt;
 mod messages;
@@ -35,6 +36,10 @@ pub struct AppState {
     /// Bearer tokens and their scopes (`http.tokens_file`, `http.jwt_*`); `None`: no token
     /// needed.
     pub auth: Option<Arc<auth::Auth>>,
+    /// Bulk export jobs (`/fhir/$export`).
+    pub exports: Arc<export::Exports>,
+    /// Where bulk export files are written.
+    pub export_dir: std::path::PathBuf,
     /// The directory source's directory and what it has done (for `GET /health`).
     pub file: Option<(std::path::PathBuf, Arc<crate::sources::file::FileStatus>)>,
     /// The mapping directory, for `POST /admin/mappings/reload`.
@@ -144,6 +149,12 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
     } else {
         Router::new()
             .route("/fhir/metadata", get(fhir::metadata))
+            .route("/fhir/$export", get(export::kick_off))
+            .route(
+                "/fhir/$export-status/{job}",
+                get(export::status).delete(export::delete),
+            )
+            .route("/fhir/$export-file/{job}/{file}", get(export::file))
             .route("/fhir/_history", get(fhir::history_system))
             .route("/fhir/Patient/{id}/$everything", get(fhir::everything))
             .route("/fhir/{type}", get(fhir::search_get))

@@ -1,0 +1,337 @@
+//! FHIR Bulk Data export (system level, the async pattern of the Bulk Data Access IG):
+//! `GET /fhir/$export` (`_type`, `_since`) starts a job and answers 202 with `Content-Location`;
+//! `GET /fhir/$export-status/{job}` answers 202 while it runs and then the manifest; the files
+//! are NDJSON, one per type, at `/fhir/$export-file/{job}/{Type}.ndjson`; `DELETE` on the status
+//! URL removes the job and its files. Files are written under `http.export_dir` (PHI: keep it on
+//! protected storage); jobs live in memory, so a restart forgets them (their files stay until
+//! deleted). Current versions only, deleted resources left out.
+
+use super::{ApiError, AppState};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// One export job.
+#[derive(Debug, Clone)]
+enum Job {
+    Running { types_done: usize, types: usize },
+    Done { manifest: Value },
+    Failed { why: String },
+}
+
+/// The jobs of this process.
+#[derive(Debug, Default)]
+pub struct Exports {
+    jobs: Mutex<HashMap<String, Job>>,
+}
+
+impl Exports {
+    fn set(&self, id: &str, job: Job) {
+        if let Ok(mut j) = self.jobs.lock() {
+            j.insert(id.to_string(), job);
+        }
+    }
+    fn get(&self, id: &str) -> Option<Job> {
+        self.jobs.lock().ok().and_then(|j| j.get(id).cloned())
+    }
+    fn remove(&self, id: &str) -> Option<Job> {
+        self.jobs.lock().ok().and_then(|mut j| j.remove(id))
+    }
+}
+
+fn valid_job(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// `GET /fhir/$export`: start a job.
+pub async fn kick_off(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("query: {e}")))?;
+    let mut types: Option<Vec<String>> = None;
+    let mut since: Option<String> = None;
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "_type" => {
+                let list: Vec<String> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if let Some(bad) = list
+                    .iter()
+                    .find(|t| !crate::fhir::validate::is_resource_type(t))
+                {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        format!("_type: '{bad}' is not an R4 resource type"),
+                    ));
+                }
+                types = Some(list);
+            }
+            "_since" => since = Some(v.clone()),
+            "_outputFormat" => {
+                if !matches!(
+                    v.as_str(),
+                    "application/fhir+ndjson" | "application/ndjson" | "ndjson"
+                ) {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "not-supported",
+                        format!("_outputFormat '{v}': only application/fhir+ndjson"),
+                    ));
+                }
+            }
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "not-supported",
+                    format!(
+                        "$export parameter '{other}' is not supported (_type, _since, _outputFormat)"
+                    ),
+                ));
+            }
+        }
+    }
+    // `_since` is checked the way a search checks `_lastUpdated`, before the job starts.
+    if let Some(s) = &since {
+        crate::fhir::search::query::parse(
+            "Patient",
+            &[("_lastUpdated".into(), format!("ge{s}"))],
+            true,
+        )
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("_since: {e}")))?;
+    }
+    let types = match types {
+        Some(t) => t,
+        None => state
+            .pipeline
+            .store()
+            .resource_counts()
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect(),
+    };
+    let id = crate::fhir::ids::resource_id(
+        "export",
+        "",
+        "",
+        &[
+            &crate::store::now_micros().to_string(),
+            &std::process::id().to_string(),
+        ],
+    );
+    let dir = state.export_dir.join(&id);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            format!("cannot create the export directory {}: {e}", dir.display()),
+        )
+    })?;
+    let base = super::fhir::base(&state, &headers);
+    let request = format!(
+        "{base}/$export{}",
+        raw.as_deref()
+            .filter(|r| !r.is_empty())
+            .map(|r| format!("?{r}"))
+            .unwrap_or_default()
+    );
+    state.exports.set(
+        &id,
+        Job::Running {
+            types_done: 0,
+            types: types.len(),
+        },
+    );
+    let (exports, store, job) = (
+        state.exports.clone(),
+        state.pipeline.store().clone(),
+        id.clone(),
+    );
+    let file_base = format!("{base}/$export-file/{id}");
+    tokio::spawn(async move {
+        let started = crate::fhir::datetime::instant_from_micros(crate::store::now_micros());
+        match run(&store, &exports, &job, &dir, &types, since.as_deref()).await {
+            Ok(outputs) => {
+                let output: Vec<Value> = outputs
+                    .into_iter()
+                    .map(|(ty, count)| {
+                        json!({"type": ty, "url": format!("{file_base}/{ty}.ndjson"), "count": count})
+                    })
+                    .collect();
+                exports.set(
+                    &job,
+                    Job::Done {
+                        manifest: json!({
+                            "transactionTime": started,
+                            "request": request,
+                            "requiresAccessToken": true,
+                            "output": output,
+                            "error": [],
+                        }),
+                    },
+                );
+            }
+            Err(why) => exports.set(&job, Job::Failed { why }),
+        }
+    });
+    let mut res = StatusCode::ACCEPTED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{base}/$export-status/{id}")) {
+        res.headers_mut().insert(header::CONTENT_LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// Write one NDJSON file per type; `(type, count)` for the types with resources.
+async fn run(
+    store: &crate::store::Store,
+    exports: &Exports,
+    job: &str,
+    dir: &std::path::Path,
+    types: &[String],
+    since: Option<&str>,
+) -> Result<Vec<(String, u64)>, String> {
+    use std::io::Write;
+    let mut outputs = Vec::new();
+    for (n, ty) in types.iter().enumerate() {
+        let mut pairs = vec![("_count".to_string(), "1000".to_string())];
+        if let Some(s) = since {
+            pairs.push(("_lastUpdated".into(), format!("ge{s}")));
+        }
+        let mut q =
+            crate::fhir::search::query::parse(ty, &pairs, true).map_err(|e| e.to_string())?;
+        let path = dir.join(format!("{ty}.ndjson"));
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+        let mut count = 0u64;
+        loop {
+            let page = store.search(&q, false).await.map_err(|e| e.to_string())?;
+            for r in &page.matches {
+                serde_json::to_writer(&mut file, &r.to_json()).map_err(|e| e.to_string())?;
+                file.write_all(b"\n").map_err(|e| e.to_string())?;
+                count += 1;
+            }
+            match page.next {
+                Some(after) => q.after = Some(after),
+                None => break,
+            }
+        }
+        file.flush()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if count > 0 {
+            outputs.push((ty.clone(), count));
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+        exports.set(
+            job,
+            Job::Running {
+                types_done: n + 1,
+                types: types.len(),
+            },
+        );
+    }
+    Ok(outputs)
+}
+
+/// `GET /fhir/$export-status/{job}`.
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match state.exports.get(&id) {
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no export job '{id}' (jobs are forgotten on restart)"),
+        )),
+        Some(Job::Running { types_done, types }) => {
+            let mut res = StatusCode::ACCEPTED.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("{types_done} of {types} types")) {
+                res.headers_mut().insert("x-progress", v);
+            }
+            if let Ok(v) = HeaderValue::from_str("1") {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Ok(res)
+        }
+        Some(Job::Done { manifest }) => Ok((
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            manifest.to_string(),
+        )
+            .into_response()),
+        Some(Job::Failed { why }) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            format!("export job '{id}' failed: {why}"),
+        )),
+    }
+}
+
+/// `DELETE /fhir/$export-status/{job}`: forget the job and delete its files.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !valid_job(&id) || state.exports.remove(&id).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no export job '{id}'"),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(state.export_dir.join(&id));
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `GET /fhir/$export-file/{job}/{file}`.
+pub async fn file(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let ty = name.strip_suffix(".ndjson").unwrap_or("");
+    // Only `Type.ndjson` of a known job: nothing else of the directory is reachable.
+    if !valid_job(&id)
+        || !crate::fhir::validate::is_resource_type(ty)
+        || !matches!(state.exports.get(&id), Some(Job::Done { .. }))
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no export file {id}/{name}"),
+        ));
+    }
+    let bytes = tokio::fs::read(state.export_dir.join(&id).join(&name))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no export file {id}/{name}"),
+            )
+        })?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/fhir+ndjson"),
+        )],
+        bytes,
+    )
+        .into_response())
+}
