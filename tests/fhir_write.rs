@@ -49,6 +49,27 @@ impl Client {
         (status, h, v)
     }
 
+    /// Poll an export status URL (202 while running) until the manifest (200).
+    async fn export_manifest(&self, status_url: &str) -> Value {
+        for _ in 0..500 {
+            let r = self
+                .http
+                .get(status_url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", self.backend));
+            if r.status() == 200 {
+                return r.json().await.unwrap_or(Value::Null);
+            }
+            assert_eq!(r.status(), 202, "{}: {status_url}", self.backend);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!(
+            "{}: the export at {status_url} did not finish",
+            self.backend
+        );
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         let (s, _, v) = self.send(reqwest::Method::GET, path, None, &[]).await;
         (s, v)
@@ -612,21 +633,7 @@ async fn bulk_export_writes_one_ndjson_file_per_type() {
             status_url.contains("/fhir/$export-status/"),
             "{backend}: {status_url}"
         );
-        let mut manifest = Value::Null;
-        for _ in 0..200 {
-            let r = c
-                .http
-                .get(&status_url)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            if r.status() == 200 {
-                manifest = r.json().await.unwrap_or(Value::Null);
-                break;
-            }
-            assert_eq!(r.status(), 202, "{backend}");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let manifest = c.export_manifest(&status_url).await;
         let outputs = manifest["output"].as_array().cloned().unwrap_or_default();
         assert_eq!(outputs.len(), 2, "{backend}: {manifest}");
         for o in &outputs {
@@ -668,20 +675,7 @@ async fn bulk_export_writes_one_ndjson_file_per_type() {
             .await;
         assert_eq!(s, 202, "{backend}");
         let later = header(&h, "content-location").to_string();
-        let mut empty = Value::Null;
-        for _ in 0..200 {
-            let r = c
-                .http
-                .get(&later)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            if r.status() == 200 {
-                empty = r.json().await.unwrap_or(Value::Null);
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let empty = c.export_manifest(&later).await;
         assert_eq!(empty["output"], json!([]), "{backend}: {empty}");
         // Bad parameters, unknown jobs, and deleting a job.
         for q in ["_type=Banana", "_since=yesterday", "_typeFilter=x"] {
