@@ -769,7 +769,8 @@ impl Pipeline {
         if let (Ok(reply), Some((upstream, timeout)), Some(frame)) =
             (&mut result, self.sync_delivery.get(), frame)
         {
-            self.await_upstream(reply, &frame, upstream, *timeout).await;
+            self.await_upstream(reply, &frame, upstream, *timeout, source)
+                .await;
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         result
@@ -783,6 +784,7 @@ impl Pipeline {
         frame: &[u8],
         upstream: &crate::sinks::upstream::Upstream,
         timeout: std::time::Duration,
+        source: Source,
     ) {
         use crate::sinks::upstream::Fate;
         // Every converted message of the frame waits for its delivery at the same time.
@@ -795,19 +797,40 @@ impl Pipeline {
         )
         .await;
         for (index, id, fate) in fates {
-            let text = match fate {
+            let (text, timed_out) = match fate {
                 Some(Fate::Delivered) => continue,
-                Some(Fate::Refused(reason)) => {
-                    format!("the upstream FHIR server refused the message: {reason}")
-                }
-                None => format!(
-                    "the upstream FHIR server has not accepted the message within {} s; it is stored (id {id}) and delivery continues",
-                    timeout.as_secs(),
+                Some(Fate::Refused(reason)) => (
+                    format!("the upstream FHIR server refused the message: {reason}"),
+                    false,
+                ),
+                None => (
+                    format!(
+                        "the upstream FHIR server has not accepted the message within {} s; it is stored (id {id}) and delivery continues",
+                        timeout.as_secs(),
+                    ),
+                    true,
                 ),
             };
             let Some(m) = reply.messages.get_mut(index) else {
                 continue;
             };
+            if source == Source::Fhir {
+                // A FHIR write is answered from its decision: it becomes a refusal with the
+                // upstream's reason (502), or 504 when the upstream did not answer in time.
+                let status = if timed_out { 504 } else { 502 };
+                if let Some(mut plan) = m
+                    .acks
+                    .first()
+                    .and_then(|a| crate::fhir::intake::Plan::from_ack(a))
+                {
+                    plan.status = Some(status);
+                    plan.outcome = Some(serde_json::json!({"resourceType": "OperationOutcome",
+                        "issue": [{"severity": "error", "code": "transient", "diagnostics": text}]}));
+                    m.acks = vec![serde_json::to_string(&plan).unwrap_or_default()];
+                    m.outcome = Outcome::Error;
+                }
+                continue;
+            }
             if !upstream_error_acks(frame, index, &text, &self.cfg.parse, &mut m.acks) {
                 continue;
             }

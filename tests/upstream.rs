@@ -530,6 +530,40 @@ async fn a_refused_message_is_dead_then_delivered_after_the_fix() {
             found["entry"][0]["resource"]["name"][0]["family"], "MERGED",
             "{backend}"
         );
+
+        // A FHIR write refused upstream under `after-upstream`: 502 with the upstream's reason,
+        // not 201 (two upstream Patients share the identifier, so the conditional PUT is 412).
+        let dup2 = format!("DUP2-{backend}");
+        for _ in 0..2 {
+            let body = serde_json::json!({"resourceType": "Patient",
+                "identifier": [{"system": format!("urn:oid:{OID}"), "value": dup2}]});
+            let r = web
+                .post(format!("{}/Patient", up.base()))
+                .header("content-type", "application/fhir+json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+        let w = web
+            .post(format!("http://{http}/fhir/Patient"))
+            .header("content-type", "application/fhir+json")
+            .body(
+                serde_json::json!({"resourceType": "Patient",
+                    "identifier": [{"system": format!("urn:oid:{OID}"), "value": dup2}],
+                    "gender": "other"})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(w.status(), 502, "{backend}");
+        let oo = w.text().await.unwrap_or_default();
+        assert!(
+            oo.contains("refused") && oo.contains("412"),
+            "{backend}: {oo}"
+        );
         running.shutdown().await;
     }
 }
