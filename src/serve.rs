@@ -262,6 +262,11 @@ pub struct HttpSection {
     /// An identity provider's public keys (JWKS file): signed JWT access tokens are accepted,
     /// their `scope` claim granting scopes. Needs `jwt_issuer` and `jwt_audience`.
     pub jwt_jwks_file: Option<PathBuf>,
+    /// Or the URL of those keys (the provider's `jwks_uri`): fetched at start, every
+    /// `jwt_jwks_refresh_secs`, and when a token names a key id not held (a rotation).
+    pub jwt_jwks_url: String,
+    /// Seconds between fetches of `jwt_jwks_url`.
+    pub jwt_jwks_refresh_secs: u64,
     /// The `iss` such tokens must carry.
     pub jwt_issuer: String,
     /// The `aud` such tokens must name (this gateway).
@@ -283,6 +288,8 @@ impl Default for HttpSection {
             tls_client_ca: None,
             tokens_file: None,
             jwt_jwks_file: None,
+            jwt_jwks_url: String::new(),
+            jwt_jwks_refresh_secs: 300,
             jwt_issuer: String::new(),
             jwt_audience: String::new(),
             export_dir: PathBuf::from("data/export"),
@@ -461,11 +468,16 @@ impl Config {
                 "http.tls_cert and http.tls_key must be given together".into(),
             ));
         }
-        if self.http.jwt_jwks_file.is_some()
+        if self.http.jwt_jwks_file.is_some() && !self.http.jwt_jwks_url.is_empty() {
+            return Err(ConfigError(
+                "http.jwt_jwks_file and http.jwt_jwks_url: give one of them".into(),
+            ));
+        }
+        if (self.http.jwt_jwks_file.is_some() || !self.http.jwt_jwks_url.is_empty())
             && (self.http.jwt_issuer.is_empty() || self.http.jwt_audience.is_empty())
         {
             return Err(ConfigError(
-                "http.jwt_jwks_file needs http.jwt_issuer and http.jwt_audience (tokens are checked against both)".into(),
+                "http.jwt_jwks_file or jwt_jwks_url needs http.jwt_issuer and http.jwt_audience (tokens are checked against both)".into(),
             ));
         }
         if self.http.tls_client_ca.is_some() && self.http.tls_cert.is_none() {
@@ -847,11 +859,20 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                             .map_err(|e| anyhow::anyhow!("http.tokens_file: {e}"))?,
                     ),
                 };
-                let jwt = match &cfg.http.jwt_jwks_file {
-                    None => None,
-                    Some(p) => Some(
+                let jwt = match (&cfg.http.jwt_jwks_file, cfg.http.jwt_jwks_url.as_str()) {
+                    (Some(p), _) => Some(
                         api::jwt::Verifier::load(p, &cfg.http.jwt_issuer, &cfg.http.jwt_audience)
                             .map_err(|e| anyhow::anyhow!("http.jwt_jwks_file: {e}"))?,
+                    ),
+                    (None, "") => None,
+                    (None, url) => Some(
+                        api::jwt::Verifier::from_url(
+                            url,
+                            &cfg.http.jwt_issuer,
+                            &cfg.http.jwt_audience,
+                        )
+                        .await
+                        .map_err(|e| anyhow::anyhow!("http.jwt_jwks_url: {e}"))?,
                     ),
                 };
                 (tokens.is_some() || jwt.is_some())
@@ -861,6 +882,28 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             upstream: upstream.clone(),
             proxy_reads: !sinks.local,
         };
+        // Keys fetched from the identity provider's URL are fetched again periodically.
+        if let Some(auth) = state.auth.clone()
+            && !cfg.http.jwt_jwks_url.is_empty()
+        {
+            let every = Duration::from_secs(cfg.http.jwt_jwks_refresh_secs.max(10));
+            let mut rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await; // the first fetch happened at start
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = async { drop(rx.wait_for(|s| *s).await) } => break,
+                    }
+                    if let Some(v) = &auth.jwt
+                        && let Err(e) = v.refresh().await
+                    {
+                        tracing::warn!(error = %e, "fetching the identity provider's keys failed; the keys held stay");
+                    }
+                }
+            }));
+        }
         let app = api::router(
             state,
             &HttpConfig {
@@ -1100,7 +1143,7 @@ mod tests {
             ),
             (
                 vec![("V2FHIR_HTTP_JWT_JWKS_FILE", "jwks.json")],
-                "http.jwt_jwks_file needs http.jwt_issuer",
+                "needs http.jwt_issuer and http.jwt_audience",
             ),
             (
                 vec![("V2FHIR_HTTP_TLS_CLIENT_CA", "ca.pem")],

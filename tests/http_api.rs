@@ -1082,3 +1082,112 @@ async fn jwt_access_tokens_of_an_identity_provider() {
     }
     running.shutdown().await;
 }
+
+/// Keys fetched from the identity provider's JWKS URL (`http.jwt_jwks_url`): a token is accepted
+/// once they are fetched; after the provider rotates its key, a token naming the new key id makes
+/// the gateway fetch the keys again, and it is accepted too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_fetched_from_a_url_follow_a_key_rotation() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use std::sync::{Arc, Mutex};
+    let jwks_of = |kp: &rcgen::KeyPair, kid: &str| {
+        let p = kp.public_key_raw();
+        serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": kid,
+            "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])}]})
+        .to_string()
+    };
+    let k1 = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let k2 = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    // The provider: a loopback server whose JWKS can be swapped, counting fetches.
+    let served = Arc::new(Mutex::new(jwks_of(&k1, "k1")));
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (s2, f2) = (served.clone(), fetches.clone());
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let (s, f) = (s2.clone(), f2.clone());
+            async move {
+                f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                s.lock().map(|t| t.clone()).unwrap_or_default()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let idp = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let iss = "https://idp.example/realms/hospital";
+    let aud = "v2fhir";
+    let sign = |kp: &rcgen::KeyPair, kid: &str| {
+        let rng = ring::rand::SystemRandom::new();
+        let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &kp.serialize_der(),
+            &rng,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let now = jiff::Timestamp::now().as_second();
+        let msg = format!(
+            "{}.{}",
+            B64.encode(serde_json::json!({"alg": "ES256", "kid": kid}).to_string()),
+            B64.encode(
+                serde_json::json!({"iss": iss, "aud": aud, "exp": now + 300, "sub": "lab-portal",
+                    "scope": "system/*.read"})
+                .to_string()
+            )
+        );
+        let sig = signer
+            .sign(&rng, msg.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        format!("{msg}.{}", B64.encode(sig.as_ref()))
+    };
+    let dir = gateway::scratch("jwks-url");
+    let url = format!("sqlite://{}/v2fhir.db", dir.display());
+    let mut cfg = gateway::config(&url);
+    cfg.http.jwt_jwks_url = format!("http://{idp}/jwks");
+    cfg.http.jwt_issuer = iss.into();
+    cfg.http.jwt_audience = aud.into();
+    let running = gateway::start(&cfg).await;
+    let base = format!(
+        "http://{}",
+        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+    );
+    let http = gateway::http_client();
+    let read = |token: String| {
+        http.get(format!("{base}/fhir/Patient"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched at start"
+    );
+    let r = read(sign(&k1, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 200);
+    // The provider rotates to k2. A k2 token makes the gateway fetch again (once the short
+    // guard against made-up key ids has passed) and is accepted; k1 is gone.
+    *served.lock().unwrap_or_else(|e| e.into_inner()) = jwks_of(&k2, "k2");
+    tokio::time::sleep(std::time::Duration::from_millis(5200)).await;
+    let r = read(sign(&k2, "k2"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "fetched again for k2"
+    );
+    let r = read(sign(&k1, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 401, "the rotated-out key is refused");
+    running.shutdown().await;
+}

@@ -27,12 +27,27 @@ struct Jwk {
 }
 
 /// The verifier: the provider's keys, and the issuer and audience tokens must name.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Verifier {
-    keys: Vec<Jwk>,
+    keys: std::sync::RwLock<Vec<Jwk>>,
     issuer: String,
     audience: String,
+    /// Where the keys come from when they are fetched (`http.jwt_jwks_url`).
+    url: Option<JwksUrl>,
 }
+
+/// A JWKS URL and when it was last fetched.
+#[derive(Debug)]
+struct JwksUrl {
+    url: String,
+    client: reqwest::Client,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// A token naming a key id that is not (yet) among the keys: after a rotation, fetching the
+/// keys again may find it; at most this often (tokens with made-up key ids cannot make the
+/// gateway hammer the provider).
+const REFETCH_FOR_UNKNOWN_KID: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A verified token: who, and what it may do.
 #[derive(Debug, Clone)]
@@ -56,62 +71,162 @@ impl Verifier {
 
     /// Parse a JWKS document.
     pub fn parse(text: &str, issuer: &str, audience: &str) -> Result<Verifier, String> {
-        let doc: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-        let Some(list) = doc.get("keys").and_then(Value::as_array) else {
-            return Err("not a JWKS (no \"keys\" array)".into());
-        };
-        let mut keys = Vec::new();
-        for (i, k) in list.iter().enumerate() {
-            let field = |name: &str| -> Result<Vec<u8>, String> {
-                k.get(name)
-                    .and_then(Value::as_str)
-                    .and_then(b64)
-                    .ok_or_else(|| format!("keys[{i}]: '{name}' is missing or not base64url"))
-            };
-            let key = match (
-                k.get("kty").and_then(Value::as_str),
-                k.get("crv").and_then(Value::as_str),
-            ) {
-                (Some("RSA"), _) => Key::Rsa {
-                    n: field("n")?,
-                    e: field("e")?,
-                },
-                (Some("EC"), Some(crv @ ("P-256" | "P-384"))) => {
-                    let (x, y) = (field("x")?, field("y")?);
-                    let len = if crv == "P-256" { 32 } else { 48 };
-                    if x.len() != len || y.len() != len {
-                        return Err(format!("keys[{i}]: x and y must be {len} bytes for {crv}"));
-                    }
-                    let mut point = vec![4u8];
-                    point.extend(x);
-                    point.extend(y);
-                    if crv == "P-256" {
-                        Key::P256(point)
-                    } else {
-                        Key::P384(point)
-                    }
-                }
-                (kty, crv) => {
-                    return Err(format!(
-                        "keys[{i}]: kty {kty:?} crv {crv:?} is not supported (RSA, EC P-256, EC P-384)"
-                    ));
-                }
-            };
-            keys.push(Jwk {
-                kid: k.get("kid").and_then(Value::as_str).map(str::to_string),
-                key,
-            });
-        }
-        if keys.is_empty() {
-            return Err("the JWKS has no key".into());
-        }
         Ok(Verifier {
-            keys,
+            keys: std::sync::RwLock::new(parse_keys(text)?),
             issuer: issuer.to_string(),
             audience: audience.to_string(),
+            url: None,
         })
     }
 
+    /// Keys fetched from the provider's JWKS URL (`http.jwt_jwks_url`), now and by
+    /// [`Verifier::refresh`]. A first fetch that fails is logged, not fatal: tokens are refused
+    /// until a fetch succeeds.
+    pub async fn from_url(url: &str, issuer: &str, audience: &str) -> Result<Verifier, String> {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!("'{url}' is not an http(s) URL"));
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let v = Verifier {
+            keys: std::sync::RwLock::new(Vec::new()),
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+            url: Some(JwksUrl {
+                url: url.to_string(),
+                client,
+                last: std::sync::Mutex::new(None),
+            }),
+        };
+        if let Err(e) = v.refresh().await {
+            tracing::warn!(error = %e, "the identity provider's keys could not be fetched; tokens are refused until they are");
+        }
+        Ok(v)
+    }
+
+    /// Fetch the keys again (a no-op for keys from a file). On failure the keys held stay.
+    pub async fn refresh(&self) -> Result<usize, String> {
+        let Some(u) = &self.url else {
+            return Ok(0);
+        };
+        if let Ok(mut last) = u.last.lock() {
+            *last = Some(std::time::Instant::now());
+        }
+        let r = u
+            .client
+            .get(&u.url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("GET {}: {e}", u.url))?;
+        if !r.status().is_success() {
+            return Err(format!("GET {}: HTTP {}", u.url, r.status()));
+        }
+        let text = r.text().await.map_err(|e| format!("GET {}: {e}", u.url))?;
+        let keys = parse_keys(&text).map_err(|e| format!("{}: {e}", u.url))?;
+        let n = keys.len();
+        if let Ok(mut held) = self.keys.write() {
+            *held = keys;
+        }
+        Ok(n)
+    }
+
+    /// [`Verifier::verify`] at the current time; a token whose key id is unknown makes the keys
+    /// be fetched again first (a rotation), at most every 5 s.
+    pub async fn verify_now(&self, token: &str) -> Result<Claims, String> {
+        let now = jiff::Timestamp::now().as_second();
+        if let Some(u) = &self.url
+            && let Some(kid) = kid_of(token)
+            && !self.has_kid(&kid)
+        {
+            let due = u
+                .last
+                .lock()
+                .map(|l| l.is_none_or(|t| t.elapsed() >= REFETCH_FOR_UNKNOWN_KID))
+                .unwrap_or(false);
+            if due && let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "fetching the identity provider's keys failed");
+            }
+        }
+        self.verify(token, now)
+    }
+
+    fn has_kid(&self, kid: &str) -> bool {
+        self.keys
+            .read()
+            .map(|k| k.iter().any(|j| j.kid.as_deref() == Some(kid)))
+            .unwrap_or(false)
+    }
+}
+
+/// The `kid` of a token's header, if it has one.
+fn kid_of(token: &str) -> Option<String> {
+    let header: Value =
+        b64(token.split('.').next()?).and_then(|b| serde_json::from_slice(&b).ok())?;
+    header
+        .get("kid")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// The keys of a JWKS document.
+fn parse_keys(text: &str) -> Result<Vec<Jwk>, String> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let Some(list) = doc.get("keys").and_then(Value::as_array) else {
+        return Err("not a JWKS (no \"keys\" array)".into());
+    };
+    let mut keys = Vec::new();
+    for (i, k) in list.iter().enumerate() {
+        let field = |name: &str| -> Result<Vec<u8>, String> {
+            k.get(name)
+                .and_then(Value::as_str)
+                .and_then(b64)
+                .ok_or_else(|| format!("keys[{i}]: '{name}' is missing or not base64url"))
+        };
+        let key = match (
+            k.get("kty").and_then(Value::as_str),
+            k.get("crv").and_then(Value::as_str),
+        ) {
+            (Some("RSA"), _) => Key::Rsa {
+                n: field("n")?,
+                e: field("e")?,
+            },
+            (Some("EC"), Some(crv @ ("P-256" | "P-384"))) => {
+                let (x, y) = (field("x")?, field("y")?);
+                let len = if crv == "P-256" { 32 } else { 48 };
+                if x.len() != len || y.len() != len {
+                    return Err(format!("keys[{i}]: x and y must be {len} bytes for {crv}"));
+                }
+                let mut point = vec![4u8];
+                point.extend(x);
+                point.extend(y);
+                if crv == "P-256" {
+                    Key::P256(point)
+                } else {
+                    Key::P384(point)
+                }
+            }
+            (kty, crv) => {
+                return Err(format!(
+                    "keys[{i}]: kty {kty:?} crv {crv:?} is not supported (RSA, EC P-256, EC P-384)"
+                ));
+            }
+        };
+        keys.push(Jwk {
+            kid: k.get("kid").and_then(Value::as_str).map(str::to_string),
+            key,
+        });
+    }
+    if keys.is_empty() {
+        return Err("the JWKS has no key".into());
+    }
+    Ok(keys)
+}
+
+impl Verifier {
     /// Verify `token` at `now` (seconds since the epoch). The error says what is wrong (never
     /// the token).
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, String> {
@@ -128,8 +243,11 @@ impl Verifier {
         let kid = header.get("kid").and_then(Value::as_str);
         let sig = b64(s).ok_or("the JWT signature is not base64url")?;
         let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
-        let candidates = self
-            .keys
+        let keys = self.keys.read().map(|k| k.clone()).unwrap_or_default();
+        if keys.is_empty() {
+            return Err("the identity provider's keys are not loaded (yet)".into());
+        }
+        let candidates = keys
             .iter()
             .filter(|k| kid.is_none() || k.kid.as_deref() == kid);
         let mut verified = false;
