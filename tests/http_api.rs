@@ -962,22 +962,7 @@ async fn jwt_access_tokens_of_an_identity_provider() {
         "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])}]});
     std::fs::write(dir.join("jwks.json"), jwks.to_string()).unwrap_or_else(|e| panic!("{e}"));
     let sign = |kp: &rcgen::KeyPair, header: serde_json::Value, claims: serde_json::Value| {
-        let rng = ring::rand::SystemRandom::new();
-        let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
-            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &kp.serialize_der(),
-            &rng,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let msg = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
-        let sig = signer
-            .sign(&rng, msg.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        format!("{msg}.{}", B64.encode(sig.as_ref()))
+        es256_jwt(kp, &header, &claims)
     };
     let now = jiff::Timestamp::now().as_second();
     let claims = |aud: &str, iss: &str, exp: i64, scope: &str| {
@@ -1124,27 +1109,13 @@ async fn jwks_fetched_from_a_url_follow_a_key_rotation() {
     let iss = "https://idp.example/realms/hospital";
     let aud = "v2fhir";
     let sign = |kp: &rcgen::KeyPair, kid: &str| {
-        let rng = ring::rand::SystemRandom::new();
-        let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
-            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &kp.serialize_der(),
-            &rng,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
         let now = jiff::Timestamp::now().as_second();
-        let msg = format!(
-            "{}.{}",
-            B64.encode(serde_json::json!({"alg": "ES256", "kid": kid}).to_string()),
-            B64.encode(
-                serde_json::json!({"iss": iss, "aud": aud, "exp": now + 300, "sub": "lab-portal",
-                    "scope": "system/*.read"})
-                .to_string()
-            )
-        );
-        let sig = signer
-            .sign(&rng, msg.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        format!("{msg}.{}", B64.encode(sig.as_ref()))
+        es256_jwt(
+            kp,
+            &serde_json::json!({"alg": "ES256", "kid": kid}),
+            &serde_json::json!({"iss": iss, "aud": aud, "exp": now + 300, "sub": "lab-portal",
+                "scope": "system/*.read"}),
+        )
     };
     let dir = gateway::scratch("jwks-url");
     let url = format!("sqlite://{}/v2fhir.db", dir.display());
@@ -1190,4 +1161,26 @@ async fn jwks_fetched_from_a_url_follow_a_key_rotation() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status().as_u16(), 401, "the rotated-out key is refused");
     running.shutdown().await;
+}
+
+/// A JWT signed ES256 with `kp` (a P-256 key from rcgen), as an identity provider issues it.
+fn es256_jwt(kp: &rcgen::KeyPair, header: &Value, claims: &Value) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let rng = ring::rand::SystemRandom::new();
+    let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &kp.serialize_der(),
+        &rng,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let msg = format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    );
+    let sig = signer
+        .sign(&rng, msg.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    format!("{msg}.{}", B64.encode(sig.as_ref()))
 }

@@ -407,6 +407,27 @@ async fn conditional_updates_let_the_upstream_assign_ids() {
     }
 }
 
+/// A data-quality problem made upstream on purpose: two Patients with the MR number `mrn`, so
+/// a conditional update on it is refused (412, multiple matches). Their ids.
+async fn two_patients_upstream(web: &reqwest::Client, up: &Sekmet, mrn: &str) -> Vec<String> {
+    let mut created = Vec::new();
+    for _ in 0..2 {
+        let body = serde_json::json!({"resourceType": "Patient",
+            "identifier": [{"system": format!("urn:oid:{OID}"), "value": mrn}]});
+        let r = web
+            .post(format!("{}/Patient", up.base()))
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.status().is_success(), "{}", r.status());
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("{e}"));
+        created.push(v["id"].as_str().unwrap_or_default().to_string());
+    }
+    created
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_message_is_dead_then_delivered_after_the_fix() {
     if !sekmet::available() {
@@ -418,21 +439,7 @@ async fn a_refused_message_is_dead_then_delivered_after_the_fix() {
         // A data-quality problem upstream: two Patient records share one MR number, so a
         // conditional update on it is refused (412, multiple matches).
         let dup = format!("DUP-{backend}");
-        let mut created = Vec::new();
-        for _ in 0..2 {
-            let body = serde_json::json!({"resourceType": "Patient",
-                "identifier": [{"system": format!("urn:oid:{OID}"), "value": dup}]});
-            let r = web
-                .post(format!("{}/Patient", up.base()))
-                .header("content-type", "application/fhir+json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert!(r.status().is_success(), "{}", r.status());
-            let v: Value = r.json().await.unwrap_or_else(|e| panic!("{e}"));
-            created.push(v["id"].as_str().unwrap_or_default().to_string());
-        }
+        let created = two_patients_upstream(&web, &up, &dup).await;
         let mut cfg = upstream_config(&url, &up.base());
         cfg.upstream.conditional = "Patient".into();
         cfg.sink.ack = "after-upstream".into();
@@ -534,18 +541,7 @@ async fn a_refused_message_is_dead_then_delivered_after_the_fix() {
         // A FHIR write refused upstream under `after-upstream`: 502 with the upstream's reason,
         // not 201 (two upstream Patients share the identifier, so the conditional PUT is 412).
         let dup2 = format!("DUP2-{backend}");
-        for _ in 0..2 {
-            let body = serde_json::json!({"resourceType": "Patient",
-                "identifier": [{"system": format!("urn:oid:{OID}"), "value": dup2}]});
-            let r = web
-                .post(format!("{}/Patient", up.base()))
-                .header("content-type", "application/fhir+json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert!(r.status().is_success(), "{}", r.status());
-        }
+        two_patients_upstream(&web, &up, &dup2).await;
         let w = web
             .post(format!("http://{http}/fhir/Patient"))
             .header("content-type", "application/fhir+json")
