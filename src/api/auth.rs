@@ -206,18 +206,21 @@ pub async fn check(State(auth): State<Option<Arc<Auth>>>, req: Request, next: Ne
             kind.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
     // A token of the tokens file, else a JWT the identity provider signed.
-    let found: Result<(String, Vec<Scope>), String> = match token {
+    let found: Result<Client, String> = match token {
         None => Err("this endpoint needs Authorization: Bearer TOKEN".into()),
         Some(t) => match auth.tokens.as_ref().and_then(|c| c.client(t)) {
-            Some(c) => Ok((c.name.clone(), c.scopes.clone())),
+            Some(c) => Ok(c.clone()),
             None => match &auth.jwt {
-                Some(v) if t.contains('.') => v.verify_now(t).await.map(|c| (c.client, c.scopes)),
+                Some(v) if t.contains('.') => v.verify_now(t).await.map(|c| Client {
+                    name: c.client,
+                    scopes: c.scopes,
+                }),
                 _ => Err("the bearer token is not known".into()),
             },
         },
     };
     let client = match found {
-        Ok((name, scopes)) => Client { name, scopes },
+        Ok(c) => c,
         Err(why) => {
             let mut res = ApiError::new(StatusCode::UNAUTHORIZED, "login", why).into_response();
             res.headers_mut().insert(

@@ -201,38 +201,44 @@ async fn run(
     types: &[String],
     since: Option<&str>,
 ) -> Result<Vec<(String, u64)>, String> {
-    use std::io::Write;
+    use tokio::io::AsyncWriteExt;
     let mut outputs = Vec::new();
     for (n, ty) in types.iter().enumerate() {
         let mut pairs = vec![("_count".to_string(), "1000".to_string())];
         if let Some(s) = since {
             pairs.push(("_lastUpdated".into(), format!("ge{s}")));
         }
-        let mut q =
-            crate::fhir::search::query::parse(ty, &pairs, true).map_err(|e| e.to_string())?;
+        let mut q = crate::fhir::search::query::parse(ty, &pairs, true)
+            .map_err(|e| format!("{ty}: {e}"))?;
         let path = dir.join(format!("{ty}.ndjson"));
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?,
-        );
+        let io = |e: std::io::Error| format!("{}: {e}", path.display());
+        let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
         let mut count = 0u64;
+        // A page (up to 1,000 resources) at a time: one write each, off the blocking path.
+        let mut page_text = Vec::new();
         loop {
-            let page = store.search(&q, false).await.map_err(|e| e.to_string())?;
+            let page = store
+                .search(&q, false)
+                .await
+                .map_err(|e| format!("reading {ty}: {e}"))?;
+            page_text.clear();
             for r in &page.matches {
-                serde_json::to_writer(&mut file, &r.to_json()).map_err(|e| e.to_string())?;
-                file.write_all(b"\n").map_err(|e| e.to_string())?;
+                serde_json::to_writer(&mut page_text, &r.to_json())
+                    .map_err(|e| format!("{ty}/{}: {e}", r.id))?;
+                page_text.push(b'\n');
                 count += 1;
             }
+            file.write_all(&page_text).await.map_err(io)?;
             match page.next {
                 Some(after) => q.after = Some(after),
                 None => break,
             }
         }
-        file.flush()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.flush().await.map_err(io)?;
         if count > 0 {
             outputs.push((ty.clone(), count));
         } else {
-            let _ = std::fs::remove_file(&path);
+            let _ = tokio::fs::remove_file(&path).await;
         }
         exports.set(
             job,
@@ -316,7 +322,8 @@ pub async fn file(
             format!("no export file {id}/{name}"),
         ));
     }
-    let bytes = tokio::fs::read(state.export_dir.join(&id).join(&name))
+    // Streamed: an export file can be far larger than what should sit in memory.
+    let file = tokio::fs::File::open(state.export_dir.join(&id).join(&name))
         .await
         .map_err(|_| {
             ApiError::new(
@@ -331,7 +338,7 @@ pub async fn file(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/fhir+ndjson"),
         )],
-        bytes,
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
     )
         .into_response())
 }

@@ -106,14 +106,14 @@ fn fhir_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-fn http_date(us: i64) -> String {
+pub(crate) fn http_date(us: i64) -> String {
     match jiff::Timestamp::from_microsecond(us) {
         Ok(t) => t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string(),
         Err(_) => "Thu, 01 Jan 1970 00:00:00 GMT".into(),
     }
 }
 
-fn etag(version: i64) -> String {
+pub(crate) fn etag(version: i64) -> String {
     format!("W/\"{version}\"")
 }
 

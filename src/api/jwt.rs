@@ -162,6 +162,30 @@ impl Verifier {
     }
 }
 
+/// Does `sig` over `signed` verify with `key` under `alg`? Only RS256, RS384, ES256, ES384.
+fn signature_ok(alg: &str, key: &Key, signed: &[u8], sig: &[u8]) -> bool {
+    use ring::signature as rs;
+    match (alg, key) {
+        ("RS256", Key::Rsa { n, e }) => rs::RsaPublicKeyComponents { n, e }
+            .verify(&rs::RSA_PKCS1_2048_8192_SHA256, signed, sig)
+            .is_ok(),
+        ("RS384", Key::Rsa { n, e }) => rs::RsaPublicKeyComponents { n, e }
+            .verify(&rs::RSA_PKCS1_2048_8192_SHA384, signed, sig)
+            .is_ok(),
+        ("ES256", Key::P256(point)) => {
+            rs::UnparsedPublicKey::new(&rs::ECDSA_P256_SHA256_FIXED, point)
+                .verify(signed, sig)
+                .is_ok()
+        }
+        ("ES384", Key::P384(point)) => {
+            rs::UnparsedPublicKey::new(&rs::ECDSA_P384_SHA384_FIXED, point)
+                .verify(signed, sig)
+                .is_ok()
+        }
+        _ => false,
+    }
+}
+
 /// The `kid` of a token's header, if it has one.
 fn kid_of(token: &str) -> Option<String> {
     let header: Value =
@@ -243,40 +267,19 @@ impl Verifier {
         let kid = header.get("kid").and_then(Value::as_str);
         let sig = b64(s).ok_or("the JWT signature is not base64url")?;
         let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
-        let keys = self.keys.read().map(|k| k.clone()).unwrap_or_default();
-        if keys.is_empty() {
-            return Err("the identity provider's keys are not loaded (yet)".into());
-        }
-        let candidates = keys
-            .iter()
-            .filter(|k| kid.is_none() || k.kid.as_deref() == kid);
-        let mut verified = false;
-        for k in candidates {
-            use ring::signature as rs;
-            let ok = match (alg, &k.key) {
-                ("RS256", Key::Rsa { n, e }) => rs::RsaPublicKeyComponents { n, e }
-                    .verify(&rs::RSA_PKCS1_2048_8192_SHA256, signed, &sig)
-                    .is_ok(),
-                ("RS384", Key::Rsa { n, e }) => rs::RsaPublicKeyComponents { n, e }
-                    .verify(&rs::RSA_PKCS1_2048_8192_SHA384, signed, &sig)
-                    .is_ok(),
-                ("ES256", Key::P256(point)) => {
-                    rs::UnparsedPublicKey::new(&rs::ECDSA_P256_SHA256_FIXED, point)
-                        .verify(signed, &sig)
-                        .is_ok()
-                }
-                ("ES384", Key::P384(point)) => {
-                    rs::UnparsedPublicKey::new(&rs::ECDSA_P384_SHA384_FIXED, point)
-                        .verify(signed, &sig)
-                        .is_ok()
-                }
-                _ => false,
-            };
-            if ok {
-                verified = true;
-                break;
+        // The keys are only read here (no await): no copy of them per token.
+        let verified = {
+            let keys = self
+                .keys
+                .read()
+                .map_err(|_| "the identity provider's keys are unavailable (a fetch panicked)")?;
+            if keys.is_empty() {
+                return Err("the identity provider's keys are not loaded (yet)".into());
             }
-        }
+            keys.iter()
+                .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
+                .any(|k| signature_ok(alg, &k.key, signed, &sig))
+        };
         if !verified {
             return Err(match alg {
                 "RS256" | "RS384" | "ES256" | "ES384" => {

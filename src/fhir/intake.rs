@@ -354,8 +354,9 @@ fn content_id(ty: &str, r: &Map<String, Value>) -> String {
     )
 }
 
-/// Replace every `reference` naming a `fullUrl` of the submission with `Type/id`.
-fn resolve_references(v: &mut Value, map: &HashMap<String, String>) {
+/// Replace every `reference` found in `map` with what it maps to (a `fullUrl` of the submission,
+/// or a conditional reference, with `Type/id`).
+pub(crate) fn resolve_references(v: &mut Value, map: &HashMap<String, String>) {
     match v {
         Value::Object(o) => {
             for (k, child) in o.iter_mut() {
@@ -376,8 +377,8 @@ fn resolve_references(v: &mut Value, map: &HashMap<String, String>) {
 
 /// The row and the plan for a submission (`raw`: a `transaction` or `batch` Bundle, as received).
 pub fn prepare(raw: &[u8], received_at: i64, validate_resources: bool) -> Prepared {
-    let plan = plan(raw, validate_resources);
-    let (plan, bundle) = plan;
+    let hash = content_hash(raw);
+    let (plan, bundle) = plan(raw, &hash, validate_resources);
     let stored_any = plan.status.is_none() && plan.entries.iter().any(|e| e.status.is_none());
     let refused_any = plan.status.is_some() || plan.entries.iter().any(|e| e.status.is_some());
     // Malformed (400) is rejected, as a v2 message that is not HL7 is; a well-formed submission
@@ -402,12 +403,13 @@ pub fn prepare(raw: &[u8], received_at: i64, validate_resources: bool) -> Prepar
         }
     }
     let diagnostics = refused_any.then(|| outcome_of(issues).to_string());
-    let (output, resources) = match (&bundle, outcome) {
-        (Some(b), Outcome::Accept) if stored_any => {
+    // A Bundle to store exists only when an entry is stored (so the request is accepted).
+    let (output, resources) = match &bundle {
+        Some(b) => {
             let (text, resources) = NewResource::from_bundle(b);
             (Some(text), resources)
         }
-        _ => (None, Vec::new()),
+        None => (None, Vec::new()),
     };
     let ack = serde_json::to_string(&plan).unwrap_or_default();
     Prepared {
@@ -425,7 +427,7 @@ pub fn prepare(raw: &[u8], received_at: i64, validate_resources: bool) -> Prepar
                 _ => MESSAGE_TYPE_TRANSACTION.into(),
             },
             charset: "UTF-8".into(),
-            content_hash: content_hash(raw),
+            content_hash: hash,
             status,
             ack_code: match outcome {
                 Outcome::Accept => "AA",
@@ -446,7 +448,7 @@ pub fn prepare(raw: &[u8], received_at: i64, validate_resources: bool) -> Prepar
 }
 
 /// Decide every entry; the Bundle to store (PUT/DELETE by id) when anything is stored.
-fn plan(raw: &[u8], validate_resources: bool) -> (Plan, Option<Value>) {
+fn plan(raw: &[u8], hash: &str, validate_resources: bool) -> (Plan, Option<Value>) {
     let whole = |status: u16, code: &str, text: String| Plan {
         kind: String::new(),
         status: Some(status),
@@ -663,7 +665,7 @@ fn plan(raw: &[u8], validate_resources: bool) -> (Plan, Option<Value>) {
     let bundle = (!stored.is_empty()).then(|| {
         json!({
             "resourceType": "Bundle",
-            "id": ids::resource_id("Bundle", "fhir", "", &[&content_hash(raw)]),
+            "id": ids::resource_id("Bundle", "fhir", "", &[hash]),
             "type": "transaction",
             "entry": stored,
         })

@@ -79,26 +79,26 @@ struct Done {
     outcome: Option<Value>,
 }
 
+impl Done {
+    /// An answer with no resource behind it: a status, maybe a location and an outcome.
+    fn bare(code: u16, location: Option<String>, outcome: Option<Value>) -> Done {
+        Done {
+            code,
+            location,
+            version: None,
+            last_updated: None,
+            resource: None,
+            outcome,
+        }
+    }
+}
+
 async fn settle(state: &AppState, e: &EntryPlan, message: i64) -> Result<Done, ApiError> {
     if let Some(code) = e.status {
-        return Ok(Done {
-            code,
-            location: None,
-            version: None,
-            last_updated: None,
-            resource: None,
-            outcome: e.outcome.clone(),
-        });
+        return Ok(Done::bare(code, None, e.outcome.clone()));
     }
     if e.method == "DELETE" {
-        return Ok(Done {
-            code: 204,
-            location: None,
-            version: None,
-            last_updated: None,
-            resource: None,
-            outcome: None,
-        });
+        return Ok(Done::bare(204, None, None));
     }
     let store = state.pipeline.store();
     match store.read_resource(&e.resource_type, &e.id).await? {
@@ -122,27 +122,21 @@ async fn settle(state: &AppState, e: &EntryPlan, message: i64) -> Result<Done, A
             })
         }
         // A read of what is not (or no longer) here.
-        _ if e.method == "GET" => Ok(Done {
-            code: 404,
-            location: None,
-            version: None,
-            last_updated: None,
-            resource: None,
-            outcome: Some(crate::api::outcome(
+        _ if e.method == "GET" => Ok(Done::bare(
+            404,
+            None,
+            Some(crate::api::outcome(
                 "error",
                 "not-found",
                 &format!("{}/{} is not known", e.resource_type, e.id),
             )),
-        }),
+        )),
         // Not kept here (sink mode `upstream`), or deleted again since: accepted and queued.
-        _ => Ok(Done {
-            code: 202,
-            location: Some(format!("{}/{}", e.resource_type, e.id)),
-            version: None,
-            last_updated: None,
-            resource: None,
-            outcome: None,
-        }),
+        _ => Ok(Done::bare(
+            202,
+            Some(format!("{}/{}", e.resource_type, e.id)),
+            None,
+        )),
     }
 }
 
@@ -180,7 +174,8 @@ async fn submit(state: &AppState, raw: Vec<u8>) -> Result<(Plan, i64), ApiError>
                 format!("message {}: no decision was stored with it", c.id),
             )
         })?;
-    // A repeat answers as the first did, for the versions the first one wrote.
+    // A FHIR request is a duplicate only when another replica received the same bytes in the
+    // same microsecond; it is then answered for the versions the first one wrote.
     Ok((plan, c.duplicate_of.unwrap_or(c.id)))
 }
 
@@ -255,25 +250,6 @@ fn conditional_refs(v: &Value, out: &mut Vec<String>) {
     }
 }
 
-fn replace_refs(v: &mut Value, map: &std::collections::HashMap<String, String>) {
-    match v {
-        Value::Object(o) => {
-            for (k, child) in o.iter_mut() {
-                if k == "reference"
-                    && let Value::String(r) = child
-                    && let Some(to) = map.get(r.as_str())
-                {
-                    *r = to.clone();
-                } else {
-                    replace_refs(child, map);
-                }
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| replace_refs(x, map)),
-        _ => {}
-    }
-}
-
 fn precondition_failed(at: &str, ty: &str, query: &str) -> ApiError {
     ApiError::new(
         StatusCode::PRECONDITION_FAILED,
@@ -296,34 +272,37 @@ async fn resolve_conditions(state: &AppState, raw: Vec<u8>) -> Result<Vec<u8>, A
         let r = &e["request"];
         r.get("ifNoneExist").is_some() || r["url"].as_str().is_some_and(|u| u.contains('?'))
     };
+    // Every condition holds a `?` (a conditional URL or reference) or is an `ifNoneExist`: a
+    // write with neither — most of them — goes on without being parsed here.
+    if !raw.contains(&b'?') && memchr::memmem::find(&raw, b"ifNoneExist").is_none() {
+        return Ok(raw);
+    }
     let Ok(mut body) = serde_json::from_slice::<Value>(&raw) else {
         return Ok(raw);
     };
-    let has_conditional_refs = body["entry"].as_array().is_some_and(|es| {
-        es.iter().any(|e| {
-            let mut found = Vec::new();
-            conditional_refs(&e["resource"], &mut found);
-            !found.is_empty()
-        })
-    });
-    if !has_conditional_refs
-        && !body["entry"]
-            .as_array()
-            .is_some_and(|es| es.iter().any(conditional))
-    {
-        return Ok(raw);
-    }
     let Some(entries) = body["entry"].as_array_mut() else {
         return Ok(raw);
     };
+    // The conditional references of each entry's resource.
+    let refs: Vec<(usize, Vec<String>)> = entries
+        .iter()
+        .enumerate()
+        .map(|(n, e)| {
+            let mut found = Vec::new();
+            conditional_refs(&e["resource"], &mut found);
+            (n, found)
+        })
+        .filter(|(_, found)| !found.is_empty())
+        .collect();
+    if refs.is_empty() && !entries.iter().any(conditional) {
+        return Ok(raw);
+    }
     // Conditional references (`"reference": "Patient?identifier=sys|val"`): the resource the
     // search finds, by its id — how a device backend points at a patient it knows by MRN. No
     // match: 412 (there is nothing to point at); several: 412.
-    if has_conditional_refs {
+    if !refs.is_empty() {
         let mut resolved: std::collections::HashMap<String, String> = Default::default();
-        for (n, e) in entries.iter().enumerate() {
-            let mut found = Vec::new();
-            conditional_refs(&e["resource"], &mut found);
+        for (n, found) in refs {
             for r in found {
                 if resolved.contains_key(&r) {
                     continue;
@@ -349,7 +328,7 @@ async fn resolve_conditions(state: &AppState, raw: Vec<u8>) -> Result<Vec<u8>, A
         }
         for e in entries.iter_mut() {
             if let Some(res) = e.get_mut("resource") {
-                replace_refs(res, &resolved);
+                intake::resolve_references(res, &resolved);
             }
         }
     }
@@ -481,7 +460,7 @@ pub async fn post_bundle(
             response["location"] = json!(l);
         }
         if let Some(v) = d.version {
-            response["etag"] = json!(format!("W/\"{v}\""));
+            response["etag"] = json!(crate::api::fhir::etag(v));
         }
         if let Some(t) = d.last_updated {
             response["lastModified"] = json!(crate::fhir::datetime::instant_from_micros(t));
@@ -550,15 +529,13 @@ async fn single(state: &AppState, headers: &HeaderMap, raw: Vec<u8>) -> Result<R
         set_header(&mut res, header::LOCATION, &format!("{base}/{l}"));
     }
     if let Some(v) = d.version {
-        set_header(&mut res, header::ETAG, &format!("W/\"{v}\""));
+        set_header(&mut res, header::ETAG, &crate::api::fhir::etag(v));
     }
-    if let Some(t) = d.last_updated
-        && let Ok(ts) = jiff::Timestamp::from_microsecond(t)
-    {
+    if let Some(t) = d.last_updated {
         set_header(
             &mut res,
             header::LAST_MODIFIED,
-            &ts.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            &crate::api::fhir::http_date(t),
         );
     }
     set_header(
