@@ -1,6 +1,7 @@
 //! Sources: where messages come in. Each source frames bytes and hands them to the ingest
-//! pipeline; none of them parses HL7, converts, stores or builds ACKs (the FHIR source reads back
-//! the versions the commit wrote, to answer).
+//! pipeline; none of them parses HL7, converts, stores or builds ACKs. The FHIR source also reads
+//! the store: it searches for a request's conditions before submitting it, and reads back the
+//! versions the commit wrote, to answer.
 
 pub mod fhir;
 pub mod file;
