@@ -38,6 +38,95 @@ pub struct Config {
     pub upstream: UpstreamSection,
     /// `[file]`
     pub file: FileSection,
+    /// `[forward]`
+    pub forward: ForwardSection,
+}
+
+/// `[forward]`: accepted HL7 v2 messages passed on, as received, to a downstream MLLP system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardSection {
+    /// The receiver's `host:port`; empty (the default) disables forwarding.
+    pub mllp: String,
+    /// Comma-separated MSH-9 patterns (`ADT^*,ORU^R01`); empty: every type.
+    pub types: String,
+    /// Also forward messages whose FHIR conversion failed (answered AE).
+    pub include_errors: bool,
+    /// Longest wait for the receiver's ACK.
+    pub timeout_secs: u64,
+    /// Longest wait for a connection.
+    pub connect_timeout_secs: u64,
+    /// Longest pause between attempts at one message (the pause doubles from 1 s).
+    pub retry_max_secs: u64,
+    /// PEM CA certificates: set, MLLP over TLS, the receiver's certificate checked against them.
+    pub tls_ca: Option<PathBuf>,
+    /// The name the receiver's certificate must carry; empty: the host of `mllp`.
+    pub tls_server_name: String,
+    /// PEM client certificate chain and key, for receivers that require one.
+    pub tls_cert: Option<PathBuf>,
+    /// Key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ForwardSection {
+    fn default() -> Self {
+        ForwardSection {
+            mllp: String::new(),
+            types: String::new(),
+            include_errors: false,
+            timeout_secs: 30,
+            connect_timeout_secs: 10,
+            retry_max_secs: 60,
+            tls_ca: None,
+            tls_server_name: String::new(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl ForwardSection {
+    /// TLS toward the receiver, if `tls_ca` is set (reads the files).
+    pub fn tls(&self) -> Result<Option<crate::sinks::forward::ForwardTls>, ConfigError> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let client = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "forward.tls_cert and forward.tls_key must be given together".into(),
+                ));
+            }
+        };
+        let name = if self.tls_server_name.is_empty() {
+            // The host of host:port (an IPv6 literal in brackets loses them).
+            self.mllp
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+                .unwrap_or(&self.mllp)
+        } else {
+            &self.tls_server_name
+        };
+        crate::sinks::forward::ForwardTls::new(ca, client, name)
+            .map(Some)
+            .map_err(|e| ConfigError(format!("forward.tls: {e}")))
+    }
+
+    /// What a commit queues, if forwarding is on.
+    pub fn filter(&self) -> Option<crate::store::ForwardFilter> {
+        (!self.mllp.is_empty()).then(|| crate::store::ForwardFilter {
+            types: self
+                .types
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect(),
+            include_errors: self.include_errors,
+        })
+    }
 }
 
 /// `[file]`: HL7 v2 files dropped into a directory.
@@ -369,6 +458,7 @@ impl Default for LogSection {
 
 const SECTIONS: &[&str] = &[
     "store", "mllp", "http", "mappings", "convert", "pipeline", "log", "sink", "upstream", "file",
+    "forward",
 ];
 
 /// Why the configuration is unusable.
@@ -479,6 +569,23 @@ impl Config {
             return Err(ConfigError(
                 "http.jwt_jwks_file or jwt_jwks_url needs http.jwt_issuer and http.jwt_audience (tokens are checked against both)".into(),
             ));
+        }
+        if !self.forward.mllp.is_empty() {
+            use std::net::ToSocketAddrs;
+            if self.forward.mllp.to_socket_addrs().is_err() {
+                return Err(ConfigError(format!(
+                    "forward.mllp '{}' is not host:port",
+                    self.forward.mllp
+                )));
+            }
+            self.forward.tls()?;
+            for t in self.forward.types.split(',').map(str::trim) {
+                if !t.is_empty() && (t.contains('|') || t.starts_with('^')) {
+                    return Err(ConfigError(format!(
+                        "forward.types: '{t}' is not an MSH-9 pattern such as ADT^A01 or ADT^*"
+                    )));
+                }
+            }
         }
         if self.http.tls_client_ca.is_some() && self.http.tls_cert.is_none() {
             return Err(ConfigError(
@@ -685,6 +792,8 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The delivery worker; stopped after the pipeline has drained.
     worker: Option<tokio::task::JoinHandle<()>>,
+    /// The MLLP forwarder; stopped after the pipeline has drained.
+    forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -700,6 +809,9 @@ impl Running {
         // leaves the rest in the outbox for the next start.
         if let Some(w) = self.worker {
             let _ = w.await;
+        }
+        if let Some(f) = self.forwarder {
+            let _ = f.await;
         }
         self.pipeline.store().close().await;
     }
@@ -784,7 +896,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     crate::store::set_wal_buffer(cfg.store.wal_buffer);
     let store = Store::open(&cfg.store.url, cfg.durability()?)
         .await?
-        .with_sinks(sinks);
+        .with_sinks(sinks)
+        .with_forward(cfg.forward.filter());
     let pipeline = Pipeline::start(plan, store.clone(), cfg.ingest()?);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -802,6 +915,25 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         upstream = Some(u);
     }
 
+    // The MLLP forwarder. On `stop` it finishes the exchange in flight (recording the answer);
+    // what is still queued waits in the store for the next start.
+    // The MLLP forwarder. On `stop` it finishes the exchange in flight (recording the answer);
+    // what is still queued waits in the store for the next start.
+    let mut forwarder = None;
+    if !cfg.forward.mllp.is_empty() {
+        let fcfg = crate::sinks::forward::ForwardConfig {
+            addr: cfg.forward.mllp.clone(),
+            timeout: Duration::from_secs(cfg.forward.timeout_secs.max(1)),
+            connect_timeout: Duration::from_secs(cfg.forward.connect_timeout_secs.max(1)),
+            retry_max: Duration::from_secs(cfg.forward.retry_max_secs.max(1)),
+            tls: cfg.forward.tls()?,
+        };
+        forwarder = Some(tokio::spawn(crate::sinks::forward::run(
+            fcfg,
+            store.clone(),
+            stop_rx.clone(),
+        )));
+    }
     let mut mllp_addr = None;
     if !cfg.mllp.listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&cfg.mllp.listen)
@@ -1032,6 +1164,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         stop,
         tasks,
         worker,
+        forwarder,
     })
 }
 

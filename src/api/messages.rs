@@ -182,6 +182,19 @@ pub async fn get_one(
         } else if m.status == Status::Delivered {
             o.insert("delivery".into(), json!({"state": "delivered"}));
         }
+        if let Some(f) = state.pipeline.store().forward_state(id).await? {
+            o.insert(
+                "forward".into(),
+                json!({
+                    "state": f.state,
+                    "attempts": f.attempts,
+                    "next_attempt_at": f.next_attempt_at.map(rfc3339),
+                    "last_error": f.last_error,
+                    "ack": f.ack,
+                    "sent_at": f.sent_at.map(rfc3339),
+                }),
+            );
+        }
     }
     Ok(Json(v))
 }
@@ -417,6 +430,16 @@ pub async fn health(State(state): State<AppState>) -> Response {
             },
         });
     }
+    // Nor does a downstream MLLP receiver that is down: messages wait in the forwarding queue.
+    if store.forward_filter().is_some() {
+        let stats = store.forward_stats().await.unwrap_or_default();
+        let now = crate::store::now_micros();
+        body["forward"] = json!({
+            "pending": stats.pending,
+            "dead": stats.dead,
+            "oldest_pending_age_secs": stats.oldest_pending.map(|t| ((now - t).max(0) as f64 / 1e6).round()),
+        });
+    }
     // Like the upstream, the file source does not make the gateway unready.
     if let Some((dir, status)) = &state.file {
         body["file"] = status.to_json(dir);
@@ -444,6 +467,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!("v2fhir_outbox_dead").set(o.dead as f64);
         metrics::gauge!("v2fhir_outbox_oldest_pending_seconds").set(
             o.oldest_pending
+                .map(|t| (now - t).max(0) as f64 / 1e6)
+                .unwrap_or(0.0),
+        );
+    }
+    if state.pipeline.store().forward_filter().is_some()
+        && let Ok(f) = state.pipeline.store().forward_stats().await
+    {
+        let now = crate::store::now_micros();
+        metrics::gauge!("v2fhir_forward_pending").set(f.pending as f64);
+        metrics::gauge!("v2fhir_forward_dead").set(f.dead as f64);
+        metrics::gauge!("v2fhir_forward_oldest_pending_seconds").set(
+            f.oldest_pending
                 .map(|t| (now - t).max(0) as f64 / 1e6)
                 .unwrap_or(0.0),
         );

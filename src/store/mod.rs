@@ -41,6 +41,7 @@ macro_rules! write_tx {
 }
 
 mod exec;
+pub mod forward;
 mod nodelay;
 pub mod outbox;
 pub mod packed;
@@ -48,6 +49,7 @@ mod query;
 pub mod resources;
 mod sql;
 pub use exec::set_wal_buffer;
+pub use forward::{ForwardClaim, ForwardFilter, ForwardState, ForwardStats};
 pub use outbox::{Claimed, DeliveryState, OutboxStats, prune_older_than};
 pub use query::{MessageFilter, MessagePage};
 pub use resources::{NewResource, ResourceRow};
@@ -293,6 +295,10 @@ pub struct Store {
     sinks: Sinks,
     /// Woken after a commit that wrote outbox rows (the delivery worker waits on it).
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
+    /// `[forward]`: which messages a commit queues for the downstream MLLP system.
+    forward: Option<std::sync::Arc<ForwardFilter>>,
+    /// Woken after commits when forwarding is on (the forwarder waits on it).
+    forward_signal: std::sync::Arc<tokio::sync::Notify>,
     /// SQLite: the connection writes run on (see [`exec`] and [`write_tx!`]).
     lite: Option<std::sync::Arc<std::sync::Mutex<exec::Lite>>>,
     /// SQLite: the connections resource reads run on (see [`Readers`]).
@@ -466,6 +472,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (2, include_str!("sqlite_2.sql")),
     (3, include_str!("sqlite_3.sql")),
     (4, include_str!("sqlite_4.sql")),
+    (5, include_str!("sqlite_5.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("postgres.sql")),
@@ -473,6 +480,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (3, include_str!("postgres_3.sql")),
     (4, include_str!("postgres_4.sql")),
     (5, include_str!("postgres_5.sql")),
+    (6, include_str!("postgres_6.sql")),
 ];
 
 /// Columns read by [`StoredMessage::from_row`], in order.
@@ -630,6 +638,8 @@ impl Store {
             backend,
             sinks: Sinks::default(),
             outbox_signal: Default::default(),
+            forward: None,
+            forward_signal: Default::default(),
             lite: None,
             readers: None,
             wal_restart: Default::default(),
@@ -817,7 +827,8 @@ impl Store {
         let rows: Vec<&NewMessage> = batch.iter().map(|m| m.borrow()).collect();
         let runs = split_runs(&rows);
         let has_resources = rows.iter().any(|m| !m.resources.is_empty());
-        let writes_more = has_resources && (self.sinks.local || self.sinks.upstream);
+        let writes_more =
+            (has_resources && (self.sinks.local || self.sinks.upstream)) || self.forward.is_some();
         if let ([run], false, None) = (runs.as_slice(), writes_more, &self.lite) {
             // PostgreSQL: one run is one INSERT statement, atomic on its own, so no BEGIN/COMMIT
             // round trips.
@@ -829,6 +840,9 @@ impl Store {
         let out = write_tx!(self, |c| self.commit_runs(c, &runs))?;
         if self.sinks.upstream && out.iter().any(|c| c.status == Status::Converted) {
             self.outbox_signal.notify_one();
+        }
+        if self.forward.is_some() {
+            self.forward_signal.notify_one();
         }
         Ok(out)
     }
@@ -865,6 +879,9 @@ impl Store {
         });
         if out.is_ok() && converted && self.sinks.upstream {
             self.outbox_signal.notify_one();
+        }
+        if out.is_ok() && self.forward.is_some() {
+            self.forward_signal.notify_one();
         }
         Some(out)
     }
@@ -1027,6 +1044,7 @@ impl Store {
         let mut committed = Vec::with_capacity(decided.len());
         let mut resources: Vec<(i64, &NewResource)> = Vec::new();
         let mut outbox_rows: Vec<(i64, String)> = Vec::new();
+        let mut forward_ids: Vec<i64> = Vec::new();
         for d in decided {
             let key = (
                 d.m.sending_application.clone(),
@@ -1047,6 +1065,11 @@ impl Store {
                     ));
                 }
             }
+            if let Some(f) = &self.forward
+                && f.wants(d.status, &d.m.message_type)
+            {
+                forward_ids.push(id);
+            }
             committed.push(Committed {
                 id,
                 status: d.status,
@@ -1058,6 +1081,9 @@ impl Store {
         resources::apply(conn, &resources, now).await?;
         if !outbox_rows.is_empty() {
             outbox::enqueue(conn, &outbox_rows, now).await?;
+        }
+        if !forward_ids.is_empty() {
+            forward::enqueue(conn, &forward_ids, now).await?;
         }
         Ok(committed)
     }
@@ -1113,6 +1139,9 @@ impl Store {
         if queued {
             self.outbox_signal.notify_one();
         }
+        if found && self.forward.is_some() {
+            self.forward_signal.notify_one();
+        }
         Ok(found.then_some(requeued))
     }
 
@@ -1144,6 +1173,21 @@ impl Store {
             )
             .await?
             == 1;
+        // Forwarding: a message now accepted is queued (one refused downstream, queued again).
+        if found && let Some(f) = &self.forward {
+            let rows = conn
+                .fetch(
+                    "read a message type",
+                    "SELECT message_type FROM messages WHERE id = $1",
+                    &[Arg::Int(id)],
+                )
+                .await?;
+            if let Some(r) = rows.first()
+                && f.wants(status, &exec::Cols::text(r, 0)?)
+            {
+                forward::enqueue(conn, &[id], now_micros()).await?;
+            }
+        }
         let mut queued = false;
         let mut requeued = Vec::new();
         if found && status == Status::Converted {

@@ -416,15 +416,29 @@ impl Store {
     /// kept. Their FHIR resources stay. Returns how many were deleted.
     pub async fn prune(&self, before: i64, limit: i64) -> Result<u64, StoreError> {
         let args = [sql::Arg::Int(before), sql::Arg::Int(limit)];
-        write_tx!(self, |c| c.execute(
-            "prune the message log",
-            "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m \
+        // The same rows twice in one transaction (a deterministic order): their forwarding
+        // rows (only `sent` ones can be among them), then the messages.
+        const DOOMED: &str = "SELECT m.id FROM messages m \
              WHERE m.received_at < $1 \
              AND m.status IN ('converted', 'delivered', 'duplicate', 'rejected') \
              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id) \
-             ORDER BY m.received_at, m.id LIMIT $2)",
-            &args,
-        ))
+             AND NOT EXISTS (SELECT 1 FROM forward_queue f WHERE f.message_id = m.id \
+                             AND f.state <> 'sent') \
+             ORDER BY m.received_at, m.id LIMIT $2";
+        write_tx!(self, |c| async {
+            c.execute(
+                "prune the forwarding queue",
+                &format!("DELETE FROM forward_queue WHERE message_id IN ({DOOMED})"),
+                &args,
+            )
+            .await?;
+            c.execute(
+                "prune the message log",
+                &format!("DELETE FROM messages WHERE id IN ({DOOMED})"),
+                &args,
+            )
+            .await
+        })
     }
 }
 

@@ -156,7 +156,10 @@ pub fn frame(msg: &[u8]) -> Vec<u8> {
 }
 
 /// Read one MLLP frame (the bytes between VT and FS); `None` on EOF.
-pub async fn read_frame(s: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+pub async fn read_frame<S: tokio::io::AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+    pending: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
     loop {
         if let Some(start) = pending.iter().position(|&b| b == 0x0b)
             && let Some(end) = pending[start..].iter().position(|&b| b == 0x1c)
@@ -324,7 +327,8 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// A test PKI: a CA, a server certificate for `localhost` and a client certificate it signed.
-/// The server's files are written to `dir` as PEM (`server.pem`, `server.key`, `ca.pem`).
+/// The files are written to `dir` as PEM (`server.pem`, `server.key`, `ca.pem`, `client.pem`,
+/// `client.key`).
 pub struct Pki {
     pub dir: PathBuf,
     ca_der: Vec<u8>,
@@ -357,6 +361,8 @@ impl Pki {
             ("server.pem", server_cert.pem()),
             ("server.key", server_key.serialize_pem()),
             ("ca.pem", ca.pem()),
+            ("client.pem", client_cert.pem()),
+            ("client.key", client_key.serialize_pem()),
         ] {
             std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("{name}: {e}"));
         }

@@ -1,0 +1,423 @@
+//! Forwarding over MLLP: accepted HL7 v2 messages are passed on, byte for byte as received, to
+//! a downstream system (the EHR, another interface engine), from the durable queue that the
+//! commit fills (`store::forward`).
+//!
+//! One connection, kept open between messages; one message in flight, in message id order. An
+//! AA/CA answer marks the message `sent`; AE/AR/CE/CR marks it `dead` with the receiver's ACK (an
+//! operator reprocesses it); no answer, a closed connection or an ACK of another message is a
+//! failed attempt: the connection is dropped and the same message is tried again after a
+//! backoff (1 s, doubling, at most `retry_max`), for as long as it takes. Nothing is dropped.
+
+use crate::sources::mllp::{Frame, MllpCodec};
+use crate::store::{ForwardClaim, Store, now_micros};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::codec::Framed;
+
+/// The largest acknowledgment read from the receiver.
+const MAX_ACK: usize = 1024 * 1024;
+
+/// `[forward]` as the worker needs it.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// The receiver's `host:port`.
+    pub addr: String,
+    /// Longest wait for the receiver's ACK (and for writing the message).
+    pub timeout: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// The longest pause between attempts at one message.
+    pub retry_max: Duration,
+    /// MLLP over TLS, if configured.
+    pub tls: Option<ForwardTls>,
+}
+
+/// TLS toward the receiver.
+#[derive(Clone)]
+pub struct ForwardTls {
+    /// Trusts the configured CA; presents the client certificate when one is configured.
+    pub connector: tokio_rustls::TlsConnector,
+    /// The name the receiver's certificate must carry.
+    pub server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for ForwardTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ForwardTls {
+    /// A connector trusting the CA certificates in `ca` (PEM), presenting `cert` and `key`
+    /// (PEM) when given, expecting `server_name` in the receiver's certificate. Errors name the
+    /// file.
+    pub fn new(
+        ca: &Path,
+        client: Option<(&Path, &Path)>,
+        server_name: &str,
+    ) -> Result<ForwardTls, String> {
+        let named = |p: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).map_err(|e| named(ca, &e))? {
+            roots
+                .add(c.map_err(|e| named(ca, &e))?)
+                .map_err(|e| named(ca, &e))?;
+        }
+        if roots.is_empty() {
+            return Err(named(ca, &"no CA certificate in the file"));
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| named(ca, &e))?
+            .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| named(cert, &e))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| named(cert, &e))?;
+                if chain.is_empty() {
+                    return Err(named(cert, &"no certificate in the file"));
+                }
+                let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| named(key, &e))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| named(key, &e))?
+            }
+        };
+        let server_name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| format!("forward.tls_server_name '{server_name}': {e}"))?;
+        Ok(ForwardTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
+}
+
+/// What the receiver answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// AA or CA.
+    Accepted,
+    /// AE, AR, CE or CR, with MSA-1 and what MSA-3 or ERR say.
+    Refused(String),
+}
+
+/// Read the receiver's acknowledgment of the message with control id `control_id`. `Err` when
+/// it is not an acknowledgment of that message (the attempt failed; try again).
+pub fn read_ack(ack: &[u8], control_id: &str) -> Result<Answer, String> {
+    let parsed =
+        crate::v2::parse(ack).map_err(|e| format!("the receiver's answer is not HL7: {e}"))?;
+    let msg = parsed
+        .messages
+        .first()
+        .ok_or("the receiver's answer holds no message")?;
+    let msa = msg
+        .segments()
+        .find(|s| s.id() == "MSA")
+        .ok_or("the receiver's answer has no MSA segment")?;
+    let code = msa.field(1).text_or_empty().to_ascii_uppercase();
+    let acked = msa.field(2).text_or_empty();
+    if acked != control_id {
+        return Err(format!(
+            "the receiver acknowledged control id '{acked}' (MSA-2), not the message sent"
+        ));
+    }
+    match code.as_str() {
+        "AA" | "CA" => Ok(Answer::Accepted),
+        "AE" | "AR" | "CE" | "CR" => {
+            let text = msa.field(3).text_or_empty().into_owned();
+            let err = msg
+                .segments()
+                .find(|s| s.id() == "ERR")
+                .map(|e| {
+                    let t = e.field(8).text_or_empty();
+                    if t.is_empty() {
+                        e.field(3).text_or_empty().into_owned()
+                    } else {
+                        t.into_owned()
+                    }
+                })
+                .unwrap_or_default();
+            let why = [text, err]
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            Ok(Answer::Refused(if why.is_empty() {
+                format!("the receiver answered {code}")
+            } else {
+                format!("the receiver answered {code}: {why}")
+            }))
+        }
+        other => Err(format!(
+            "the receiver's MSA-1 is '{other}', not an acknowledgment code"
+        )),
+    }
+}
+
+/// A byte stream to the receiver: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Conn = Framed<Box<dyn Io>, MllpCodec>;
+
+/// Send one message and wait for its ACK: the ACK's text and what it says. Many receivers
+/// close the connection after each ACK: a kept connection found closed (or failing before an
+/// answer) is replaced by a new one at once, without counting a failed attempt.
+async fn exchange(
+    cfg: &ForwardConfig,
+    conn: &mut Option<Conn>,
+    c: &ForwardClaim,
+) -> Result<(String, Answer), String> {
+    if let Some(f) = conn {
+        // Anything readable now, before we sent, is the end of the connection (or an answer
+        // nobody asked for): start over on a new one.
+        if let Some(early) = f.next().now_or_never() {
+            if let Some(Ok(_)) = early {
+                tracing::warn!("forward: the receiver sent an unsolicited frame; reconnecting");
+            }
+            *conn = None;
+        }
+    }
+    if conn.is_some() {
+        match attempt(cfg, conn, c).await {
+            Err(Failed::Closed(e)) => {
+                tracing::debug!(error = %e, "forward: the kept connection was closed; trying a new one");
+                *conn = None;
+            }
+            other => return other.map_err(Failed::into_text),
+        }
+    }
+    attempt(cfg, conn, c).await.map_err(Failed::into_text)
+}
+
+/// Why an attempt failed.
+enum Failed {
+    /// The connection broke (write error, end of stream, read error) before any answer.
+    Closed(String),
+    /// Anything else: no connection, a timeout, an answer that is not an ACK of the message.
+    Other(String),
+}
+
+impl Failed {
+    fn into_text(self) -> String {
+        match self {
+            Failed::Closed(t) | Failed::Other(t) => t,
+        }
+    }
+}
+
+impl From<String> for Failed {
+    fn from(t: String) -> Failed {
+        Failed::Other(t)
+    }
+}
+
+/// One send-and-wait on the kept connection, or on a new one.
+async fn attempt(
+    cfg: &ForwardConfig,
+    conn: &mut Option<Conn>,
+    c: &ForwardClaim,
+) -> Result<(String, Answer), Failed> {
+    let framed = match conn {
+        Some(f) => f,
+        None => {
+            let s = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&cfg.addr))
+                .await
+                .map_err(|_| format!("connecting to {}: timed out", cfg.addr))?
+                .map_err(|e| format!("connecting to {}: {e}", cfg.addr))?;
+            let _ = s.set_nodelay(true);
+            let io: Box<dyn Io> = match &cfg.tls {
+                None => Box::new(s),
+                Some(tls) => Box::new(
+                    tokio::time::timeout(
+                        cfg.connect_timeout,
+                        tls.connector.connect(tls.server_name.clone(), s),
+                    )
+                    .await
+                    .map_err(|_| format!("TLS handshake with {}: timed out", cfg.addr))?
+                    .map_err(|e| format!("TLS handshake with {}: {e}", cfg.addr))?,
+                ),
+            };
+            conn.insert(Framed::new(io, MllpCodec::new(MAX_ACK)))
+        }
+    };
+    tokio::time::timeout(cfg.timeout, framed.send(&c.raw[..]))
+        .await
+        .map_err(|_| format!("writing to {}: timed out", cfg.addr))?
+        .map_err(|e| Failed::Closed(format!("writing to {}: {e}", cfg.addr)))?;
+    let secs = cfg.timeout.as_secs_f64();
+    let answer = tokio::time::timeout(cfg.timeout, framed.next())
+        .await
+        .map_err(|_| format!("no acknowledgment from {} within {secs} s", cfg.addr))?;
+    match answer {
+        None => Err(Failed::Closed(format!(
+            "{} closed the connection without acknowledging",
+            cfg.addr
+        ))),
+        Some(Err(e)) => Err(Failed::Closed(format!("reading from {}: {e}", cfg.addr))),
+        Some(Ok(Frame::Message(b))) => {
+            let answer = read_ack(&b, &c.control_id)?;
+            Ok((String::from_utf8_lossy(&b).into_owned(), answer))
+        }
+        Some(Ok(Frame::Oversized { len, .. })) => Err(Failed::Other(format!(
+            "the receiver's answer is {len} bytes, over the {MAX_ACK}-byte limit"
+        ))),
+        Some(Ok(Frame::Unterminated { .. })) => Err(Failed::Other(
+            "the receiver's answer was not terminated (no FS)".into(),
+        )),
+    }
+}
+
+/// The pause before attempt `attempts + 1`: 1 s, doubling, at most `max`.
+fn backoff(attempts: i64, max: Duration) -> Duration {
+    let exp = attempts.clamp(1, 16) as u32 - 1;
+    Duration::from_secs(1u64 << exp).min(max.max(Duration::from_secs(1)))
+}
+
+/// The forwarder: claims the queue's head, sends it, records the answer, until `stop`.
+pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<bool>) {
+    match store.forward_release_all().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "forward: released leases of a previous run"),
+        Err(e) => tracing::warn!(error = %e, "forward: could not release old leases"),
+    }
+    let owner = format!("forward-{}-{}", std::process::id(), now_micros());
+    let lease = cfg.timeout * 2 + cfg.connect_timeout + Duration::from_secs(30);
+    let signal = store.forward_signal();
+    let mut conn: Option<Conn> = None;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let until = now_micros() + lease.as_micros() as i64;
+        let claim = match store.forward_claim(&owner, until).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "forward: reading the queue failed; trying again in 1 s");
+                None
+            }
+        };
+        let Some(c) = claim else {
+            // Nothing due: wait for a commit, for a retry to fall due, or for the end.
+            tokio::select! {
+                _ = signal.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            continue;
+        };
+        let id = c.message_id;
+        let outcome = exchange(&cfg, &mut conn, &c).await;
+        let recorded = match outcome {
+            Ok((ack, Answer::Accepted)) => {
+                metrics::counter!("v2fhir_forwarded_total", "result" => "sent").increment(1);
+                store.forward_answered(id, &owner, true, &ack, None).await
+            }
+            Ok((ack, Answer::Refused(why))) => {
+                metrics::counter!("v2fhir_forwarded_total", "result" => "dead").increment(1);
+                // The reason is the receiver's text, which may quote the message: not logged.
+                tracing::warn!(
+                    message_id = id,
+                    "forward: the receiver refused the message; parked as dead"
+                );
+                store
+                    .forward_answered(id, &owner, false, &ack, Some(&why))
+                    .await
+            }
+            Err(why) => {
+                conn = None;
+                metrics::counter!("v2fhir_forwarded_total", "result" => "retry").increment(1);
+                let attempts = c.attempts + 1;
+                let pause = backoff(attempts, cfg.retry_max);
+                tracing::warn!(message_id = id, attempts, error = %why, retry_in_ms = pause.as_millis() as u64, "forward: attempt failed");
+                let next = now_micros() + pause.as_micros() as i64;
+                store
+                    .forward_retry(id, &owner, attempts, next, &why)
+                    .await
+                    .map(|()| true)
+            }
+        };
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    message_id = id,
+                    "forward: the lease ran out before the answer was recorded"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(message_id = id, error = %e, "forward: recording the answer failed; the message will be sent again");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgments_are_read_for_the_message_sent() {
+        let ack = |msa: &str| format!("MSH|^~\\&|EHR|H|GW|H|20261130||ACK|A1|P|2.5.1\r{msa}\r");
+        assert_eq!(
+            read_ack(ack("MSA|AA|C1").as_bytes(), "C1"),
+            Ok(Answer::Accepted)
+        );
+        assert_eq!(
+            read_ack(ack("MSA|CA|C1").as_bytes(), "C1"),
+            Ok(Answer::Accepted)
+        );
+        assert_eq!(
+            read_ack(ack("MSA|AE|C1|bad PID").as_bytes(), "C1"),
+            Ok(Answer::Refused("the receiver answered AE: bad PID".into()))
+        );
+        assert_eq!(
+            read_ack(
+                (ack("MSA|AR|C1")
+                    + "ERR||PID^1^3|101^Required field missing^HL70357|E||||no MRN\r")
+                    .as_bytes(),
+                "C1"
+            ),
+            Ok(Answer::Refused("the receiver answered AR: no MRN".into()))
+        );
+        assert!(
+            read_ack(ack("MSA|AA|C0").as_bytes(), "C1")
+                .unwrap_err()
+                .contains("'C0'")
+        );
+        assert!(read_ack(ack("MSA|ZZ|C1").as_bytes(), "C1").is_err());
+        assert!(read_ack(b"not hl7", "C1").is_err());
+        assert!(
+            read_ack(b"MSH|^~\\&|EHR|H|GW|H|20261130||ACK|A1|P|2.5.1\r", "C1")
+                .unwrap_err()
+                .contains("no MSA")
+        );
+    }
+
+    #[test]
+    fn retries_back_off_to_the_limit() {
+        let max = Duration::from_secs(60);
+        assert_eq!(backoff(1, max), Duration::from_secs(1));
+        assert_eq!(backoff(2, max), Duration::from_secs(2));
+        assert_eq!(backoff(4, max), Duration::from_secs(8));
+        assert_eq!(backoff(10, max), max);
+        assert_eq!(backoff(1000, max), max);
+    }
+}

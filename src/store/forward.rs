@@ -1,0 +1,329 @@
+//! The forwarding queue: accepted HL7 v2 messages waiting to be passed on, byte for byte, to a
+//! downstream MLLP system (`[forward]`, delivered by `sinks::forward`).
+//!
+//! A row is written in the transaction that logs its message, so a message that was acknowledged
+//! is queued. Delivery is strictly in message id order, one message at a time across all
+//! replicas: the worker only ever claims the lowest pending id (with a lease), and a message
+//! whose retry is not yet due holds back the ones after it, as an interface engine's queue does.
+//! A receiver's AE/AR parks the row as `dead` (with its ACK); later messages go on.
+
+use super::exec::{Cols, Exec};
+use super::{Backend, Status, Store, StoreError, db, now_micros, sql};
+use serde::Serialize;
+use sqlx::Row;
+
+/// Which logged messages are forwarded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardFilter {
+    /// MSH-9 patterns (`ADT^A01`, `ADT^*`, `*`); empty: every type.
+    pub types: Vec<String>,
+    /// Also forward messages answered AE because their conversion to FHIR failed (the
+    /// downstream system may well take them).
+    pub include_errors: bool,
+}
+
+impl ForwardFilter {
+    /// Is a message with this status and type (`ADT^A01`, as logged) forwarded? Rejected
+    /// messages and duplicates never are.
+    pub fn wants(&self, status: Status, message_type: &str) -> bool {
+        let accepted = match status {
+            Status::Converted => true,
+            Status::Error => self.include_errors,
+            _ => false,
+        };
+        accepted
+            && (self.types.is_empty() || self.types.iter().any(|p| type_matches(p, message_type)))
+    }
+}
+
+/// `ADT^*` matches every ADT trigger, `*` everything, else type and trigger must be equal (a
+/// structure given as MSH-9.3 on either side is ignored).
+fn type_matches(pattern: &str, message_type: &str) -> bool {
+    let two = |s: &str| -> String { s.split('^').take(2).collect::<Vec<_>>().join("^") };
+    match pattern.strip_suffix('*') {
+        Some(prefix) => message_type.starts_with(prefix),
+        None => two(pattern).eq_ignore_ascii_case(&two(message_type)),
+    }
+}
+
+/// A message claimed for forwarding.
+#[derive(Debug, Clone)]
+pub struct ForwardClaim {
+    /// The message's row id.
+    pub message_id: i64,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// MSH-10 as logged (the receiver's MSA-2 must repeat it).
+    pub control_id: String,
+    /// The message as received.
+    pub raw: Vec<u8>,
+}
+
+/// The forwarding state of one message, as shown by `GET /messages/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardState {
+    /// `pending`, `sent` or `dead`.
+    pub state: String,
+    /// Attempts that failed (connection, timeout, or an answer that was not an ACK of it).
+    pub attempts: i64,
+    /// When the next attempt is due (µs since the epoch; pending only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
+    /// Why the last attempt failed, or why the message is dead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The receiver's acknowledgment (sent and dead).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack: Option<String>,
+    /// When the receiver accepted it (µs since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<i64>,
+}
+
+/// Counts for `/health` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ForwardStats {
+    /// Messages waiting to be forwarded.
+    pub pending: i64,
+    /// Messages the receiver refused (AE/AR).
+    pub dead: i64,
+    /// When the oldest pending message was queued (µs), if any.
+    pub oldest_pending: Option<i64>,
+}
+
+/// Queue messages (inside the caller's transaction). A message already queued stays as it is,
+/// unless it is dead: then it is queued again (a reprocessed message).
+pub(crate) async fn enqueue<E: Exec>(
+    conn: &mut E,
+    ids: &[i64],
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(512) {
+        let mut text = String::from(
+            "INSERT INTO forward_queue (message_id, created_at, next_attempt_at) VALUES ",
+        );
+        text.push_str(&sql::values_list(chunk.len(), 3));
+        text.push_str(
+            " ON CONFLICT (message_id) DO UPDATE SET state = 'pending', attempts = 0, \
+             next_attempt_at = excluded.next_attempt_at, lease_owner = NULL, lease_until = 0, \
+             last_error = NULL, ack = NULL, sent_at = NULL WHERE forward_queue.state = 'dead'",
+        );
+        let mut args = Vec::with_capacity(chunk.len() * 3);
+        for id in chunk {
+            args.extend([sql::Arg::Int(*id), sql::Arg::Int(now), sql::Arg::Int(now)]);
+        }
+        conn.execute("queue messages for forwarding", &text, &args)
+            .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// What `[forward]` passes on, if forwarding is on.
+    pub fn forward_filter(&self) -> Option<&ForwardFilter> {
+        self.forward.as_deref()
+    }
+
+    /// Turn forwarding on: commits queue the messages `filter` wants.
+    pub fn with_forward(mut self, filter: Option<ForwardFilter>) -> Store {
+        self.forward = filter.map(std::sync::Arc::new);
+        self
+    }
+
+    /// Notified after every commit when forwarding is on (the forwarder waits on it).
+    pub fn forward_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.forward_signal.clone()
+    }
+
+    /// Claim the head of the queue for `owner` until `lease_until` (µs): the lowest pending
+    /// message id, if its attempt is due and nobody holds it. `None` otherwise (nothing
+    /// pending, a retry not yet due, or another replica sending it).
+    pub async fn forward_claim(
+        &self,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Option<ForwardClaim>, StoreError> {
+        let now = now_micros();
+        let args = [
+            sql::Arg::Text(owner.into()),
+            sql::Arg::Int(lease_until),
+            sql::Arg::Int(now),
+        ];
+        // As the outbox claim: on its own connection, not the writer's transaction.
+        let mut conn = self.writer.acquire().await.map_err(db("acquire"))?;
+        let rows = Exec::fetch(
+            &mut *conn,
+            "claim the forwarding queue's head",
+            "UPDATE forward_queue SET lease_owner = $1, lease_until = $2 \
+             WHERE message_id = (SELECT MIN(message_id) FROM forward_queue WHERE state = 'pending') \
+             AND state = 'pending' AND next_attempt_at <= $3 AND lease_until <= $3 \
+             RETURNING message_id, attempts",
+            &args,
+        )
+        .await?;
+        drop(conn);
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let (message_id, attempts) = (r.int(0)?, r.int(1)?);
+        let row = sqlx::query("SELECT raw, control_id FROM messages WHERE id = $1")
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read a message to forward"))?;
+        let Some(row) = row else {
+            return Err(StoreError::Internal(
+                "a queued message is not in the message log",
+            ));
+        };
+        Ok(Some(ForwardClaim {
+            message_id,
+            attempts,
+            raw: row.try_get(0).map_err(db("decode raw"))?,
+            control_id: row.try_get(1).map_err(db("decode control_id"))?,
+        }))
+    }
+
+    /// The receiver answered: `sent` (AA/CA) or `dead` (AE/AR/CE/CR, `error` saying why), with
+    /// its ACK. False when `owner` no longer held the row.
+    pub async fn forward_answered(
+        &self,
+        id: i64,
+        owner: &str,
+        sent: bool,
+        ack: &str,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let args = [
+            sql::Arg::Text(if sent { "sent" } else { "dead" }.into()),
+            sql::Arg::Text(ack.into()),
+            sql::Arg::opt_text(error),
+            sql::Arg::Int(now_micros()),
+            sql::Arg::Int(id),
+            sql::Arg::Text(owner.into()),
+        ];
+        let n = write_tx!(self, |c| c.execute(
+            "record the receiver's answer",
+            "UPDATE forward_queue SET state = $1, ack = $2, last_error = $3, sent_at = $4, \
+             lease_owner = NULL, lease_until = 0 WHERE message_id = $5 AND lease_owner = $6",
+            &args,
+        ))?;
+        Ok(n == 1)
+    }
+
+    /// A failed attempt (connection, timeout, no ACK of this message): try again at
+    /// `next_attempt_at` (µs).
+    pub async fn forward_retry(
+        &self,
+        id: i64,
+        owner: &str,
+        attempts: i64,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let args = [
+            sql::Arg::Int(attempts),
+            sql::Arg::Int(next_attempt_at),
+            sql::Arg::Text(error.into()),
+            sql::Arg::Int(id),
+            sql::Arg::Text(owner.into()),
+        ];
+        write_tx!(self, |c| c.execute(
+            "reschedule a forwarding",
+            "UPDATE forward_queue SET attempts = $1, next_attempt_at = $2, last_error = $3, \
+             lease_owner = NULL, lease_until = 0 WHERE message_id = $4 AND lease_owner = $5",
+            &args,
+        ))?;
+        Ok(())
+    }
+
+    /// SQLite (one process owns the file): drop the leases a crashed predecessor left.
+    pub async fn forward_release_all(&self) -> Result<u64, StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(0);
+        }
+        write_tx!(self, |c| {
+            c.execute(
+            "release forwarding leases",
+            "UPDATE forward_queue SET lease_owner = NULL, lease_until = 0 WHERE lease_owner IS NOT NULL",
+            &[],
+        )
+        })
+    }
+
+    /// The forwarding row of one message, if it has one.
+    pub async fn forward_state(&self, id: i64) -> Result<Option<ForwardState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state, attempts, next_attempt_at, last_error, ack, sent_at \
+             FROM forward_queue WHERE message_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read a forwarding row"))?;
+        row.map(|r| {
+            let state: String = r.try_get(0)?;
+            let next: i64 = r.try_get(2)?;
+            Ok(ForwardState {
+                next_attempt_at: (state == "pending").then_some(next),
+                state,
+                attempts: r.try_get(1)?,
+                last_error: r.try_get(3)?,
+                ack: r.try_get(4)?,
+                sent_at: r.try_get(5)?,
+            })
+        })
+        .transpose()
+        .map_err(db("decode a forwarding row"))
+    }
+
+    /// Pending and dead counts, and the oldest pending row's age.
+    pub async fn forward_stats(&self) -> Result<ForwardStats, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*), MIN(created_at) FROM forward_queue \
+             WHERE state <> 'sent' GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("count the forwarding queue"))?;
+        let mut stats = ForwardStats::default();
+        for r in &rows {
+            let state: String = r.try_get(0).map_err(db("decode forwarding stats"))?;
+            let n: i64 = r.try_get(1).map_err(db("decode forwarding stats"))?;
+            let oldest: Option<i64> = r.try_get(2).map_err(db("decode forwarding stats"))?;
+            match state.as_str() {
+                "pending" => {
+                    stats.pending = n;
+                    stats.oldest_pending = oldest;
+                }
+                "dead" => stats.dead = n,
+                _ => {}
+            }
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_takes_accepted_messages_of_the_listed_types() {
+        let all = ForwardFilter::default();
+        assert!(all.wants(Status::Converted, "ADT^A01"));
+        assert!(!all.wants(Status::Error, "ADT^A01"));
+        assert!(!all.wants(Status::Rejected, "ADT^A01"));
+        assert!(!all.wants(Status::Duplicate, "ADT^A01"));
+        let some = ForwardFilter {
+            types: vec!["ADT^*".into(), "ORU^R01".into()],
+            include_errors: true,
+        };
+        assert!(some.wants(Status::Error, "ADT^A08"));
+        assert!(some.wants(Status::Converted, "ORU^R01^ORU_R01"));
+        assert!(some.wants(Status::Converted, "oru^r01"));
+        assert!(!some.wants(Status::Converted, "ORU^R30"));
+        assert!(!some.wants(Status::Converted, "VXU^V04"));
+        assert!(!some.wants(Status::Rejected, "ADT^A01"));
+    }
+}

@@ -1,0 +1,17 @@
+-- v2fhir forwarding queue (PostgreSQL): accepted HL7 v2 messages to pass on, as received, to a
+-- downstream MLLP system (`[forward]`), written in the message's own transaction. One row per
+-- message: `pending` until the receiver answers AA/CA (`sent`, with its ACK) or AE/AR/CE/CR
+-- (`dead`, with its ACK and reason, until reprocessed). Delivered in message id order.
+CREATE TABLE IF NOT EXISTS forward_queue (
+    message_id      BIGINT PRIMARY KEY,
+    state           TEXT    NOT NULL DEFAULT 'pending',  -- pending | sent | dead
+    attempts        BIGINT  NOT NULL DEFAULT 0,
+    created_at      BIGINT  NOT NULL,
+    next_attempt_at BIGINT  NOT NULL,
+    lease_owner     TEXT,
+    lease_until     BIGINT  NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    ack             TEXT,
+    sent_at         BIGINT
+);
+CREATE INDEX IF NOT EXISTS forward_pending ON forward_queue (message_id) WHERE state = 'pending';

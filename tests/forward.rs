@@ -1,0 +1,442 @@
+//! Forwarding over MLLP (`[forward]`) on both store backends, against a receiver on a real
+//! loopback socket: accepted messages of the listed types are passed on byte for byte, in
+//! order, once; while the receiver is down they wait in the store (across a gateway restart);
+//! an AE parks the message as dead until it is reprocessed.
+
+mod gateway;
+
+use gateway::adt;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What the receiver got, frame by frame.
+type Received = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A downstream MLLP receiver on `listener` (over TLS with `tls`): answers AA, except AE the
+/// first time it sees a control id starting with `REFUSE`.
+fn receiver(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (Received, tokio::task::JoinHandle<()>) {
+    let got: Received = Arc::default();
+    let seen = got.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let mut s: Box<dyn Stream> = match tls {
+                    None => Box::new(tcp),
+                    // A handshake without the gateway's client certificate fails here.
+                    Some(a) => match a.accept(tcp).await {
+                        Ok(t) => Box::new(t),
+                        Err(_) => return,
+                    },
+                };
+                let mut pending = Vec::new();
+                while let Some(frame) = gateway::read_frame(&mut s, &mut pending).await {
+                    let control = gateway::control_id(&frame);
+                    let refused_before = {
+                        let mut g = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        let before = g.iter().any(|f| gateway::control_id(f) == control);
+                        g.push(frame);
+                        before
+                    };
+                    let msa = if control.starts_with("REFUSE") && !refused_before {
+                        format!("MSA|AE|{control}|patient unknown here")
+                    } else {
+                        format!("MSA|AA|{control}")
+                    };
+                    let ack = format!(
+                        "MSH|^~\\&|EHR|HOSP|V2FHIR|HOSP|20261130120000||ACK|R{control}|P|2.5.1\r{msa}\r"
+                    );
+                    if s.write_all(&gateway::frame(ack.as_bytes())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (got, task)
+}
+
+async fn messages(http: &reqwest::Client, base: &str) -> Vec<Value> {
+    let v: Value = http
+        .get(format!("{base}/messages?limit=100"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn message(http: &reqwest::Client, base: &str, id: i64) -> Value {
+    http.get(format!("{base}/messages/{id}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `POST /admin/prune?older_than_days=0`: how many messages went.
+async fn prune(http: &reqwest::Client, base: &str) -> i64 {
+    let r: Value = http
+        .post(format!("{base}/admin/prune?older_than_days=0"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    r["pruned"].as_i64().unwrap_or(-1)
+}
+
+fn id_of(list: &[Value], control: &str) -> i64 {
+    list.iter()
+        .find(|m| m["control_id"] == control && m["status"] != "duplicate")
+        .and_then(|m| m["id"].as_i64())
+        .unwrap_or_else(|| panic!("no message {control} in {list:?}"))
+}
+
+async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages() {
+    let http = gateway::http_client();
+    let oru = std::fs::read_to_string(gateway::root().join("tests/golden/oru_r01_lab.hl7"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    for (backend, url) in gateway::store_urls("forward").await {
+        // The receiver's port, free for now: the receiver is down.
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
+        };
+        let mut cfg = gateway::config(&url);
+        cfg.forward.mllp = format!("127.0.0.1:{port}");
+        cfg.forward.types = "ADT^*".into();
+        cfg.forward.timeout_secs = 2;
+        cfg.forward.connect_timeout_secs = 1;
+        cfg.forward.retry_max_secs = 1;
+
+        // 1. Receiver down: every message is still answered after its commit, and the wanted
+        // ones wait in the queue.
+        let running = gateway::start(&cfg).await;
+        let base = format!("http://{}", gateway::http_of(&running));
+        let mut mllp = gateway::mllp_of(&running).await;
+        let sent: Vec<String> = ["FW1", "FW2", "REFUSE1", "FW3"]
+            .iter()
+            .map(|c| adt(c, &format!("P-{c}"), ""))
+            .collect();
+        for (i, m) in sent.iter().enumerate() {
+            let acks = mllp.send(m.as_bytes(), 1).await;
+            assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
+            if i == 1 {
+                // Not forwarded: another type (the filter), a resend (a duplicate), and
+                // something that is not HL7 (rejected).
+                let acks = mllp.send(oru.as_bytes(), 1).await;
+                assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
+                let acks = mllp.send(sent[0].as_bytes(), 1).await;
+                assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
+                let acks = mllp.send(b"this is not HL7", 1).await;
+                assert_eq!(gateway::msa(&acks[0]).0, "AR", "{backend}: {acks:?}");
+            }
+        }
+        let list = messages(&http, &base).await;
+        let fw1 = id_of(&list, "FW1");
+        wait_for("a failed attempt", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let m = message(&http, &base, fw1).await;
+                m["forward"]["attempts"].as_i64().unwrap_or(0) >= 1
+            }
+        })
+        .await;
+        let m = message(&http, &base, fw1).await;
+        assert_eq!(m["forward"]["state"], "pending", "{backend}: {m}");
+        assert!(
+            m["forward"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("127.0.0.1:{port}"))),
+            "{backend}: {m}"
+        );
+        let health: Value = http
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(health["status"], "ok", "{backend}: {health}");
+        assert_eq!(health["forward"]["pending"], 4, "{backend}: {health}");
+        let oru_id = id_of(&list, &gateway::control_id(oru.as_bytes()));
+        assert!(
+            message(&http, &base, oru_id).await.get("forward").is_none(),
+            "{backend}: a filtered type has no forwarding row"
+        );
+        // Retention keeps what is still to be forwarded: only the ORU, the duplicate and the
+        // rejected input go.
+        assert_eq!(prune(&http, &base).await, 3, "{backend}");
+        running.shutdown().await;
+
+        // 2. Receiver up, gateway restarted on the same store: the queue is delivered, in
+        // order, each message once and byte for byte as received.
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (got, ehr) = receiver(listener, None);
+        let running = gateway::start(&cfg).await;
+        let base = format!("http://{}", gateway::http_of(&running));
+        let count = || got.lock().unwrap_or_else(|e| e.into_inner()).len();
+        wait_for("the queue to be forwarded", || {
+            let n = count();
+            async move { n >= 4 }
+        })
+        .await;
+        let list = messages(&http, &base).await;
+        let refused = id_of(&list, "REFUSE1");
+        wait_for("the refusal to be recorded", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move { message(&http, &base, refused).await["forward"]["state"] == "dead" }
+        })
+        .await;
+        let received: Vec<Vec<u8>> = got.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let expected: Vec<Vec<u8>> = sent.iter().map(|m| m.as_bytes().to_vec()).collect();
+        assert_eq!(received, expected, "{backend}: order, bytes, once");
+        let m = message(&http, &base, fw1).await;
+        assert_eq!(m["forward"]["state"], "sent", "{backend}: {m}");
+        assert!(
+            m["forward"]["ack"]
+                .as_str()
+                .is_some_and(|a| a.contains("MSA|AA|FW1")),
+            "{backend}: {m}"
+        );
+        let m = message(&http, &base, refused).await;
+        assert_eq!(
+            m["forward"]["last_error"], "the receiver answered AE: patient unknown here",
+            "{backend}: {m}"
+        );
+
+        // 3. Reprocessing the refused message queues it again; this time it is taken.
+        let r = http
+            .post(format!("{base}/messages/{refused}/reprocess"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.status().is_success(), "{backend}: {}", r.status());
+        wait_for("the reprocessed message to be sent", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move { message(&http, &base, refused).await["forward"]["state"] == "sent" }
+        })
+        .await;
+        assert_eq!(
+            count(),
+            5,
+            "{backend}: only the reprocessed message went again"
+        );
+        let health: Value = http
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(health["forward"]["pending"], 0, "{backend}: {health}");
+        assert_eq!(health["forward"]["dead"], 0, "{backend}: {health}");
+        // Sent, they can go, with their forwarding rows.
+        assert_eq!(prune(&http, &base).await, 4, "{backend}");
+        assert_eq!(messages(&http, &base).await.len(), 0, "{backend}");
+        running.shutdown().await;
+        ehr.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_over_tls_checks_the_receiver_and_presents_the_client_certificate() {
+    for (backend, url) in gateway::store_urls("forward-tls").await {
+        let dir = gateway::scratch(&format!("forward-tls-pki-{backend}"));
+        let pki = gateway::Pki::new(&dir, "gateway");
+        let acceptor = v2fhir::sources::tls_acceptor(&v2fhir::sources::TlsFiles {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            client_ca: Some(dir.join("ca.pem")),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .port();
+        let (got, ehr) = receiver(listener, Some(acceptor));
+
+        let mut cfg = gateway::config(&url);
+        cfg.forward.mllp = format!("127.0.0.1:{port}");
+        cfg.forward.tls_ca = Some(pki.dir.join("ca.pem"));
+        cfg.forward.tls_server_name = "localhost".into();
+        cfg.forward.timeout_secs = 2;
+        cfg.forward.retry_max_secs = 1;
+        // Without the client certificate the receiver refuses the handshake: nothing arrives.
+        let running = gateway::start(&cfg).await;
+        let mut mllp = gateway::mllp_of(&running).await;
+        let first = adt("TLS1", "P-TLS1", "");
+        let acks = mllp.send(first.as_bytes(), 1).await;
+        assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
+        let base = format!("http://{}", gateway::http_of(&running));
+        let http = gateway::http_client();
+        let id = id_of(&messages(&http, &base).await, "TLS1");
+        wait_for("a failed handshake", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                message(&http, &base, id).await["forward"]["attempts"]
+                    .as_i64()
+                    .unwrap_or(0)
+                    >= 1
+            }
+        })
+        .await;
+        assert!(got.lock().unwrap_or_else(|e| e.into_inner()).is_empty());
+        running.shutdown().await;
+
+        // With it, the queued message and a new one go through, in order.
+        cfg.forward.tls_cert = Some(pki.dir.join("client.pem"));
+        cfg.forward.tls_key = Some(pki.dir.join("client.key"));
+        let running = gateway::start(&cfg).await;
+        let mut mllp = gateway::mllp_of(&running).await;
+        let second = adt("TLS2", "P-TLS2", "");
+        let acks = mllp.send(second.as_bytes(), 1).await;
+        assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
+        wait_for("both messages over TLS", || {
+            let n = got.lock().unwrap_or_else(|e| e.into_inner()).len();
+            async move { n >= 2 }
+        })
+        .await;
+        let received = got.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(
+            received,
+            vec![first.into_bytes(), second.into_bytes()],
+            "{backend}"
+        );
+        running.shutdown().await;
+
+        // A receiver whose certificate does not carry the expected name is not sent anything.
+        cfg.forward.tls_server_name = "not-the-receiver".into();
+        let running = gateway::start(&cfg).await;
+        let mut mllp = gateway::mllp_of(&running).await;
+        let acks = mllp.send(adt("TLS3", "P-TLS3", "").as_bytes(), 1).await;
+        assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
+        let base = format!("http://{}", gateway::http_of(&running));
+        let id = id_of(&messages(&http, &base).await, "TLS3");
+        wait_for("a refused certificate", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                message(&http, &base, id).await["forward"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("TLS handshake") && e.contains("certificate"))
+            }
+        })
+        .await;
+        assert_eq!(
+            got.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            2,
+            "{backend}"
+        );
+        running.shutdown().await;
+        ehr.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_each_ack() {
+    use tokio::io::AsyncBufReadExt;
+    for (backend, url) in gateway::store_urls("forward-hl7apy").await {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
+        };
+        let out = gateway::scratch(&format!("forward-hl7apy-{backend}")).join("received.txt");
+        let mut ehr = tokio::process::Command::new("python3")
+            .arg(gateway::root().join("tests/clients/hl7apy_receiver.py"))
+            .arg(port.to_string())
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3: {e}"));
+        let stdout = ehr.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let first = tokio::io::BufReader::new(stdout).lines().next_line().await;
+        assert_eq!(
+            first.ok().flatten().as_deref(),
+            Some("listening"),
+            "the hl7apy receiver did not start (pip install hl7apy)"
+        );
+
+        let mut cfg = gateway::config(&url);
+        cfg.forward.mllp = format!("127.0.0.1:{port}");
+        cfg.forward.timeout_secs = 5;
+        let running = gateway::start(&cfg).await;
+        let base = format!("http://{}", gateway::http_of(&running));
+        let http = gateway::http_client();
+        let mut mllp = gateway::mllp_of(&running).await;
+        let sent: Vec<String> = (1..=5)
+            .map(|i| adt(&format!("PY{i}"), &format!("P-PY{i}"), ""))
+            .collect();
+        for m in &sent {
+            let acks = mllp.send(m.as_bytes(), 1).await;
+            assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
+        }
+        let list = messages(&http, &base).await;
+        let last = id_of(&list, "PY5");
+        wait_for("the receiver's ACK of the last message", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move { message(&http, &base, last).await["forward"]["state"] == "sent" }
+        })
+        .await;
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let received: Vec<&str> = text.split("\n---\n").filter(|m| !m.is_empty()).collect();
+        assert_eq!(received, sent, "{backend}: in order, once, as received");
+        for c in ["PY1", "PY2", "PY3", "PY4", "PY5"] {
+            let m = message(&http, &base, id_of(&list, c)).await;
+            assert_eq!(m["forward"]["state"], "sent", "{backend}: {m}");
+            // A closed connection is replaced at once: no attempt failed.
+            assert_eq!(m["forward"]["attempts"], 0, "{backend}: {m}");
+            assert!(
+                m["forward"]["ack"]
+                    .as_str()
+                    .is_some_and(|a| a.contains(&format!("MSA|AA|{c}"))),
+                "{backend}: {m}"
+            );
+        }
+        running.shutdown().await;
+        let _ = ehr.kill().await;
+    }
+}
