@@ -69,26 +69,23 @@ fn receiver(
     (got, task)
 }
 
-async fn messages(http: &reqwest::Client, base: &str) -> Vec<Value> {
-    let v: Value = http
-        .get(format!("{base}/messages?limit=100"))
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .json()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn messages(http: &reqwest::Client, base: &str) -> Vec<Value> {
+    let v = get_json(http, &format!("{base}/messages?limit=100")).await;
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
 async fn message(http: &reqwest::Client, base: &str, id: i64) -> Value {
-    http.get(format!("{base}/messages/{id}"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+    get_json(http, &format!("{base}/messages/{id}")).await
 }
 
 /// `POST /admin/prune?older_than_days=0`: how many messages went.
@@ -184,14 +181,7 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
                 .is_some_and(|e| e.contains(&format!("127.0.0.1:{port}"))),
             "{backend}: {m}"
         );
-        let health: Value = http
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let health = get_json(&http, &format!("{base}/health")).await;
         assert_eq!(health["status"], "ok", "{backend}: {health}");
         assert_eq!(health["forward"]["pending"], 4, "{backend}: {health}");
         let oru_id = id_of(&list, &gateway::control_id(oru.as_bytes()));
@@ -259,14 +249,7 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
             5,
             "{backend}: only the reprocessed message went again"
         );
-        let health: Value = http
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let health = get_json(&http, &format!("{base}/health")).await;
         assert_eq!(health["forward"]["pending"], 0, "{backend}: {health}");
         assert_eq!(health["forward"]["dead"], 0, "{backend}: {health}");
         // Sent, they can go, with their forwarding rows.

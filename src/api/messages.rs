@@ -416,35 +416,48 @@ pub async fn health(State(state): State<AppState>) -> Response {
     if let Some(up) = &state.upstream {
         let h = up.health();
         let stats = store.outbox_stats().await.unwrap_or_default();
-        let now = crate::store::now_micros();
         body["upstream"] = json!({
             "url": up.base_redacted(),
             "status": h.status,
             "checked_at": h.checked_at,
             "latency_ms": h.latency_ms,
             "error": h.error,
-            "outbox": {
-                "pending": stats.pending,
-                "dead": stats.dead,
-                "oldest_pending_age_secs": stats.oldest_pending.map(|t| ((now - t).max(0) as f64 / 1e6).round()),
-            },
+            "outbox": queue_json(stats.pending, stats.dead, stats.oldest_pending),
         });
     }
     // Nor does a downstream MLLP receiver that is down: messages wait in the forwarding queue.
     if store.forward_filter().is_some() {
         let stats = store.forward_stats().await.unwrap_or_default();
-        let now = crate::store::now_micros();
-        body["forward"] = json!({
-            "pending": stats.pending,
-            "dead": stats.dead,
-            "oldest_pending_age_secs": stats.oldest_pending.map(|t| ((now - t).max(0) as f64 / 1e6).round()),
-        });
+        body["forward"] = queue_json(stats.pending, stats.dead, stats.oldest_pending);
     }
     // Like the upstream, the file source does not make the gateway unready.
     if let Some((dir, status)) = &state.file {
         body["file"] = status.to_json(dir);
     }
     (code, Json(body)).into_response()
+}
+
+/// `v2fhir_{queue}_pending`, `_dead` and `_oldest_pending_seconds`.
+fn queue_gauges(queue: &str, pending: i64, dead: i64, oldest_pending: Option<i64>) {
+    metrics::gauge!(format!("v2fhir_{queue}_pending")).set(pending as f64);
+    metrics::gauge!(format!("v2fhir_{queue}_dead")).set(dead as f64);
+    metrics::gauge!(format!("v2fhir_{queue}_oldest_pending_seconds"))
+        .set(pending_age_secs(oldest_pending).unwrap_or(0.0));
+}
+
+/// Seconds since `oldest_pending` (µs since the epoch), if there is one.
+fn pending_age_secs(oldest_pending: Option<i64>) -> Option<f64> {
+    let now = crate::store::now_micros();
+    oldest_pending.map(|t| (now - t).max(0) as f64 / 1e6)
+}
+
+/// A queue's counts in `/health`.
+fn queue_json(pending: i64, dead: i64, oldest_pending: Option<i64>) -> Value {
+    json!({
+        "pending": pending,
+        "dead": dead,
+        "oldest_pending_age_secs": pending_age_secs(oldest_pending).map(f64::round),
+    })
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -462,26 +475,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if state.upstream.is_some()
         && let Ok(o) = state.pipeline.store().outbox_stats().await
     {
-        let now = crate::store::now_micros();
-        metrics::gauge!("v2fhir_outbox_pending").set(o.pending as f64);
-        metrics::gauge!("v2fhir_outbox_dead").set(o.dead as f64);
-        metrics::gauge!("v2fhir_outbox_oldest_pending_seconds").set(
-            o.oldest_pending
-                .map(|t| (now - t).max(0) as f64 / 1e6)
-                .unwrap_or(0.0),
-        );
+        queue_gauges("outbox", o.pending, o.dead, o.oldest_pending);
     }
     if state.pipeline.store().forward_filter().is_some()
         && let Ok(f) = state.pipeline.store().forward_stats().await
     {
-        let now = crate::store::now_micros();
-        metrics::gauge!("v2fhir_forward_pending").set(f.pending as f64);
-        metrics::gauge!("v2fhir_forward_dead").set(f.dead as f64);
-        metrics::gauge!("v2fhir_forward_oldest_pending_seconds").set(
-            f.oldest_pending
-                .map(|t| (now - t).max(0) as f64 / 1e6)
-                .unwrap_or(0.0),
-        );
+        queue_gauges("forward", f.pending, f.dead, f.oldest_pending);
     }
     // SQLite's WAL shim (crates/walbuf), process-wide; absent when nothing has used it.
     let wal = v2fhir_walbuf::stats();

@@ -80,16 +80,8 @@ pub struct ForwardState {
     pub sent_at: Option<i64>,
 }
 
-/// Counts for `/health` and `/metrics`.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct ForwardStats {
-    /// Messages waiting to be forwarded.
-    pub pending: i64,
-    /// Messages the receiver refused (AE/AR).
-    pub dead: i64,
-    /// When the oldest pending message was queued (µs), if any.
-    pub oldest_pending: Option<i64>,
-}
+/// Counts for `/health` and `/metrics` (pending, dead, the oldest pending row), as the outbox's.
+pub type ForwardStats = super::OutboxStats;
 
 /// Queue messages (inside the caller's transaction). A message already queued stays as it is,
 /// unless it is dead: then it is queued again (a reprocessed message).
@@ -221,20 +213,15 @@ impl Store {
         next_attempt_at: i64,
         error: &str,
     ) -> Result<(), StoreError> {
-        let args = [
-            sql::Arg::Int(attempts),
-            sql::Arg::Int(next_attempt_at),
-            sql::Arg::Text(error.into()),
-            sql::Arg::Int(id),
-            sql::Arg::Text(owner.into()),
-        ];
-        write_tx!(self, |c| c.execute(
-            "reschedule a forwarding",
-            "UPDATE forward_queue SET attempts = $1, next_attempt_at = $2, last_error = $3, \
-             lease_owner = NULL, lease_until = 0 WHERE message_id = $4 AND lease_owner = $5",
-            &args,
-        ))?;
-        Ok(())
+        self.reschedule(
+            super::outbox::Queue::Forward,
+            id,
+            owner,
+            attempts,
+            next_attempt_at,
+            error,
+        )
+        .await
     }
 
     /// SQLite (one process owns the file): drop the leases a crashed predecessor left.
@@ -277,30 +264,9 @@ impl Store {
         .map_err(db("decode a forwarding row"))
     }
 
-    /// Pending and dead counts, and the oldest pending row's age.
+    /// Pending and dead counts, and the oldest pending row.
     pub async fn forward_stats(&self) -> Result<ForwardStats, StoreError> {
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*), MIN(created_at) FROM forward_queue \
-             WHERE state <> 'sent' GROUP BY state",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("count the forwarding queue"))?;
-        let mut stats = ForwardStats::default();
-        for r in &rows {
-            let state: String = r.try_get(0).map_err(db("decode forwarding stats"))?;
-            let n: i64 = r.try_get(1).map_err(db("decode forwarding stats"))?;
-            let oldest: Option<i64> = r.try_get(2).map_err(db("decode forwarding stats"))?;
-            match state.as_str() {
-                "pending" => {
-                    stats.pending = n;
-                    stats.oldest_pending = oldest;
-                }
-                "dead" => stats.dead = n,
-                _ => {}
-            }
-        }
-        Ok(stats)
+        self.queue_stats(super::outbox::Queue::Forward).await
     }
 }
 

@@ -87,6 +87,13 @@ pub(crate) async fn later_delivered<E: Exec>(
     Ok(ids)
 }
 
+/// The two delivery queues: the upstream outbox, and the MLLP forwarding queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Queue {
+    Outbox,
+    Forward,
+}
+
 /// Insert (or re-arm) outbox rows inside the caller's transaction.
 pub(crate) async fn enqueue<E: Exec>(
     conn: &mut E,
@@ -264,6 +271,21 @@ impl Store {
         next_attempt_at: i64,
         error: &str,
     ) -> Result<(), StoreError> {
+        self.reschedule(Queue::Outbox, id, owner, attempts, next_attempt_at, error)
+            .await
+    }
+
+    /// Count a failed attempt at a row of `queue` held by `owner` and release it until
+    /// `next_attempt_at` (µs).
+    pub(crate) async fn reschedule(
+        &self,
+        queue: Queue,
+        id: i64,
+        owner: &str,
+        attempts: i64,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
         let args = [
             sql::Arg::Int(attempts),
             sql::Arg::Int(next_attempt_at),
@@ -271,12 +293,19 @@ impl Store {
             sql::Arg::Int(id),
             sql::Arg::Text(owner.into()),
         ];
-        write_tx!(self, |c| c.execute(
-            "reschedule an outbox row",
-            "UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3, \
-             lease_owner = NULL, lease_until = 0 WHERE message_id = $4 AND lease_owner = $5",
-            &args,
-        ))?;
+        let (what, text) = match queue {
+            Queue::Outbox => (
+                "reschedule an outbox row",
+                "UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3, \
+                 lease_owner = NULL, lease_until = 0 WHERE message_id = $4 AND lease_owner = $5",
+            ),
+            Queue::Forward => (
+                "reschedule a forwarding",
+                "UPDATE forward_queue SET attempts = $1, next_attempt_at = $2, last_error = $3, \
+                 lease_owner = NULL, lease_until = 0 WHERE message_id = $4 AND lease_owner = $5",
+            ),
+        };
+        write_tx!(self, |c| c.execute(what, text, &args))?;
         Ok(())
     }
 
@@ -347,16 +376,27 @@ impl Store {
 
     /// Pending and dead counts and the oldest pending row.
     pub async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        let rows =
-            sqlx::query("SELECT state, COUNT(*), MIN(created_at) FROM outbox GROUP BY state")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("count the outbox"))?;
+        self.queue_stats(Queue::Outbox).await
+    }
+
+    /// Pending and dead counts of `queue` and its oldest pending row.
+    pub(crate) async fn queue_stats(&self, queue: Queue) -> Result<OutboxStats, StoreError> {
+        let text = match queue {
+            Queue::Outbox => "SELECT state, COUNT(*), MIN(created_at) FROM outbox GROUP BY state",
+            Queue::Forward => {
+                "SELECT state, COUNT(*), MIN(created_at) FROM forward_queue \
+                 WHERE state <> 'sent' GROUP BY state"
+            }
+        };
+        let rows = sqlx::query(text)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("count a delivery queue"))?;
         let mut s = OutboxStats::default();
         for r in &rows {
-            let state: String = r.try_get(0).map_err(db("decode outbox stats"))?;
-            let n: i64 = r.try_get(1).map_err(db("decode outbox stats"))?;
-            let oldest: Option<i64> = r.try_get(2).map_err(db("decode outbox stats"))?;
+            let state: String = r.try_get(0).map_err(db("decode queue stats"))?;
+            let n: i64 = r.try_get(1).map_err(db("decode queue stats"))?;
+            let oldest: Option<i64> = r.try_get(2).map_err(db("decode queue stats"))?;
             match state.as_str() {
                 "pending" => {
                     s.pending = n;
