@@ -15,6 +15,9 @@ use tokio::net::TcpListener;
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
+/// A device's reading, as a FHIR backend writes it.
+const READING: &str = r#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"valueQuantity":{"value":72,"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}"#;
+
 /// What the receiver got, frame by frame.
 type Received = Arc<Mutex<Vec<Vec<u8>>>>;
 
@@ -181,6 +184,15 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
                 .is_some_and(|e| e.contains(&format!("127.0.0.1:{port}"))),
             "{backend}: {m}"
         );
+        // A FHIR write (a device's reading) is logged too, and is not HL7 v2: not forwarded.
+        let reading = http
+            .post(format!("{base}/fhir/Observation"))
+            .header("content-type", "application/fhir+json")
+            .body(READING)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reading.status().as_u16(), 201, "{backend}");
         let health = get_json(&http, &format!("{base}/health")).await;
         assert_eq!(health["status"], "ok", "{backend}: {health}");
         assert_eq!(health["forward"]["pending"], 4, "{backend}: {health}");
@@ -189,9 +201,9 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
             message(&http, &base, oru_id).await.get("forward").is_none(),
             "{backend}: a filtered type has no forwarding row"
         );
-        // Retention keeps what is still to be forwarded: only the ORU, the duplicate and the
-        // rejected input go.
-        assert_eq!(prune(&http, &base).await, 3, "{backend}");
+        // Retention keeps what is still to be forwarded: only the ORU, the duplicate, the
+        // rejected input and the FHIR write go.
+        assert_eq!(prune(&http, &base).await, 4, "{backend}");
         running.shutdown().await;
 
         // 2. Receiver up, gateway restarted on the same store: the queue is delivered, in
@@ -313,6 +325,17 @@ async fn forwarding_over_tls_checks_the_receiver_and_presents_the_client_certifi
         cfg.forward.tls_key = Some(pki.dir.join("client.key"));
         let running = gateway::start(&cfg).await;
         let mut mllp = gateway::mllp_of(&running).await;
+        // No type filter here: a FHIR write (a device's reading) is still not HL7 v2, and is not
+        // forwarded (its JSON would reach the receiver, or hold the queue, before TLS2).
+        let base = format!("http://{}", gateway::http_of(&running));
+        let reading = http
+            .post(format!("{base}/fhir/Observation"))
+            .header("content-type", "application/fhir+json")
+            .body(READING)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reading.status().as_u16(), 201, "{backend}");
         let second = adt("TLS2", "P-TLS2", "");
         let acks = mllp.send(second.as_bytes(), 1).await;
         assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");

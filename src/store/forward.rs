@@ -23,9 +23,13 @@ pub struct ForwardFilter {
 }
 
 impl ForwardFilter {
-    /// Is a message with this status and type (`ADT^A01`, as logged) forwarded? Rejected
-    /// messages and duplicates never are.
-    pub fn wants(&self, status: Status, message_type: &str) -> bool {
+    /// Is a logged message with this status, source (`mllp`, `http`, `file`, `fhir`) and type
+    /// (`ADT^A01`, as logged) forwarded? Only HL7 v2 messages are: never FHIR writes, rejected
+    /// messages or duplicates.
+    pub fn wants(&self, status: Status, source: &str, message_type: &str) -> bool {
+        if source == crate::ingest::Source::Fhir.as_str() {
+            return false;
+        }
         let accepted = match status {
             Status::Converted => true,
             Status::Error => self.include_errors,
@@ -277,19 +281,22 @@ mod tests {
     #[test]
     fn the_filter_takes_accepted_messages_of_the_listed_types() {
         let all = ForwardFilter::default();
-        assert!(all.wants(Status::Converted, "ADT^A01"));
-        assert!(!all.wants(Status::Error, "ADT^A01"));
-        assert!(!all.wants(Status::Rejected, "ADT^A01"));
-        assert!(!all.wants(Status::Duplicate, "ADT^A01"));
+        assert!(all.wants(Status::Converted, "mllp", "ADT^A01"));
+        assert!(!all.wants(Status::Error, "mllp", "ADT^A01"));
+        assert!(!all.wants(Status::Rejected, "mllp", "ADT^A01"));
+        assert!(!all.wants(Status::Duplicate, "mllp", "ADT^A01"));
         let some = ForwardFilter {
             types: vec!["ADT^*".into(), "ORU^R01".into()],
             include_errors: true,
         };
-        assert!(some.wants(Status::Error, "ADT^A08"));
-        assert!(some.wants(Status::Converted, "ORU^R01^ORU_R01"));
-        assert!(some.wants(Status::Converted, "oru^r01"));
-        assert!(!some.wants(Status::Converted, "ORU^R30"));
-        assert!(!some.wants(Status::Converted, "VXU^V04"));
-        assert!(!some.wants(Status::Rejected, "ADT^A01"));
+        assert!(some.wants(Status::Error, "mllp", "ADT^A08"));
+        assert!(some.wants(Status::Converted, "mllp", "ORU^R01^ORU_R01"));
+        assert!(some.wants(Status::Converted, "mllp", "oru^r01"));
+        assert!(!some.wants(Status::Converted, "mllp", "ORU^R30"));
+        assert!(!some.wants(Status::Converted, "mllp", "VXU^V04"));
+        assert!(!some.wants(Status::Rejected, "mllp", "ADT^A01"));
+        // A FHIR write is logged with a type of its own, and is never sent as if it were HL7 v2.
+        assert!(!all.wants(Status::Converted, "fhir", "FHIR^transaction"));
+        assert!(!all.wants(Status::Converted, "fhir", "ADT^A01"));
     }
 }

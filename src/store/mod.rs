@@ -1066,7 +1066,7 @@ impl Store {
                 }
             }
             if let Some(f) = &self.forward
-                && f.wants(d.status, &d.m.message_type)
+                && f.wants(d.status, &d.m.source, &d.m.message_type)
             {
                 forward_ids.push(id);
             }
@@ -1178,12 +1178,12 @@ impl Store {
             let rows = conn
                 .fetch(
                     "read a message type",
-                    "SELECT message_type FROM messages WHERE id = $1",
+                    "SELECT source, message_type FROM messages WHERE id = $1",
                     &[Arg::Int(id)],
                 )
                 .await?;
             if let Some(r) = rows.first()
-                && f.wants(status, &exec::Cols::text(r, 0)?)
+                && f.wants(status, &exec::Cols::text(r, 0)?, &exec::Cols::text(r, 1)?)
             {
                 forward::enqueue(conn, &[id], now_micros()).await?;
             }
