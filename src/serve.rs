@@ -66,6 +66,16 @@ pub struct ForwardSection {
     pub tls_cert: Option<PathBuf>,
     /// Key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// FHIR writes that store Observations (device readings) are sent too, as ORU^R01.
+    pub fhir_observations: bool,
+    /// MSH-3 of those ORU^R01.
+    pub oru_sending_application: String,
+    /// MSH-4.
+    pub oru_sending_facility: String,
+    /// MSH-5.
+    pub oru_receiving_application: String,
+    /// MSH-6.
+    pub oru_receiving_facility: String,
 }
 
 impl Default for ForwardSection {
@@ -81,6 +91,11 @@ impl Default for ForwardSection {
             tls_server_name: String::new(),
             tls_cert: None,
             tls_key: None,
+            fhir_observations: false,
+            oru_sending_application: "V2FHIR".into(),
+            oru_sending_facility: String::new(),
+            oru_receiving_application: String::new(),
+            oru_receiving_facility: String::new(),
         }
     }
 }
@@ -125,6 +140,7 @@ impl ForwardSection {
                 .map(String::from)
                 .collect(),
             include_errors: self.include_errors,
+            fhir_observations: self.fhir_observations,
         })
     }
 }
@@ -927,6 +943,17 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
             connect_timeout: Duration::from_secs(cfg.forward.connect_timeout_secs.max(1)),
             retry_max: Duration::from_secs(cfg.forward.retry_max_secs.max(1)),
             tls: cfg.forward.tls()?,
+            oru: crate::fhir::oru::Header {
+                sending_application: cfg.forward.oru_sending_application.clone(),
+                sending_facility: cfg.forward.oru_sending_facility.clone(),
+                receiving_application: cfg.forward.oru_receiving_application.clone(),
+                receiving_facility: cfg.forward.oru_receiving_facility.clone(),
+                ..Default::default()
+            },
+            plan: {
+                let p = pipeline.clone();
+                Arc::new(move || p.plan())
+            },
         };
         forwarder = Some(tokio::spawn(crate::sinks::forward::run(
             fcfg,

@@ -409,6 +409,7 @@ async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_e
         let mut cfg = gateway::config(&url);
         cfg.forward.mllp = format!("127.0.0.1:{port}");
         cfg.forward.timeout_secs = 5;
+        cfg.forward.fhir_observations = true;
         let running = gateway::start(&cfg).await;
         let base = format!("http://{}", gateway::http_of(&running));
         let http = gateway::http_client();
@@ -420,16 +421,44 @@ async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_e
             let acks = mllp.send(m.as_bytes(), 1).await;
             assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
         }
+        // A device's reading about the first patient: an ORU^R01 the receiver parses into its
+        // groups and validates (strictly, HL7 v2.5.1) before it answers AA.
+        let r = http
+            .post(format!("{base}/fhir/Observation"))
+            .header("content-type", "application/fhir+json")
+            .body(READING.replace(
+                r#""status":"final","#,
+                r#""status":"final","subject":{"reference":"Patient?identifier=P-PY1"},"effectiveDateTime":"2026-11-30T08:15:00Z","#,
+            ))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 201, "{backend}");
         let list = messages(&http, &base).await;
-        let last = id_of(&list, "PY5");
-        wait_for("the receiver's ACK of the last message", || {
+        let reading = list
+            .iter()
+            .find(|m| m["source"] == "fhir")
+            .and_then(|m| m["id"].as_i64())
+            .unwrap_or_else(|| panic!("{backend}: no FHIR row"));
+        wait_for("the receiver's answer to the reading", || {
             let (http, base) = (http.clone(), base.clone());
-            async move { message(&http, &base, last).await["forward"]["state"] == "sent" }
+            async move { message(&http, &base, reading).await["forward"]["state"] != "pending" }
         })
         .await;
+        let m = message(&http, &base, reading).await;
+        assert_eq!(m["forward"]["state"], "sent", "{backend}: {m}");
         let text = std::fs::read_to_string(&out).unwrap_or_default();
         let received: Vec<&str> = text.split("\n---\n").filter(|m| !m.is_empty()).collect();
-        assert_eq!(received, sent, "{backend}: in order, once, as received");
+        assert_eq!(received.len(), 6, "{backend}: {received:?}");
+        assert_eq!(
+            received[..5],
+            sent[..],
+            "{backend}: in order, once, as received"
+        );
+        assert_eq!(
+            m["forward"]["payload"], received[5],
+            "{backend}: the ORU^R01 sent is the one kept"
+        );
         for c in ["PY1", "PY2", "PY3", "PY4", "PY5"] {
             let m = message(&http, &base, id_of(&list, c)).await;
             assert_eq!(m["forward"]["state"], "sent", "{backend}: {m}");
@@ -444,5 +473,176 @@ async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_e
         }
         running.shutdown().await;
         let _ = ehr.kill().await;
+    }
+}
+
+/// `forward.fhir_observations`: a device backend's readings, written as FHIR against the patient
+/// the ADT feed created (a conditional reference by MRN), reach the receiver as an ORU^R01 after
+/// that ADT; a reading about a patient the gateway does not hold is parked with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_readings_written_as_fhir_reach_the_receiver_as_oru() {
+    let http = gateway::http_client();
+    for (backend, url) in gateway::store_urls("forward-oru").await {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .port();
+        let (got, ehr) = receiver(listener, None);
+        let mut cfg = gateway::config(&url);
+        cfg.forward.mllp = format!("127.0.0.1:{port}");
+        cfg.forward.fhir_observations = true;
+        cfg.forward.oru_receiving_application = "EHR".into();
+        cfg.forward.timeout_secs = 2;
+        let running = gateway::start(&cfg).await;
+        let base = format!("http://{}", gateway::http_of(&running));
+        let mut mllp = gateway::mllp_of(&running).await;
+        let admit = adt("DEV1", "MRN-DEV", "");
+        let acks = mllp.send(admit.as_bytes(), 1).await;
+        assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
+
+        let readings = r#"{"resourceType": "Bundle", "type": "transaction", "entry": [
+          {"request": {"method": "POST", "url": "Observation"}, "resource": {
+            "resourceType": "Observation", "status": "final",
+            "identifier": [{"system": "urn:device:watch-1", "value": "hr-0001"}],
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+            "subject": {"reference": "Patient?identifier=MRN-DEV"},
+            "effectiveDateTime": "2026-11-30T08:15:00+01:00",
+            "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}}},
+          {"request": {"method": "POST", "url": "Observation"}, "resource": {
+            "resourceType": "Observation", "status": "final",
+            "identifier": [{"system": "urn:device:cuff-1", "value": "bp-0001"}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "subject": {"reference": "Patient?identifier=MRN-DEV"},
+            "effectiveDateTime": "2026-11-30T08:16:00+01:00",
+            "component": [
+              {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+               "valueQuantity": {"value": 128, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+              {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+               "valueQuantity": {"value": 82, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]}}]}"#;
+        let r = http
+            .post(format!("{base}/fhir"))
+            .header("content-type", "application/fhir+json")
+            .body(readings)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 200, "{backend}");
+        // A reading about a patient the gateway does not hold.
+        let stray = READING.replace(
+            r#""status":"final","#,
+            r#""status":"final","subject":{"reference":"Patient/not-here"},"#,
+        );
+        let r = http
+            .post(format!("{base}/fhir/Observation"))
+            .header("content-type", "application/fhir+json")
+            .body(stray)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 201, "{backend}");
+
+        let list = messages(&http, &base).await;
+        let fhir_rows: Vec<i64> = list
+            .iter()
+            .filter(|m| m["source"] == "fhir")
+            .filter_map(|m| m["id"].as_i64())
+            .collect();
+        assert_eq!(fhir_rows.len(), 2, "{backend}: {list:?}");
+        let (stray_id, readings_id) = (fhir_rows[0], fhir_rows[1]); // newest first
+        wait_for("the stray reading to be parked", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move { message(&http, &base, stray_id).await["forward"]["state"] == "dead" }
+        })
+        .await;
+        let m = message(&http, &base, stray_id).await;
+        assert!(
+            m["forward"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Patient/not-here")),
+            "{backend}: {m}"
+        );
+        wait_for("the readings to be sent", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move { message(&http, &base, readings_id).await["forward"]["state"] == "sent" }
+        })
+        .await;
+        let received = got.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(received.len(), 2, "{backend}: the ADT, then one ORU^R01");
+        assert_eq!(received[0], admit.as_bytes(), "{backend}");
+        let oru = String::from_utf8_lossy(&received[1]).into_owned();
+        let m = message(&http, &base, readings_id).await;
+        assert_eq!(
+            m["forward"]["payload"], oru,
+            "{backend}: what was sent is kept"
+        );
+        // Read it back with the gateway's own parser: the patient of the ADT, both readings.
+        let parsed = v2fhir::v2::parse(oru.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let msg = &parsed.messages[0];
+        let h = msg.header();
+        assert_eq!(h.message_type(), "ORU^R01", "{backend}: {oru}");
+        assert_eq!(
+            h.control_id.as_deref(),
+            Some(format!("V2F{readings_id}").as_str())
+        );
+        // `occurrence` counts from 1, as HL7 does.
+        let field = |seg: &str, occurrence: usize, n: usize| {
+            msg.find(seg, occurrence)
+                .map(|s| s.field(n).raw_text().into_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(field("MSH", 1, 5), "EHR", "{backend}: {oru}");
+        assert!(
+            field("PID", 1, 3).starts_with("MRN-DEV^^^HOSP"),
+            "{backend}: {oru}"
+        );
+        assert_eq!(field("PID", 1, 5), "DOE^JANE^Q", "{backend}: {oru}");
+        assert_eq!(field("PID", 1, 7), "19800101", "{backend}: {oru}");
+        assert_eq!(field("PID", 1, 8), "F", "{backend}: {oru}");
+        let obx: Vec<(String, String, String, String)> = (0..3)
+            .map(|i| {
+                (
+                    field("OBX", i + 1, 3),
+                    field("OBX", i + 1, 5),
+                    field("OBX", i + 1, 6),
+                    field("OBX", i + 1, 11),
+                )
+            })
+            .collect();
+        assert_eq!(
+            obx,
+            vec![
+                (
+                    "8867-4^Heart rate^LN".into(),
+                    "72".into(),
+                    "/min^beats/minute^UCUM".into(),
+                    "F".into()
+                ),
+                (
+                    "8480-6^^LN".into(),
+                    "128".into(),
+                    "mm[Hg]^mmHg^UCUM".into(),
+                    "F".into()
+                ),
+                (
+                    "8462-4^^LN".into(),
+                    "82".into(),
+                    "mm[Hg]^mmHg^UCUM".into(),
+                    "F".into()
+                ),
+            ],
+            "{backend}: {oru}"
+        );
+        assert_eq!(
+            field("OBX", 1, 14),
+            "20261130081500+0100",
+            "{backend}: {oru}"
+        );
+        assert_eq!(field("OBX", 4, 3), "", "{backend}: three OBX: {oru}");
+        running.shutdown().await;
+        ehr.abort();
     }
 }

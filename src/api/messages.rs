@@ -192,6 +192,7 @@ pub async fn get_one(
                     "last_error": f.last_error,
                     "ack": f.ack,
                     "sent_at": f.sent_at.map(rfc3339),
+                    "payload": f.payload,
                 }),
             );
         }

@@ -3,5 +3,6 @@
 pub mod datetime;
 pub mod ids;
 pub mod intake;
+pub mod oru;
 pub mod search;
 pub mod validate;

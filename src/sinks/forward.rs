@@ -7,7 +7,14 @@
 //! operator reprocesses it); no answer, a closed connection or an ACK of another message is a
 //! failed attempt: the connection is dropped and the same message is tried again after a
 //! backoff (1 s, doubling, at most `retry_max`), for as long as it takes. Nothing is dropped.
+//!
+//! With `forward.fhir_observations`, FHIR writes that stored Observations (device readings) are
+//! in the same queue: the forwarder builds an ORU^R01 from the stored Bundle and the Patients the
+//! gateway holds (`fhir::oru`), sends it and keeps it with the receiver's answer. One that cannot
+//! be built (no Patient the gateway knows) is parked as `dead` with the reason.
 
+use crate::fhir::oru;
+use crate::mapping::plan::Plan;
 use crate::sources::mllp::{Frame, MllpCodec};
 use crate::store::{ForwardClaim, Store, now_micros};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -25,7 +32,7 @@ use tokio_util::codec::Framed;
 const MAX_ACK: usize = 1024 * 1024;
 
 /// `[forward]` as the worker needs it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ForwardConfig {
     /// The receiver's `host:port`.
     pub addr: String,
@@ -37,6 +44,43 @@ pub struct ForwardConfig {
     pub retry_max: Duration,
     /// MLLP over TLS, if configured.
     pub tls: Option<ForwardTls>,
+    /// MSH-3 to MSH-6 of the ORU^R01 built from FHIR writes.
+    pub oru: oru::Header,
+    /// The mapping set now loaded (its vocabularies, read backwards, code the ORU^R01).
+    pub plan: Arc<dyn Fn() -> Arc<Plan> + Send + Sync>,
+}
+
+impl std::fmt::Debug for ForwardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardConfig")
+            .field("addr", &self.addr)
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The mapping set's vocabularies read backwards: `{name}ToV2` (FHIR code → v2 code) where the
+/// set has one, else the v2 codes of `{name}` that map to the FHIR code (the shortest, then
+/// the first in order).
+struct PlanCodes(Arc<Plan>);
+
+impl oru::Reverse for PlanCodes {
+    fn v2_code(&self, vocab: &str, fhir_code: &str) -> Option<String> {
+        let find = |name: &str| self.0.vocabs.iter().find(|v| v.name == name);
+        if let Some(v) = find(&format!("{vocab}ToV2"))
+            && let Some(e) = v.entries.get(fhir_code)
+        {
+            return Some(e.code.clone()).filter(|c| !c.is_empty());
+        }
+        find(vocab)?
+            .entries
+            .iter()
+            .filter(|(_, e)| e.code == fhir_code)
+            .map(|(k, _)| k)
+            .min_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)))
+            .cloned()
+    }
 }
 
 /// TLS toward the receiver.
@@ -173,13 +217,55 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 type Conn = Framed<Box<dyn Io>, MllpCodec>;
 
+/// The message to send for a claimed row and its control id: a v2 message as received; for a
+/// FHIR write, the ORU^R01 built from its Observations (`Err`: why none can be built). The flag
+/// says whether the gateway built it.
+async fn payload(
+    cfg: &ForwardConfig,
+    store: &Store,
+    c: &ForwardClaim,
+) -> Result<(Vec<u8>, String, bool), String> {
+    if c.source != crate::ingest::Source::Fhir.as_str() {
+        return Ok((c.raw.clone(), c.control_id.clone(), false));
+    }
+    let bundle: serde_json::Value = c
+        .output
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or("the FHIR write has no stored Bundle to build an ORU^R01 from")?;
+    let observations = oru::observations(&bundle);
+    let mut patients = oru::bundled_patients(&bundle);
+    for id in oru::subjects(&observations) {
+        if patients.contains_key(&id) {
+            continue;
+        }
+        match store.read_resource("Patient", &id).await {
+            Ok(Some(row)) if !row.deleted => {
+                if let Ok(p) = serde_json::from_str(&row.content) {
+                    patients.insert(id, p);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("reading Patient/{id}: {e}")),
+        }
+    }
+    let header = oru::Header {
+        timestamp: crate::clock::hl7_now(),
+        // One control id per logged request: a resend carries the same one.
+        control_id: format!("V2F{}", c.message_id),
+        ..cfg.oru.clone()
+    };
+    let text = oru::build(&observations, &patients, &header, &PlanCodes((cfg.plan)()))?;
+    Ok((text.into_bytes(), header.control_id, true))
+}
+
 /// Send one message and wait for its ACK: the ACK's text and what it says. Many receivers
 /// close the connection after each ACK: a kept connection found closed (or failing before an
 /// answer) is replaced by a new one at once, without counting a failed attempt.
 async fn exchange(
     cfg: &ForwardConfig,
     conn: &mut Option<Conn>,
-    c: &ForwardClaim,
+    c: &Message<'_>,
 ) -> Result<(String, Answer), String> {
     if let Some(f) = conn {
         // Anything readable now, before we sent, is the end of the connection (or an answer
@@ -225,11 +311,17 @@ impl From<String> for Failed {
     }
 }
 
+/// What is sent: the bytes and the control id the ACK must name.
+struct Message<'a> {
+    bytes: &'a [u8],
+    control_id: &'a str,
+}
+
 /// One send-and-wait on the kept connection, or on a new one.
 async fn attempt(
     cfg: &ForwardConfig,
     conn: &mut Option<Conn>,
-    c: &ForwardClaim,
+    c: &Message<'_>,
 ) -> Result<(String, Answer), Failed> {
     let framed = match conn {
         Some(f) => f,
@@ -254,7 +346,7 @@ async fn attempt(
             conn.insert(Framed::new(io, MllpCodec::new(MAX_ACK)))
         }
     };
-    tokio::time::timeout(cfg.timeout, framed.send(&c.raw[..]))
+    tokio::time::timeout(cfg.timeout, framed.send(c.bytes))
         .await
         .map_err(|_| format!("writing to {}: timed out", cfg.addr))?
         .map_err(|e| Failed::Closed(format!("writing to {}: {e}", cfg.addr)))?;
@@ -269,7 +361,7 @@ async fn attempt(
         ))),
         Some(Err(e)) => Err(Failed::Closed(format!("reading from {}: {e}", cfg.addr))),
         Some(Ok(Frame::Message(b))) => {
-            let answer = read_ack(&b, &c.control_id)?;
+            let answer = read_ack(&b, c.control_id)?;
             Ok((String::from_utf8_lossy(&b).into_owned(), answer))
         }
         Some(Ok(Frame::Oversized { len, .. })) => Err(Failed::Other(format!(
@@ -320,11 +412,35 @@ pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<boo
             continue;
         };
         let id = c.message_id;
-        let outcome = exchange(&cfg, &mut conn, &c).await;
+        let (bytes, control_id, built) = match payload(&cfg, &store, &c).await {
+            Ok(p) => p,
+            Err(why) => {
+                metrics::counter!("v2fhir_forwarded_total", "result" => "dead").increment(1);
+                tracing::warn!(
+                    message_id = id,
+                    "forward: no ORU^R01 can be built for this FHIR write; parked as dead"
+                );
+                if let Err(e) = store
+                    .forward_answered(id, &owner, false, None, Some(&why), None)
+                    .await
+                {
+                    tracing::warn!(message_id = id, error = %e, "forward: recording failed");
+                }
+                continue;
+            }
+        };
+        let sent_text = built.then(|| String::from_utf8_lossy(&bytes).into_owned());
+        let message = Message {
+            bytes: &bytes,
+            control_id: &control_id,
+        };
+        let outcome = exchange(&cfg, &mut conn, &message).await;
         let recorded = match outcome {
             Ok((ack, Answer::Accepted)) => {
                 metrics::counter!("v2fhir_forwarded_total", "result" => "sent").increment(1);
-                store.forward_answered(id, &owner, true, &ack, None).await
+                store
+                    .forward_answered(id, &owner, true, Some(&ack), None, sent_text.as_deref())
+                    .await
             }
             Ok((ack, Answer::Refused(why))) => {
                 metrics::counter!("v2fhir_forwarded_total", "result" => "dead").increment(1);
@@ -334,7 +450,14 @@ pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<boo
                     "forward: the receiver refused the message; parked as dead"
                 );
                 store
-                    .forward_answered(id, &owner, false, &ack, Some(&why))
+                    .forward_answered(
+                        id,
+                        &owner,
+                        false,
+                        Some(&ack),
+                        Some(&why),
+                        sent_text.as_deref(),
+                    )
                     .await
             }
             Err(why) => {

@@ -20,15 +20,28 @@ pub struct ForwardFilter {
     /// Also forward messages answered AE because their conversion to FHIR failed (the
     /// downstream system may well take them).
     pub include_errors: bool,
+    /// FHIR writes holding Observations are sent too, as an ORU^R01 the forwarder builds.
+    pub fhir_observations: bool,
 }
 
 impl ForwardFilter {
-    /// Is a logged message with this status, source (`mllp`, `http`, `file`, `fhir`) and type
-    /// (`ADT^A01`, as logged) forwarded? Only HL7 v2 messages are: never FHIR writes, rejected
-    /// messages or duplicates.
-    pub fn wants(&self, status: Status, source: &str, message_type: &str) -> bool {
+    /// Is a logged message with this status, source (`mllp`, `http`, `file`, `fhir`), type
+    /// (`ADT^A01`, as logged) and resources forwarded? HL7 v2 messages as received; FHIR writes
+    /// only with `fhir_observations`, when they stored an Observation (sent as an ORU^R01);
+    /// never rejected messages or duplicates.
+    pub fn wants(
+        &self,
+        status: Status,
+        source: &str,
+        message_type: &str,
+        resources: &[super::NewResource],
+    ) -> bool {
         if source == crate::ingest::Source::Fhir.as_str() {
-            return false;
+            return self.fhir_observations
+                && status == Status::Converted
+                && resources
+                    .iter()
+                    .any(|r| r.resource_type == "Observation" && !r.deleted);
         }
         let accepted = match status {
             Status::Converted => true,
@@ -61,6 +74,10 @@ pub struct ForwardClaim {
     pub control_id: String,
     /// The message as received.
     pub raw: Vec<u8>,
+    /// Where it came from (`mllp`, `http`, `file`, `fhir`).
+    pub source: String,
+    /// The stored Bundle of a FHIR write (what an ORU^R01 is built from); `None` for v2.
+    pub output: Option<String>,
 }
 
 /// The forwarding state of one message, as shown by `GET /messages/{id}`.
@@ -82,6 +99,9 @@ pub struct ForwardState {
     /// When the receiver accepted it (µs since the epoch).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<i64>,
+    /// The message sent, when the gateway built it (an ORU^R01 from a FHIR write).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
 }
 
 /// Counts for `/health` and `/metrics` (pending, dead, the oldest pending row), as the outbox's.
@@ -162,46 +182,65 @@ impl Store {
             return Ok(None);
         };
         let (message_id, attempts) = (r.int(0)?, r.int(1)?);
-        let row = sqlx::query("SELECT raw, control_id FROM messages WHERE id = $1")
-            .bind(message_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("read a message to forward"))?;
+        let row = sqlx::query(
+            "SELECT raw, control_id, source, output, output_z FROM messages WHERE id = $1",
+        )
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read a message to forward"))?;
         let Some(row) = row else {
             return Err(StoreError::Internal(
                 "a queued message is not in the message log",
             ));
+        };
+        let source: String = row.try_get(2).map_err(db("decode source"))?;
+        let output = if source == crate::ingest::Source::Fhir.as_str() {
+            super::packed::output_text(
+                message_id,
+                row.try_get(3).map_err(db("decode output"))?,
+                row.try_get(4).map_err(db("decode output_z"))?,
+            )
+            .map_err(|e| db("decode output_z")(sqlx::Error::Decode(e.into())))?
+        } else {
+            None
         };
         Ok(Some(ForwardClaim {
             message_id,
             attempts,
             raw: row.try_get(0).map_err(db("decode raw"))?,
             control_id: row.try_get(1).map_err(db("decode control_id"))?,
+            source,
+            output,
         }))
     }
 
     /// The receiver answered: `sent` (AA/CA) or `dead` (AE/AR/CE/CR, `error` saying why), with
-    /// its ACK. False when `owner` no longer held the row.
+    /// its ACK (none when the message could not be built, `error` saying why) and the message
+    /// sent when the gateway built it. False when `owner` no longer held the row.
     pub async fn forward_answered(
         &self,
         id: i64,
         owner: &str,
         sent: bool,
-        ack: &str,
+        ack: Option<&str>,
         error: Option<&str>,
+        payload: Option<&str>,
     ) -> Result<bool, StoreError> {
         let args = [
             sql::Arg::Text(if sent { "sent" } else { "dead" }.into()),
-            sql::Arg::Text(ack.into()),
+            sql::Arg::opt_text(ack),
             sql::Arg::opt_text(error),
-            sql::Arg::Int(now_micros()),
+            sql::Arg::opt_int(sent.then(now_micros)),
+            sql::Arg::opt_text(payload),
             sql::Arg::Int(id),
             sql::Arg::Text(owner.into()),
         ];
         let n = write_tx!(self, |c| c.execute(
             "record the receiver's answer",
-            "UPDATE forward_queue SET state = $1, ack = $2, last_error = $3, sent_at = $4, \
-             lease_owner = NULL, lease_until = 0 WHERE message_id = $5 AND lease_owner = $6",
+            "UPDATE forward_queue SET state = $1, ack = $2, last_error = $3, \
+             sent_at = $4, payload = $5, \
+             lease_owner = NULL, lease_until = 0 WHERE message_id = $6 AND lease_owner = $7",
             &args,
         ))?;
         Ok(n == 1)
@@ -245,7 +284,7 @@ impl Store {
     /// The forwarding row of one message, if it has one.
     pub async fn forward_state(&self, id: i64) -> Result<Option<ForwardState>, StoreError> {
         let row = sqlx::query(
-            "SELECT state, attempts, next_attempt_at, last_error, ack, sent_at \
+            "SELECT state, attempts, next_attempt_at, last_error, ack, sent_at, payload \
              FROM forward_queue WHERE message_id = $1",
         )
         .bind(id)
@@ -262,6 +301,7 @@ impl Store {
                 last_error: r.try_get(3)?,
                 ack: r.try_get(4)?,
                 sent_at: r.try_get(5)?,
+                payload: r.try_get(6)?,
             })
         })
         .transpose()
@@ -281,22 +321,44 @@ mod tests {
     #[test]
     fn the_filter_takes_accepted_messages_of_the_listed_types() {
         let all = ForwardFilter::default();
-        assert!(all.wants(Status::Converted, "mllp", "ADT^A01"));
-        assert!(!all.wants(Status::Error, "mllp", "ADT^A01"));
-        assert!(!all.wants(Status::Rejected, "mllp", "ADT^A01"));
-        assert!(!all.wants(Status::Duplicate, "mllp", "ADT^A01"));
+        assert!(all.wants(Status::Converted, "mllp", "ADT^A01", &[]));
+        assert!(!all.wants(Status::Error, "mllp", "ADT^A01", &[]));
+        assert!(!all.wants(Status::Rejected, "mllp", "ADT^A01", &[]));
+        assert!(!all.wants(Status::Duplicate, "mllp", "ADT^A01", &[]));
         let some = ForwardFilter {
             types: vec!["ADT^*".into(), "ORU^R01".into()],
             include_errors: true,
+            fhir_observations: false,
         };
-        assert!(some.wants(Status::Error, "mllp", "ADT^A08"));
-        assert!(some.wants(Status::Converted, "mllp", "ORU^R01^ORU_R01"));
-        assert!(some.wants(Status::Converted, "mllp", "oru^r01"));
-        assert!(!some.wants(Status::Converted, "mllp", "ORU^R30"));
-        assert!(!some.wants(Status::Converted, "mllp", "VXU^V04"));
-        assert!(!some.wants(Status::Rejected, "mllp", "ADT^A01"));
+        assert!(some.wants(Status::Error, "mllp", "ADT^A08", &[]));
+        assert!(some.wants(Status::Converted, "mllp", "ORU^R01^ORU_R01", &[]));
+        assert!(some.wants(Status::Converted, "mllp", "oru^r01", &[]));
+        assert!(!some.wants(Status::Converted, "mllp", "ORU^R30", &[]));
+        assert!(!some.wants(Status::Converted, "mllp", "VXU^V04", &[]));
+        assert!(!some.wants(Status::Rejected, "mllp", "ADT^A01", &[]));
         // A FHIR write is logged with a type of its own, and is never sent as if it were HL7 v2.
-        assert!(!all.wants(Status::Converted, "fhir", "FHIR^transaction"));
-        assert!(!all.wants(Status::Converted, "fhir", "ADT^A01"));
+        assert!(!all.wants(Status::Converted, "fhir", "FHIR^transaction", &[]));
+        assert!(!all.wants(Status::Converted, "fhir", "ADT^A01", &[]));
+        // With fhir_observations, a FHIR write that stored an Observation goes (as an ORU^R01).
+        let reading = crate::store::NewResource::from_json(&serde_json::json!(
+            {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"}}))
+        .unwrap_or_else(|| panic!("no resource"));
+        let patient = crate::store::NewResource::from_json(&serde_json::json!(
+            {"resourceType": "Patient", "id": "p1"}))
+        .unwrap_or_else(|| panic!("no resource"));
+        let devices = ForwardFilter {
+            fhir_observations: true,
+            ..ForwardFilter::default()
+        };
+        let both = [patient.clone(), reading.clone()];
+        assert!(devices.wants(Status::Converted, "fhir", "FHIR^transaction", &both));
+        assert!(!devices.wants(Status::Converted, "fhir", "FHIR^transaction", &[patient]));
+        assert!(!devices.wants(
+            Status::Error,
+            "fhir",
+            "FHIR^batch",
+            std::slice::from_ref(&reading)
+        ));
+        assert!(!all.wants(Status::Converted, "fhir", "FHIR^transaction", &[reading]));
     }
 }

@@ -1066,7 +1066,7 @@ impl Store {
                 }
             }
             if let Some(f) = &self.forward
-                && f.wants(d.status, &d.m.source, &d.m.message_type)
+                && f.wants(d.status, &d.m.source, &d.m.message_type, &d.m.resources)
             {
                 forward_ids.push(id);
             }
@@ -1183,7 +1183,12 @@ impl Store {
                 )
                 .await?;
             if let Some(r) = rows.first()
-                && f.wants(status, &exec::Cols::text(r, 0)?, &exec::Cols::text(r, 1)?)
+                && f.wants(
+                    status,
+                    &exec::Cols::text(r, 0)?,
+                    &exec::Cols::text(r, 1)?,
+                    resources,
+                )
             {
                 forward::enqueue(conn, &[id], now_micros()).await?;
             }

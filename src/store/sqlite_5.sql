@@ -1,5 +1,6 @@
 -- v2fhir forwarding queue (SQLite): accepted HL7 v2 messages to pass on, as received, to a
--- downstream MLLP system (`[forward]`), written in the message's own transaction. One row per
+-- downstream MLLP system (`[forward]`), and FHIR writes with Observations turned into ORU^R01,
+-- written in the message's own transaction. One row per
 -- message: `pending` until the receiver answers AA/CA (`sent`, with its ACK) or AE/AR/CE/CR
 -- (`dead`, with its ACK and reason, until reprocessed). Delivered in message id order.
 CREATE TABLE IF NOT EXISTS forward_queue (
@@ -12,6 +13,9 @@ CREATE TABLE IF NOT EXISTS forward_queue (
     lease_until     INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT,
     ack             TEXT,
+    -- The message sent, when the gateway built it (an ORU^R01 from a FHIR write); a v2 message
+    -- is sent as received (messages.raw).
+    payload         TEXT,
     sent_at         INTEGER
 );
 CREATE INDEX IF NOT EXISTS forward_pending ON forward_queue (message_id) WHERE state = 'pending';
