@@ -256,8 +256,7 @@ fn obr_segment(control: &str, n: usize, obs: &[&Value], codes: &dyn Reverse) -> 
         .first()
         .map(|o| cwe(&o["code"], codes))
         .unwrap_or_default();
-    // OBR-7: the earliest observation time (FHIR instants compare as text only within one offset,
-    // so the first one found is taken).
+    // OBR-7: the time of the first reading that has one.
     f[6] = field_text(
         obs.iter()
             .find_map(|o| effective(o))
@@ -329,7 +328,10 @@ fn obx_rows(o: &Value, codes: &dyn Reverse) -> Vec<OwnedSegment> {
 
 /// OBX-2, OBX-5 and OBX-6 for what `holder` (an Observation or a component) carries.
 fn value_of(holder: &Value, codes: &dyn Reverse) -> Option<(&'static str, OwnedField, OwnedField)> {
-    if let Some(q) = holder.get("valueQuantity") {
+    if let Some(q) = holder
+        .get("valueQuantity")
+        .filter(|q| q["value"].is_number())
+    {
         let number = q["value"].to_string();
         let unit = if q["code"].is_string() || q["unit"].is_string() {
             vec![vec![
@@ -507,6 +509,84 @@ mod tests {
         // What we write, we read.
         let parsed = crate::v2::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.messages.len(), 1);
+    }
+
+    /// A JSON value of any shape, with the keys an Observation or Patient reads.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            ".{0,12}".prop_map(Value::String),
+            "[0-9T:+Z.-]{0,30}".prop_map(Value::String),
+        ];
+        let keys = proptest::sample::select(vec![
+            "value",
+            "unit",
+            "code",
+            "system",
+            "comparator",
+            "coding",
+            "display",
+            "text",
+            "valueQuantity",
+            "valueString",
+            "valueCodeableConcept",
+            "valueBoolean",
+            "valueInteger",
+            "valueDateTime",
+            "valueTime",
+            "dataAbsentReason",
+            "component",
+            "referenceRange",
+            "low",
+            "high",
+            "interpretation",
+            "note",
+            "status",
+            "effectiveDateTime",
+            "effectivePeriod",
+            "start",
+            "identifier",
+            "name",
+            "family",
+            "given",
+            "birthDate",
+            "gender",
+            "assigner",
+            "type",
+        ]);
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec((keys.clone(), inner), 0..6).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever a stored Observation or Patient holds, building answers (a message that
+        /// parses, or a reason) and never panics.
+        #[test]
+        fn any_observation_and_patient_build_or_say_why(obs in any_json(), patient in any_json()) {
+            let mut obs = obs;
+            if let Value::Object(o) = &mut obs {
+                o.insert("subject".into(), json!({"reference": "Patient/p"}));
+            }
+            let patients: HashMap<String, Value> = [("p".to_string(), patient)].into_iter().collect();
+            if let Ok(text) = build(&[&obs], &patients, &Header::default(), &Codes) {
+                proptest::prop_assert!(crate::v2::parse(text.as_bytes()).is_ok());
+            }
+        }
+
+        #[test]
+        fn any_text_makes_a_dtm(s in "\\PC{0,40}") {
+            let d = dtm(&s);
+            proptest::prop_assert!(d.chars().all(|c| c.is_ascii_digit() || "+-.".contains(c)));
+        }
     }
 
     #[test]
