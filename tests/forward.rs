@@ -91,6 +91,23 @@ async fn message(http: &reqwest::Client, base: &str, id: i64) -> Value {
     get_json(http, &format!("{base}/messages/{id}")).await
 }
 
+/// POST a FHIR body to `path` (under the gateway's base): the status.
+async fn fhir_post(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+) -> u16 {
+    http.post(format!("{base}{path}"))
+        .header("content-type", "application/fhir+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .status()
+        .as_u16()
+}
+
 /// `POST /admin/prune?older_than_days=0`: how many messages went.
 async fn prune(http: &reqwest::Client, base: &str) -> i64 {
     let r: Value = http
@@ -185,14 +202,11 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
             "{backend}: {m}"
         );
         // A FHIR write (a device's reading) is logged too, and is not HL7 v2: not forwarded.
-        let reading = http
-            .post(format!("{base}/fhir/Observation"))
-            .header("content-type", "application/fhir+json")
-            .body(READING)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(reading.status().as_u16(), 201, "{backend}");
+        assert_eq!(
+            fhir_post(&http, &base, "/fhir/Observation", READING).await,
+            201,
+            "{backend}"
+        );
         let health = get_json(&http, &format!("{base}/health")).await;
         assert_eq!(health["status"], "ok", "{backend}: {health}");
         assert_eq!(health["forward"]["pending"], 4, "{backend}: {health}");
@@ -328,14 +342,11 @@ async fn forwarding_over_tls_checks_the_receiver_and_presents_the_client_certifi
         // No type filter here: a FHIR write (a device's reading) is still not HL7 v2, and is not
         // forwarded (its JSON would reach the receiver, or hold the queue, before TLS2).
         let base = format!("http://{}", gateway::http_of(&running));
-        let reading = http
-            .post(format!("{base}/fhir/Observation"))
-            .header("content-type", "application/fhir+json")
-            .body(READING)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(reading.status().as_u16(), 201, "{backend}");
+        assert_eq!(
+            fhir_post(&http, &base, "/fhir/Observation", READING).await,
+            201,
+            "{backend}"
+        );
         let second = adt("TLS2", "P-TLS2", "");
         let acks = mllp.send(second.as_bytes(), 1).await;
         assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
@@ -423,17 +434,14 @@ async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_e
         }
         // A device's reading about the first patient: an ORU^R01 the receiver parses into its
         // groups and validates (strictly, HL7 v2.5.1) before it answers AA.
-        let r = http
-            .post(format!("{base}/fhir/Observation"))
-            .header("content-type", "application/fhir+json")
-            .body(READING.replace(
+        assert_eq!(
+            fhir_post(&http, &base, "/fhir/Observation", READING.replace(
                 r#""status":"final","#,
                 r#""status":"final","subject":{"reference":"Patient?identifier=P-PY1"},"effectiveDateTime":"2026-11-30T08:15:00Z","#,
-            ))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.status().as_u16(), 201, "{backend}");
+            )).await,
+            201,
+            "{backend}"
+        );
         let list = messages(&http, &base).await;
         let reading = list
             .iter()
@@ -523,27 +531,21 @@ async fn device_readings_written_as_fhir_reach_the_receiver_as_oru() {
                "valueQuantity": {"value": 128, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
               {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
                "valueQuantity": {"value": 82, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]}}]}"#;
-        let r = http
-            .post(format!("{base}/fhir"))
-            .header("content-type", "application/fhir+json")
-            .body(readings)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.status().as_u16(), 200, "{backend}");
+        assert_eq!(
+            fhir_post(&http, &base, "/fhir", readings).await,
+            200,
+            "{backend}"
+        );
         // A reading about a patient the gateway does not hold.
         let stray = READING.replace(
             r#""status":"final","#,
             r#""status":"final","subject":{"reference":"Patient/not-here"},"#,
         );
-        let r = http
-            .post(format!("{base}/fhir/Observation"))
-            .header("content-type", "application/fhir+json")
-            .body(stray)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.status().as_u16(), 201, "{backend}");
+        assert_eq!(
+            fhir_post(&http, &base, "/fhir/Observation", stray).await,
+            201,
+            "{backend}"
+        );
 
         let list = messages(&http, &base).await;
         let fhir_rows: Vec<i64> = list
