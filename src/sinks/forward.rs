@@ -379,7 +379,13 @@ fn backoff(attempts: i64, max: Duration) -> Duration {
     Duration::from_secs(1u64 << exp).min(max.max(Duration::from_secs(1)))
 }
 
-/// The forwarder: claims the queue's head, sends it, records the answer, until `stop`.
+/// Messages claimed at once (sent one after the other, each after the previous one's ACK).
+const CLAIM: i64 = 64;
+/// Answers recorded in one transaction (at most this many are sent again after a crash).
+const RECORD_EVERY: usize = 16;
+
+/// The forwarder: claims the head of the queue, sends its messages one by one, records the
+/// answers in groups, until `stop`.
 pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<bool>) {
     match store.forward_release_all().await {
         Ok(0) => {}
@@ -387,22 +393,24 @@ pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<boo
         Err(e) => tracing::warn!(error = %e, "forward: could not release old leases"),
     }
     let owner = format!("forward-{}-{}", std::process::id(), now_micros());
-    let lease = cfg.timeout * 2 + cfg.connect_timeout + Duration::from_secs(30);
+    // Until the next record: RECORD_EVERY exchanges, each within its timeouts.
+    let lease = (cfg.timeout * 2 + cfg.connect_timeout) * (RECORD_EVERY as u32 + 1)
+        + Duration::from_secs(30);
+    let until = || now_micros() + lease.as_micros() as i64;
     let signal = store.forward_signal();
     let mut conn: Option<Conn> = None;
     loop {
         if *stop.borrow() {
             break;
         }
-        let until = now_micros() + lease.as_micros() as i64;
-        let claim = match store.forward_claim(&owner, until).await {
-            Ok(c) => c,
+        let batch = match store.forward_claim(&owner, until(), CLAIM).await {
+            Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "forward: reading the queue failed; trying again in 1 s");
-                None
+                Vec::new()
             }
         };
-        let Some(c) = claim else {
+        if batch.is_empty() {
             // Nothing due: wait for a commit, for a retry to fall due, or for the end.
             tokio::select! {
                 _ = signal.notified() => {}
@@ -410,84 +418,127 @@ pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<boo
                 _ = stop.wait_for(|s| *s) => break,
             }
             continue;
-        };
-        let id = c.message_id;
-        let (bytes, control_id, built) = match payload(&cfg, &store, &c).await {
-            Ok(p) => p,
-            Err(why) => {
-                metrics::counter!("v2fhir_forwarded_total", "result" => "dead").increment(1);
-                tracing::warn!(
-                    message_id = id,
-                    "forward: no ORU^R01 can be built for this FHIR write; parked as dead"
-                );
-                if let Err(e) = store
-                    .forward_answered(id, &owner, false, None, Some(&why), None)
-                    .await
-                {
-                    tracing::warn!(message_id = id, error = %e, "forward: recording failed");
+        }
+        let mut answers: Vec<crate::store::Answered> = Vec::new();
+        let mut held: Vec<i64> = batch.iter().map(|c| c.message_id).collect();
+        for c in &batch {
+            if *stop.borrow() {
+                break;
+            }
+            let id = c.message_id;
+            match send_one(&cfg, &store, &mut conn, c).await {
+                Ok(a) => {
+                    answers.push(a);
+                    held.retain(|h| *h != id);
                 }
-                continue;
-            }
-        };
-        let sent_text = built.then(|| String::from_utf8_lossy(&bytes).into_owned());
-        let message = Message {
-            bytes: &bytes,
-            control_id: &control_id,
-        };
-        let outcome = exchange(&cfg, &mut conn, &message).await;
-        let recorded = match outcome {
-            Ok((ack, Answer::Accepted)) => {
-                metrics::counter!("v2fhir_forwarded_total", "result" => "sent").increment(1);
-                store
-                    .forward_answered(id, &owner, true, Some(&ack), None, sent_text.as_deref())
-                    .await
-            }
-            Ok((ack, Answer::Refused(why))) => {
-                metrics::counter!("v2fhir_forwarded_total", "result" => "dead").increment(1);
-                // The reason is the receiver's text, which may quote the message: not logged.
-                tracing::warn!(
-                    message_id = id,
-                    "forward: the receiver refused the message; parked as dead"
-                );
-                store
-                    .forward_answered(
-                        id,
-                        &owner,
-                        false,
-                        Some(&ack),
-                        Some(&why),
-                        sent_text.as_deref(),
-                    )
-                    .await
-            }
-            Err(why) => {
-                conn = None;
-                metrics::counter!("v2fhir_forwarded_total", "result" => "retry").increment(1);
-                let attempts = c.attempts + 1;
-                let pause = backoff(attempts, cfg.retry_max);
-                tracing::warn!(message_id = id, attempts, error = %why, retry_in_ms = pause.as_millis() as u64, "forward: attempt failed");
-                let next = now_micros() + pause.as_micros() as i64;
-                store
-                    .forward_retry(id, &owner, attempts, next, &why)
-                    .await
-                    .map(|()| true)
-            }
-        };
-        match recorded {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(
-                    message_id = id,
-                    "forward: the lease ran out before the answer was recorded"
-                )
-            }
-            Err(e) => {
-                tracing::warn!(message_id = id, error = %e, "forward: recording the answer failed; the message will be sent again");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.wait_for(|s| *s) => break,
+                Err(why) => {
+                    // The same message again after a pause; the ones after it wait.
+                    conn = None;
+                    metrics::counter!("v2fhir_forwarded_total", "result" => "retry").increment(1);
+                    let attempts = c.attempts + 1;
+                    let pause = backoff(attempts, cfg.retry_max);
+                    tracing::warn!(message_id = id, attempts, error = %why, retry_in_ms = pause.as_millis() as u64, "forward: attempt failed");
+                    record(&store, &owner, &mut answers, &held, until()).await;
+                    let next = now_micros() + pause.as_micros() as i64;
+                    if let Err(e) = store.forward_retry(id, &owner, attempts, next, &why).await {
+                        tracing::warn!(message_id = id, error = %e, "forward: recording the failed attempt failed");
+                    }
+                    held.retain(|h| *h != id);
+                    break;
                 }
             }
+            if answers.len() >= RECORD_EVERY {
+                record(&store, &owner, &mut answers, &held, until()).await;
+            }
+        }
+        record(&store, &owner, &mut answers, &[], 0).await;
+        if let Err(e) = store.forward_release(&owner, &held).await {
+            tracing::warn!(error = %e, "forward: releasing unsent messages failed; their leases run out");
+        }
+    }
+}
+
+/// Record `answers` (and extend the lease on `held`); a failure is logged, and the messages are
+/// sent again once their leases run out.
+async fn record(
+    store: &Store,
+    owner: &str,
+    answers: &mut Vec<crate::store::Answered>,
+    held: &[i64],
+    lease_until: i64,
+) {
+    if answers.is_empty() {
+        return;
+    }
+    match store
+        .forward_answered(owner, answers, held, lease_until)
+        .await
+    {
+        Ok(n) if n as usize == answers.len() => {}
+        Ok(n) => tracing::warn!(
+            recorded = n,
+            answers = answers.len(),
+            "forward: a lease ran out before the answer was recorded"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "forward: recording answers failed; those messages will be sent again")
+        }
+    }
+    answers.clear();
+}
+
+/// Build (FHIR writes) and send one message; its answer, or why the attempt failed (`Err`:
+/// retry). A message that cannot be built is answered `dead` without being sent.
+async fn send_one(
+    cfg: &ForwardConfig,
+    store: &Store,
+    conn: &mut Option<Conn>,
+    c: &ForwardClaim,
+) -> Result<crate::store::Answered, String> {
+    let id = c.message_id;
+    let dead = |why: String, ack: Option<String>, payload: Option<String>| {
+        metrics::counter!("v2fhir_forwarded_total", "result" => "dead").increment(1);
+        crate::store::Answered {
+            message_id: id,
+            sent: false,
+            ack,
+            error: Some(why),
+            payload,
+        }
+    };
+    let (bytes, control_id, built) = match payload(cfg, store, c).await {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(
+                message_id = id,
+                "forward: no ORU^R01 can be built for this FHIR write; parked as dead"
+            );
+            return Ok(dead(why, None, None));
+        }
+    };
+    let sent_text = built.then(|| String::from_utf8_lossy(&bytes).into_owned());
+    let message = Message {
+        bytes: &bytes,
+        control_id: &control_id,
+    };
+    match exchange(cfg, conn, &message).await? {
+        (ack, Answer::Accepted) => {
+            metrics::counter!("v2fhir_forwarded_total", "result" => "sent").increment(1);
+            Ok(crate::store::Answered {
+                message_id: id,
+                sent: true,
+                ack: Some(ack),
+                error: None,
+                payload: sent_text,
+            })
+        }
+        (ack, Answer::Refused(why)) => {
+            // The reason is the receiver's text, which may quote the message: not logged.
+            tracing::warn!(
+                message_id = id,
+                "forward: the receiver refused the message; parked as dead"
+            );
+            Ok(dead(why, Some(ack), sent_text))
         }
     }
 }

@@ -80,6 +80,21 @@ pub struct ForwardClaim {
     pub output: Option<String>,
 }
 
+/// The receiver's answer to one forwarded message (or why none could be sent).
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// The message's row id.
+    pub message_id: i64,
+    /// AA/CA (`sent`), else `dead`.
+    pub sent: bool,
+    /// The receiver's acknowledgment, if it answered.
+    pub ack: Option<String>,
+    /// Why the message is dead.
+    pub error: Option<String>,
+    /// The message sent, when the gateway built it.
+    pub payload: Option<String>,
+}
+
 /// The forwarding state of one message, as shown by `GET /messages/{id}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForwardState {
@@ -152,98 +167,159 @@ impl Store {
     }
 
     /// Claim the head of the queue for `owner` until `lease_until` (µs): the lowest pending
-    /// message id, if its attempt is due and nobody holds it. `None` otherwise (nothing
-    /// pending, a retry not yet due, or another replica sending it).
+    /// message ids, at most `limit`, in order — if the lowest one is due and nobody holds it.
+    /// Empty otherwise (nothing pending, a retry not yet due, or another replica sending).
     pub async fn forward_claim(
         &self,
         owner: &str,
         lease_until: i64,
-    ) -> Result<Option<ForwardClaim>, StoreError> {
+        limit: i64,
+    ) -> Result<Vec<ForwardClaim>, StoreError> {
         let now = now_micros();
         let args = [
             sql::Arg::Text(owner.into()),
             sql::Arg::Int(lease_until),
             sql::Arg::Int(now),
+            sql::Arg::Int(limit),
         ];
-        // As the outbox claim: on its own connection, not the writer's transaction.
+        // As the outbox claim: on its own connection, not the writer's transaction. Rows after
+        // the head are only ever taken with it: a head waiting for its retry, or held by
+        // another replica, holds back the whole queue.
         let mut conn = self.writer.acquire().await.map_err(db("acquire"))?;
         let rows = Exec::fetch(
             &mut *conn,
             "claim the forwarding queue's head",
             "UPDATE forward_queue SET lease_owner = $1, lease_until = $2 \
-             WHERE message_id = (SELECT MIN(message_id) FROM forward_queue WHERE state = 'pending') \
-             AND state = 'pending' AND next_attempt_at <= $3 AND lease_until <= $3 \
+             WHERE message_id IN (SELECT message_id FROM forward_queue WHERE state = 'pending' \
+                                  ORDER BY message_id LIMIT $4) \
+             AND state = 'pending' AND lease_until <= $3 \
+             AND EXISTS (SELECT 1 FROM forward_queue h WHERE h.message_id = \
+                           (SELECT MIN(message_id) FROM forward_queue WHERE state = 'pending') \
+                         AND h.next_attempt_at <= $3 AND h.lease_until <= $3) \
              RETURNING message_id, attempts",
             &args,
         )
         .await?;
         drop(conn);
-        let Some(r) = rows.first() else {
-            return Ok(None);
-        };
-        let (message_id, attempts) = (r.int(0)?, r.int(1)?);
-        let row = sqlx::query(
-            "SELECT raw, control_id, source, output, output_z FROM messages WHERE id = $1",
-        )
-        .bind(message_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("read a message to forward"))?;
-        let Some(row) = row else {
-            return Err(StoreError::Internal(
-                "a queued message is not in the message log",
-            ));
-        };
-        let source: String = row.try_get(2).map_err(db("decode source"))?;
-        let output = if source == crate::ingest::Source::Fhir.as_str() {
-            super::packed::output_text(
+        let mut claimed: Vec<(i64, i64)> = rows
+            .iter()
+            .map(|r| Ok((r.int(0)?, r.int(1)?)))
+            .collect::<Result<_, StoreError>>()?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        claimed.sort_unstable();
+        let text = format!(
+            "SELECT id, raw, control_id, source, output, output_z FROM messages WHERE id IN ({})",
+            sql::placeholders(claimed.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        for (id, _) in &claimed {
+            q = q.bind(*id);
+        }
+        let found = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read messages to forward"))?;
+        let mut by_id: std::collections::HashMap<i64, sqlx::any::AnyRow> =
+            std::collections::HashMap::new();
+        for r in found {
+            by_id.insert(r.try_get(0).map_err(db("decode id"))?, r);
+        }
+        let mut out = Vec::with_capacity(claimed.len());
+        for (message_id, attempts) in claimed {
+            let Some(row) = by_id.get(&message_id) else {
+                return Err(StoreError::Internal(
+                    "a queued message is not in the message log",
+                ));
+            };
+            let source: String = row.try_get(3).map_err(db("decode source"))?;
+            let output = if source == crate::ingest::Source::Fhir.as_str() {
+                super::packed::output_text(
+                    message_id,
+                    row.try_get(4).map_err(db("decode output"))?,
+                    row.try_get(5).map_err(db("decode output_z"))?,
+                )
+                .map_err(|e| db("decode output_z")(sqlx::Error::Decode(e.into())))?
+            } else {
+                None
+            };
+            out.push(ForwardClaim {
                 message_id,
-                row.try_get(3).map_err(db("decode output"))?,
-                row.try_get(4).map_err(db("decode output_z"))?,
-            )
-            .map_err(|e| db("decode output_z")(sqlx::Error::Decode(e.into())))?
-        } else {
-            None
-        };
-        Ok(Some(ForwardClaim {
-            message_id,
-            attempts,
-            raw: row.try_get(0).map_err(db("decode raw"))?,
-            control_id: row.try_get(1).map_err(db("decode control_id"))?,
-            source,
-            output,
-        }))
+                attempts,
+                raw: row.try_get(1).map_err(db("decode raw"))?,
+                control_id: row.try_get(2).map_err(db("decode control_id"))?,
+                source,
+                output,
+            });
+        }
+        Ok(out)
     }
 
-    /// The receiver answered: `sent` (AA/CA) or `dead` (AE/AR/CE/CR, `error` saying why), with
-    /// its ACK (none when the message could not be built, `error` saying why) and the message
-    /// sent when the gateway built it. False when `owner` no longer held the row.
+    /// Record the receiver's answers to messages `owner` holds, in one transaction, and extend
+    /// its lease on `still_held` to `lease_until` (µs). Returns how many answers were recorded
+    /// (fewer when a lease ran out meanwhile).
     pub async fn forward_answered(
         &self,
-        id: i64,
         owner: &str,
-        sent: bool,
-        ack: Option<&str>,
-        error: Option<&str>,
-        payload: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let args = [
-            sql::Arg::Text(if sent { "sent" } else { "dead" }.into()),
-            sql::Arg::opt_text(ack),
-            sql::Arg::opt_text(error),
-            sql::Arg::opt_int(sent.then(now_micros)),
-            sql::Arg::opt_text(payload),
-            sql::Arg::Int(id),
-            sql::Arg::Text(owner.into()),
-        ];
-        let n = write_tx!(self, |c| c.execute(
-            "record the receiver's answer",
-            "UPDATE forward_queue SET state = $1, ack = $2, last_error = $3, \
-             sent_at = $4, payload = $5, \
-             lease_owner = NULL, lease_until = 0 WHERE message_id = $6 AND lease_owner = $7",
-            &args,
+        answers: &[Answered],
+        still_held: &[i64],
+        lease_until: i64,
+    ) -> Result<u64, StoreError> {
+        let now = now_micros();
+        write_tx!(self, |c| async {
+            let mut n = 0;
+            for a in answers {
+                n += c
+                    .execute(
+                        "record the receiver's answer",
+                        "UPDATE forward_queue SET state = $1, ack = $2, last_error = $3, \
+                         sent_at = $4, payload = $5, lease_owner = NULL, lease_until = 0 \
+                         WHERE message_id = $6 AND lease_owner = $7",
+                        &[
+                            sql::Arg::Text(if a.sent { "sent" } else { "dead" }.into()),
+                            sql::Arg::opt_text(a.ack.as_deref()),
+                            sql::Arg::opt_text(a.error.as_deref()),
+                            sql::Arg::opt_int(a.sent.then_some(now)),
+                            sql::Arg::opt_text(a.payload.as_deref()),
+                            sql::Arg::Int(a.message_id),
+                            sql::Arg::Text(owner.into()),
+                        ],
+                    )
+                    .await?;
+            }
+            if !still_held.is_empty() {
+                let text = format!(
+                    "UPDATE forward_queue SET lease_until = $1 WHERE lease_owner = $2 \
+                     AND message_id IN ({})",
+                    sql::placeholders_from(3, still_held.len())
+                );
+                let mut args = vec![sql::Arg::Int(lease_until), sql::Arg::Text(owner.into())];
+                args.extend(still_held.iter().map(|id| sql::Arg::Int(*id)));
+                c.execute("extend forwarding leases", &text, &args).await?;
+            }
+            Ok::<_, StoreError>(n)
+        })
+    }
+
+    /// Give back the leases `owner` holds on `ids` (claimed, not sent).
+    pub async fn forward_release(&self, owner: &str, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let text = format!(
+            "UPDATE forward_queue SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1 \
+             AND message_id IN ({})",
+            sql::placeholders_from(2, ids.len())
+        );
+        let mut args = vec![sql::Arg::Text(owner.into())];
+        args.extend(ids.iter().map(|id| sql::Arg::Int(*id)));
+        write_tx!(self, |c| c.execute(
+            "release forwarding leases",
+            &text,
+            &args
         ))?;
-        Ok(n == 1)
+        Ok(())
     }
 
     /// A failed attempt (connection, timeout, no ACK of this message): try again at

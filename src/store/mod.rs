@@ -49,7 +49,7 @@ mod query;
 pub mod resources;
 mod sql;
 pub use exec::set_wal_buffer;
-pub use forward::{ForwardClaim, ForwardFilter, ForwardState, ForwardStats};
+pub use forward::{Answered, ForwardClaim, ForwardFilter, ForwardState, ForwardStats};
 pub use outbox::{Claimed, DeliveryState, OutboxStats, prune_older_than};
 pub use query::{MessageFilter, MessagePage};
 pub use resources::{NewResource, ResourceRow};
