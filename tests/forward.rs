@@ -648,3 +648,69 @@ async fn device_readings_written_as_fhir_reach_the_receiver_as_oru() {
         ehr.abort();
     }
 }
+
+/// Two replicas on one PostgreSQL share the queue: every message reaches the receiver once, in
+/// the order of the log, though both take messages and both forwarders compete for the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_forward_each_message_once_in_log_order() {
+    let Some(admin) = gateway::pg_admin_url() else {
+        return; // PostgreSQL only (CI always has it: pg_admin_url panics there without it)
+    };
+    let url = gateway::fresh_pg(&admin, "forward-replicas").await;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let (got, ehr) = receiver(listener, None);
+    let mut cfg = gateway::config(&url);
+    cfg.forward.mllp = format!("127.0.0.1:{port}");
+    let a = gateway::start(&cfg).await;
+    let b = gateway::start(&cfg).await;
+    let (mut ca, mut cb) = (gateway::mllp_of(&a).await, gateway::mllp_of(&b).await);
+    const N: usize = 200;
+    for i in 0..N {
+        let m = adt(&format!("REP{i}"), &format!("P-REP{}", i % 20), "");
+        let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+        let acks = c.send(m.as_bytes(), 1).await;
+        assert_eq!(gateway::msa(&acks[0]).0, "AA", "{acks:?}");
+    }
+    wait_for("every message at the receiver", || {
+        let n = got.lock().unwrap_or_else(|e| e.into_inner()).len();
+        async move { n >= N }
+    })
+    .await;
+    // A moment for a duplicate to show up, if one were coming.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received: Vec<String> = got
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|f| gateway::control_id(f))
+        .collect();
+    // The log's order: by id, as the store numbered them.
+    let http = gateway::http_client();
+    let base = format!("http://{}", gateway::http_of(&a));
+    let mut logged: Vec<(i64, String)> = get_json(&http, &format!("{base}/messages?limit=1000"))
+        .await["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_i64().unwrap_or(0),
+                m["control_id"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    logged.sort();
+    let in_log_order: Vec<String> = logged.into_iter().map(|(_, c)| c).collect();
+    assert_eq!(received.len(), N, "each once");
+    assert_eq!(received, in_log_order, "in the order of the log");
+    a.shutdown().await;
+    b.shutdown().await;
+    ehr.abort();
+}
