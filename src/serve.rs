@@ -42,7 +42,9 @@ pub struct Config {
     pub forward: ForwardSection,
 }
 
-/// `[forward]`: accepted HL7 v2 messages passed on, as received, to a downstream MLLP system.
+/// `[forward]`: accepted HL7 v2 messages passed on, as received, to a downstream MLLP system
+/// (destination `default`); `[forward.routes.NAME]`, with the same keys, adds more destinations,
+/// each with its own queue, order and filter.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForwardSection {
@@ -76,6 +78,8 @@ pub struct ForwardSection {
     pub oru_receiving_application: String,
     /// MSH-6.
     pub oru_receiving_facility: String,
+    /// More destinations, by name (`[forward.routes.lab]`); a route's own `routes` must be empty.
+    pub routes: std::collections::BTreeMap<String, ForwardSection>,
 }
 
 impl Default for ForwardSection {
@@ -96,6 +100,7 @@ impl Default for ForwardSection {
             oru_sending_facility: String::new(),
             oru_receiving_application: String::new(),
             oru_receiving_facility: String::new(),
+            routes: Default::default(),
         }
     }
 }
@@ -103,6 +108,14 @@ impl Default for ForwardSection {
 impl ForwardSection {
     /// TLS toward the receiver, if `tls_ca` is set (reads the files).
     pub fn tls(&self) -> Result<Option<crate::sinks::forward::ForwardTls>, ConfigError> {
+        self.tls_named("forward")
+    }
+
+    /// [`ForwardSection::tls`], errors naming the section (`forward`, `forward.routes.lab`).
+    fn tls_named(
+        &self,
+        section: &str,
+    ) -> Result<Option<crate::sinks::forward::ForwardTls>, ConfigError> {
         let Some(ca) = &self.tls_ca else {
             return Ok(None);
         };
@@ -110,9 +123,9 @@ impl ForwardSection {
             (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
             (None, None) => None,
             _ => {
-                return Err(ConfigError(
-                    "forward.tls_cert and forward.tls_key must be given together".into(),
-                ));
+                return Err(ConfigError(format!(
+                    "{section}.tls_cert and {section}.tls_key must be given together"
+                )));
             }
         };
         let name = if self.tls_server_name.is_empty() {
@@ -126,12 +139,69 @@ impl ForwardSection {
         };
         crate::sinks::forward::ForwardTls::new(ca, client, name)
             .map(Some)
-            .map_err(|e| ConfigError(format!("forward.tls: {e}")))
+            .map_err(|e| ConfigError(format!("{section}.tls: {e}")))
     }
 
-    /// What a commit queues, if forwarding is on.
-    pub fn filter(&self) -> Option<crate::store::ForwardFilter> {
-        (!self.mllp.is_empty()).then(|| crate::store::ForwardFilter {
+    /// Every destination: `default` (this section, when `mllp` is set) and the routes, by name,
+    /// with the section name errors use.
+    pub fn destinations(&self) -> Vec<(String, String, &ForwardSection)> {
+        let mut out = Vec::new();
+        if !self.mllp.is_empty() {
+            out.push((
+                crate::store::forward::DEFAULT_DESTINATION.to_string(),
+                "forward".to_string(),
+                self,
+            ));
+        }
+        for (name, route) in &self.routes {
+            out.push((name.clone(), format!("forward.routes.{name}"), route));
+        }
+        out
+    }
+
+    /// Check every destination: an address, MSH-9 patterns, TLS files; route names.
+    fn check(&self) -> Result<(), ConfigError> {
+        use std::net::ToSocketAddrs;
+        for (name, section, d) in self.destinations() {
+            if section != "forward" && name == crate::store::forward::DEFAULT_DESTINATION {
+                return Err(ConfigError(format!(
+                    "{section}: 'default' names [forward] itself; give the route another name"
+                )));
+            }
+            if section != "forward" && !d.routes.is_empty() {
+                return Err(ConfigError(format!(
+                    "{section}: a route has no routes of its own"
+                )));
+            }
+            if d.mllp.to_socket_addrs().is_err() {
+                return Err(ConfigError(format!(
+                    "{section}.mllp '{}' is not host:port",
+                    d.mllp
+                )));
+            }
+            d.tls_named(&section)?;
+            for t in d.types.split(',').map(str::trim) {
+                if !t.is_empty() && (t.contains('|') || t.starts_with('^')) {
+                    return Err(ConfigError(format!(
+                        "{section}.types: '{t}' is not an MSH-9 pattern such as ADT^A01 or ADT^*"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each destination's name and what a commit queues for it.
+    pub fn filters(&self) -> Vec<(String, crate::store::ForwardFilter)> {
+        self.destinations()
+            .into_iter()
+            .map(|(name, _, d)| (name, d.filter()))
+            .collect()
+    }
+
+    /// What a commit queues for this destination.
+    fn filter(&self) -> crate::store::ForwardFilter {
+        crate::store::ForwardFilter {
             types: self
                 .types
                 .split(',')
@@ -141,7 +211,7 @@ impl ForwardSection {
                 .collect(),
             include_errors: self.include_errors,
             fhir_observations: self.fhir_observations,
-        })
+        }
     }
 }
 
@@ -586,23 +656,7 @@ impl Config {
                 "http.jwt_jwks_file or jwt_jwks_url needs http.jwt_issuer and http.jwt_audience (tokens are checked against both)".into(),
             ));
         }
-        if !self.forward.mllp.is_empty() {
-            use std::net::ToSocketAddrs;
-            if self.forward.mllp.to_socket_addrs().is_err() {
-                return Err(ConfigError(format!(
-                    "forward.mllp '{}' is not host:port",
-                    self.forward.mllp
-                )));
-            }
-            self.forward.tls()?;
-            for t in self.forward.types.split(',').map(str::trim) {
-                if !t.is_empty() && (t.contains('|') || t.starts_with('^')) {
-                    return Err(ConfigError(format!(
-                        "forward.types: '{t}' is not an MSH-9 pattern such as ADT^A01 or ADT^*"
-                    )));
-                }
-            }
-        }
+        self.forward.check()?;
         if self.http.tls_client_ca.is_some() && self.http.tls_cert.is_none() {
             return Err(ConfigError(
                 "http.tls_client_ca needs http.tls_cert and http.tls_key (client certificates are checked in the TLS handshake)".into(),
@@ -808,8 +862,8 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The delivery worker; stopped after the pipeline has drained.
     worker: Option<tokio::task::JoinHandle<()>>,
-    /// The MLLP forwarder; stopped after the pipeline has drained.
-    forwarder: Option<tokio::task::JoinHandle<()>>,
+    /// The MLLP forwarders, one per destination; stopped after the pipeline has drained.
+    forwarders: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -826,7 +880,7 @@ impl Running {
         if let Some(w) = self.worker {
             let _ = w.await;
         }
-        if let Some(f) = self.forwarder {
+        for f in self.forwarders {
             let _ = f.await;
         }
         self.pipeline.store().close().await;
@@ -913,7 +967,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     let store = Store::open(&cfg.store.url, cfg.durability()?)
         .await?
         .with_sinks(sinks)
-        .with_forward(cfg.forward.filter());
+        .with_forward(cfg.forward.filters());
     let pipeline = Pipeline::start(plan, store.clone(), cfg.ingest()?);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -935,19 +989,20 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     // what is still queued waits in the store for the next start.
     // The MLLP forwarder. On `stop` it finishes the exchange in flight (recording the answer);
     // what is still queued waits in the store for the next start.
-    let mut forwarder = None;
-    if !cfg.forward.mllp.is_empty() {
+    let mut forwarders = Vec::new();
+    for (destination, _, f) in cfg.forward.destinations() {
         let fcfg = crate::sinks::forward::ForwardConfig {
-            addr: cfg.forward.mllp.clone(),
-            timeout: Duration::from_secs(cfg.forward.timeout_secs.max(1)),
-            connect_timeout: Duration::from_secs(cfg.forward.connect_timeout_secs.max(1)),
-            retry_max: Duration::from_secs(cfg.forward.retry_max_secs.max(1)),
-            tls: cfg.forward.tls()?,
+            destination,
+            addr: f.mllp.clone(),
+            timeout: Duration::from_secs(f.timeout_secs.max(1)),
+            connect_timeout: Duration::from_secs(f.connect_timeout_secs.max(1)),
+            retry_max: Duration::from_secs(f.retry_max_secs.max(1)),
+            tls: f.tls()?,
             oru: crate::fhir::oru::Header {
-                sending_application: cfg.forward.oru_sending_application.clone(),
-                sending_facility: cfg.forward.oru_sending_facility.clone(),
-                receiving_application: cfg.forward.oru_receiving_application.clone(),
-                receiving_facility: cfg.forward.oru_receiving_facility.clone(),
+                sending_application: f.oru_sending_application.clone(),
+                sending_facility: f.oru_sending_facility.clone(),
+                receiving_application: f.oru_receiving_application.clone(),
+                receiving_facility: f.oru_receiving_facility.clone(),
                 ..Default::default()
             },
             plan: {
@@ -955,7 +1010,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 Arc::new(move || p.plan())
             },
         };
-        forwarder = Some(tokio::spawn(crate::sinks::forward::run(
+        forwarders.push(tokio::spawn(crate::sinks::forward::run(
             fcfg,
             store.clone(),
             stop_rx.clone(),
@@ -1191,7 +1246,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
         stop,
         tasks,
         worker,
-        forwarder,
+        forwarders,
     })
 }
 
@@ -1354,11 +1409,89 @@ mod tests {
                 ],
                 "upstream.private_key: /nonexistent/key.pem",
             ),
+            (
+                vec![("V2FHIR_FORWARD_MLLP", "no-port")],
+                "forward.mllp 'no-port' is not host:port",
+            ),
+            (
+                vec![
+                    ("V2FHIR_FORWARD_MLLP", "127.0.0.1:2576"),
+                    ("V2FHIR_FORWARD_TYPES", "ADT|A01"),
+                ],
+                "forward.types: 'ADT|A01'",
+            ),
+            (
+                vec![
+                    ("V2FHIR_FORWARD_MLLP", "127.0.0.1:2576"),
+                    ("V2FHIR_FORWARD_TLS_CA", "/nonexistent/ca.pem"),
+                ],
+                "forward.tls: /nonexistent/ca.pem",
+            ),
         ] {
             match Config::load(None, env(&pairs)) {
                 Ok(_) => panic!("{pairs:?} accepted"),
                 Err(e) => assert!(e.to_string().contains(want), "{pairs:?}: {e}"),
             }
         }
+    }
+
+    #[test]
+    fn forwarding_routes_are_read_from_the_file_and_checked() {
+        let dir = std::env::temp_dir().join(format!("v2fhir-routes-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let load = |text: &str| {
+            let path = dir.join("routes.toml");
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+            Config::load(Some(&path), env(&[]))
+        };
+        let cfg = load(
+            "[forward]\nmllp = \"127.0.0.1:2576\"\ntypes = \"ADT^*\"\n\
+             [forward.routes.lab]\nmllp = \"127.0.0.1:2577\"\ntypes = \"ORU^*\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<(String, Vec<String>)> = cfg
+            .forward
+            .filters()
+            .into_iter()
+            .map(|(n, f)| (n, f.types))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("default".to_string(), vec!["ADT^*".to_string()]),
+                ("lab".to_string(), vec!["ORU^*".to_string()]),
+            ]
+        );
+        // A route alone (no [forward] receiver) is fine.
+        let cfg = load("[forward.routes.lab]\nmllp = \"127.0.0.1:2577\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.forward.filters().len(), 1);
+        for (text, want) in [
+            (
+                "[forward.routes.lab]\ntypes = \"ORU^*\"\n",
+                "forward.routes.lab.mllp ''",
+            ),
+            (
+                "[forward.routes.default]\nmllp = \"127.0.0.1:2577\"\n",
+                "'default' names [forward] itself",
+            ),
+            (
+                "[forward.routes.lab]\nmllp = \"127.0.0.1:2577\"\n\
+                 [forward.routes.lab.routes.x]\nmllp = \"127.0.0.1:2578\"\n",
+                "forward.routes.lab: a route has no routes",
+            ),
+            (
+                "[forward.routes.lab]\nmllp = \"127.0.0.1:2577\"\ntls_cert = \"c.pem\"\n\
+                 tls_ca = \"ca.pem\"\n",
+                "forward.routes.lab.tls_cert and forward.routes.lab.tls_key",
+            ),
+            ("[forward.routes.lab]\nmlp = \"127.0.0.1:2577\"\n", "mlp"),
+        ] {
+            match load(text) {
+                Ok(_) => panic!("{text:?} accepted"),
+                Err(e) => assert!(e.to_string().contains(want), "{text:?}: {e}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -189,14 +189,14 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
             let (http, base) = (http.clone(), base.clone());
             async move {
                 let m = message(&http, &base, fw1).await;
-                m["forward"]["attempts"].as_i64().unwrap_or(0) >= 1
+                m["forward"][0]["attempts"].as_i64().unwrap_or(0) >= 1
             }
         })
         .await;
         let m = message(&http, &base, fw1).await;
-        assert_eq!(m["forward"]["state"], "pending", "{backend}: {m}");
+        assert_eq!(m["forward"][0]["state"], "pending", "{backend}: {m}");
         assert!(
-            m["forward"]["last_error"]
+            m["forward"][0]["last_error"]
                 .as_str()
                 .is_some_and(|e| e.contains(&format!("127.0.0.1:{port}"))),
             "{backend}: {m}"
@@ -209,7 +209,10 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
         );
         let health = get_json(&http, &format!("{base}/health")).await;
         assert_eq!(health["status"], "ok", "{backend}: {health}");
-        assert_eq!(health["forward"]["pending"], 4, "{backend}: {health}");
+        assert_eq!(
+            health["forward"]["default"]["pending"], 4,
+            "{backend}: {health}"
+        );
         let oru_id = id_of(&list, &gateway::control_id(oru.as_bytes()));
         assert!(
             message(&http, &base, oru_id).await.get("forward").is_none(),
@@ -238,23 +241,23 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
         let refused = id_of(&list, "REFUSE1");
         wait_for("the refusal to be recorded", || {
             let (http, base) = (http.clone(), base.clone());
-            async move { message(&http, &base, refused).await["forward"]["state"] == "dead" }
+            async move { message(&http, &base, refused).await["forward"][0]["state"] == "dead" }
         })
         .await;
         let received: Vec<Vec<u8>> = got.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let expected: Vec<Vec<u8>> = sent.iter().map(|m| m.as_bytes().to_vec()).collect();
         assert_eq!(received, expected, "{backend}: order, bytes, once");
         let m = message(&http, &base, fw1).await;
-        assert_eq!(m["forward"]["state"], "sent", "{backend}: {m}");
+        assert_eq!(m["forward"][0]["state"], "sent", "{backend}: {m}");
         assert!(
-            m["forward"]["ack"]
+            m["forward"][0]["ack"]
                 .as_str()
                 .is_some_and(|a| a.contains("MSA|AA|FW1")),
             "{backend}: {m}"
         );
         let m = message(&http, &base, refused).await;
         assert_eq!(
-            m["forward"]["last_error"], "the receiver answered AE: patient unknown here",
+            m["forward"][0]["last_error"], "the receiver answered AE: patient unknown here",
             "{backend}: {m}"
         );
 
@@ -267,7 +270,7 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
         assert!(r.status().is_success(), "{backend}: {}", r.status());
         wait_for("the reprocessed message to be sent", || {
             let (http, base) = (http.clone(), base.clone());
-            async move { message(&http, &base, refused).await["forward"]["state"] == "sent" }
+            async move { message(&http, &base, refused).await["forward"][0]["state"] == "sent" }
         })
         .await;
         assert_eq!(
@@ -276,8 +279,14 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
             "{backend}: only the reprocessed message went again"
         );
         let health = get_json(&http, &format!("{base}/health")).await;
-        assert_eq!(health["forward"]["pending"], 0, "{backend}: {health}");
-        assert_eq!(health["forward"]["dead"], 0, "{backend}: {health}");
+        assert_eq!(
+            health["forward"]["default"]["pending"], 0,
+            "{backend}: {health}"
+        );
+        assert_eq!(
+            health["forward"]["default"]["dead"], 0,
+            "{backend}: {health}"
+        );
         // Sent, they can go, with their forwarding rows.
         assert_eq!(prune(&http, &base).await, 4, "{backend}");
         assert_eq!(messages(&http, &base).await.len(), 0, "{backend}");
@@ -324,7 +333,7 @@ async fn forwarding_over_tls_checks_the_receiver_and_presents_the_client_certifi
         wait_for("a failed handshake", || {
             let (http, base) = (http.clone(), base.clone());
             async move {
-                message(&http, &base, id).await["forward"]["attempts"]
+                message(&http, &base, id).await["forward"][0]["attempts"]
                     .as_i64()
                     .unwrap_or(0)
                     >= 1
@@ -374,7 +383,7 @@ async fn forwarding_over_tls_checks_the_receiver_and_presents_the_client_certifi
         wait_for("a refused certificate", || {
             let (http, base) = (http.clone(), base.clone());
             async move {
-                message(&http, &base, id).await["forward"]["last_error"]
+                message(&http, &base, id).await["forward"][0]["last_error"]
                     .as_str()
                     .is_some_and(|e| e.contains("TLS handshake") && e.contains("certificate"))
             }
@@ -450,11 +459,11 @@ async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_e
             .unwrap_or_else(|| panic!("{backend}: no FHIR row"));
         wait_for("the receiver's answer to the reading", || {
             let (http, base) = (http.clone(), base.clone());
-            async move { message(&http, &base, reading).await["forward"]["state"] != "pending" }
+            async move { message(&http, &base, reading).await["forward"][0]["state"] != "pending" }
         })
         .await;
         let m = message(&http, &base, reading).await;
-        assert_eq!(m["forward"]["state"], "sent", "{backend}: {m}");
+        assert_eq!(m["forward"][0]["state"], "sent", "{backend}: {m}");
         let text = std::fs::read_to_string(&out).unwrap_or_default();
         let received: Vec<&str> = text.split("\n---\n").filter(|m| !m.is_empty()).collect();
         assert_eq!(received.len(), 6, "{backend}: {received:?}");
@@ -464,16 +473,16 @@ async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_e
             "{backend}: in order, once, as received"
         );
         assert_eq!(
-            m["forward"]["payload"], received[5],
+            m["forward"][0]["payload"], received[5],
             "{backend}: the ORU^R01 sent is the one kept"
         );
         for c in ["PY1", "PY2", "PY3", "PY4", "PY5"] {
             let m = message(&http, &base, id_of(&list, c)).await;
-            assert_eq!(m["forward"]["state"], "sent", "{backend}: {m}");
+            assert_eq!(m["forward"][0]["state"], "sent", "{backend}: {m}");
             // A closed connection is replaced at once: no attempt failed.
-            assert_eq!(m["forward"]["attempts"], 0, "{backend}: {m}");
+            assert_eq!(m["forward"][0]["attempts"], 0, "{backend}: {m}");
             assert!(
-                m["forward"]["ack"]
+                m["forward"][0]["ack"]
                     .as_str()
                     .is_some_and(|a| a.contains(&format!("MSA|AA|{c}"))),
                 "{backend}: {m}"
@@ -557,19 +566,19 @@ async fn device_readings_written_as_fhir_reach_the_receiver_as_oru() {
         let (stray_id, readings_id) = (fhir_rows[0], fhir_rows[1]); // newest first
         wait_for("the stray reading to be parked", || {
             let (http, base) = (http.clone(), base.clone());
-            async move { message(&http, &base, stray_id).await["forward"]["state"] == "dead" }
+            async move { message(&http, &base, stray_id).await["forward"][0]["state"] == "dead" }
         })
         .await;
         let m = message(&http, &base, stray_id).await;
         assert!(
-            m["forward"]["last_error"]
+            m["forward"][0]["last_error"]
                 .as_str()
                 .is_some_and(|e| e.contains("Patient/not-here")),
             "{backend}: {m}"
         );
         wait_for("the readings to be sent", || {
             let (http, base) = (http.clone(), base.clone());
-            async move { message(&http, &base, readings_id).await["forward"]["state"] == "sent" }
+            async move { message(&http, &base, readings_id).await["forward"][0]["state"] == "sent" }
         })
         .await;
         let received = got.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -578,7 +587,7 @@ async fn device_readings_written_as_fhir_reach_the_receiver_as_oru() {
         let oru = String::from_utf8_lossy(&received[1]).into_owned();
         let m = message(&http, &base, readings_id).await;
         assert_eq!(
-            m["forward"]["payload"], oru,
+            m["forward"][0]["payload"], oru,
             "{backend}: what was sent is kept"
         );
         // Read it back with the gateway's own parser: the patient of the ADT, both readings.
@@ -713,4 +722,113 @@ async fn two_replicas_on_one_postgres_forward_each_message_once_in_log_order() {
     a.shutdown().await;
     b.shutdown().await;
     ehr.abort();
+}
+
+/// Routes: `[forward]` takes the ADTs and `[forward.routes.lab]` the results, each with its own
+/// queue and order; a route whose receiver is down holds back only its own messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_send_each_type_to_its_receiver_and_queue_apart() {
+    let http = gateway::http_client();
+    let oru = std::fs::read_to_string(gateway::root().join("tests/golden/oru_r01_lab.hl7"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    for (backend, url) in gateway::store_urls("forward-routes").await {
+        let ehr_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ehr_port = ehr_listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .port();
+        let (ehr_got, ehr) = receiver(ehr_listener, None);
+        // The lab's receiver is down at first.
+        let lab_port = {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
+        };
+        let mut cfg = gateway::config(&url);
+        cfg.forward.mllp = format!("127.0.0.1:{ehr_port}");
+        cfg.forward.types = "ADT^*".into();
+        let lab = v2fhir::serve::ForwardSection {
+            mllp: format!("127.0.0.1:{lab_port}"),
+            types: "ORU^*".into(),
+            retry_max_secs: 1,
+            connect_timeout_secs: 1,
+            ..Default::default()
+        };
+        cfg.forward.routes.insert("lab".into(), lab);
+        assert!(cfg.check().is_ok());
+        let running = gateway::start(&cfg).await;
+        let base = format!("http://{}", gateway::http_of(&running));
+        let mut mllp = gateway::mllp_of(&running).await;
+        let first = adt("RT1", "P-RT1", "");
+        let second = adt("RT2", "P-RT2", "");
+        for m in [first.as_str(), oru.as_str(), second.as_str()] {
+            let acks = mllp.send(m.as_bytes(), 1).await;
+            assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
+        }
+        // The EHR gets both ADTs though the lab is down.
+        wait_for("the ADTs at the EHR", || {
+            let n = ehr_got.lock().unwrap_or_else(|e| e.into_inner()).len();
+            async move { n >= 2 }
+        })
+        .await;
+        let list = messages(&http, &base).await;
+        let oru_id = id_of(&list, &gateway::control_id(oru.as_bytes()));
+        let m = message(&http, &base, oru_id).await;
+        assert_eq!(
+            m["forward"].as_array().map(Vec::len),
+            Some(1),
+            "{backend}: {m}"
+        );
+        assert_eq!(m["forward"][0]["destination"], "lab", "{backend}: {m}");
+        assert_eq!(m["forward"][0]["state"], "pending", "{backend}: {m}");
+        let health = get_json(&http, &format!("{base}/health")).await;
+        assert_eq!(
+            health["forward"]["default"]["pending"], 0,
+            "{backend}: {health}"
+        );
+        assert_eq!(
+            health["forward"]["lab"]["pending"], 1,
+            "{backend}: {health}"
+        );
+        // The lab comes up: it gets the result, and nothing else.
+        let lab_listener = TcpListener::bind(("127.0.0.1", lab_port))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (lab_got, lab_task) = receiver(lab_listener, None);
+        wait_for("the result at the lab", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move { message(&http, &base, oru_id).await["forward"][0]["state"] == "sent" }
+        })
+        .await;
+        assert_eq!(
+            *lab_got.lock().unwrap_or_else(|e| e.into_inner()),
+            vec![oru.clone().into_bytes()],
+            "{backend}"
+        );
+        assert_eq!(
+            *ehr_got.lock().unwrap_or_else(|e| e.into_inner()),
+            vec![first.into_bytes(), second.into_bytes()],
+            "{backend}"
+        );
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        assert!(
+            metrics.contains("v2fhir_forward_pending{destination=\"lab\"} 0"),
+            "{backend}: {metrics}"
+        );
+        running.shutdown().await;
+        ehr.abort();
+        lab_task.abort();
+    }
 }

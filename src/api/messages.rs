@@ -182,19 +182,24 @@ pub async fn get_one(
         } else if m.status == Status::Delivered {
             o.insert("delivery".into(), json!({"state": "delivered"}));
         }
-        if let Some(f) = state.pipeline.store().forward_state(id).await? {
-            o.insert(
-                "forward".into(),
-                json!({
-                    "state": f.state,
-                    "attempts": f.attempts,
-                    "next_attempt_at": f.next_attempt_at.map(rfc3339),
-                    "last_error": f.last_error,
-                    "ack": f.ack,
-                    "sent_at": f.sent_at.map(rfc3339),
-                    "payload": f.payload,
-                }),
-            );
+        let forward = state.pipeline.store().forward_state(id).await?;
+        if !forward.is_empty() {
+            let rows: Vec<Value> = forward
+                .into_iter()
+                .map(|f| {
+                    json!({
+                        "destination": f.destination,
+                        "state": f.state,
+                        "attempts": f.attempts,
+                        "next_attempt_at": f.next_attempt_at.map(rfc3339),
+                        "last_error": f.last_error,
+                        "ack": f.ack,
+                        "sent_at": f.sent_at.map(rfc3339),
+                        "payload": f.payload,
+                    })
+                })
+                .collect();
+            o.insert("forward".into(), Value::Array(rows));
         }
     }
     Ok(Json(v))
@@ -427,9 +432,13 @@ pub async fn health(State(state): State<AppState>) -> Response {
         });
     }
     // Nor does a downstream MLLP receiver that is down: messages wait in the forwarding queue.
-    if store.forward_filter().is_some() {
+    if store.forwarding() {
         let stats = store.forward_stats().await.unwrap_or_default();
-        body["forward"] = queue_json(stats.pending, stats.dead, stats.oldest_pending);
+        body["forward"] = stats
+            .into_iter()
+            .map(|(d, s)| (d, queue_json(s.pending, s.dead, s.oldest_pending)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
     }
     // Like the upstream, the file source does not make the gateway unready.
     if let Some((dir, status)) = &state.file {
@@ -438,11 +447,17 @@ pub async fn health(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// `v2fhir_{queue}_pending`, `_dead` and `_oldest_pending_seconds`.
-fn queue_gauges(queue: &str, pending: i64, dead: i64, oldest_pending: Option<i64>) {
-    metrics::gauge!(format!("v2fhir_{queue}_pending")).set(pending as f64);
-    metrics::gauge!(format!("v2fhir_{queue}_dead")).set(dead as f64);
-    metrics::gauge!(format!("v2fhir_{queue}_oldest_pending_seconds"))
+/// `v2fhir_{queue}_pending`, `_dead` and `_oldest_pending_seconds`, with `labels`.
+fn queue_gauges(
+    queue: &str,
+    labels: Vec<metrics::Label>,
+    pending: i64,
+    dead: i64,
+    oldest_pending: Option<i64>,
+) {
+    metrics::gauge!(format!("v2fhir_{queue}_pending"), labels.clone()).set(pending as f64);
+    metrics::gauge!(format!("v2fhir_{queue}_dead"), labels.clone()).set(dead as f64);
+    metrics::gauge!(format!("v2fhir_{queue}_oldest_pending_seconds"), labels)
         .set(pending_age_secs(oldest_pending).unwrap_or(0.0));
 }
 
@@ -476,12 +491,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if state.upstream.is_some()
         && let Ok(o) = state.pipeline.store().outbox_stats().await
     {
-        queue_gauges("outbox", o.pending, o.dead, o.oldest_pending);
+        queue_gauges("outbox", Vec::new(), o.pending, o.dead, o.oldest_pending);
     }
-    if state.pipeline.store().forward_filter().is_some()
-        && let Ok(f) = state.pipeline.store().forward_stats().await
+    if state.pipeline.store().forwarding()
+        && let Ok(stats) = state.pipeline.store().forward_stats().await
     {
-        queue_gauges("forward", f.pending, f.dead, f.oldest_pending);
+        for (destination, f) in stats {
+            queue_gauges(
+                "forward",
+                vec![metrics::Label::new("destination", destination)],
+                f.pending,
+                f.dead,
+                f.oldest_pending,
+            );
+        }
     }
     // SQLite's WAL shim (crates/walbuf), process-wide; absent when nothing has used it.
     let wal = v2fhir_walbuf::stats();

@@ -409,13 +409,14 @@ pub fn dtm(fhir: &str) -> String {
         out.push('.');
         out.extend(fraction.chars().filter(char::is_ascii_digit).take(4));
     }
-    match zone {
-        "" => {}
-        "Z" => out.push_str("+0000"),
-        z => {
-            out.push_str(&z[..1]);
-            out.extend(z[1..].chars().filter(char::is_ascii_digit));
-        }
+    if let Some(offset) = zone.strip_prefix('+') {
+        out.push('+');
+        out.extend(offset.chars().filter(char::is_ascii_digit));
+    } else if let Some(offset) = zone.strip_prefix('-') {
+        out.push('-');
+        out.extend(offset.chars().filter(char::is_ascii_digit));
+    } else if zone.starts_with('Z') {
+        out.push_str("+0000");
     }
     out
 }
@@ -451,6 +452,8 @@ mod tests {
         assert_eq!(dtm("2026-11"), "202611");
         assert_eq!(dtm("1980-01-01"), "19800101");
         assert_eq!(dtm(""), "");
+        // Found by the property test below: a zone of `Z` with more after it.
+        assert_eq!(dtm("TZ0"), "+0000");
     }
 
     #[test]

@@ -34,6 +34,8 @@ const MAX_ACK: usize = 1024 * 1024;
 /// `[forward]` as the worker needs it.
 #[derive(Clone)]
 pub struct ForwardConfig {
+    /// The destination's name (`default`, or the route's).
+    pub destination: String,
     /// The receiver's `host:port`.
     pub addr: String,
     /// Longest wait for the receiver's ACK (and for writing the message).
@@ -53,6 +55,7 @@ pub struct ForwardConfig {
 impl std::fmt::Debug for ForwardConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ForwardConfig")
+            .field("destination", &self.destination)
             .field("addr", &self.addr)
             .field("timeout", &self.timeout)
             .field("tls", &self.tls)
@@ -392,18 +395,27 @@ pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<boo
         Ok(n) => tracing::info!(rows = n, "forward: released leases of a previous run"),
         Err(e) => tracing::warn!(error = %e, "forward: could not release old leases"),
     }
-    let owner = format!("forward-{}-{}", std::process::id(), now_micros());
+    // One owner per destination: a lease names its destination's forwarder.
+    let owner = format!(
+        "forward-{}-{}-{}",
+        cfg.destination,
+        std::process::id(),
+        now_micros()
+    );
     // Until the next record: RECORD_EVERY exchanges, each within its timeouts.
     let lease = (cfg.timeout * 2 + cfg.connect_timeout) * (RECORD_EVERY as u32 + 1)
         + Duration::from_secs(30);
     let until = || now_micros() + lease.as_micros() as i64;
-    let signal = store.forward_signal();
+    let signal = store.forward_signal(&cfg.destination);
     let mut conn: Option<Conn> = None;
     loop {
         if *stop.borrow() {
             break;
         }
-        let batch = match store.forward_claim(&owner, until(), CLAIM).await {
+        let batch = match store
+            .forward_claim(&cfg.destination, &owner, until(), CLAIM)
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "forward: reading the queue failed; trying again in 1 s");
@@ -434,10 +446,10 @@ pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<boo
                 Err(why) => {
                     // The same message again after a pause; the ones after it wait.
                     conn = None;
-                    metrics::counter!("v2fhir_forwarded_total", "result" => "retry").increment(1);
+                    metrics::counter!("v2fhir_forwarded_total", "destination" => cfg.destination.clone(), "result" => "retry").increment(1);
                     let attempts = c.attempts + 1;
                     let pause = backoff(attempts, cfg.retry_max);
-                    tracing::warn!(message_id = id, attempts, error = %why, retry_in_ms = pause.as_millis() as u64, "forward: attempt failed");
+                    tracing::warn!(destination = %cfg.destination, message_id = id, attempts, error = %why, retry_in_ms = pause.as_millis() as u64, "forward: attempt failed");
                     record(&store, &owner, &mut answers, &held, until()).await;
                     let next = now_micros() + pause.as_micros() as i64;
                     if let Err(e) = store.forward_retry(id, &owner, attempts, next, &why).await {
@@ -497,7 +509,7 @@ async fn send_one(
 ) -> Result<crate::store::Answered, String> {
     let id = c.message_id;
     let dead = |why: String, ack: Option<String>, payload: Option<String>| {
-        metrics::counter!("v2fhir_forwarded_total", "result" => "dead").increment(1);
+        metrics::counter!("v2fhir_forwarded_total", "destination" => cfg.destination.clone(), "result" => "dead").increment(1);
         crate::store::Answered {
             message_id: id,
             sent: false,
@@ -523,7 +535,7 @@ async fn send_one(
     };
     match exchange(cfg, conn, &message).await? {
         (ack, Answer::Accepted) => {
-            metrics::counter!("v2fhir_forwarded_total", "result" => "sent").increment(1);
+            metrics::counter!("v2fhir_forwarded_total", "destination" => cfg.destination.clone(), "result" => "sent").increment(1);
             Ok(crate::store::Answered {
                 message_id: id,
                 sent: true,

@@ -95,9 +95,11 @@ pub struct Answered {
     pub payload: Option<String>,
 }
 
-/// The forwarding state of one message, as shown by `GET /messages/{id}`.
+/// The forwarding state of one message at one destination, as shown by `GET /messages/{id}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForwardState {
+    /// `default`, or the route's name.
+    pub destination: String,
     /// `pending`, `sent` or `dead`.
     pub state: String,
     /// Attempts that failed (connection, timeout, or an answer that was not an ACK of it).
@@ -122,26 +124,44 @@ pub struct ForwardState {
 /// Counts for `/health` and `/metrics` (pending, dead, the oldest pending row), as the outbox's.
 pub type ForwardStats = super::OutboxStats;
 
-/// Queue messages (inside the caller's transaction). A message already queued stays as it is,
-/// unless it is dead: then it is queued again (a reprocessed message).
+/// The destination of `[forward]` itself; its routes go by their names.
+pub const DEFAULT_DESTINATION: &str = "default";
+
+/// A destination: its name, what it takes, and the signal its forwarder waits on.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) name: String,
+    pub(crate) filter: ForwardFilter,
+    pub(crate) signal: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// Queue messages for destinations (`(message id, destination)`, inside the caller's
+/// transaction). A message already queued for a destination stays as it is, unless it is dead
+/// there: then it is queued again (a reprocessed message).
 pub(crate) async fn enqueue<E: Exec>(
     conn: &mut E,
-    ids: &[i64],
+    rows: &[(i64, &str)],
     now: i64,
 ) -> Result<(), StoreError> {
-    for chunk in ids.chunks(512) {
+    for chunk in rows.chunks(512) {
         let mut text = String::from(
-            "INSERT INTO forward_queue (message_id, created_at, next_attempt_at) VALUES ",
+            "INSERT INTO forward_queue (message_id, destination, created_at, next_attempt_at) VALUES ",
         );
-        text.push_str(&sql::values_list(chunk.len(), 3));
+        text.push_str(&sql::values_list(chunk.len(), 4));
         text.push_str(
-            " ON CONFLICT (message_id) DO UPDATE SET state = 'pending', attempts = 0, \
+            " ON CONFLICT (destination, message_id) DO UPDATE SET state = 'pending', attempts = 0, \
              next_attempt_at = excluded.next_attempt_at, lease_owner = NULL, lease_until = 0, \
-             last_error = NULL, ack = NULL, sent_at = NULL WHERE forward_queue.state = 'dead'",
+             last_error = NULL, ack = NULL, sent_at = NULL, payload = NULL \
+             WHERE forward_queue.state = 'dead'",
         );
-        let mut args = Vec::with_capacity(chunk.len() * 3);
-        for id in chunk {
-            args.extend([sql::Arg::Int(*id), sql::Arg::Int(now), sql::Arg::Int(now)]);
+        let mut args = Vec::with_capacity(chunk.len() * 4);
+        for (id, destination) in chunk {
+            args.extend([
+                sql::Arg::Int(*id),
+                sql::Arg::Text((*destination).into()),
+                sql::Arg::Int(now),
+                sql::Arg::Int(now),
+            ]);
         }
         conn.execute("queue messages for forwarding", &text, &args)
             .await?;
@@ -150,27 +170,66 @@ pub(crate) async fn enqueue<E: Exec>(
 }
 
 impl Store {
-    /// What `[forward]` passes on, if forwarding is on.
-    pub fn forward_filter(&self) -> Option<&ForwardFilter> {
-        self.forward.as_deref()
+    /// Is forwarding on (any destination)?
+    pub fn forwarding(&self) -> bool {
+        !self.forward.is_empty()
     }
 
-    /// Turn forwarding on: commits queue the messages `filter` wants.
-    pub fn with_forward(mut self, filter: Option<ForwardFilter>) -> Store {
-        self.forward = filter.map(std::sync::Arc::new);
+    /// Turn forwarding on: commits queue, for each destination (name, filter), the messages its
+    /// filter wants.
+    pub fn with_forward(mut self, routes: Vec<(String, ForwardFilter)>) -> Store {
+        self.forward = std::sync::Arc::new(
+            routes
+                .into_iter()
+                .map(|(name, filter)| Route {
+                    name,
+                    filter,
+                    signal: Default::default(),
+                })
+                .collect(),
+        );
         self
     }
 
-    /// Notified after every commit when forwarding is on (the forwarder waits on it).
-    pub fn forward_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.forward_signal.clone()
+    /// The destinations a message with this status, source, type and resources is queued for.
+    pub(crate) fn forward_targets(
+        &self,
+        status: Status,
+        source: &str,
+        message_type: &str,
+        resources: &[super::NewResource],
+    ) -> Vec<&str> {
+        self.forward
+            .iter()
+            .filter(|r| r.filter.wants(status, source, message_type, resources))
+            .map(|r| r.name.as_str())
+            .collect()
     }
 
-    /// Claim the head of the queue for `owner` until `lease_until` (µs): the lowest pending
-    /// message ids, at most `limit`, in order — if the lowest one is due and nobody holds it.
-    /// Empty otherwise (nothing pending, a retry not yet due, or another replica sending).
+    /// Wake every forwarder (after a commit).
+    pub(crate) fn wake_forwarders(&self) {
+        for r in self.forward.iter() {
+            r.signal.notify_one();
+        }
+    }
+
+    /// Notified after commits (the forwarder of `destination` waits on it); a signal of its own
+    /// when there is no such destination.
+    pub fn forward_signal(&self, destination: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        self.forward
+            .iter()
+            .find(|r| r.name == destination)
+            .map(|r| r.signal.clone())
+            .unwrap_or_default()
+    }
+
+    /// Claim the head of `destination`'s queue for `owner` until `lease_until` (µs): the lowest
+    /// pending message ids, at most `limit`, in order — if the lowest one is due and nobody
+    /// holds it. Empty otherwise (nothing pending, a retry not yet due, or another replica
+    /// sending).
     pub async fn forward_claim(
         &self,
+        destination: &str,
         owner: &str,
         lease_until: i64,
         limit: i64,
@@ -181,26 +240,58 @@ impl Store {
             sql::Arg::Int(lease_until),
             sql::Arg::Int(now),
             sql::Arg::Int(limit),
+            sql::Arg::Text(destination.into()),
         ];
         // As the outbox claim: on its own connection, not the writer's transaction. Rows after
         // the head are only ever taken with it: a head waiting for its retry, or held by
-        // another replica, holds back the whole queue.
-        let mut conn = self.writer.acquire().await.map_err(db("acquire"))?;
-        let rows = Exec::fetch(
-            &mut *conn,
-            "claim the forwarding queue's head",
-            "UPDATE forward_queue SET lease_owner = $1, lease_until = $2 \
-             WHERE message_id IN (SELECT message_id FROM forward_queue WHERE state = 'pending' \
-                                  ORDER BY message_id LIMIT $4) \
+        // another replica, holds back the whole queue of its destination. On PostgreSQL the
+        // head row is locked first, so concurrent claims of one destination run one after the
+        // other (a claim that checked the head in its snapshot could otherwise take the rows
+        // after a head another replica was claiming at that moment). SQLite's write lock
+        // serializes the single statement already.
+        const CLAIM: &str = "UPDATE forward_queue SET lease_owner = $1, lease_until = $2 \
+             WHERE destination = $5 \
+             AND message_id IN (SELECT message_id FROM forward_queue \
+                                WHERE destination = $5 AND state = 'pending' \
+                                ORDER BY message_id LIMIT $4) \
              AND state = 'pending' AND lease_until <= $3 \
-             AND EXISTS (SELECT 1 FROM forward_queue h WHERE h.message_id = \
-                           (SELECT MIN(message_id) FROM forward_queue WHERE state = 'pending') \
+             AND EXISTS (SELECT 1 FROM forward_queue h WHERE h.destination = $5 \
+                         AND h.message_id = (SELECT MIN(message_id) FROM forward_queue \
+                                             WHERE destination = $5 AND state = 'pending') \
                          AND h.next_attempt_at <= $3 AND h.lease_until <= $3) \
-             RETURNING message_id, attempts",
-            &args,
-        )
-        .await?;
-        drop(conn);
+             RETURNING message_id, attempts";
+        let rows = match self.backend {
+            Backend::Sqlite => {
+                let mut conn = self.writer.acquire().await.map_err(db("acquire"))?;
+                Exec::fetch(
+                    &mut *conn,
+                    "claim the forwarding queue's head",
+                    CLAIM,
+                    &args,
+                )
+                .await?
+            }
+            Backend::Postgres => {
+                let mut tx = self.writer.begin().await.map_err(db("begin"))?;
+                let head = sqlx::query(
+                    "SELECT message_id FROM forward_queue WHERE destination = $1 \
+                     AND state = 'pending' ORDER BY message_id LIMIT 1 FOR UPDATE",
+                )
+                .bind(destination)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("lock the forwarding queue's head"))?;
+                let rows = match head {
+                    None => Vec::new(),
+                    Some(_) => {
+                        Exec::fetch(&mut *tx, "claim the forwarding queue's head", CLAIM, &args)
+                            .await?
+                    }
+                };
+                tx.commit().await.map_err(db("commit a claim"))?;
+                rows
+            }
+        };
         let mut claimed: Vec<(i64, i64)> = rows
             .iter()
             .map(|r| Ok((r.int(0)?, r.int(1)?)))
@@ -357,36 +448,74 @@ impl Store {
         })
     }
 
-    /// The forwarding row of one message, if it has one.
-    pub async fn forward_state(&self, id: i64) -> Result<Option<ForwardState>, StoreError> {
-        let row = sqlx::query(
-            "SELECT state, attempts, next_attempt_at, last_error, ack, sent_at, payload \
-             FROM forward_queue WHERE message_id = $1",
+    /// The forwarding rows of one message, one per destination (in name order).
+    pub async fn forward_state(&self, id: i64) -> Result<Vec<ForwardState>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT destination, state, attempts, next_attempt_at, last_error, ack, sent_at, \
+             payload FROM forward_queue WHERE message_id = $1 ORDER BY destination",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .map_err(db("read a forwarding row"))?;
-        row.map(|r| {
-            let state: String = r.try_get(0)?;
-            let next: i64 = r.try_get(2)?;
-            Ok(ForwardState {
-                next_attempt_at: (state == "pending").then_some(next),
-                state,
-                attempts: r.try_get(1)?,
-                last_error: r.try_get(3)?,
-                ack: r.try_get(4)?,
-                sent_at: r.try_get(5)?,
-                payload: r.try_get(6)?,
+        .map_err(db("read forwarding rows"))?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get(1)?;
+                let next: i64 = r.try_get(3)?;
+                Ok(ForwardState {
+                    destination: r.try_get(0)?,
+                    next_attempt_at: (state == "pending").then_some(next),
+                    state,
+                    attempts: r.try_get(2)?,
+                    last_error: r.try_get(4)?,
+                    ack: r.try_get(5)?,
+                    sent_at: r.try_get(6)?,
+                    payload: r.try_get(7)?,
+                })
             })
-        })
-        .transpose()
-        .map_err(db("decode a forwarding row"))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db("decode a forwarding row"))
     }
 
-    /// Pending and dead counts, and the oldest pending row.
-    pub async fn forward_stats(&self) -> Result<ForwardStats, StoreError> {
-        self.queue_stats(super::outbox::Queue::Forward).await
+    /// Pending and dead counts and the oldest pending row, per destination (every configured
+    /// destination, in order, zeros included).
+    pub async fn forward_stats(&self) -> Result<Vec<(String, ForwardStats)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT destination, state, COUNT(*), MIN(created_at) FROM forward_queue \
+             WHERE state <> 'sent' GROUP BY destination, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("count the forwarding queue"))?;
+        let mut out: Vec<(String, ForwardStats)> = self
+            .forward
+            .iter()
+            .map(|r| (r.name.clone(), ForwardStats::default()))
+            .collect();
+        for r in &rows {
+            let decode = || db("decode forwarding stats");
+            let destination: String = r.try_get(0).map_err(decode())?;
+            let state: String = r.try_get(1).map_err(decode())?;
+            let n: i64 = r.try_get(2).map_err(decode())?;
+            let oldest: Option<i64> = r.try_get(3).map_err(decode())?;
+            // Rows of a destination no longer configured are counted too.
+            let i = match out.iter().position(|(d, _)| *d == destination) {
+                Some(i) => i,
+                None => {
+                    out.push((destination, ForwardStats::default()));
+                    out.len() - 1
+                }
+            };
+            match state.as_str() {
+                "pending" => {
+                    out[i].1.pending = n;
+                    out[i].1.oldest_pending = oldest;
+                }
+                "dead" => out[i].1.dead = n,
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 }
 

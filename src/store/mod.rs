@@ -295,10 +295,9 @@ pub struct Store {
     sinks: Sinks,
     /// Woken after a commit that wrote outbox rows (the delivery worker waits on it).
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
-    /// `[forward]`: which messages a commit queues for the downstream MLLP system.
-    forward: Option<std::sync::Arc<ForwardFilter>>,
-    /// Woken after commits when forwarding is on (the forwarder waits on it).
-    forward_signal: std::sync::Arc<tokio::sync::Notify>,
+    /// `[forward]`: the downstream MLLP destinations, which messages a commit queues for each,
+    /// and the signals their forwarders wait on.
+    forward: std::sync::Arc<Vec<forward::Route>>,
     /// SQLite: the connection writes run on (see [`exec`] and [`write_tx!`]).
     lite: Option<std::sync::Arc<std::sync::Mutex<exec::Lite>>>,
     /// SQLite: the connections resource reads run on (see [`Readers`]).
@@ -638,8 +637,7 @@ impl Store {
             backend,
             sinks: Sinks::default(),
             outbox_signal: Default::default(),
-            forward: None,
-            forward_signal: Default::default(),
+            forward: Default::default(),
             lite: None,
             readers: None,
             wal_restart: Default::default(),
@@ -828,7 +826,7 @@ impl Store {
         let runs = split_runs(&rows);
         let has_resources = rows.iter().any(|m| !m.resources.is_empty());
         let writes_more =
-            (has_resources && (self.sinks.local || self.sinks.upstream)) || self.forward.is_some();
+            (has_resources && (self.sinks.local || self.sinks.upstream)) || self.forwarding();
         if let ([run], false, None) = (runs.as_slice(), writes_more, &self.lite) {
             // PostgreSQL: one run is one INSERT statement, atomic on its own, so no BEGIN/COMMIT
             // round trips.
@@ -841,9 +839,7 @@ impl Store {
         if self.sinks.upstream && out.iter().any(|c| c.status == Status::Converted) {
             self.outbox_signal.notify_one();
         }
-        if self.forward.is_some() {
-            self.forward_signal.notify_one();
-        }
+        self.wake_forwarders();
         Ok(out)
     }
 
@@ -880,8 +876,8 @@ impl Store {
         if out.is_ok() && converted && self.sinks.upstream {
             self.outbox_signal.notify_one();
         }
-        if out.is_ok() && self.forward.is_some() {
-            self.forward_signal.notify_one();
+        if out.is_ok() {
+            self.wake_forwarders();
         }
         Some(out)
     }
@@ -1044,7 +1040,7 @@ impl Store {
         let mut committed = Vec::with_capacity(decided.len());
         let mut resources: Vec<(i64, &NewResource)> = Vec::new();
         let mut outbox_rows: Vec<(i64, String)> = Vec::new();
-        let mut forward_ids: Vec<i64> = Vec::new();
+        let mut forward_rows: Vec<(i64, &str)> = Vec::new();
         for d in decided {
             let key = (
                 d.m.sending_application.clone(),
@@ -1065,10 +1061,10 @@ impl Store {
                     ));
                 }
             }
-            if let Some(f) = &self.forward
-                && f.wants(d.status, &d.m.source, &d.m.message_type, &d.m.resources)
+            for destination in
+                self.forward_targets(d.status, &d.m.source, &d.m.message_type, &d.m.resources)
             {
-                forward_ids.push(id);
+                forward_rows.push((id, destination));
             }
             committed.push(Committed {
                 id,
@@ -1082,8 +1078,8 @@ impl Store {
         if !outbox_rows.is_empty() {
             outbox::enqueue(conn, &outbox_rows, now).await?;
         }
-        if !forward_ids.is_empty() {
-            forward::enqueue(conn, &forward_ids, now).await?;
+        if !forward_rows.is_empty() {
+            forward::enqueue(conn, &forward_rows, now).await?;
         }
         Ok(committed)
     }
@@ -1139,8 +1135,8 @@ impl Store {
         if queued {
             self.outbox_signal.notify_one();
         }
-        if found && self.forward.is_some() {
-            self.forward_signal.notify_one();
+        if found {
+            self.wake_forwarders();
         }
         Ok(found.then_some(requeued))
     }
@@ -1174,7 +1170,7 @@ impl Store {
             .await?
             == 1;
         // Forwarding: a message now accepted is queued (one refused downstream, queued again).
-        if found && let Some(f) = &self.forward {
+        if found && self.forwarding() {
             let rows = conn
                 .fetch(
                     "read a message type",
@@ -1182,15 +1178,14 @@ impl Store {
                     &[Arg::Int(id)],
                 )
                 .await?;
-            if let Some(r) = rows.first()
-                && f.wants(
-                    status,
-                    &exec::Cols::text(r, 0)?,
-                    &exec::Cols::text(r, 1)?,
-                    resources,
-                )
-            {
-                forward::enqueue(conn, &[id], now_micros()).await?;
+            if let Some(r) = rows.first() {
+                let (source, message_type) = (exec::Cols::text(r, 0)?, exec::Cols::text(r, 1)?);
+                let rows: Vec<(i64, &str)> = self
+                    .forward_targets(status, &source, &message_type, resources)
+                    .into_iter()
+                    .map(|d| (id, d))
+                    .collect();
+                forward::enqueue(conn, &rows, now_micros()).await?;
             }
         }
         let mut queued = false;

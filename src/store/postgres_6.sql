@@ -1,10 +1,11 @@
--- v2fhir forwarding queue (PostgreSQL): accepted HL7 v2 messages to pass on, as received, to a
--- downstream MLLP system (`[forward]`), and FHIR writes with Observations turned into ORU^R01,
--- written in the message's own transaction. One row per
--- message: `pending` until the receiver answers AA/CA (`sent`, with its ACK) or AE/AR/CE/CR
--- (`dead`, with its ACK and reason, until reprocessed). Delivered in message id order.
+-- v2fhir forwarding queue (PostgreSQL): accepted HL7 v2 messages to pass on, as received, to
+-- downstream MLLP systems (`[forward]` and its routes), and FHIR writes with Observations turned
+-- into ORU^R01, written in the message's own transaction. One row per message and destination:
+-- `pending` until the receiver answers AA/CA (`sent`, with its ACK) or AE/AR/CE/CR (`dead`, with
+-- its ACK and reason, until reprocessed). Each destination's rows go in message id order.
 CREATE TABLE IF NOT EXISTS forward_queue (
-    message_id      BIGINT PRIMARY KEY,
+    destination     TEXT    NOT NULL,                    -- `default`, or the route's name
+    message_id      BIGINT  NOT NULL,
     state           TEXT    NOT NULL DEFAULT 'pending',  -- pending | sent | dead
     attempts        BIGINT  NOT NULL DEFAULT 0,
     created_at      BIGINT  NOT NULL,
@@ -16,6 +17,9 @@ CREATE TABLE IF NOT EXISTS forward_queue (
     -- The message sent, when the gateway built it (an ORU^R01 from a FHIR write); a v2 message
     -- is sent as received (messages.raw).
     payload         TEXT,
-    sent_at         BIGINT
+    sent_at         BIGINT,
+    PRIMARY KEY (destination, message_id)
 );
-CREATE INDEX IF NOT EXISTS forward_pending ON forward_queue (message_id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS forward_pending ON forward_queue (destination, message_id)
+    WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS forward_message ON forward_queue (message_id);
