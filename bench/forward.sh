@@ -42,7 +42,7 @@ receiver() { # name port → starts a receiving gateway on that port
 }
 
 pending() { # http address → forward.pending of /health
-  curl -s "http://$1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["forward"]["pending"])'
+  curl -s "http://$1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["forward"]["default"]["pending"])'
 }
 
 run() { # name live|backlog
