@@ -72,6 +72,29 @@ fn receiver(
     (got, task)
 }
 
+/// A receiver on a new loopback port: the port, what it gets, its task.
+async fn listening_receiver(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (u16, Received, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let (got, task) = receiver(listener, tls);
+    (port, got, task)
+}
+
+/// A loopback port nothing listens on (a receiver that is down), free for one to start on.
+async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
+}
+
 async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url)
         .send()
@@ -147,12 +170,7 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
         .replace('\n', "\r");
     for (backend, url) in gateway::store_urls("forward").await {
         // The receiver's port, free for now: the receiver is down.
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
-        };
+        let port = free_port().await;
         let mut cfg = gateway::config(&url);
         cfg.forward.mllp = format!("127.0.0.1:{port}");
         cfg.forward.types = "ADT^*".into();
@@ -306,14 +324,7 @@ async fn forwarding_over_tls_checks_the_receiver_and_presents_the_client_certifi
             client_ca: Some(dir.join("ca.pem")),
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .port();
-        let (got, ehr) = receiver(listener, Some(acceptor));
+        let (port, got, ehr) = listening_receiver(Some(acceptor)).await;
 
         let mut cfg = gateway::config(&url);
         cfg.forward.mllp = format!("127.0.0.1:{port}");
@@ -403,12 +414,7 @@ async fn forwarding_over_tls_checks_the_receiver_and_presents_the_client_certifi
 async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_each_ack() {
     use tokio::io::AsyncBufReadExt;
     for (backend, url) in gateway::store_urls("forward-hl7apy").await {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
-        };
+        let port = free_port().await;
         let out = gateway::scratch(&format!("forward-hl7apy-{backend}")).join("received.txt");
         let mut ehr = tokio::process::Command::new("python3")
             .arg(gateway::root().join("tests/clients/hl7apy_receiver.py"))
@@ -500,14 +506,7 @@ async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_e
 async fn device_readings_written_as_fhir_reach_the_receiver_as_oru() {
     let http = gateway::http_client();
     for (backend, url) in gateway::store_urls("forward-oru").await {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .port();
-        let (got, ehr) = receiver(listener, None);
+        let (port, got, ehr) = listening_receiver(None).await;
         let mut cfg = gateway::config(&url);
         cfg.forward.mllp = format!("127.0.0.1:{port}");
         cfg.forward.fhir_observations = true;
@@ -666,14 +665,7 @@ async fn two_replicas_on_one_postgres_forward_each_message_once_in_log_order() {
         return; // PostgreSQL only (CI always has it: pg_admin_url panics there without it)
     };
     let url = gateway::fresh_pg(&admin, "forward-replicas").await;
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let port = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .port();
-    let (got, ehr) = receiver(listener, None);
+    let (port, got, ehr) = listening_receiver(None).await;
     let mut cfg = gateway::config(&url);
     cfg.forward.mllp = format!("127.0.0.1:{port}");
     let a = gateway::start(&cfg).await;
@@ -734,21 +726,9 @@ async fn routes_send_each_type_to_its_receiver_and_queue_apart() {
         .replace("\r\n", "\r")
         .replace('\n', "\r");
     for (backend, url) in gateway::store_urls("forward-routes").await {
-        let ehr_listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let ehr_port = ehr_listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .port();
-        let (ehr_got, ehr) = receiver(ehr_listener, None);
+        let (ehr_port, ehr_got, ehr) = listening_receiver(None).await;
         // The lab's receiver is down at first.
-        let lab_port = {
-            let l = TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
-        };
+        let lab_port = free_port().await;
         let mut cfg = gateway::config(&url);
         cfg.forward.mllp = format!("127.0.0.1:{ehr_port}");
         cfg.forward.types = "ADT^*".into();
@@ -819,10 +799,9 @@ async fn routes_send_each_type_to_its_receiver_and_queue_apart() {
             .get(format!("{base}/metrics"))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .text()
-            .await
-            .unwrap_or_default();
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let metrics = metrics.text().await.unwrap_or_default();
         assert!(
             metrics.contains("v2fhir_forward_pending{destination=\"lab\"} 0"),
             "{backend}: {metrics}"
