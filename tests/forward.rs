@@ -296,6 +296,45 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
             5,
             "{backend}: only the reprocessed message went again"
         );
+
+        // 4. Refused messages found by their forwarding state and sent again as they are.
+        let mut mllp = gateway::mllp_of(&running).await;
+        let acks = mllp.send(adt("REFUSE2", "P-R2", "").as_bytes(), 1).await;
+        assert_eq!(gateway::msa(&acks[0]).0, "AA", "{backend}: {acks:?}");
+        let dead_list = || {
+            let (http, base) = (http.clone(), base.clone());
+            async move { get_json(&http, &format!("{base}/messages?forward=dead")).await }
+        };
+        wait_for("the second refusal", || async {
+            dead_list().await["total"] == 1
+        })
+        .await;
+        assert_eq!(
+            dead_list().await["items"][0]["control_id"],
+            "REFUSE2",
+            "{backend}"
+        );
+        let r: Value = http
+            .post(format!("{base}/admin/forward/retry?destination=default"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r["requeued"], 1, "{backend}: {r}");
+        wait_for("the retried message to be sent", || async {
+            get_json(&http, &format!("{base}/messages?forward=sent")).await["total"] == 5
+        })
+        .await;
+        assert_eq!(dead_list().await["total"], 0, "{backend}");
+        assert_eq!(count(), 7, "{backend}: REFUSE2 twice");
+        let bad = http
+            .get(format!("{base}/messages?forward=lost"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bad.status().as_u16(), 400, "{backend}");
         let health = get_json(&http, &format!("{base}/health")).await;
         assert_eq!(
             health["forward"]["default"]["pending"], 0,
@@ -306,7 +345,7 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
             "{backend}: {health}"
         );
         // Sent, they can go, with their forwarding rows.
-        assert_eq!(prune(&http, &base).await, 4, "{backend}");
+        assert_eq!(prune(&http, &base).await, 5, "{backend}");
         assert_eq!(messages(&http, &base).await.len(), 0, "{backend}");
         running.shutdown().await;
         ehr.abort();

@@ -58,6 +58,7 @@ pub struct ListQuery {
     #[serde(rename = "type")]
     message_type: Option<String>,
     source: Option<String>,
+    forward: Option<String>,
     since: Option<String>,
     until: Option<String>,
     limit: Option<u32>,
@@ -94,6 +95,17 @@ pub async fn list(
                     StatusCode::BAD_REQUEST,
                     "value",
                     format!("source '{s}' is not one of mllp, http, fhir, file"),
+                ));
+            }
+        },
+        forward: match q.forward.as_deref() {
+            None => None,
+            Some(s @ ("pending" | "sent" | "dead")) => Some(s.to_string()),
+            Some(s) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "value",
+                    format!("forward '{s}' is not one of pending, sent, dead"),
                 ));
             }
         },
@@ -531,6 +543,32 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 #[derive(Debug, Deserialize)]
 pub struct PruneQuery {
     older_than_days: Option<u32>,
+}
+
+/// Query of `POST /admin/forward/retry`.
+#[derive(Debug, Deserialize)]
+pub struct RetryQuery {
+    destination: Option<String>,
+}
+
+/// `POST /admin/forward/retry[?destination=NAME]`: queue again every message a downstream
+/// receiver refused (forward state `dead`), at that destination or all, as they are (not
+/// converted again); they go in their place in the log's order.
+pub async fn forward_retry(
+    State(state): State<AppState>,
+    Query(q): Query<RetryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.pipeline.store();
+    if !store.forwarding() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not-supported",
+            "forwarding is off (forward.mllp and forward.routes are empty)",
+        ));
+    }
+    let n = store.forward_rearm(q.destination.as_deref()).await?;
+    tracing::info!(requeued = n, "dead forwards queued again on request");
+    Ok(Json(json!({"requeued": n, "destination": q.destination})))
 }
 
 /// `POST /admin/prune?older_than_days=N`: delete the finished messages (converted, delivered,

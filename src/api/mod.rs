@@ -191,6 +191,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         .route("/messages/reprocess", post(messages::reprocess_bulk))
         .route("/admin/mappings/reload", post(messages::reload_mappings))
         .route("/admin/prune", post(messages::prune))
+        .route("/admin/forward/retry", post(messages::forward_retry))
         .route("/health", get(messages::health))
         .route("/health/live", get(|| async { "ok" }))
         .route("/metrics", get(messages::metrics))

@@ -434,6 +434,32 @@ impl Store {
         .await
     }
 
+    /// Queue again the rows receivers refused (`dead`), at `destination` or at all of them, with
+    /// their attempts reset; how many.
+    pub async fn forward_rearm(&self, destination: Option<&str>) -> Result<u64, StoreError> {
+        let now = now_micros();
+        let (text, args) = match destination {
+            Some(d) => (
+                "UPDATE forward_queue SET state = 'pending', attempts = 0, next_attempt_at = $1, \
+                 last_error = NULL, ack = NULL, payload = NULL WHERE state = 'dead' \
+                 AND destination = $2",
+                vec![sql::Arg::Int(now), sql::Arg::Text(d.into())],
+            ),
+            None => (
+                "UPDATE forward_queue SET state = 'pending', attempts = 0, next_attempt_at = $1, \
+                 last_error = NULL, ack = NULL, payload = NULL WHERE state = 'dead'",
+                vec![sql::Arg::Int(now)],
+            ),
+        };
+        let n = write_tx!(self, |c| c.execute(
+            "queue dead forwards again",
+            text,
+            &args
+        ))?;
+        self.wake_forwarders();
+        Ok(n)
+    }
+
     /// SQLite (one process owns the file): drop the leases a crashed predecessor left.
     pub async fn forward_release_all(&self) -> Result<u64, StoreError> {
         if self.backend != Backend::Sqlite {

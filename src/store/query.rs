@@ -15,6 +15,8 @@ pub struct MessageFilter {
     pub message_type: Option<String>,
     /// Where it came in: `mllp`, `http`, `fhir`, `file`.
     pub source: Option<String>,
+    /// Its forwarding state at some destination: `pending`, `sent`, `dead`.
+    pub forward: Option<String>,
     /// Received at or after (µs since the epoch).
     pub since: Option<i64>,
     /// Received before (µs since the epoch).
@@ -70,6 +72,13 @@ impl Store {
         }
         if let Some(s) = &f.source {
             conds.push(format!("source = {}", sql.text(s)));
+        }
+        if let Some(s) = &f.forward {
+            conds.push(format!(
+                "EXISTS (SELECT 1 FROM forward_queue q WHERE q.message_id = messages.id \
+                 AND q.state = {})",
+                sql.text(s)
+            ));
         }
         if let Some(t) = f.since {
             conds.push(format!("received_at >= {}", sql.int(t)));
