@@ -131,16 +131,20 @@ async fn fhir_post(
         .as_u16()
 }
 
-/// `POST /admin/prune?older_than_days=0`: how many messages went.
-async fn prune(http: &reqwest::Client, base: &str) -> i64 {
-    let r: Value = http
-        .post(format!("{base}/admin/prune?older_than_days=0"))
+/// POST with no body; the JSON answer.
+async fn post_json(http: &reqwest::Client, url: &str) -> Value {
+    http.post(url)
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .json()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `POST /admin/prune?older_than_days=0`: how many messages went.
+async fn prune(http: &reqwest::Client, base: &str) -> i64 {
+    let r = post_json(http, &format!("{base}/admin/prune?older_than_days=0")).await;
     r["pruned"].as_i64().unwrap_or(-1)
 }
 
@@ -314,14 +318,11 @@ async fn accepted_messages_reach_the_receiver_in_order_once_even_across_outages(
             "REFUSE2",
             "{backend}"
         );
-        let r: Value = http
-            .post(format!("{base}/admin/forward/retry?destination=default"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let r = post_json(
+            &http,
+            &format!("{base}/admin/forward/retry?destination=default"),
+        )
+        .await;
         assert_eq!(r["requeued"], 1, "{backend}: {r}");
         wait_for("the retried message to be sent", || async {
             get_json(&http, &format!("{base}/messages?forward=sent")).await["total"] == 5
