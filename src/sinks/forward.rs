@@ -597,6 +597,23 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a receiver answers, reading it gives a verdict or a reason, never a panic;
+        /// an answer is only taken for the message sent when its MSA-2 names it.
+        #[test]
+        fn any_answer_is_read_without_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            code in "(AA|AE|AR|CA|CE|CR|ZZ|)",
+            acked in "[A-Z0-9]{0,4}",
+        ) {
+            let _ = read_ack(&bytes, "C1");
+            let ack = format!("MSH|^~\\&|EHR|H|GW|H|20261130||ACK|A1|P|2.5.1\rMSA|{code}|{acked}\r");
+            if read_ack(ack.as_bytes(), "C1").is_ok() {
+                proptest::prop_assert_eq!(acked.as_str(), "C1");
+            }
+        }
+    }
+
     #[test]
     fn retries_back_off_to_the_limit() {
         let max = Duration::from_secs(60);
