@@ -8,8 +8,45 @@ use gateway::{Mllp, msa};
 const NAME: &str = "ZEBRAFINCH";
 const MRN: &str = "MRN7788991";
 
+/// A downstream MLLP receiver that refuses every message and quotes the patient in its reason
+/// (receivers do): the forwarder must not log it. Returns its port and how many it got.
+async fn quoting_receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let got = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                while let Some(frame) = gateway::read_frame(&mut s, &mut pending).await {
+                    let control = gateway::control_id(&frame);
+                    let ack = format!(
+                        "MSH|^~\\&|EHR|H|GW|H|20261130||ACK|A1|P|2.5.1\rMSA|AE|{control}|no such patient {NAME} {MRN}\r"
+                    );
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if s.write_all(&gateway::frame(ack.as_bytes())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
 async fn run(phi: bool) -> String {
     let dir = gateway::scratch(if phi { "logs-phi" } else { "logs" });
+    let (port, forwarded) = quoting_receiver().await;
+    let forward_to = format!("127.0.0.1:{port}");
     let url = format!("sqlite://{}/v2fhir.db", dir.display());
     let log = dir.join("gateway.log");
     let phi_value = if phi { "true" } else { "false" };
@@ -19,6 +56,7 @@ async fn run(phi: bool) -> String {
         &[
             ("RUST_LOG", "warn,v2fhir=debug,tower_http=debug"),
             ("V2FHIR_LOG_PHI", phi_value),
+            ("V2FHIR_FORWARD_MLLP", forward_to.as_str()),
         ],
     )
     .await;
@@ -34,6 +72,14 @@ async fn run(phi: bool) -> String {
     let rejected = ok.replace("|L1|P|", "|L3|X|");
     let a = c.send(rejected.as_bytes(), 1).await;
     assert_eq!(msa(&a[0]).0, "AR");
+    // The accepted message was forwarded and refused (the receiver's answer quotes the patient).
+    for _ in 0..200 {
+        if forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // SIGTERM: graceful shutdown flushes the log.
     if let Some(pid) = server.child.id() {
         let _ = std::process::Command::new("kill")
@@ -51,6 +97,10 @@ async fn no_phi_in_logs_by_default() {
     assert!(
         text.contains("message committed"),
         "debug logging was on: {text}"
+    );
+    assert!(
+        text.contains("the receiver refused the message"),
+        "the forwarder ran and was refused: {text}"
     );
     assert!(
         !text.contains(NAME),
