@@ -664,6 +664,56 @@ async fn bulk_export_writes_one_ndjson_file_per_type() {
                 "{backend}: the deleted Observation is not exported"
             );
         }
+        // Patient level: what is in a patient's compartment. A reading about no patient (a
+        // device's calibration run, say) is in the system export only.
+        let orphan = json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "valueQuantity": {"value": 1, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}});
+        let (s, _, _) = c
+            .send(
+                Method::POST,
+                "/fhir/Observation",
+                Some(orphan.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 201, "{backend}");
+        let (s, h, _) = c
+            .send(Method::GET, "/fhir/Patient/$export", None, &[])
+            .await;
+        assert_eq!(s, 202, "{backend}");
+        let manifest = c.export_manifest(header(&h, "content-location")).await;
+        assert!(
+            manifest["request"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("/Patient/$export")),
+            "{backend}: {manifest}"
+        );
+        let counts: Vec<(String, i64)> = manifest["output"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| {
+                (
+                    o["type"].as_str().unwrap_or("").to_string(),
+                    o["count"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            vec![("Observation".to_string(), 24), ("Patient".to_string(), 1)],
+            "{backend}: {manifest}"
+        );
+        let (s, _, oo) = c
+            .send(
+                Method::GET,
+                "/fhir/Patient/$export?_type=Organization",
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(s, 400, "{backend}: {oo}");
         // `_since` after everything: nothing to export.
         let (s, h, _) = c
             .send(

@@ -1,5 +1,8 @@
-//! FHIR Bulk Data export (system level, the async pattern of the Bulk Data Access IG):
-//! `GET /fhir/$export` (`_type`, `_since`) starts a job and answers 202 with `Content-Location`;
+//! FHIR Bulk Data export (the async pattern of the Bulk Data Access IG), system level and patient
+//! level: `GET /fhir/$export` (every type) or `GET /fhir/Patient/$export` (the resources in
+//! patients' compartments: Patients, and what refers to them as R4's compartment definition
+//! says; `fhir::compartment`), with `_type` and `_since`, starts a job and answers 202 with
+//! `Content-Location`;
 //! `GET /fhir/$export-status/{job}` answers 202 while it runs and then the manifest; the files
 //! are NDJSON, one per type, at `/fhir/$export-file/{job}/{Type}.ndjson`; `DELETE` on the status
 //! URL removes the job and its files. Files are written under `http.export_dir` (PHI: keep it on
@@ -47,10 +50,30 @@ fn valid_job(id: &str) -> bool {
 }
 
 /// `GET /fhir/$export`: start a job.
+/// `GET /fhir/$export`: every type.
 pub async fn kick_off(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    start(state, raw, headers, false).await
+}
+
+/// `GET /fhir/Patient/$export`: the Patient compartment.
+pub async fn kick_off_patient(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    start(state, raw, headers, true).await
+}
+
+/// Start a job; `patients`: only resources in a patient's compartment.
+async fn start(
+    state: AppState,
+    raw: Option<String>,
+    headers: HeaderMap,
+    patients: bool,
 ) -> Result<Response, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("query: {e}")))?;
@@ -73,6 +96,19 @@ pub async fn kick_off(
                         StatusCode::BAD_REQUEST,
                         "invalid",
                         format!("_type: '{bad}' is not an R4 resource type"),
+                    ));
+                }
+                if patients
+                    && let Some(bad) = list
+                        .iter()
+                        .find(|t| !crate::fhir::compartment::patient_type(t))
+                {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        format!(
+                            "_type: '{bad}' is not in the Patient compartment (Patient/$export); use /fhir/$export"
+                        ),
                     ));
                 }
                 types = Some(list);
@@ -119,6 +155,7 @@ pub async fn kick_off(
             .await?
             .into_iter()
             .map(|(t, _)| t)
+            .filter(|t| !patients || crate::fhir::compartment::patient_type(t))
             .collect(),
     };
     let id = crate::fhir::ids::resource_id(
@@ -140,7 +177,8 @@ pub async fn kick_off(
     })?;
     let base = super::fhir::base(&state, &headers);
     let request = format!(
-        "{base}/$export{}",
+        "{base}/{}$export{}",
+        if patients { "Patient/" } else { "" },
         raw.as_deref()
             .filter(|r| !r.is_empty())
             .map(|r| format!("?{r}"))
@@ -161,7 +199,17 @@ pub async fn kick_off(
     let file_base = format!("{base}/$export-file/{id}");
     tokio::spawn(async move {
         let started = crate::fhir::datetime::instant_from_micros(crate::store::now_micros());
-        match run(&store, &exports, &job, &dir, &types, since.as_deref()).await {
+        match run(
+            &store,
+            &exports,
+            &job,
+            &dir,
+            &types,
+            since.as_deref(),
+            patients,
+        )
+        .await
+        {
             Ok(outputs) => {
                 let output: Vec<Value> = outputs
                     .into_iter()
@@ -192,7 +240,8 @@ pub async fn kick_off(
     Ok(res)
 }
 
-/// Write one NDJSON file per type; `(type, count)` for the types with resources.
+/// Write one NDJSON file per type; `(type, count)` for the types with resources. With
+/// `patients`, only resources in a patient's compartment.
 async fn run(
     store: &crate::store::Store,
     exports: &Exports,
@@ -200,6 +249,7 @@ async fn run(
     dir: &std::path::Path,
     types: &[String],
     since: Option<&str>,
+    patients: bool,
 ) -> Result<Vec<(String, u64)>, String> {
     use tokio::io::AsyncWriteExt;
     let mut outputs = Vec::new();
@@ -223,7 +273,11 @@ async fn run(
                 .map_err(|e| format!("reading {ty}: {e}"))?;
             page_text.clear();
             for r in &page.matches {
-                serde_json::to_writer(&mut page_text, &r.to_json())
+                let resource = r.to_json();
+                if patients && !crate::fhir::compartment::in_patient_compartment(&resource) {
+                    continue;
+                }
+                serde_json::to_writer(&mut page_text, &resource)
                     .map_err(|e| format!("{ty}/{}: {e}", r.id))?;
                 page_text.push(b'\n');
                 count += 1;

@@ -616,7 +616,9 @@ pub fn capability_statement(base: &str, types: &[String]) -> Value {
             );
             if ty == "Patient" {
                 r["operation"] = json!([{"name": "everything",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]);
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                    {"name": "export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}]);
             }
             r
         })

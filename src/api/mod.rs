@@ -150,6 +150,7 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         Router::new()
             .route("/fhir/metadata", get(fhir::metadata))
             .route("/fhir/$export", get(export::kick_off))
+            .route("/fhir/Patient/$export", get(export::kick_off_patient))
             .route(
                 "/fhir/$export-status/{job}",
                 get(export::status).delete(export::delete),

@@ -1,5 +1,6 @@
 //! FHIR R4 output: validation (official JSON Schema + required elements), bundles, ids, dates.
 
+pub mod compartment;
 pub mod datetime;
 pub mod ids;
 pub mod intake;
