@@ -753,3 +753,136 @@ async fn bulk_export_writes_one_ndjson_file_per_type() {
         running.shutdown().await;
     }
 }
+
+/// PATCH with a JSON Patch (RFC 6902) on both stores: applied to the current version and
+/// written as an update (a new version, logged); a failing `test`, a stale `If-Match`, a change
+/// of id, an unknown or deleted resource and a FHIRPath Patch body are refused, each with its
+/// status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_applies_a_json_patch_to_the_current_version() {
+    let http = gateway::http_client();
+    for (backend, url) in gateway::store_urls("fhir-patch").await {
+        let running = gateway::start(&gateway::config(&url)).await;
+        let base = format!("http://{}", gateway::http_of(&running));
+        let c = Client {
+            http: http.clone(),
+            base: base.clone(),
+            backend,
+        };
+        use reqwest::Method;
+        let patient = json!({"resourceType": "Patient", "id": "pp1", "gender": "female",
+            "name": [{"family": "Doe", "given": ["Jane"]}]});
+        let (s, _, _) = c
+            .send(
+                Method::PUT,
+                "/fhir/Patient/pp1",
+                Some(patient.to_string()),
+                &[],
+            )
+            .await;
+        assert_eq!(s, 201, "{backend}");
+        let patch = |path: &str, body: Value, if_match: Option<&str>| {
+            let mut rb = http
+                .patch(format!("{base}{path}"))
+                .header("content-type", "application/json-patch+json")
+                .body(body.to_string());
+            if let Some(m) = if_match {
+                rb = rb.header("if-match", m);
+            }
+            async move {
+                let r = rb.send().await.unwrap_or_else(|e| panic!("{e}"));
+                let status = r.status().as_u16();
+                let etag = r
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                (status, etag, v)
+            }
+        };
+        let (s, etag, v) = patch(
+            "/fhir/Patient/pp1",
+            json!([
+                {"op": "test", "path": "/gender", "value": "female"},
+                {"op": "replace", "path": "/gender", "value": "other"},
+                {"op": "add", "path": "/telecom", "value": [{"system": "phone", "value": "555-0100"}]},
+                {"op": "remove", "path": "/name/0/given"}
+            ]),
+            Some("W/\"1\""),
+        )
+        .await;
+        assert_eq!(s, 200, "{backend}: {v}");
+        assert_eq!(etag, "W/\"2\"", "{backend}");
+        let (_, read) = c.get("/fhir/Patient/pp1").await;
+        assert_eq!(read["gender"], "other", "{backend}: {read}");
+        assert_eq!(read["telecom"][0]["value"], "555-0100", "{backend}: {read}");
+        assert!(read["name"][0].get("given").is_none(), "{backend}: {read}");
+        assert_eq!(read["meta"]["versionId"], "2", "{backend}: {read}");
+        // Refusals.
+        let cases = [
+            (
+                json!([{"op": "test", "path": "/gender", "value": "female"}]),
+                None,
+                "/fhir/Patient/pp1",
+                422,
+            ),
+            (
+                json!([{"op": "replace", "path": "/gender", "value": "male"}]),
+                Some("W/\"1\""),
+                "/fhir/Patient/pp1",
+                412,
+            ),
+            (
+                json!([{"op": "replace", "path": "/id", "value": "other"}]),
+                None,
+                "/fhir/Patient/pp1",
+                422,
+            ),
+            (
+                json!([{"op": "replace", "path": "/gender", "value": "banana"}]),
+                None,
+                "/fhir/Patient/pp1",
+                422,
+            ),
+            (json!({"op": "nope"}), None, "/fhir/Patient/pp1", 400),
+            (
+                json!([{"op": "replace", "path": "/gender", "value": "male"}]),
+                None,
+                "/fhir/Patient/nobody",
+                404,
+            ),
+        ];
+        for (body, if_match, path, want) in cases {
+            let (s, _, v) = patch(path, body.clone(), if_match).await;
+            assert_eq!(s, want, "{backend}: {body}: {v}");
+            assert_eq!(v["resourceType"], "OperationOutcome", "{backend}: {v}");
+        }
+        let (_, read) = c.get("/fhir/Patient/pp1").await;
+        assert_eq!(
+            read["meta"]["versionId"], "2",
+            "{backend}: refusals wrote nothing"
+        );
+        // FHIRPath Patch is not supported.
+        let r = http
+            .patch(format!("{base}/fhir/Patient/pp1"))
+            .header("content-type", "application/fhir+json")
+            .body(json!({"resourceType": "Parameters"}).to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), 415, "{backend}");
+        // Deleted: gone.
+        let (s, _, _) = c.send(Method::DELETE, "/fhir/Patient/pp1", None, &[]).await;
+        assert_eq!(s, 204, "{backend}");
+        let (s, _, v) = patch(
+            "/fhir/Patient/pp1",
+            json!([{"op": "replace", "path": "/gender", "value": "male"}]),
+            None,
+        )
+        .await;
+        assert_eq!(s, 410, "{backend}: {v}");
+        running.shutdown().await;
+    }
+}

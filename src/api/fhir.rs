@@ -587,7 +587,8 @@ pub fn capability_statement(base: &str, types: &[String]) -> Value {
             let mut r = json!({
                 "type": ty,
                 "interaction": [{"code": "read"}, {"code": "vread"},
-                                {"code": "update"}, {"code": "delete"}, {"code": "create"},
+                                {"code": "update"}, {"code": "patch"}, {"code": "delete"},
+                                {"code": "create"},
                                 {"code": "history-instance"}, {"code": "history-type"},
                                 {"code": "search-type"}],
                 "versioning": "versioned",

@@ -181,7 +181,9 @@ pub fn router(state: AppState, cfg: &HttpConfig) -> Router {
         )
         .route(
             "/fhir/{type}/{id}",
-            axum::routing::put(crate::sources::fhir::update).delete(crate::sources::fhir::delete),
+            axum::routing::put(crate::sources::fhir::update)
+                .delete(crate::sources::fhir::delete)
+                .patch(crate::sources::fhir::patch),
         );
     Router::new()
         .route("/v2/messages", post(crate::sources::http::post_messages))

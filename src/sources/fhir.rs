@@ -651,6 +651,103 @@ pub async fn update(
     .await
 }
 
+/// `PATCH /fhir/{type}/{id}` with a JSON Patch (RFC 6902, `application/json-patch+json`): applied
+/// to the current version, the result validated and written as the update it amounts to (logged
+/// as that `PUT`). `If-Match` is compared with the version the patch is applied to. A patch that
+/// fails (a `test` that does not hold, a path that is not there) is 422; one that changes the
+/// resource type or id is 422 too. FHIRPath Patch (a `Parameters` body) is not supported (415).
+pub async fn patch(
+    State(state): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    crate::api::fhir::check_type(&ty)?;
+    let (ct, essence) = super::media_type(&headers);
+    if essence != "application/json-patch+json" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            format!(
+                "Content-Type '{ct}': PATCH takes a JSON Patch (application/json-patch+json); FHIRPath Patch is not supported"
+            ),
+        ));
+    }
+    let ops: json_patch::Patch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            format!("the body is not a JSON Patch (an array of operations): {e}"),
+        )
+    })?;
+    let Some(current) = state.pipeline.store().read_resource(&ty, &id).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("{ty}/{id} is not known"),
+        ));
+    };
+    if current.deleted {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "deleted",
+            format!("{ty}/{id} was deleted"),
+        ));
+    }
+    if let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
+        && want.trim() != crate::api::fhir::etag(current.version)
+    {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "conflict",
+            format!(
+                "If-Match {want}: {ty}/{id} is at version {}",
+                current.version
+            ),
+        ));
+    }
+    let mut doc = current.to_json();
+    json_patch::patch(&mut doc, &ops).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "processing",
+            format!("the patch cannot be applied to {ty}/{id}: {e}"),
+        )
+    })?;
+    if doc["resourceType"] != ty.as_str() || doc["id"] != id.as_str() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "processing",
+            "a patch may not change resourceType or id",
+        ));
+    }
+    // The store sets meta.versionId and meta.lastUpdated.
+    let empty_meta = match doc.get_mut("meta").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.remove("versionId");
+            meta.remove("lastUpdated");
+            meta.is_empty()
+        }
+        None => false,
+    };
+    if empty_meta && let Some(o) = doc.as_object_mut() {
+        o.remove("meta");
+    }
+    let body = serde_json::to_vec(&doc).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            format!("serializing the patched {ty}/{id}: {e}"),
+        )
+    })?;
+    single(
+        &state,
+        &headers,
+        intake::envelope("PUT", &format!("{ty}/{id}"), Some(&body)),
+    )
+    .await
+}
+
 /// `DELETE /fhir/{type}/{id}`.
 pub async fn delete(
     State(state): State<AppState>,
