@@ -786,3 +786,86 @@ async fn the_wal_starts_over_under_constant_writes() {
     assert_eq!(all.total, n);
     store.close().await;
 }
+
+/// The forwarding queue, per destination: a message goes to each destination whose filter takes
+/// it; claims take from the head of one destination's queue only; a forwarder starting up
+/// releases the stale leases of its own destination, never those another destination's
+/// forwarder holds (its answers would be lost and the messages sent twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forwarding_queue_keeps_destinations_apart() {
+    use v2fhir::store::{Answered, ForwardFilter};
+    each_store("forward-queue", async |backend, store| {
+        let adt_only = ForwardFilter {
+            types: vec!["ADT^*".into()],
+            ..ForwardFilter::default()
+        };
+        let store = store.with_forward(vec![
+            ("default".into(), adt_only),
+            ("lab".into(), ForwardFilter::default()),
+        ]);
+        let done = store
+            .commit(&[
+                row("Q1", b"MSH|1", Status::Converted, "ADT^A01", 1),
+                row("Q2", b"MSH|2", Status::Converted, "ORU^R01", 2),
+                row("Q3", b"MSH|3", Status::Converted, "ADT^A08", 3),
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let ids: Vec<i64> = done.iter().map(|c| c.id).collect();
+        let far = v2fhir::store::now_micros() + 60_000_000;
+        let claim = async |destination: &str, owner: &str| -> Vec<i64> {
+            store
+                .forward_claim(destination, owner, far, 64)
+                .await
+                .unwrap_or_else(|e| panic!("{backend}: {e}"))
+                .iter()
+                .map(|c| c.message_id)
+                .collect()
+        };
+        assert_eq!(
+            claim("default", "fw-default").await,
+            vec![ids[0], ids[2]],
+            "{backend}"
+        );
+        // Held: nothing more for anyone at that destination.
+        assert!(claim("default", "other").await.is_empty(), "{backend}");
+        // The lab forwarder starts: it must not release the default forwarder's leases.
+        store
+            .forward_release_all("lab")
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert_eq!(claim("lab", "fw-lab").await, ids, "{backend}: every type");
+        let answered = |id: i64| Answered {
+            message_id: id,
+            sent: true,
+            ack: Some("MSA|AA".into()),
+            error: None,
+            payload: None,
+        };
+        let n = store
+            .forward_answered("fw-default", &[answered(ids[0]), answered(ids[2])], &[], 0)
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert_eq!(
+            n, 2,
+            "{backend}: the default forwarder's answers are recorded"
+        );
+        let states = store
+            .forward_state(ids[0])
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let by_destination: Vec<(String, String)> = states
+            .into_iter()
+            .map(|s| (s.destination, s.state))
+            .collect();
+        assert_eq!(
+            by_destination,
+            vec![
+                ("default".to_string(), "sent".to_string()),
+                ("lab".to_string(), "pending".to_string())
+            ],
+            "{backend}"
+        );
+    })
+    .await;
+}

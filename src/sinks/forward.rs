@@ -390,7 +390,7 @@ const RECORD_EVERY: usize = 16;
 /// The forwarder: claims the head of the queue, sends its messages one by one, records the
 /// answers in groups, until `stop`.
 pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<bool>) {
-    match store.forward_release_all().await {
+    match store.forward_release_all(&cfg.destination).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(rows = n, "forward: released leases of a previous run"),
         Err(e) => tracing::warn!(error = %e, "forward: could not release old leases"),

@@ -460,18 +460,20 @@ impl Store {
         Ok(n)
     }
 
-    /// SQLite (one process owns the file): drop the leases a crashed predecessor left.
-    pub async fn forward_release_all(&self) -> Result<u64, StoreError> {
+    /// SQLite (one process owns the file): drop the leases of `destination` a crashed
+    /// predecessor left. Only that destination's: the forwarders of the others may hold leases
+    /// of this run already.
+    pub async fn forward_release_all(&self, destination: &str) -> Result<u64, StoreError> {
         if self.backend != Backend::Sqlite {
             return Ok(0);
         }
-        write_tx!(self, |c| {
-            c.execute(
+        let args = [sql::Arg::Text(destination.into())];
+        write_tx!(self, |c| c.execute(
             "release forwarding leases",
-            "UPDATE forward_queue SET lease_owner = NULL, lease_until = 0 WHERE lease_owner IS NOT NULL",
-            &[],
-        )
-        })
+            "UPDATE forward_queue SET lease_owner = NULL, lease_until = 0 \
+             WHERE destination = $1 AND lease_owner IS NOT NULL",
+            &args,
+        ))
     }
 
     /// The forwarding rows of one message, one per destination (in name order).
