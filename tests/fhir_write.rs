@@ -634,6 +634,7 @@ async fn bulk_export_writes_one_ndjson_file_per_type() {
             "{backend}: {status_url}"
         );
         let manifest = c.export_manifest(&status_url).await;
+        let manifest_first = manifest.clone();
         let outputs = manifest["output"].as_array().cloned().unwrap_or_default();
         assert_eq!(outputs.len(), 2, "{backend}: {manifest}");
         for o in &outputs {
@@ -736,6 +737,48 @@ async fn bulk_export_writes_one_ndjson_file_per_type() {
         }
         let (s, _) = c.get("/fhir/$export-status/nope").await;
         assert_eq!(s, 404, "{backend}");
+        // A restart keeps finished jobs (their manifest is beside their files); a job the
+        // restart interrupted says so.
+        running.shutdown().await;
+        std::fs::create_dir_all(cfg.http.export_dir.join("interrupted-job"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let running = gateway::start(&cfg).await;
+        let c = Client {
+            http: http.clone(),
+            base: format!("http://{}", gateway::http_of(&running)),
+            backend,
+        };
+        let path_of = |url: &str| url[url.find("/fhir/").unwrap_or(0)..].to_string();
+        let (s, again) = c.get(&path_of(&status_url)).await;
+        assert_eq!(s, 200, "{backend}: {again}");
+        assert_eq!(again, manifest_first, "{backend}: the same manifest");
+        let observations = again["output"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["type"] == "Observation")
+            .and_then(|o| o["url"].as_str())
+            .map(path_of)
+            .unwrap_or_else(|| panic!("{backend}: {again}"));
+        let text = c
+            .http
+            .get(format!("{}{observations}", c.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        assert_eq!(text.lines().count(), 24, "{backend}");
+        let (s, oo) = c.get("/fhir/$export-status/interrupted-job").await;
+        assert_eq!(s, 500, "{backend}: {oo}");
+        assert!(
+            oo["issue"][0]["diagnostics"]
+                .as_str()
+                .is_some_and(|d| d.contains("interrupted by a restart")),
+            "{backend}: {oo}"
+        );
+        let status_url = format!("{}{}", c.base, path_of(&status_url));
         let r = c
             .http
             .delete(&status_url)

@@ -6,8 +6,9 @@
 //! `GET /fhir/$export-status/{job}` answers 202 while it runs and then the manifest; the files
 //! are NDJSON, one per type, at `/fhir/$export-file/{job}/{Type}.ndjson`; `DELETE` on the status
 //! URL removes the job and its files. Files are written under `http.export_dir` (PHI: keep it on
-//! protected storage); jobs live in memory, so a restart forgets them (their files stay until
-//! deleted). Current versions only, deleted resources left out.
+//! protected storage), with the finished job's manifest beside them, so its status and files
+//! outlive a restart; a job a restart interrupted answers 500 (start it again). Current versions
+//! only, deleted resources left out.
 
 use super::{ApiError, AppState};
 use axum::extract::{Path, RawQuery, State};
@@ -47,6 +48,33 @@ impl Exports {
 
 fn valid_job(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The manifest of a finished job, kept beside its files (so a restart does not lose it).
+const MANIFEST: &str = "manifest.json";
+
+/// A job: this process's, else one a previous run left in `dir` — finished (its manifest is
+/// there) or interrupted by the restart (its directory without a manifest).
+fn job_of(state: &AppState, id: &str) -> Option<Job> {
+    if let Some(j) = state.exports.get(id) {
+        return Some(j);
+    }
+    if !valid_job(id) {
+        return None;
+    }
+    let dir = state.export_dir.join(id);
+    match std::fs::read(dir.join(MANIFEST)) {
+        Ok(text) => match serde_json::from_slice(&text) {
+            Ok(manifest) => Some(Job::Done { manifest }),
+            Err(e) => Some(Job::Failed {
+                why: format!("its manifest is not JSON: {e}"),
+            }),
+        },
+        Err(_) if dir.is_dir() => Some(Job::Failed {
+            why: "it was interrupted by a restart of the gateway; start the export again".into(),
+        }),
+        Err(_) => None,
+    }
 }
 
 /// `GET /fhir/$export`: start a job.
@@ -217,18 +245,24 @@ async fn start(
                         json!({"type": ty, "url": format!("{file_base}/{ty}.ndjson"), "count": count})
                     })
                     .collect();
-                exports.set(
-                    &job,
-                    Job::Done {
-                        manifest: json!({
-                            "transactionTime": started,
-                            "request": request,
-                            "requiresAccessToken": true,
-                            "output": output,
-                            "error": [],
-                        }),
-                    },
-                );
+                let manifest = json!({
+                    "transactionTime": started,
+                    "request": request,
+                    "requiresAccessToken": true,
+                    "output": output,
+                    "error": [],
+                });
+                // Kept beside the files: a restart forgets the job, not its result.
+                let path = dir.join(MANIFEST);
+                match tokio::fs::write(&path, manifest.to_string()).await {
+                    Ok(()) => exports.set(&job, Job::Done { manifest }),
+                    Err(e) => exports.set(
+                        &job,
+                        Job::Failed {
+                            why: format!("{}: {e}", path.display()),
+                        },
+                    ),
+                }
             }
             Err(why) => exports.set(&job, Job::Failed { why }),
         }
@@ -310,11 +344,11 @@ pub async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    match state.exports.get(&id) {
+    match job_of(&state, &id) {
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",
-            format!("no export job '{id}' (jobs are forgotten on restart)"),
+            format!("no export job '{id}'"),
         )),
         Some(Job::Running { types_done, types }) => {
             let mut res = StatusCode::ACCEPTED.into_response();
@@ -348,13 +382,14 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !valid_job(&id) || state.exports.remove(&id).is_none() {
+    if !valid_job(&id) || job_of(&state, &id).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",
             format!("no export job '{id}'"),
         ));
     }
+    state.exports.remove(&id);
     let _ = std::fs::remove_dir_all(state.export_dir.join(&id));
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -368,7 +403,7 @@ pub async fn file(
     // Only `Type.ndjson` of a known job: nothing else of the directory is reachable.
     if !valid_job(&id)
         || !crate::fhir::validate::is_resource_type(ty)
-        || !matches!(state.exports.get(&id), Some(Job::Done { .. }))
+        || !matches!(job_of(&state, &id), Some(Job::Done { .. }))
     {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
