@@ -224,11 +224,12 @@ fn error_207<'a>(
     Some((msg, plan))
 }
 
-/// The upstream refused message `index` of `frame` (or did not answer in time): its
-/// application acknowledgment becomes AE with `text`. Original mode: the one ACK is replaced.
+/// A sink refused message `index` of `frame` (the upstream FHIR server, or the receiver of
+/// `forward.ack = after-receiver`), or did not answer in time: its application acknowledgment
+/// becomes AE with `text`. Original mode: the one ACK is replaced.
 /// Enhanced mode: the commit ACK (CA) stays; the application ACK is replaced, or added when
 /// MSH-16 asks for one on errors (`ER`) but not on success. `false` when nothing changed.
-fn upstream_error_acks(
+fn sink_error_acks(
     frame: &[u8],
     index: usize,
     text: &str,
@@ -587,6 +588,9 @@ pub struct Pipeline {
     /// ACK policy `after-upstream`: the forwarder to wait for, and how long.
     sync_delivery:
         std::sync::OnceLock<(Arc<crate::sinks::upstream::Upstream>, std::time::Duration)>,
+    /// ACK policy `forward.ack = after-receiver`: the destination whose receiver's answer the
+    /// sender gets, and how long to wait for it.
+    sync_forward: std::sync::OnceLock<(String, std::time::Duration)>,
 }
 
 impl Pipeline {
@@ -676,6 +680,7 @@ impl Pipeline {
             threads: std::sync::Mutex::new(threads),
             writer: std::sync::Mutex::new(writer),
             sync_delivery: std::sync::OnceLock::new(),
+            sync_forward: std::sync::OnceLock::new(),
         })
     }
 
@@ -722,6 +727,14 @@ impl Pipeline {
         let _ = self.sync_delivery.set((upstream, timeout));
     }
 
+    /// ACK policy `forward.ack = after-receiver`: answer the HL7 v2 messages queued for
+    /// `destination` only once its receiver has answered: AA when it took the message, AE with its
+    /// reason when it refused it, AE when it has not answered within `timeout` (the message stays
+    /// stored and queued).
+    pub fn acknowledge_after_forward(&self, destination: String, timeout: std::time::Duration) {
+        let _ = self.sync_forward.set((destination, timeout));
+    }
+
     /// Messages submitted and not yet answered.
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed)
@@ -739,7 +752,8 @@ impl Pipeline {
             lanes[(fnv1a(key) as usize) % lanes.len()].clone()
         };
         let (tx, rx) = oneshot::channel();
-        let frame = self.sync_delivery.get().map(|_| raw.clone());
+        let frame = (self.sync_delivery.get().is_some() || self.sync_forward.get().is_some())
+            .then(|| raw.clone());
         let job = LaneJob {
             raw,
             source,
@@ -767,9 +781,16 @@ impl Pipeline {
             Err(()) => Err(IngestError::ShuttingDown),
         };
         if let (Ok(reply), Some((upstream, timeout)), Some(frame)) =
-            (&mut result, self.sync_delivery.get(), frame)
+            (&mut result, self.sync_delivery.get(), frame.as_ref())
         {
-            self.await_upstream(reply, &frame, upstream, *timeout, source)
+            self.await_upstream(reply, frame, upstream, *timeout, source)
+                .await;
+        }
+        if let (Ok(reply), Some((destination, timeout)), Some(frame)) =
+            (&mut result, self.sync_forward.get(), frame.as_ref())
+            && source != Source::Fhir
+        {
+            self.await_receiver(reply, frame, destination, *timeout)
                 .await;
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -831,12 +852,94 @@ impl Pipeline {
                 }
                 continue;
             }
-            if !upstream_error_acks(frame, index, &text, &self.cfg.parse, &mut m.acks) {
+            if !sink_error_acks(frame, index, &text, &self.cfg.parse, &mut m.acks) {
                 continue;
             }
             m.outcome = Outcome::Error;
             if let Err(e) = self.store.set_ack(id, "AE", &m.acks.join("\n")).await {
                 tracing::warn!(id, error = %e, "could not store the upstream acknowledgment");
+            }
+        }
+    }
+
+    /// `forward.ack = after-receiver`: wait for the receiver's answer to each message of the
+    /// frame queued for `destination`, and replace its application acknowledgment with AE when
+    /// the receiver refused it or did not answer in time. Answers recorded by this gateway wake
+    /// the wait at once; another replica's are seen by looking at the store every second.
+    async fn await_receiver(
+        &self,
+        reply: &mut Reply,
+        frame: &[u8],
+        destination: &str,
+        timeout: std::time::Duration,
+    ) {
+        let answered = self.store.forward_answered_signal(destination);
+        let waits = reply.messages.iter().enumerate().filter_map(|(index, m)| {
+            let c = m.committed.as_ref()?;
+            matches!(c.status, Status::Converted | Status::Error).then_some((index, c.id))
+        });
+        let store = &self.store;
+        let answered = &answered;
+        let verdicts = futures_util::future::join_all(waits.map(|(index, id)| async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                // Registered before looking, so an answer recorded meanwhile is not missed.
+                let woken = answered.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let state = match store.forward_state_at(id, destination).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(id, error = %e, "reading the forwarding state failed");
+                        None
+                    }
+                };
+                match state {
+                    // Not queued for this receiver (its filter): nothing to wait for.
+                    None => return (index, id, None),
+                    Some(s) if s.state == "sent" => return (index, id, None),
+                    Some(s) if s.state == "dead" => {
+                        let why = s.last_error.unwrap_or_default();
+                        return (
+                            index,
+                            id,
+                            Some(format!("the receiving system refused the message: {why}")),
+                        );
+                    }
+                    Some(_) => {}
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return (
+                        index,
+                        id,
+                        Some(format!(
+                            "the receiving system has not acknowledged the message within {} s; it is stored (id {id}) and forwarding continues",
+                            timeout.as_secs()
+                        )),
+                    );
+                }
+                let next_look = (now + std::time::Duration::from_secs(1)).min(deadline);
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep_until(next_look) => {}
+                }
+            }
+        }))
+        .await;
+        for (index, id, refusal) in verdicts {
+            let Some(text) = refusal else {
+                continue;
+            };
+            let Some(m) = reply.messages.get_mut(index) else {
+                continue;
+            };
+            if !sink_error_acks(frame, index, &text, &self.cfg.parse, &mut m.acks) {
+                continue;
+            }
+            m.outcome = Outcome::Error;
+            if let Err(e) = self.store.set_ack(id, "AE", &m.acks.join("\n")).await {
+                tracing::warn!(id, error = %e, "could not store the acknowledgment");
             }
         }
     }
@@ -1169,7 +1272,7 @@ mod tests {
                 .map(|c| format!("MSH|^~\\&|x\rMSA|{c}|C1\r"))
                 .collect();
             let changed =
-                upstream_error_acks(m.as_bytes(), 0, "upstream answered 412", &parse, &mut acks);
+                sink_error_acks(m.as_bytes(), 0, "upstream answered 412", &parse, &mut acks);
             let got: Vec<String> = acks.iter().map(|a| code(a)).collect();
             assert_eq!(got, *after, "MSH-15 {m15:?} MSH-16 {m16:?}");
             assert_eq!(changed, before != after, "MSH-15 {m15:?} MSH-16 {m16:?}");

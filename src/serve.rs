@@ -78,6 +78,12 @@ pub struct ForwardSection {
     pub oru_receiving_application: String,
     /// MSH-6.
     pub oru_receiving_facility: String,
+    /// `after-commit` (default: ACK once stored; forwarding follows) or `after-receiver` (the
+    /// sender's ACK waits for this receiver's answer: AA when it took the message, AE with its
+    /// reason when it refused it or did not answer within `ack_timeout_secs`). `[forward]` only.
+    pub ack: String,
+    /// `after-receiver`: longest wait for the receiver before answering AE.
+    pub ack_timeout_secs: u64,
     /// More destinations, by name (`[forward.routes.lab]`); a route's own `routes` must be empty.
     pub routes: std::collections::BTreeMap<String, ForwardSection>,
 }
@@ -100,6 +106,8 @@ impl Default for ForwardSection {
             oru_sending_facility: String::new(),
             oru_receiving_application: String::new(),
             oru_receiving_facility: String::new(),
+            ack: "after-commit".into(),
+            ack_timeout_secs: 30,
             routes: Default::default(),
         }
     }
@@ -162,6 +170,21 @@ impl ForwardSection {
     /// Check every destination: an address, MSH-9 patterns, TLS files; route names.
     fn check(&self) -> Result<(), ConfigError> {
         use std::net::ToSocketAddrs;
+        match self.ack.as_str() {
+            "after-commit" => {}
+            "after-receiver" if !self.mllp.is_empty() => {}
+            "after-receiver" => {
+                return Err(ConfigError(
+                    "forward.ack 'after-receiver' needs forward.mllp (the receiver to wait for)"
+                        .into(),
+                ));
+            }
+            o => {
+                return Err(ConfigError(format!(
+                    "forward.ack '{o}' is not after-commit or after-receiver"
+                )));
+            }
+        }
         for (name, section, d) in self.destinations() {
             if section != "forward" && name == crate::store::forward::DEFAULT_DESTINATION {
                 return Err(ConfigError(format!(
@@ -171,6 +194,11 @@ impl ForwardSection {
             if section != "forward" && !d.routes.is_empty() {
                 return Err(ConfigError(format!(
                     "{section}: a route has no routes of its own"
+                )));
+            }
+            if section != "forward" && d.ack != "after-commit" {
+                return Err(ConfigError(format!(
+                    "{section}.ack: only [forward] can hold the sender's ACK for its receiver"
                 )));
             }
             if d.mllp.to_socket_addrs().is_err() {
@@ -989,6 +1017,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
     // what is still queued waits in the store for the next start.
     // The MLLP forwarder. On `stop` it finishes the exchange in flight (recording the answer);
     // what is still queued waits in the store for the next start.
+    if cfg.forward.ack == "after-receiver" && !cfg.forward.mllp.is_empty() {
+        pipeline.acknowledge_after_forward(
+            crate::store::forward::DEFAULT_DESTINATION.to_string(),
+            Duration::from_secs(cfg.forward.ack_timeout_secs.max(1)),
+        );
+    }
     let mut forwarders = Vec::new();
     for (destination, _, f) in cfg.forward.destinations() {
         let fcfg = crate::sinks::forward::ForwardConfig {

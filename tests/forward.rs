@@ -30,13 +30,16 @@ fn receiver(
     let got: Received = Arc::default();
     let seen = got.clone();
     let task = tokio::spawn(async move {
+        // The connections belong to this task: aborting it closes them too (a receiver that
+        // goes away).
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
             let seen = seen.clone();
             let tls = tls.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let mut s: Box<dyn Stream> = match tls {
                     None => Box::new(tcp),
                     // A handshake without the gateway's client certificate fails here.
@@ -849,5 +852,81 @@ async fn routes_send_each_type_to_its_receiver_and_queue_apart() {
         running.shutdown().await;
         ehr.abort();
         lab_task.abort();
+    }
+}
+
+/// `forward.ack = after-receiver`: the sender's ACK waits for the receiver's answer — AA once the
+/// receiver took the message, AE with its reason when it refused it, AE when it has not answered
+/// in time (the message stays stored and queued, and is delivered once the receiver is up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_senders_ack_can_wait_for_the_receivers_answer() {
+    let http = gateway::http_client();
+    for (backend, url) in gateway::store_urls("forward-ack").await {
+        let (port, got, ehr) = listening_receiver(None).await;
+        let mut cfg = gateway::config(&url);
+        cfg.forward.mllp = format!("127.0.0.1:{port}");
+        cfg.forward.ack = "after-receiver".into();
+        cfg.forward.ack_timeout_secs = 2;
+        cfg.forward.retry_max_secs = 1;
+        cfg.forward.connect_timeout_secs = 1;
+        let running = gateway::start(&cfg).await;
+        let base = format!("http://{}", gateway::http_of(&running));
+        let mut mllp = gateway::mllp_of(&running).await;
+        let taken = adt("ACK1", "P-ACK1", "");
+        let acks = mllp.send(taken.as_bytes(), 1).await;
+        assert_eq!(
+            gateway::msa(&acks[0]),
+            ("AA".into(), "ACK1".into()),
+            "{backend}"
+        );
+        assert_eq!(
+            got.lock().unwrap_or_else(|e| e.into_inner()).last(),
+            Some(&taken.clone().into_bytes()),
+            "{backend}: the receiver had it before the sender's ACK"
+        );
+        let acks = mllp
+            .send(adt("REFUSE-ACK", "P-ACK2", "").as_bytes(), 1)
+            .await;
+        assert_eq!(gateway::msa(&acks[0]).0, "AE", "{backend}: {acks:?}");
+        assert!(
+            acks[0].contains("patient unknown here"),
+            "{backend}: the receiver's reason: {acks:?}"
+        );
+        // The receiver goes away (its connections too): AE after the timeout, the message kept
+        // and queued.
+        ehr.abort();
+        let _ = ehr.await;
+        let late = adt("ACK3", "P-ACK3", "");
+        let acks = mllp.send(late.as_bytes(), 1).await;
+        assert_eq!(gateway::msa(&acks[0]).0, "AE", "{backend}: {acks:?}");
+        assert!(
+            acks[0].contains("has not acknowledged the message within 2 s"),
+            "{backend}: {acks:?}"
+        );
+        let list = messages(&http, &base).await;
+        let id = id_of(&list, "ACK3");
+        let m = message(&http, &base, id).await;
+        assert_eq!(m["forward"][0]["state"], "pending", "{backend}: {m}");
+        assert_eq!(
+            m["ack_code"], "AE",
+            "{backend}: the ACK sent is the one stored"
+        );
+        // The receiver is back: the message is delivered.
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (back, ehr) = receiver(listener, None);
+        wait_for("the late message at the receiver", || {
+            let n = back.lock().unwrap_or_else(|e| e.into_inner()).len();
+            async move { n >= 1 }
+        })
+        .await;
+        assert_eq!(
+            back.lock().unwrap_or_else(|e| e.into_inner())[0],
+            late.into_bytes(),
+            "{backend}"
+        );
+        running.shutdown().await;
+        ehr.abort();
     }
 }

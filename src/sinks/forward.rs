@@ -407,6 +407,7 @@ pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<boo
         + Duration::from_secs(30);
     let until = || now_micros() + lease.as_micros() as i64;
     let signal = store.forward_signal(&cfg.destination);
+    let answered = store.forward_answered_signal(&cfg.destination);
     let mut conn: Option<Conn> = None;
     loop {
         if *stop.borrow() {
@@ -450,7 +451,7 @@ pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<boo
                     let attempts = c.attempts + 1;
                     let pause = backoff(attempts, cfg.retry_max);
                     tracing::warn!(destination = %cfg.destination, message_id = id, attempts, error = %why, retry_in_ms = pause.as_millis() as u64, "forward: attempt failed");
-                    record(&store, &owner, &mut answers, &held, until()).await;
+                    record(&store, &answered, &owner, &mut answers, &held, until()).await;
                     let next = now_micros() + pause.as_micros() as i64;
                     if let Err(e) = store.forward_retry(id, &owner, attempts, next, &why).await {
                         tracing::warn!(message_id = id, error = %e, "forward: recording the failed attempt failed");
@@ -460,10 +461,10 @@ pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<boo
                 }
             }
             if answers.len() >= RECORD_EVERY {
-                record(&store, &owner, &mut answers, &held, until()).await;
+                record(&store, &answered, &owner, &mut answers, &held, until()).await;
             }
         }
-        record(&store, &owner, &mut answers, &[], 0).await;
+        record(&store, &answered, &owner, &mut answers, &[], 0).await;
         if let Err(e) = store.forward_release(&owner, &held).await {
             tracing::warn!(error = %e, "forward: releasing unsent messages failed; their leases run out");
         }
@@ -474,6 +475,7 @@ pub async fn run(cfg: ForwardConfig, store: Store, mut stop: watch::Receiver<boo
 /// sent again once their leases run out.
 async fn record(
     store: &Store,
+    answered: &tokio::sync::Notify,
     owner: &str,
     answers: &mut Vec<crate::store::Answered>,
     held: &[i64],
@@ -486,12 +488,15 @@ async fn record(
         .forward_answered(owner, answers, held, lease_until)
         .await
     {
-        Ok(n) if n as usize == answers.len() => {}
-        Ok(n) => tracing::warn!(
-            recorded = n,
-            answers = answers.len(),
-            "forward: a lease ran out before the answer was recorded"
-        ),
+        Ok(n) if n as usize == answers.len() => answered.notify_waiters(),
+        Ok(n) => {
+            answered.notify_waiters();
+            tracing::warn!(
+                recorded = n,
+                answers = answers.len(),
+                "forward: a lease ran out before the answer was recorded"
+            )
+        }
         Err(e) => {
             tracing::warn!(error = %e, "forward: recording answers failed; those messages will be sent again")
         }

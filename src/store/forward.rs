@@ -133,6 +133,8 @@ pub(crate) struct Route {
     pub(crate) name: String,
     pub(crate) filter: ForwardFilter,
     pub(crate) signal: std::sync::Arc<tokio::sync::Notify>,
+    /// Woken (every waiter) when this gateway records answers of this destination.
+    pub(crate) answered: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Queue messages for destinations (`(message id, destination)`, inside the caller's
@@ -185,6 +187,7 @@ impl Store {
                     name,
                     filter,
                     signal: Default::default(),
+                    answered: Default::default(),
                 })
                 .collect(),
         );
@@ -221,6 +224,32 @@ impl Store {
             .find(|r| r.name == destination)
             .map(|r| r.signal.clone())
             .unwrap_or_default()
+    }
+
+    /// Woken (every waiter at once) when this gateway records answers of `destination`'s
+    /// receiver; a signal of its own when there is no such destination.
+    pub fn forward_answered_signal(
+        &self,
+        destination: &str,
+    ) -> std::sync::Arc<tokio::sync::Notify> {
+        self.forward
+            .iter()
+            .find(|r| r.name == destination)
+            .map(|r| r.answered.clone())
+            .unwrap_or_default()
+    }
+
+    /// Where one message stands at `destination`: `None` when it is not queued there.
+    pub async fn forward_state_at(
+        &self,
+        id: i64,
+        destination: &str,
+    ) -> Result<Option<ForwardState>, StoreError> {
+        Ok(self
+            .forward_state(id)
+            .await?
+            .into_iter()
+            .find(|s| s.destination == destination))
     }
 
     /// Claim the head of `destination`'s queue for `owner` until `lease_until` (µs): the lowest
