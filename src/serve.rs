@@ -1448,6 +1448,14 @@ mod tests {
                 "forward.mllp 'no-port' is not host:port",
             ),
             (
+                vec![("V2FHIR_FORWARD_ACK", "sometimes")],
+                "forward.ack 'sometimes'",
+            ),
+            (
+                vec![("V2FHIR_FORWARD_ACK", "after-receiver")],
+                "needs forward.mllp",
+            ),
+            (
                 vec![
                     ("V2FHIR_FORWARD_MLLP", "127.0.0.1:2576"),
                     ("V2FHIR_FORWARD_TYPES", "ADT|A01"),
@@ -1520,6 +1528,10 @@ mod tests {
                 "forward.routes.lab.tls_cert and forward.routes.lab.tls_key",
             ),
             ("[forward.routes.lab]\nmlp = \"127.0.0.1:2577\"\n", "mlp"),
+            (
+                "[forward.routes.lab]\nmllp = \"127.0.0.1:2577\"\nack = \"after-receiver\"\n",
+                "only [forward] can hold the sender's ACK",
+            ),
         ] {
             match load(text) {
                 Ok(_) => panic!("{text:?} accepted"),
