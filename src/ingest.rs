@@ -852,13 +852,26 @@ impl Pipeline {
                 }
                 continue;
             }
-            if !sink_error_acks(frame, index, &text, &self.cfg.parse, &mut m.acks) {
-                continue;
-            }
-            m.outcome = Outcome::Error;
-            if let Err(e) = self.store.set_ack(id, "AE", &m.acks.join("\n")).await {
-                tracing::warn!(id, error = %e, "could not store the upstream acknowledgment");
-            }
+            self.answer_refused(m, frame, index, id, &text).await;
+        }
+    }
+
+    /// A sink refused message `index` (row `id`) of `frame`, or did not answer in time: its
+    /// application acknowledgment becomes AE with `text`, and is stored as the one sent.
+    async fn answer_refused(
+        &self,
+        m: &mut MessageReply,
+        frame: &[u8],
+        index: usize,
+        id: i64,
+        text: &str,
+    ) {
+        if !sink_error_acks(frame, index, text, &self.cfg.parse, &mut m.acks) {
+            return;
+        }
+        m.outcome = Outcome::Error;
+        if let Err(e) = self.store.set_ack(id, "AE", &m.acks.join("\n")).await {
+            tracing::warn!(id, error = %e, "could not store the acknowledgment");
         }
     }
 
@@ -934,13 +947,7 @@ impl Pipeline {
             let Some(m) = reply.messages.get_mut(index) else {
                 continue;
             };
-            if !sink_error_acks(frame, index, &text, &self.cfg.parse, &mut m.acks) {
-                continue;
-            }
-            m.outcome = Outcome::Error;
-            if let Err(e) = self.store.set_ack(id, "AE", &m.acks.join("\n")).await {
-                tracing::warn!(id, error = %e, "could not store the acknowledgment");
-            }
+            self.answer_refused(m, frame, index, id, &text).await;
         }
     }
 
