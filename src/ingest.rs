@@ -889,7 +889,8 @@ impl Pipeline {
         let answered = self.store.forward_answered_signal(destination);
         let waits = reply.messages.iter().enumerate().filter_map(|(index, m)| {
             let c = m.committed.as_ref()?;
-            matches!(c.status, Status::Converted | Status::Error).then_some((index, c.id))
+            // A message answered AE already (its conversion failed) keeps that answer.
+            (c.status == Status::Converted).then_some((index, c.id))
         });
         let store = &self.store;
         let answered = &answered;
