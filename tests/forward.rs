@@ -849,6 +849,10 @@ async fn routes_send_each_type_to_its_receiver_and_queue_apart() {
             metrics.contains("v2fhir_forward_pending{destination=\"lab\"} 0"),
             "{backend}: {metrics}"
         );
+        assert!(
+            metrics.contains("v2fhir_forward_latency_seconds_count{destination=\"lab\"}"),
+            "{backend}: commit-to-acceptance latency per destination: {metrics}"
+        );
         running.shutdown().await;
         ehr.abort();
         lab_task.abort();

@@ -541,6 +541,9 @@ async fn send_one(
     match exchange(cfg, conn, &message).await? {
         (ack, Answer::Accepted) => {
             metrics::counter!("v2fhir_forwarded_total", "destination" => cfg.destination.clone(), "result" => "sent").increment(1);
+            // Commit to the receiver's acceptance: how far behind the receiver's feed runs.
+            metrics::histogram!("v2fhir_forward_latency_seconds", "destination" => cfg.destination.clone())
+                .record((now_micros() - c.queued_at).max(0) as f64 / 1e6);
             Ok(crate::store::Answered {
                 message_id: id,
                 sent: true,

@@ -70,6 +70,8 @@ pub struct ForwardClaim {
     pub message_id: i64,
     /// Attempts made before this one.
     pub attempts: i64,
+    /// When it was queued (µs): the commit.
+    pub queued_at: i64,
     /// MSH-10 as logged (the receiver's MSA-2 must repeat it).
     pub control_id: String,
     /// The message as received.
@@ -288,7 +290,7 @@ impl Store {
                          AND h.message_id = (SELECT MIN(message_id) FROM forward_queue \
                                              WHERE destination = $5 AND state = 'pending') \
                          AND h.next_attempt_at <= $3 AND h.lease_until <= $3) \
-             RETURNING message_id, attempts";
+             RETURNING message_id, attempts, created_at";
         let rows = match self.backend {
             Backend::Sqlite => {
                 let mut conn = self.writer.acquire().await.map_err(db("acquire"))?;
@@ -321,9 +323,9 @@ impl Store {
                 rows
             }
         };
-        let mut claimed: Vec<(i64, i64)> = rows
+        let mut claimed: Vec<(i64, i64, i64)> = rows
             .iter()
-            .map(|r| Ok((r.int(0)?, r.int(1)?)))
+            .map(|r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)))
             .collect::<Result<_, StoreError>>()?;
         if claimed.is_empty() {
             return Ok(Vec::new());
@@ -334,7 +336,7 @@ impl Store {
             sql::placeholders(claimed.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
-        for (id, _) in &claimed {
+        for (id, _, _) in &claimed {
             q = q.bind(*id);
         }
         let found = q
@@ -347,7 +349,7 @@ impl Store {
             by_id.insert(r.try_get(0).map_err(db("decode id"))?, r);
         }
         let mut out = Vec::with_capacity(claimed.len());
-        for (message_id, attempts) in claimed {
+        for (message_id, attempts, queued_at) in claimed {
             let Some(row) = by_id.get(&message_id) else {
                 return Err(StoreError::Internal(
                     "a queued message is not in the message log",
@@ -367,6 +369,7 @@ impl Store {
             out.push(ForwardClaim {
                 message_id,
                 attempts,
+                queued_at,
                 raw: row.try_get(1).map_err(db("decode raw"))?,
                 control_id: row.try_get(2).map_err(db("decode control_id"))?,
                 source,
