@@ -1159,7 +1159,10 @@ fn answer(
     match result {
         Ok(done) => {
             for (p, c) in job.prepared.into_iter().zip(done) {
-                let acks = if c.status == Status::Duplicate {
+                // A duplicate is answered as the original was; a versioned FHIR write whose
+                // version was not current at the commit, from the decision the store rewrote.
+                let rewritten = c.status == Status::Error && p.row.status == Status::Converted;
+                let acks = if c.status == Status::Duplicate || rewritten {
                     c.ack
                         .split('\n')
                         .filter(|s| !s.is_empty())
@@ -1181,7 +1184,7 @@ fn answer(
                 reply.messages.push(MessageReply {
                     committed: Some(c),
                     acks,
-                    outcome: p.outcome,
+                    outcome: if rewritten { Outcome::Error } else { p.outcome },
                     bundle: p.row.output,
                     diagnostics: p.row.diagnostics,
                 });

@@ -907,6 +907,27 @@ async fn patch_applies_a_json_patch_to_the_current_version() {
             read["meta"]["versionId"], "2",
             "{backend}: refusals wrote nothing"
         );
+        // Two patches at once, without If-Match: neither is lost (each is a versioned update of
+        // the version it was applied to, applied again when the other won).
+        let add = |v: &str| json!([{"op": "add", "path": "/telecom/-", "value": {"system": "email", "value": v}}]);
+        let (a, b) = tokio::join!(
+            patch("/fhir/Patient/pp1", add("a@example.org"), None),
+            patch("/fhir/Patient/pp1", add("b@example.org"), None)
+        );
+        assert_eq!((a.0, b.0), (200, 200), "{backend}: {a:?} {b:?}");
+        let (_, read) = c.get("/fhir/Patient/pp1").await;
+        let telecoms: Vec<&str> = read["telecom"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["value"].as_str())
+            .collect();
+        assert_eq!(telecoms.len(), 3, "{backend}: {read}");
+        assert!(
+            telecoms.contains(&"a@example.org") && telecoms.contains(&"b@example.org"),
+            "{backend}: {read}"
+        );
+        assert_eq!(read["meta"]["versionId"], "4", "{backend}: {read}");
         // FHIRPath Patch is not supported.
         let r = http
             .patch(format!("{base}/fhir/Patient/pp1"))
@@ -926,6 +947,111 @@ async fn patch_applies_a_json_patch_to_the_current_version() {
         )
         .await;
         assert_eq!(s, 410, "{backend}: {v}");
+        running.shutdown().await;
+    }
+}
+
+/// Versioned updates (`If-Match`, `request.ifMatch`) on both stores: checked in the writer's
+/// transaction, so of two updates from the same version exactly one wins, even sent at once; a
+/// stale version is 412 and writes nothing (a transaction as a whole); a batch refuses
+/// `ifMatch` in its entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioned_updates_refuse_a_stale_version() {
+    let http = gateway::http_client();
+    for (backend, url) in gateway::store_urls("fhir-versioned").await {
+        let running = gateway::start(&gateway::config(&url)).await;
+        let c = Client {
+            http: http.clone(),
+            base: format!("http://{}", gateway::http_of(&running)),
+            backend,
+        };
+        use reqwest::Method;
+        let patient = |family: &str| {
+            json!({"resourceType": "Patient", "id": "vu1", "name": [{"family": family}]})
+                .to_string()
+        };
+        let put = |family: &str, version: &str| {
+            let c = &c;
+            let body = patient(family);
+            let version = version.to_string();
+            async move {
+                let h = [("if-match", version.as_str())];
+                let headers: &[(&str, &str)] = if version.is_empty() { &[] } else { &h };
+                c.send(Method::PUT, "/fhir/Patient/vu1", Some(body), headers)
+                    .await
+            }
+        };
+        assert_eq!(put("One", "").await.0, 201, "{backend}");
+        let (s, h, _) = put("Two", "W/\"1\"").await;
+        assert_eq!(s, 200, "{backend}");
+        assert_eq!(header(&h, "etag"), "W/\"2\"", "{backend}");
+        let (s, _, oo) = put("Stale", "W/\"1\"").await;
+        assert_eq!(s, 412, "{backend}: {oo}");
+        assert!(
+            oo.to_string().contains("is at version 2"),
+            "{backend}: {oo}"
+        );
+        let (_, read) = c.get("/fhir/Patient/vu1").await;
+        assert_eq!(read["name"][0]["family"], "Two", "{backend}: {read}");
+        // Two updates from version 2 at once: one wins, one is refused.
+        let (a, b) = tokio::join!(put("Three-a", "W/\"2\""), put("Three-b", "W/\"2\""));
+        let mut codes = vec![a.0, b.0];
+        codes.sort_unstable();
+        assert_eq!(codes, vec![200, 412], "{backend}: {a:?} {b:?}");
+        let (_, read) = c.get("/fhir/Patient/vu1").await;
+        assert_eq!(read["meta"]["versionId"], "3", "{backend}: {read}");
+        // DELETE: stale, then current.
+        let (s, _, _) = c
+            .send(
+                Method::DELETE,
+                "/fhir/Patient/vu1",
+                None,
+                &[("if-match", "W/\"1\"")],
+            )
+            .await;
+        assert_eq!(s, 412, "{backend}");
+        let (s, _, _) = c
+            .send(
+                Method::DELETE,
+                "/fhir/Patient/vu1",
+                None,
+                &[("if-match", "W/\"3\"")],
+            )
+            .await;
+        assert_eq!(s, 204, "{backend}");
+        // A transaction with a stale entry writes none of its entries.
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "vu2"}, "request": {"method": "PUT", "url": "Patient/vu2"}},
+            {"resource": {"resourceType": "Patient", "id": "vu3"}, "request": {"method": "PUT", "url": "Patient/vu3", "ifMatch": "W/\"7\""}}
+        ]});
+        let (s, _, oo) = c
+            .send(Method::POST, "/fhir", Some(tx.to_string()), &[])
+            .await;
+        assert_eq!(s, 412, "{backend}: {oo}");
+        let (s, _) = c.get("/fhir/Patient/vu2").await;
+        assert_eq!(s, 404, "{backend}: nothing of the transaction was written");
+        // A batch does not take ifMatch; a bad If-Match header is 400.
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "vu4"}, "request": {"method": "PUT", "url": "Patient/vu4", "ifMatch": "W/\"1\""}}
+        ]});
+        let (_, _, resp) = c
+            .send(Method::POST, "/fhir", Some(batch.to_string()), &[])
+            .await;
+        assert!(
+            resp["entry"][0]["response"]["status"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("400")),
+            "{backend}: {resp}"
+        );
+        let (s, _, _) = c
+            .send(
+                Method::PUT,
+                "/fhir/Patient/vu5",
+                Some(json!({"resourceType": "Patient", "id": "vu5"}).to_string()),
+                &[("if-match", "yesterday")],
+            )
+            .await;
+        assert_eq!(s, 400, "{backend}");
         running.shutdown().await;
     }
 }

@@ -591,7 +591,7 @@ pub fn capability_statement(base: &str, types: &[String]) -> Value {
                                 {"code": "create"},
                                 {"code": "history-instance"}, {"code": "history-type"},
                                 {"code": "search-type"}],
-                "versioning": "versioned",
+                "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
                 "conditionalCreate": true,

@@ -81,6 +81,18 @@ pub fn envelope_if(
     body: Option<&[u8]>,
     if_none_exist: Option<&str>,
 ) -> Vec<u8> {
+    envelope_with(method, url, body, if_none_exist, None)
+}
+
+/// [`envelope`] with the entry's `request.ifNoneExist` and `request.ifMatch` (a versioned
+/// update or delete: `W/"version"`).
+pub fn envelope_with(
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    if_none_exist: Option<&str>,
+    if_match: Option<i64>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.map_or(0, <[u8]>::len) + 160);
     out.extend_from_slice(br#"{"resourceType":"Bundle","type":"transaction","entry":[{"#);
     if let Some(b) = body {
@@ -91,6 +103,9 @@ pub fn envelope_if(
     let mut request = json!({"method": method, "url": url});
     if let Some(q) = if_none_exist {
         request["ifNoneExist"] = json!(q);
+    }
+    if let Some(v) = if_match {
+        request["ifMatch"] = json!(format!("W/\"{v}\""));
     }
     out.extend_from_slice(br#""request":"#);
     out.extend_from_slice(request.to_string().as_bytes());
@@ -139,6 +154,16 @@ struct Entry {
     id: String,
     full_url: Option<String>,
     resource: Option<Map<String, Value>>,
+    /// `request.ifMatch` of a PUT or DELETE: the version the resource must be at when the write
+    /// is committed (a versioned update).
+    if_match: Option<i64>,
+}
+
+/// `W/"3"`, `"3"` or `3` → 3.
+pub fn parse_if_match(v: &str) -> Option<i64> {
+    let v = v.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
+    v.parse::<i64>().ok().filter(|n| *n > 0)
 }
 
 fn read_entry(n: usize, e: &Value) -> Result<Entry, Refusal> {
@@ -153,6 +178,30 @@ fn read_entry(n: usize, e: &Value) -> Result<Entry, Refusal> {
     })?;
     let method = req.get("method").and_then(Value::as_str).unwrap_or("");
     let url = req.get("url").and_then(Value::as_str).unwrap_or("");
+    let if_match = match req.get("ifMatch") {
+        None => None,
+        Some(v) => match v.as_str().and_then(parse_if_match) {
+            Some(n) if method == "PUT" || method == "DELETE" => Some(n),
+            Some(_) => {
+                return Err(refuse(
+                    400,
+                    "not-supported",
+                    format!(
+                        "Bundle.entry[{n}].request.ifMatch: only a PUT or DELETE can be versioned"
+                    ),
+                    at(".request.ifMatch"),
+                ));
+            }
+            None => {
+                return Err(refuse(
+                    400,
+                    "invalid",
+                    format!("Bundle.entry[{n}].request.ifMatch '{v}' is not a version (W/\"3\")"),
+                    at(".request.ifMatch"),
+                ));
+            }
+        },
+    };
     // `Type`, `Type/id`, with an optional query (conditional interactions are not supported).
     if url.contains('?') {
         return Err(refuse(
@@ -251,6 +300,7 @@ fn read_entry(n: usize, e: &Value) -> Result<Entry, Refusal> {
                 id,
                 full_url,
                 resource,
+                if_match,
             })
         }
         "POST" => {
@@ -279,6 +329,7 @@ fn read_entry(n: usize, e: &Value) -> Result<Entry, Refusal> {
                 id: String::new(),
                 full_url,
                 resource,
+                if_match,
             })
         }
         // A conditional delete that matched nothing (`request.condition` set, no id): nothing to
@@ -289,6 +340,7 @@ fn read_entry(n: usize, e: &Value) -> Result<Entry, Refusal> {
             id: String::new(),
             full_url,
             resource: None,
+            if_match,
         }),
         "DELETE" => Ok(Entry {
             method: "DELETE".into(),
@@ -296,6 +348,7 @@ fn read_entry(n: usize, e: &Value) -> Result<Entry, Refusal> {
             id: need_id("DELETE")?,
             full_url,
             resource: None,
+            if_match,
         }),
         // A read: what a conditional create that found its resource becomes (see
         // `sources::fhir`), or a read a client puts in a batch. Nothing is written.
@@ -305,6 +358,7 @@ fn read_entry(n: usize, e: &Value) -> Result<Entry, Refusal> {
             id: need_id("GET")?,
             full_url,
             resource: None,
+            if_match,
         }),
         other => Err(refuse(
             400,
@@ -503,7 +557,19 @@ fn plan(raw: &[u8], hash: &str, validate_resources: bool) -> (Plan, Option<Value
     let mut read: Vec<Result<Entry, Refusal>> = entries
         .iter()
         .enumerate()
-        .map(|(n, e)| read_entry(n, e))
+        .map(|(n, e)| match read_entry(n, e) {
+            // A versioned write fails as a whole when its version is not current; a batch's
+            // entries stand alone, so there it would take the others down with it.
+            Ok(entry) if entry.if_match.is_some() && !transaction => Err(refuse(
+                400,
+                "not-supported",
+                format!(
+                    "Bundle.entry[{n}].request.ifMatch: versioned writes are taken in a transaction or as a single request, not in a batch"
+                ),
+                Some(format!("Bundle.entry[{n}].request.ifMatch")),
+            )),
+            other => other,
+        })
         .collect();
     // Ids from identifiers first; then ids from content, in entry order, over the content with
     // the references known so far resolved (so the same reading gets the same id whether it came
@@ -636,13 +702,23 @@ fn plan(raw: &[u8], hash: &str, validate_resources: bool) -> (Plan, Option<Value
             Ok((e, resource)) => {
                 let url = format!("{}/{}", e.resource_type, e.id);
                 match resource {
-                    Some(res) => stored.push(json!({
-                        "fullUrl": format!("urn:uuid:{}", e.id),
-                        "resource": res,
-                        "request": {"method": "PUT", "url": url},
-                    })),
+                    Some(res) => {
+                        let mut request = json!({"method": "PUT", "url": url});
+                        if let Some(v) = e.if_match {
+                            request["ifMatch"] = json!(format!("W/\"{v}\""));
+                        }
+                        stored.push(json!({
+                            "fullUrl": format!("urn:uuid:{}", e.id),
+                            "resource": res,
+                            "request": request,
+                        }))
+                    }
                     None if e.method == "DELETE" && !e.id.is_empty() => {
-                        stored.push(json!({"request": {"method": "DELETE", "url": url}}))
+                        let mut request = json!({"method": "DELETE", "url": url});
+                        if let Some(v) = e.if_match {
+                            request["ifMatch"] = json!(format!("W/\"{v}\""));
+                        }
+                        stored.push(json!({"request": request}))
                     }
                     // A read writes nothing.
                     None => {}

@@ -643,12 +643,14 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     crate::api::fhir::check_type(&ty)?;
     check_content_type(&headers)?;
-    single(
-        &state,
-        &headers,
-        as_entry("PUT", &format!("{ty}/{id}"), &body),
-    )
-    .await
+    let url = format!("{ty}/{id}");
+    let raw = match if_match(&headers)? {
+        Some(v) if is_json_object(&body) => {
+            intake::envelope_with("PUT", &url, Some(&body), None, Some(v))
+        }
+        _ => as_entry("PUT", &url, &body),
+    };
+    single(&state, &headers, raw).await
 }
 
 /// `PATCH /fhir/{type}/{id}` with a JSON Patch (RFC 6902, `application/json-patch+json`): applied
@@ -680,72 +682,108 @@ pub async fn patch(
             format!("the body is not a JSON Patch (an array of operations): {e}"),
         )
     })?;
-    let Some(current) = state.pipeline.store().read_resource(&ty, &id).await? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("{ty}/{id} is not known"),
-        ));
-    };
-    if current.deleted {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "deleted",
-            format!("{ty}/{id} was deleted"),
-        ));
-    }
-    if let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
-        && want.trim() != crate::api::fhir::etag(current.version)
-    {
-        return Err(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "conflict",
-            format!(
-                "If-Match {want}: {ty}/{id} is at version {}",
-                current.version
-            ),
-        ));
-    }
-    let mut doc = current.to_json();
-    json_patch::patch(&mut doc, &ops).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "processing",
-            format!("the patch cannot be applied to {ty}/{id}: {e}"),
-        )
-    })?;
-    if doc["resourceType"] != ty.as_str() || doc["id"] != id.as_str() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "processing",
-            "a patch may not change resourceType or id",
-        ));
-    }
-    // The store sets meta.versionId and meta.lastUpdated.
-    let empty_meta = match doc.get_mut("meta").and_then(Value::as_object_mut) {
-        Some(meta) => {
-            meta.remove("versionId");
-            meta.remove("lastUpdated");
-            meta.is_empty()
+    let wanted = if_match(&headers)?;
+    // Applied to the version read and committed only if that version is still current (a
+    // versioned update): a write by someone else in between is not lost. Without `If-Match`
+    // the patch is simply applied again to the newer version, a few times at most.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let Some(current) = state.pipeline.store().read_resource(&ty, &id).await? else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("{ty}/{id} is not known"),
+            ));
+        };
+        if current.deleted {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "deleted",
+                format!("{ty}/{id} was deleted"),
+            ));
         }
-        None => false,
-    };
-    if empty_meta && let Some(o) = doc.as_object_mut() {
-        o.remove("meta");
-    }
-    let body = serde_json::to_vec(&doc).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            format!("serializing the patched {ty}/{id}: {e}"),
+        if let Some(want) = wanted
+            && want != current.version
+        {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "conflict",
+                format!(
+                    "If-Match W/\"{want}\": {ty}/{id} is at version {}",
+                    current.version
+                ),
+            ));
+        }
+        let mut doc = current.to_json();
+        json_patch::patch(&mut doc, &ops).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "processing",
+                format!("the patch cannot be applied to {ty}/{id}: {e}"),
+            )
+        })?;
+        if doc["resourceType"] != ty.as_str() || doc["id"] != id.as_str() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "processing",
+                "a patch may not change resourceType or id",
+            ));
+        }
+        // The store sets meta.versionId and meta.lastUpdated.
+        let empty_meta = match doc.get_mut("meta").and_then(Value::as_object_mut) {
+            Some(meta) => {
+                meta.remove("versionId");
+                meta.remove("lastUpdated");
+                meta.is_empty()
+            }
+            None => false,
+        };
+        if empty_meta && let Some(o) = doc.as_object_mut() {
+            o.remove("meta");
+        }
+        let body = serde_json::to_vec(&doc).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                format!("serializing the patched {ty}/{id}: {e}"),
+            )
+        })?;
+        let res = single(
+            &state,
+            &headers,
+            intake::envelope_with(
+                "PUT",
+                &format!("{ty}/{id}"),
+                Some(&body),
+                None,
+                Some(current.version),
+            ),
         )
-    })?;
-    single(
-        &state,
-        &headers,
-        intake::envelope("PUT", &format!("{ty}/{id}"), Some(&body)),
-    )
-    .await
+        .await?;
+        if res.status() == StatusCode::PRECONDITION_FAILED && wanted.is_none() && tries < 5 {
+            continue;
+        }
+        return Ok(res);
+    }
+}
+
+/// `If-Match: W/"3"` → 3; a header that is not a version is 400.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(intake::parse_if_match)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("If-Match {v:?} is not a version (W/\"3\")"),
+            )
+        })
 }
 
 /// `DELETE /fhir/{type}/{id}`.
@@ -755,10 +793,11 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     crate::api::fhir::check_type(&ty)?;
+    let versioned = if_match(&headers)?;
     single(
         &state,
         &headers,
-        intake::envelope("DELETE", &format!("{ty}/{id}"), None),
+        intake::envelope_with("DELETE", &format!("{ty}/{id}"), None, None, versioned),
     )
     .await
 }

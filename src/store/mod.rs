@@ -284,6 +284,12 @@ impl Default for Sinks {
     }
 }
 
+/// A request being committed, as the versioned-write check sees it: its status, its stored
+/// decision, and its resources.
+trait Versioned {
+    fn parts(&mut self) -> (&mut Status, &mut String, &[NewResource]);
+}
+
 /// The message log on SQLite or PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -953,7 +959,12 @@ impl Store {
             duplicate_of: Option<i64>,
             collision: bool,
         }
-        let decided: Vec<Decided> = run
+        impl Versioned for Decided<'_> {
+            fn parts(&mut self) -> (&mut Status, &mut String, &[NewResource]) {
+                (&mut self.status, &mut self.ack, &self.m.resources)
+            }
+        }
+        let mut decided: Vec<Decided> = run
             .iter()
             .map(|m| {
                 let key = (
@@ -981,6 +992,16 @@ impl Store {
                 }
             })
             .collect();
+        // 2b. Versioned writes (`ifMatch`, FHIR requests): each names the version a resource
+        // must be at. Checked here, in the writer's transaction and in commit order (a request
+        // earlier in the run that changes the resource moves its version on), so two clients
+        // updating from the same version cannot both succeed. A request that fails the check is
+        // logged as refused (412) and writes none of its resources.
+        if decided.iter().any(|d| {
+            d.status == Status::Converted && d.m.resources.iter().any(|r| r.if_match.is_some())
+        }) {
+            self.check_versions(conn, &mut decided).await?;
+        }
         // 3. One INSERT for the run.
         const COLS: usize = 19;
         let mut sql = String::from(
@@ -1082,6 +1103,101 @@ impl Store {
             forward::enqueue(conn, &forward_rows, now).await?;
         }
         Ok(committed)
+    }
+
+    /// Versioned writes of a run (see `commit_run`, step 2b): the resources they name are read
+    /// once; then, in order, a request whose `ifMatch` versions are all current goes on (and its
+    /// writes move the versions on for the requests after it), one that is not becomes a refusal
+    /// (status `error`, its stored decision answering 412).
+    async fn check_versions<E: exec::Exec, V: Versioned>(
+        &self,
+        conn: &mut E,
+        decided: &mut [V],
+    ) -> Result<(), StoreError> {
+        use exec::Cols;
+        use std::collections::HashMap;
+        // The resources named by a versioned write, and their current (version, deleted, hash).
+        let mut named: HashMap<(String, String), (i64, bool, String)> = HashMap::new();
+        for d in decided.iter_mut() {
+            let (status, _, resources) = d.parts();
+            if *status != Status::Converted {
+                continue;
+            }
+            for r in resources.iter().filter(|r| r.if_match.is_some()) {
+                named.insert(
+                    (r.resource_type.clone(), r.id.clone()),
+                    (0, true, String::new()),
+                );
+            }
+        }
+        let ids: Vec<String> = named.keys().map(|(_, id)| id.clone()).collect();
+        for chunk in ids.chunks(500) {
+            let text = format!(
+                "SELECT type, id, version, deleted, hash FROM resources WHERE id IN ({})",
+                sql::placeholders(chunk.len())
+            );
+            let args: Vec<sql::Arg> = chunk.iter().map(|i| sql::Arg::Text(i.clone())).collect();
+            for r in conn.fetch("read versions", &text, &args).await? {
+                let key = (r.text(0)?, r.text(1)?);
+                if let Some(slot) = named.get_mut(&key) {
+                    *slot = (r.int(2)?, r.int(3)? != 0, r.text(4)?);
+                }
+            }
+        }
+        for d in decided.iter_mut() {
+            let (status, ack, resources) = d.parts();
+            if *status != Status::Converted {
+                continue;
+            }
+            let stale: Vec<String> = resources
+                .iter()
+                .filter_map(|r| {
+                    let want = r.if_match?;
+                    let (version, deleted, _) = named
+                        .get(&(r.resource_type.clone(), r.id.clone()))
+                        .cloned()
+                        .unwrap_or((0, true, String::new()));
+                    let current = if deleted && version == 0 {
+                        None
+                    } else {
+                        Some(version)
+                    };
+                    (current != Some(want) || (deleted && !r.deleted)).then(|| match current {
+                        Some(v) => format!(
+                            "{}/{} is at version {v}{}, not {want} (If-Match)",
+                            r.resource_type,
+                            r.id,
+                            if deleted { " (deleted)" } else { "" }
+                        ),
+                        None => format!(
+                            "{}/{} does not exist (If-Match {want})",
+                            r.resource_type, r.id
+                        ),
+                    })
+                })
+                .collect();
+            if !stale.is_empty() {
+                *status = Status::Error;
+                if let Some(mut plan) = crate::fhir::intake::Plan::from_ack(ack) {
+                    plan.status = Some(412);
+                    plan.outcome = Some(serde_json::json!({"resourceType": "OperationOutcome",
+                        "issue": stale.iter().map(|t| serde_json::json!(
+                            {"severity": "error", "code": "conflict", "diagnostics": t})).collect::<Vec<_>>()}));
+                    *ack = serde_json::to_string(&plan).unwrap_or_default();
+                }
+                continue;
+            }
+            // Written: the versions move on as `resources::apply` will move them.
+            for r in resources.iter() {
+                if let Some(slot) = named.get_mut(&(r.resource_type.clone(), r.id.clone())) {
+                    let changed = slot.1 != r.deleted || (!r.deleted && slot.2 != r.hash);
+                    if changed {
+                        *slot = (slot.0 + 1, r.deleted, r.hash.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The status of one message (without reading its content).

@@ -31,6 +31,9 @@ pub struct NewResource {
     pub deleted: bool,
     /// Search index rows.
     pub index: IndexRows,
+    /// A versioned write (`request.ifMatch`): the version the resource must be at when this is
+    /// committed, else the whole request is refused (412) and nothing of it is written.
+    pub if_match: Option<i64>,
 }
 
 impl NewResource {
@@ -47,6 +50,7 @@ impl NewResource {
             content,
             hash,
             deleted: false,
+            if_match: None,
         })
     }
 
@@ -59,6 +63,7 @@ impl NewResource {
             hash: String::new(),
             deleted: true,
             index: IndexRows::default(),
+            if_match: None,
         }
     }
 
@@ -92,6 +97,13 @@ impl NewResource {
                 } else {
                     e.get("resource").and_then(NewResource::from_json)
                 };
+                let found = found.map(|mut r| {
+                    r.if_match = req
+                        .and_then(|r| r.get("ifMatch"))
+                        .and_then(|v| v.as_str())
+                        .and_then(crate::fhir::intake::parse_if_match);
+                    r
+                });
                 if found.is_none() {
                     // The converter always sets both; say so rather than drop it unnoticed.
                     tracing::warn!(
