@@ -7,19 +7,13 @@ mod gateway;
 
 use gateway::adt;
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
 /// A device's reading, as a FHIR backend writes it.
 const READING: &str = r#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"valueQuantity":{"value":72,"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}"#;
 
-/// What the receiver got, frame by frame.
-type Received = Arc<Mutex<Vec<Vec<u8>>>>;
+use gateway::Received;
 
 /// A downstream MLLP receiver on `listener` (over TLS with `tls`): answers AA, except AE the
 /// first time it sees a control id starting with `REFUSE`.
@@ -27,52 +21,13 @@ fn receiver(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> (Received, tokio::task::JoinHandle<()>) {
-    let got: Received = Arc::default();
-    let seen = got.clone();
-    let task = tokio::spawn(async move {
-        // The connections belong to this task: aborting it closes them too (a receiver that
-        // goes away).
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = seen.clone();
-            let tls = tls.clone();
-            connections.spawn(async move {
-                let mut s: Box<dyn Stream> = match tls {
-                    None => Box::new(tcp),
-                    // A handshake without the gateway's client certificate fails here.
-                    Some(a) => match a.accept(tcp).await {
-                        Ok(t) => Box::new(t),
-                        Err(_) => return,
-                    },
-                };
-                let mut pending = Vec::new();
-                while let Some(frame) = gateway::read_frame(&mut s, &mut pending).await {
-                    let control = gateway::control_id(&frame);
-                    let refused_before = {
-                        let mut g = seen.lock().unwrap_or_else(|e| e.into_inner());
-                        let before = g.iter().any(|f| gateway::control_id(f) == control);
-                        g.push(frame);
-                        before
-                    };
-                    let msa = if control.starts_with("REFUSE") && !refused_before {
-                        format!("MSA|AE|{control}|patient unknown here")
-                    } else {
-                        format!("MSA|AA|{control}")
-                    };
-                    let ack = format!(
-                        "MSH|^~\\&|EHR|HOSP|V2FHIR|HOSP|20261130120000||ACK|R{control}|P|2.5.1\r{msa}\r"
-                    );
-                    if s.write_all(&gateway::frame(ack.as_bytes())).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    gateway::mllp_receiver(listener, tls, |control, seen_before| {
+        if control.starts_with("REFUSE") && !seen_before {
+            format!("MSA|AE|{control}|patient unknown here")
+        } else {
+            format!("MSA|AA|{control}")
         }
-    });
-    (got, task)
+    })
 }
 
 /// A receiver on a new loopback port: the port, what it gets, its task.

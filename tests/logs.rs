@@ -9,10 +9,8 @@ const NAME: &str = "ZEBRAFINCH";
 const MRN: &str = "MRN7788991";
 
 /// A downstream MLLP receiver that refuses every message and quotes the patient in its reason
-/// (receivers do): the forwarder must not log it. Returns its port and how many it got.
-async fn quoting_receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::AsyncWriteExt;
+/// (receivers do): the forwarder must not log it. Returns its port and what it got.
+async fn quoting_receiver() -> (u16, gateway::Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -20,25 +18,8 @@ async fn quoting_receiver() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsi
         .local_addr()
         .unwrap_or_else(|e| panic!("{e}"))
         .port();
-    let got = std::sync::Arc::new(AtomicUsize::new(0));
-    let seen = got.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                while let Some(frame) = gateway::read_frame(&mut s, &mut pending).await {
-                    let control = gateway::control_id(&frame);
-                    let ack = format!(
-                        "MSH|^~\\&|EHR|H|GW|H|20261130||ACK|A1|P|2.5.1\rMSA|AE|{control}|no such patient {NAME} {MRN}\r"
-                    );
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    if s.write_all(&gateway::frame(ack.as_bytes())).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+    let (got, _task) = gateway::mllp_receiver(listener, None, |control, _| {
+        format!("MSA|AE|{control}|no such patient {NAME} {MRN}")
     });
     (port, got)
 }
@@ -74,7 +55,11 @@ async fn run(phi: bool) -> String {
     assert_eq!(msa(&a[0]).0, "AR");
     // The accepted message was forwarded and refused (the receiver's answer quotes the patient).
     for _ in 0..200 {
-        if forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        if !forwarded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;

@@ -220,17 +220,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 type Conn = Framed<Box<dyn Io>, MllpCodec>;
 
-/// The message to send for a claimed row and its control id: a v2 message as received; for a
-/// FHIR write, the ORU^R01 built from its Observations (`Err`: why none can be built). The flag
-/// says whether the gateway built it.
-async fn payload(
-    cfg: &ForwardConfig,
-    store: &Store,
-    c: &ForwardClaim,
-) -> Result<(Vec<u8>, String, bool), String> {
-    if c.source != crate::ingest::Source::Fhir.as_str() {
-        return Ok((c.raw.clone(), c.control_id.clone(), false));
-    }
+/// The control id of the ORU^R01 built for a FHIR write: one per logged request, so a resend
+/// carries the same one.
+fn oru_control_id(c: &ForwardClaim) -> String {
+    format!("V2F{}", c.message_id)
+}
+
+/// The ORU^R01 for a claimed FHIR write, built from its Observations (`Err`: why none can be
+/// built).
+async fn build_oru(cfg: &ForwardConfig, store: &Store, c: &ForwardClaim) -> Result<String, String> {
     let bundle: serde_json::Value = c
         .output
         .as_deref()
@@ -254,12 +252,10 @@ async fn payload(
     }
     let header = oru::Header {
         timestamp: crate::clock::hl7_now(),
-        // One control id per logged request: a resend carries the same one.
-        control_id: format!("V2F{}", c.message_id),
+        control_id: oru_control_id(c),
         ..cfg.oru.clone()
     };
-    let text = oru::build(&observations, &patients, &header, &PlanCodes((cfg.plan)()))?;
-    Ok((text.into_bytes(), header.control_id, true))
+    oru::build(&observations, &patients, &header, &PlanCodes((cfg.plan)()))
 }
 
 /// Send one message and wait for its ACK: the ACK's text and what it says. Many receivers
@@ -523,20 +519,31 @@ async fn send_one(
             payload,
         }
     };
-    let (bytes, control_id, built) = match payload(cfg, store, c).await {
-        Ok(p) => p,
-        Err(why) => {
-            tracing::warn!(
-                message_id = id,
-                "forward: no ORU^R01 can be built for this FHIR write; parked as dead"
-            );
-            return Ok(dead(why, None, None));
+    // A v2 message goes as received; a FHIR write as the ORU^R01 built for it (kept with the
+    // answer).
+    let (built, oru_id) = if c.source == crate::ingest::Source::Fhir.as_str() {
+        match build_oru(cfg, store, c).await {
+            Ok(text) => (Some(text), oru_control_id(c)),
+            Err(why) => {
+                tracing::warn!(
+                    message_id = id,
+                    "forward: no ORU^R01 can be built for this FHIR write; parked as dead"
+                );
+                return Ok(dead(why, None, None));
+            }
         }
+    } else {
+        (None, String::new())
     };
-    let sent_text = built.then(|| String::from_utf8_lossy(&bytes).into_owned());
-    let message = Message {
-        bytes: &bytes,
-        control_id: &control_id,
+    let message = match &built {
+        Some(text) => Message {
+            bytes: text.as_bytes(),
+            control_id: &oru_id,
+        },
+        None => Message {
+            bytes: &c.raw,
+            control_id: &c.control_id,
+        },
     };
     match exchange(cfg, conn, &message).await? {
         (ack, Answer::Accepted) => {
@@ -549,7 +556,7 @@ async fn send_one(
                 sent: true,
                 ack: Some(ack),
                 error: None,
-                payload: sent_text,
+                payload: built,
             })
         }
         (ack, Answer::Refused(why)) => {
@@ -558,7 +565,7 @@ async fn send_one(
                 message_id = id,
                 "forward: the receiver refused the message; parked as dead"
             );
-            Ok(dead(why, Some(ack), sent_text))
+            Ok(dead(why, Some(ack), built))
         }
     }
 }

@@ -1,11 +1,13 @@
-//! The forwarding queue: accepted HL7 v2 messages waiting to be passed on, byte for byte, to a
-//! downstream MLLP system (`[forward]`, delivered by `sinks::forward`).
+//! The forwarding queue: accepted HL7 v2 messages (and FHIR writes holding Observations, sent as
+//! ORU^R01) waiting to be passed on to downstream MLLP systems (`[forward]` and its routes, each
+//! a destination; delivered by `sinks::forward`).
 //!
-//! A row is written in the transaction that logs its message, so a message that was acknowledged
-//! is queued. Delivery is strictly in message id order, one message at a time across all
-//! replicas: the worker only ever claims the lowest pending id (with a lease), and a message
-//! whose retry is not yet due holds back the ones after it, as an interface engine's queue does.
-//! A receiver's AE/AR parks the row as `dead` (with its ACK); later messages go on.
+//! A row per message and destination is written in the transaction that logs the message, so a
+//! message that was acknowledged is queued. Each destination's rows go strictly in message id
+//! order, one message at a time across all replicas: a forwarder claims only from the lowest
+//! pending id on (a run of up to 64, leased), and a message whose retry is not yet due holds back
+//! the ones after it, as an interface engine's queue does. A receiver's AE/AR parks the row as
+//! `dead` (with its ACK); later messages go on.
 
 use super::exec::{Cols, Exec};
 use super::{Backend, Status, Store, StoreError, db, now_micros, sql};
@@ -56,10 +58,17 @@ impl ForwardFilter {
 /// `ADT^*` matches every ADT trigger, `*` everything, else type and trigger must be equal (a
 /// structure given as MSH-9.3 on either side is ignored).
 fn type_matches(pattern: &str, message_type: &str) -> bool {
-    let two = |s: &str| -> String { s.split('^').take(2).collect::<Vec<_>>().join("^") };
+    // Type and trigger: up to a second `^` (checked for every message a commit queues, so no
+    // allocation).
+    fn two(s: &str) -> &str {
+        match s.match_indices('^').nth(1) {
+            Some((i, _)) => &s[..i],
+            None => s,
+        }
+    }
     match pattern.strip_suffix('*') {
         Some(prefix) => message_type.starts_with(prefix),
-        None => two(pattern).eq_ignore_ascii_case(&two(message_type)),
+        None => two(pattern).eq_ignore_ascii_case(two(message_type)),
     }
 }
 

@@ -284,10 +284,14 @@ impl Default for Sinks {
     }
 }
 
-/// A request being committed, as the versioned-write check sees it: its status, its stored
-/// decision, and its resources.
-trait Versioned {
-    fn parts(&mut self) -> (&mut Status, &mut String, &[NewResource]);
+/// A message of a run being committed: what the commit decided for it (`commit_run`, step 2).
+struct Decided<'a> {
+    m: &'a NewMessage,
+    status: Status,
+    /// The acknowledgment (a FHIR request's stored decision) it is answered with.
+    ack: String,
+    duplicate_of: Option<i64>,
+    collision: bool,
 }
 
 /// The message log on SQLite or PostgreSQL.
@@ -952,18 +956,6 @@ impl Store {
                 .push((r.int(0)?, r.text(4)?, r.opt_text(5)?));
         }
         // 2. Decide each row.
-        struct Decided<'a> {
-            m: &'a NewMessage,
-            status: Status,
-            ack: String,
-            duplicate_of: Option<i64>,
-            collision: bool,
-        }
-        impl Versioned for Decided<'_> {
-            fn parts(&mut self) -> (&mut Status, &mut String, &[NewResource]) {
-                (&mut self.status, &mut self.ack, &self.m.resources)
-            }
-        }
         let mut decided: Vec<Decided> = run
             .iter()
             .map(|m| {
@@ -1109,21 +1101,20 @@ impl Store {
     /// once; then, in order, a request whose `ifMatch` versions are all current goes on (and its
     /// writes move the versions on for the requests after it), one that is not becomes a refusal
     /// (status `error`, its stored decision answering 412).
-    async fn check_versions<E: exec::Exec, V: Versioned>(
+    async fn check_versions<E: exec::Exec>(
         &self,
         conn: &mut E,
-        decided: &mut [V],
+        decided: &mut [Decided<'_>],
     ) -> Result<(), StoreError> {
         use exec::Cols;
         use std::collections::HashMap;
         // The resources named by a versioned write, and their current (version, deleted, hash).
         let mut named: HashMap<(String, String), (i64, bool, String)> = HashMap::new();
-        for d in decided.iter_mut() {
-            let (status, _, resources) = d.parts();
-            if *status != Status::Converted {
+        for d in decided.iter() {
+            if d.status != Status::Converted {
                 continue;
             }
-            for r in resources.iter().filter(|r| r.if_match.is_some()) {
+            for r in d.m.resources.iter().filter(|r| r.if_match.is_some()) {
                 named.insert(
                     (r.resource_type.clone(), r.id.clone()),
                     (0, true, String::new()),
@@ -1145,10 +1136,10 @@ impl Store {
             }
         }
         for d in decided.iter_mut() {
-            let (status, ack, resources) = d.parts();
-            if *status != Status::Converted {
+            if d.status != Status::Converted {
                 continue;
             }
+            let resources = &d.m.resources;
             let stale: Vec<String> = resources
                 .iter()
                 .filter_map(|r| {
@@ -1177,13 +1168,13 @@ impl Store {
                 })
                 .collect();
             if !stale.is_empty() {
-                *status = Status::Error;
-                if let Some(mut plan) = crate::fhir::intake::Plan::from_ack(ack) {
+                d.status = Status::Error;
+                if let Some(mut plan) = crate::fhir::intake::Plan::from_ack(&d.ack) {
                     plan.status = Some(412);
                     plan.outcome = Some(serde_json::json!({"resourceType": "OperationOutcome",
                         "issue": stale.iter().map(|t| serde_json::json!(
                             {"severity": "error", "code": "conflict", "diagnostics": t})).collect::<Vec<_>>()}));
-                    *ack = serde_json::to_string(&plan).unwrap_or_default();
+                    d.ack = serde_json::to_string(&plan).unwrap_or_default();
                 }
                 continue;
             }

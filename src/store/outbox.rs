@@ -376,27 +376,16 @@ impl Store {
 
     /// Pending and dead counts and the oldest pending row.
     pub async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        self.queue_stats(Queue::Outbox).await
-    }
-
-    /// Pending and dead counts of `queue` and its oldest pending row.
-    pub(crate) async fn queue_stats(&self, queue: Queue) -> Result<OutboxStats, StoreError> {
-        let text = match queue {
-            Queue::Outbox => "SELECT state, COUNT(*), MIN(created_at) FROM outbox GROUP BY state",
-            Queue::Forward => {
-                "SELECT state, COUNT(*), MIN(created_at) FROM forward_queue \
-                 WHERE state <> 'sent' GROUP BY state"
-            }
-        };
-        let rows = sqlx::query(text)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("count a delivery queue"))?;
+        let rows =
+            sqlx::query("SELECT state, COUNT(*), MIN(created_at) FROM outbox GROUP BY state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("count the outbox"))?;
         let mut s = OutboxStats::default();
         for r in &rows {
-            let state: String = r.try_get(0).map_err(db("decode queue stats"))?;
-            let n: i64 = r.try_get(1).map_err(db("decode queue stats"))?;
-            let oldest: Option<i64> = r.try_get(2).map_err(db("decode queue stats"))?;
+            let state: String = r.try_get(0).map_err(db("decode outbox stats"))?;
+            let n: i64 = r.try_get(1).map_err(db("decode outbox stats"))?;
+            let oldest: Option<i64> = r.try_get(2).map_err(db("decode outbox stats"))?;
             match state.as_str() {
                 "pending" => {
                     s.pending = n;

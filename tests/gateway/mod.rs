@@ -178,6 +178,63 @@ pub async fn read_frame<S: tokio::io::AsyncRead + Unpin + ?Sized>(
     }
 }
 
+/// What a test receiver got, frame by frame.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A downstream MLLP receiver (an EHR) on `listener`, over TLS with `tls`: it keeps every frame
+/// and answers each with an ACK whose MSA segment `msa(control id, seen before)` writes. Its
+/// connections belong to its task: aborting the task closes them too (a receiver that goes
+/// away).
+pub fn mllp_receiver(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    msa: fn(&str, bool) -> String,
+) -> (Received, tokio::task::JoinHandle<()>) {
+    let got: Received = std::sync::Arc::default();
+    let seen = got.clone();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            let tls = tls.clone();
+            connections.spawn(async move {
+                let mut s: Box<dyn Stream> = match tls {
+                    None => Box::new(tcp),
+                    // A handshake without the gateway's client certificate fails here.
+                    Some(a) => match a.accept(tcp).await {
+                        Ok(t) => Box::new(t),
+                        Err(_) => return,
+                    },
+                };
+                let mut pending = Vec::new();
+                while let Some(message) = read_frame(&mut s, &mut pending).await {
+                    let control = control_id(&message);
+                    let seen_before = {
+                        let mut g = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        let before = g.iter().any(|f| control_id(f) == control);
+                        g.push(message);
+                        before
+                    };
+                    let ack = format!(
+                        "MSH|^~\\&|EHR|HOSP|V2FHIR|HOSP|20261130120000||ACK|R{control}|P|2.5.1\r{}\r",
+                        msa(&control, seen_before)
+                    );
+                    if s.write_all(&frame(ack.as_bytes())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (got, task)
+}
+
 /// An MLLP client connection.
 pub struct Mllp {
     pub stream: TcpStream,
