@@ -1817,3 +1817,96 @@ fn a_handicap_is_the_patient_disability_extension() {
         got["outcome"]
     );
 }
+
+/// PDA (patient death and autopsy) and ACC (accident) become the Observations and Procedures the
+/// HL7 Vital Records Death Reporting IG records them as. The three PDA Observations share their
+/// type, base and segment: their ids come from literal keys (`'autopsy-indicator'`), so they stay
+/// apart, and an A08 that changes an indicator updates the same resource instead of adding one.
+#[test]
+fn death_and_accident_segments_are_observations_and_procedures() {
+    let plan = plan();
+    let with = |pda: &str, trigger: &str| -> String {
+        let base = input("tests/golden/adt_a01.hl7").replace("ADT^A01^ADT_A01", trigger);
+        format!(
+            "{}\rACC|20240310|MV^Motor vehicle^HL70050|Highway 9\rPDA|{pda}",
+            base.trim_end_matches(['\r', '\n'])
+        )
+    };
+    let by_code = |b: &Value, rt: &str, code: &str| -> Vec<Value> {
+        resource(&b["bundle"], rt)
+            .into_iter()
+            .filter(|r| r["code"]["coding"][0]["code"] == code)
+            .cloned()
+            .collect()
+    };
+    let a01 = convert_text(
+        &plan,
+        &with(
+            "I21^Acute MI^I10||Y|20240312101500|D55^Certifier^Carl|Y|20240313^20240314|D66^Pathologist^Paula|N",
+            "ADT^A01^ADT_A01",
+        ),
+    );
+    let autopsy_obs = by_code(&a01, "Observation", "85699-7");
+    let coroner = by_code(&a01, "Observation", "74497-9");
+    let cause = by_code(&a01, "Observation", "69453-9");
+    assert_eq!((autopsy_obs.len(), coroner.len(), cause.len()), (1, 1, 1));
+    assert_ne!(autopsy_obs[0]["id"], coroner[0]["id"]);
+    assert_ne!(autopsy_obs[0]["id"], cause[0]["id"]);
+    assert_eq!(
+        autopsy_obs[0]["valueCodeableConcept"]["coding"][0]["code"],
+        "Y"
+    );
+    assert_eq!(
+        coroner[0]["valueCodeableConcept"]["coding"][0]["display"],
+        "No"
+    );
+    assert_eq!(cause[0]["valueCodeableConcept"]["coding"][0]["code"], "I21");
+    let cert = by_code(&a01, "Procedure", "308646001");
+    assert_eq!(cert[0]["status"], "completed");
+    assert_eq!(cert[0]["performedDateTime"], "2024-03-12T10:15:00Z");
+    let autopsy = by_code(&a01, "Procedure", "29240004");
+    assert_eq!(autopsy[0]["performedPeriod"]["start"], "2024-03-13");
+    assert_eq!(autopsy[0]["status"], "completed");
+    // The accident: a coded accident (table 0050) is the value, the place a component.
+    let acc = by_code(&a01, "Observation", "11374-6");
+    assert_eq!(acc[0]["valueCodeableConcept"]["coding"][0]["code"], "MV");
+    assert_eq!(acc[0]["component"][0]["valueString"], "Highway 9");
+    assert_eq!(acc[0]["effectiveDateTime"], "2024-03-10");
+    let outcome = a01["outcome"].to_string();
+    assert!(!outcome.contains("PDA-"), "{outcome}");
+    assert!(!outcome.contains("\"duplicate\""), "{outcome}");
+
+    // An update that says neither the certification nor the autopsy happened: the same resources,
+    // now 'N' and not-done.
+    let a08 = convert_text(
+        &plan,
+        &with(
+            "I21^Acute MI^I10||N|||N||D66^Pathologist^Paula|N",
+            "ADT^A08^ADT_A01",
+        ),
+    );
+    let autopsy_obs2 = by_code(&a08, "Observation", "85699-7");
+    assert_eq!(autopsy_obs2[0]["id"], autopsy_obs[0]["id"]);
+    assert_eq!(
+        autopsy_obs2[0]["valueCodeableConcept"]["coding"][0]["code"],
+        "N"
+    );
+    let autopsy2 = by_code(&a08, "Procedure", "29240004");
+    assert_eq!(autopsy2[0]["id"], autopsy[0]["id"]);
+    assert_eq!(
+        by_code(&a08, "Procedure", "308646001")[0]["status"],
+        "not-done"
+    );
+
+    // Not an indicator (table 0136 is Y/N): no Observation, and the field is reported, not guessed.
+    let odd = convert_text(&plan, &with("I21||||||||X", "ADT^A01^ADT_A01"));
+    assert!(by_code(&odd, "Observation", "74497-9").is_empty());
+    assert_eq!(by_code(&odd, "Observation", "69453-9").len(), 1);
+    assert!(
+        odd["outcome"]
+            .to_string()
+            .contains("field(s) not mapped: PDA-9"),
+        "{}",
+        odd["outcome"]
+    );
+}

@@ -683,7 +683,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     let mut keys: Vec<String> = rp
                         .key
                         .iter()
-                        .map(|k| self.first_text(k, &frame, false).into_owned())
+                        .map(|k| match k {
+                            IdKey::Path(k) => self.first_text(k, &frame, false).into_owned(),
+                            IdKey::Literal(l) => l.clone(),
+                        })
                         .collect();
                     let mut scope_str = match rp.scope {
                         IdScope::Sender => self.sender.clone(),

@@ -893,8 +893,16 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             }
             let mut key = Vec::new();
             for (k, p) in r.id.key.iter().enumerate() {
+                if let Some(lit) = p
+                    .strip_prefix('\'')
+                    .and_then(|rest| rest.strip_suffix('\''))
+                    .filter(|l| !l.is_empty())
+                {
+                    key.push(IdKey::Literal(lit.to_string()));
+                    continue;
+                }
                 match parse_src(p) {
-                    Ok(s) => key.push(s),
+                    Ok(s) => key.push(IdKey::Path(s)),
                     Err(e) => ctx.err(file, &format!("{ptr}/id/key/{k}"), e),
                 }
             }

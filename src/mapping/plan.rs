@@ -291,6 +291,16 @@ pub struct SourceStep {
     pub all: bool,
 }
 
+/// One business key of a resource id: a source path, or a literal (`'autopsy'`) that tells apart
+/// resources of one type built from the same segment (PDA's autopsy and coroner Observations).
+#[derive(Debug, Clone)]
+pub enum IdKey {
+    /// A value read from the message.
+    Path(Src),
+    /// A constant.
+    Literal(String),
+}
+
 /// A compiled resource definition of a message map.
 #[derive(Debug, Clone)]
 pub struct ResourcePlan {
@@ -305,7 +315,7 @@ pub struct ResourcePlan {
     /// Segment map.
     pub map: MapId,
     /// Id keys.
-    pub key: Vec<Src>,
+    pub key: Vec<IdKey>,
     /// Id scope.
     pub scope: IdScope,
     /// Base alias.
