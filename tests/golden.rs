@@ -1910,3 +1910,88 @@ fn death_and_accident_segments_are_observations_and_procedures() {
         odd["outcome"]
     );
 }
+
+/// An OBR without SPM segments describes its specimen itself (v2.3-style results): the IG's
+/// OBR[Specimen] makes a Specimen of OBR-7/8, 9, 10, 14, 15 and 39, which the report, the order
+/// and every observation of that OBR reference. With SPM, SPM is the specimen and OBR makes none;
+/// an OBR with only an observation time (OBR-7) makes none either.
+#[test]
+fn an_obr_without_spm_describes_its_specimen() {
+    let plan = plan();
+    let lab = input("tests/golden/oru_r01_lab.hl7");
+    let without_spm: String = lab
+        .split('\r')
+        .filter(|s| !s.starts_with("SPM|"))
+        .map(|s| {
+            if !s.starts_with("OBR|") {
+                return s.to_string();
+            }
+            let mut f: Vec<String> = s.split('|').map(str::to_string).collect();
+            f.resize(40, String::new());
+            f[8] = "20240315103000-0500".into();
+            f[9] = "5^mL&milliliter&UCUM".into();
+            f[10] = "7777^DRAW^DANA".into();
+            f[14] = "20240315110000-0500".into();
+            f[15] = "BLD&Blood&HL70487^^^LA&Left arm&HL70163".into();
+            f[39] = "^Drawn after breakfast".into();
+            f.join("|")
+        })
+        .collect::<Vec<_>>()
+        .join("\r");
+    let got = convert_text(&plan, &without_spm);
+    let specimens = resource(&got["bundle"], "Specimen");
+    assert_eq!(specimens.len(), 1, "{specimens:?}");
+    let s = specimens[0];
+    assert_eq!(s["type"]["coding"][0]["code"], "BLD");
+    assert_eq!(s["collection"]["bodySite"]["coding"][0]["code"], "LA");
+    assert_eq!(
+        s["collection"]["collectedPeriod"]["start"],
+        "2024-03-15T10:15:00-05:00"
+    );
+    assert_eq!(
+        s["collection"]["collectedPeriod"]["end"],
+        "2024-03-15T10:30:00-05:00"
+    );
+    assert_eq!(s["collection"]["quantity"]["value"], 5);
+    assert_eq!(s["collection"]["quantity"]["unit"], "milliliter");
+    assert_eq!(
+        s["collection"]["quantity"]["system"],
+        "http://unitsofmeasure.org"
+    );
+    assert!(s["collection"]["collector"]["reference"].is_string());
+    assert_eq!(s["receivedTime"], "2024-03-15T11:00:00-05:00");
+    assert_eq!(s["note"][0]["text"], "Drawn after breakfast");
+    let sref = format!("Specimen/{}", s["id"].as_str().unwrap_or(""));
+    let report = resource(&got["bundle"], "DiagnosticReport")
+        .into_iter()
+        .find(|r| r["code"]["coding"][0]["code"] == "24323-8")
+        .expect("the panel's report");
+    assert_eq!(report["specimen"][0]["reference"], sref.as_str());
+    let order = resource(&got["bundle"], "ServiceRequest")[0];
+    assert_eq!(order["specimen"][0]["reference"], sref.as_str());
+    let observations = resource(&got["bundle"], "Observation");
+    assert!(!observations.is_empty());
+    for o in &observations {
+        assert_eq!(o["specimen"]["reference"], sref.as_str(), "{o}");
+    }
+    let outcome = got["outcome"].to_string();
+    for f in ["OBR-8", "OBR-9", "OBR-10", "OBR-14", "OBR-15", "OBR-39"] {
+        assert!(
+            !outcome.contains(&format!("{f},")) && !outcome.contains(&format!("{f}\"")),
+            "{f} reported lost: {outcome}"
+        );
+    }
+
+    // With SPM: the SPM's Specimen only.
+    let with_spm = convert_text(&plan, &lab);
+    let specimens = resource(&with_spm["bundle"], "Specimen");
+    assert_eq!(specimens.len(), 1);
+    assert_eq!(specimens[0]["identifier"][0]["value"], "SPC123");
+    // Only an observation time: no Specimen.
+    let bare: String = lab
+        .split('\r')
+        .filter(|s| !s.starts_with("SPM|"))
+        .collect::<Vec<_>>()
+        .join("\r");
+    assert!(resource(&convert_text(&plan, &bare)["bundle"], "Specimen").is_empty());
+}
