@@ -12,9 +12,10 @@ use std::path::Path;
 use v2fhir::mapping::eval::{self, ConvertOptions};
 
 /// Minimum agreement per resource type (fraction of expected facts we reproduce).
-/// Measured 2026-11-30: Patient 93.5%, Encounter 95.8%, Observation 85.8% (ACC and PDA since
-/// 2026-11-30; 73.8% before), Immunization 88.2%,
-/// DiagnosticReport 38.5% (see docs/conformance.md for what remains; target: 95%), and of the
+/// Measured 2026-11-30: Patient 93.5%, Encounter 95.8%, Observation 86.2% (ACC and PDA since
+/// 2026-11-30; 73.8% before), Immunization 88.2%, DiagnosticReport 48.4% (the results of DFT
+/// orders since 2026-11-30; 38.5% before) (see docs/conformance.md for what remains; target:
+/// 95%), and of the
 /// companions RelatedPerson 90.9% (the mother from PID-21 since 2026-11-30; 82.2% before),
 /// Condition 90.8% and ServiceRequest 53.6% (every order of an OMG/OML message since the
 /// grouping lookahead of 2026-11-30; 86.2% and 51.0% before), Procedure 54.5% (PDA's death
@@ -24,11 +25,23 @@ const FLOORS: &[(&str, f64)] = &[
     ("Encounter", 0.95),
     ("Observation", 0.85),
     ("Immunization", 0.85),
-    ("DiagnosticReport", 0.37),
+    ("DiagnosticReport", 0.48),
     ("RelatedPerson", 0.90),
     ("Condition", 0.90),
     ("ServiceRequest", 0.53),
     ("Procedure", 0.54),
+];
+
+/// Minimum agreement on the facts no deviation rule explains (see `Deviation`): keeps the rules
+/// honest — a map that regresses cannot hide behind them, and a rule that explained too much
+/// would show as a jump here. Measured 2026-11-30: Patient 98.2%, Encounter 97.0%, Observation
+/// 97.7%, Immunization 100%, DiagnosticReport 80.3%.
+const FLOORS_REST: &[(&str, f64)] = &[
+    ("Patient", 0.98),
+    ("Encounter", 0.96),
+    ("Observation", 0.97),
+    ("Immunization", 1.0),
+    ("DiagnosticReport", 0.80),
 ];
 
 /// Which elements are facts, per resource type (dotted paths, arrays flattened).
@@ -257,10 +270,10 @@ fn placeholder_system(s: &Option<String>) -> bool {
         .is_none_or(|s| s.starts_with("http://example.com/"))
 }
 
-/// How many expected facts are found among ours (each of ours used at most once).
-fn matched(expected: &[Fact], ours: &[Fact]) -> usize {
+/// The expected facts not found among ours (each of ours used at most once).
+fn unmatched<'a>(expected: &'a [Fact], ours: &[Fact]) -> Vec<&'a Fact> {
     let mut used = vec![false; ours.len()];
-    let mut n = 0;
+    let mut missing = Vec::new();
     for e in expected {
         let hit = ours.iter().enumerate().position(|(i, o)| {
             !used[i]
@@ -268,12 +281,160 @@ fn matched(expected: &[Fact], ours: &[Fact]) -> usize {
                 && o.value == e.value
                 && (placeholder_system(&e.system) || o.system == e.system)
         });
-        if let Some(i) = hit {
-            used[i] = true;
-            n += 1;
+        match hit {
+            Some(i) => used[i] = true,
+            None => missing.push(e),
         }
     }
-    n
+    missing
+}
+
+/// How many expected facts are found among ours (each of ours used at most once).
+fn matched(expected: &[Fact], ours: &[Fact]) -> usize {
+    expected.len() - unmatched(expected, ours).len()
+}
+
+/// A missing fact that FHIR-Converter should not have produced, by a rule checked against the
+/// message itself. Each reason is a section of docs/conformance.md; what no rule explains stays
+/// "unexplained" in the report.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Deviation {
+    /// A code found nowhere in the message, under FHIR-Converter's own `example.com` system.
+    InventedCode,
+    /// A value that still holds v2 delimiters (`&`, `^`): undecoded components.
+    RawDelimiters,
+    /// The insured's IN2 data on the patient, where IN1-17 says the insured is someone else.
+    InsuredOnPatient,
+    /// A guarantor's (GT1) or consenter's (CON) data merged into the patient.
+    OtherPersonOnPatient,
+    /// `unknown` for OBX-11 `S`/`I`, which the IG maps to preliminary/registered.
+    PartialStatus,
+    /// RXA-9 `00` (new record): primarySource, no reportOrigin (IG RXA[Immunization]).
+    NewRecordOrigin,
+    /// RXA-6 `999`: amount unknown (CDC IIS guide), not a dose of 999.
+    UnknownDose,
+    /// A DiagnosticReport from an order message (IG: ServiceRequest).
+    OrderAsReport,
+    /// A DiagnosticReport from a document message (IG MDM_T02: DocumentReference).
+    DocumentAsReport,
+    /// `in-progress` for a pre-admitted patient (PV1-2 `P`), where we write `planned`.
+    PreAdmit,
+}
+
+impl Deviation {
+    fn label(self) -> &'static str {
+        match self {
+            Deviation::InventedCode => "code invented by FHIR-Converter",
+            Deviation::RawDelimiters => "value with undecoded v2 delimiters",
+            Deviation::InsuredOnPatient => "insured person's IN2 data on the patient",
+            Deviation::OtherPersonOnPatient => "guarantor's or consenter's data on the patient",
+            Deviation::PartialStatus => "OBX-11 S/I as unknown (IG: preliminary/registered)",
+            Deviation::NewRecordOrigin => "reportOrigin for RXA-9 00 (IG: primarySource)",
+            Deviation::UnknownDose => "dose 999 (RXA-6 999 = amount unknown)",
+            Deviation::OrderAsReport => "DiagnosticReport from an order message",
+            Deviation::DocumentAsReport => "DiagnosticReport from a document (MDM) message",
+            Deviation::PreAdmit => "in-progress for a pre-admit (PV1-2 P)",
+        }
+    }
+}
+
+/// The message's segments as fields, for the deviation rules.
+struct MessageFacts {
+    mtype: String,
+    segments: Vec<Vec<String>>,
+    /// OBX segments whose OBX-11 is S or I, not yet used to explain a status.
+    partial_statuses: usize,
+}
+
+impl MessageFacts {
+    fn new(text: &str, mtype: &str) -> Self {
+        let segments: Vec<Vec<String>> = text
+            .split(['\r', '\n'])
+            .filter(|s| s.len() > 3)
+            .map(|s| s.split('|').map(str::to_string).collect())
+            .collect();
+        let partial_statuses = segments
+            .iter()
+            .filter(|f| f[0] == "OBX" && matches!(f.get(11).map(String::as_str), Some("S" | "I")))
+            .count();
+        MessageFacts {
+            mtype: mtype.to_string(),
+            segments,
+            partial_statuses,
+        }
+    }
+
+    fn field(&self, seg: &str, n: usize) -> impl Iterator<Item = &str> {
+        self.segments
+            .iter()
+            .filter(move |f| f[0] == seg)
+            .filter_map(move |f| f.get(n).map(String::as_str))
+    }
+
+    /// Whether `value` is a whole component or subcomponent of some field of a `seg` segment
+    /// (any segment when `seg` is empty).
+    fn holds(&self, seg: &str, value: &str) -> bool {
+        self.segments
+            .iter()
+            .filter(|f| seg.is_empty() || f[0] == seg)
+            .flat_map(|f| f.iter().skip(1))
+            .flat_map(|field| field.split(['^', '&', '~']))
+            .any(|t| t.trim() == value)
+    }
+
+    fn explain(&mut self, rt: &str, f: &Fact) -> Option<Deviation> {
+        let invented = f
+            .system
+            .as_deref()
+            .is_some_and(|s| s.starts_with("http://example.com/v2-to-fhir-converter/"));
+        if f.key.ends_with("coding") && invented && !self.holds("", &f.value) {
+            return Some(Deviation::InventedCode);
+        }
+        if f.value.contains(['&', '^']) {
+            return Some(Deviation::RawDelimiters);
+        }
+        match rt {
+            "Patient" => {
+                let insured_elsewhere = !self.field("IN1", 17).any(|v| v.starts_with("SEL"));
+                if insured_elsewhere && self.holds("IN2", &f.value) && !self.holds("PID", &f.value)
+                {
+                    return Some(Deviation::InsuredOnPatient);
+                }
+                if (self.holds("GT1", &f.value) || self.holds("CON", &f.value))
+                    && !self.holds("PID", &f.value)
+                {
+                    return Some(Deviation::OtherPersonOnPatient);
+                }
+                None
+            }
+            "Observation" if f.key == "status" && f.value == "unknown" => {
+                if self.partial_statuses > 0 {
+                    self.partial_statuses -= 1;
+                    return Some(Deviation::PartialStatus);
+                }
+                None
+            }
+            "Immunization" if f.key == "reportOrigin.coding" => self
+                .field("RXA", 9)
+                .any(|v| v.starts_with("00"))
+                .then_some(Deviation::NewRecordOrigin),
+            "Immunization" if f.key == "doseQuantity.value" && f.value == "999" => self
+                .field("RXA", 6)
+                .any(|v| v == "999")
+                .then_some(Deviation::UnknownDose),
+            "DiagnosticReport" if self.mtype.starts_with("MDM^") => {
+                Some(Deviation::DocumentAsReport)
+            }
+            "DiagnosticReport" => ["OMG^O19", "OML^O21", "ORM^O01"]
+                .contains(&self.mtype.as_str())
+                .then_some(Deviation::OrderAsReport),
+            "Encounter" if f.key == "status" && f.value == "in-progress" => self
+                .field("PV1", 2)
+                .any(|v| v.starts_with('P'))
+                .then_some(Deviation::PreAdmit),
+            _ => None,
+        }
+    }
 }
 
 fn resources(bundle: &Value) -> Vec<&Value> {
@@ -287,6 +448,8 @@ fn resources(bundle: &Value) -> Vec<&Value> {
 struct Tally {
     expected: usize,
     matched: usize,
+    /// Missing facts a deviation rule explains.
+    explained: usize,
 }
 
 #[test]
@@ -301,6 +464,7 @@ fn agreement_with_fhir_converter() {
     let mut by_message: BTreeMap<String, HashMap<String, Tally>> = BTreeMap::new();
     let mut unresolved = Vec::new();
     let mut missing: HashMap<String, usize> = HashMap::new();
+    let mut deviations: BTreeMap<(String, Deviation), usize> = BTreeMap::new();
     for hl7 in &pairs {
         let json_path = hl7.with_extension("json");
         let expected: Value =
@@ -335,6 +499,7 @@ fn agreement_with_fhir_converter() {
             }
         }
         let exp_res = resources(&expected);
+        let mut message_facts = MessageFacts::new(&String::from_utf8_lossy(&bytes), &mtype);
         for (rt, _) in FACT_PATHS {
             let e: Vec<Fact> = exp_res
                 .iter()
@@ -349,7 +514,15 @@ fn agreement_with_fhir_converter() {
                 .filter(|r| r["resourceType"] == *rt)
                 .flat_map(|r| facts(r))
                 .collect();
-            let m = matched(&e, &o);
+            let missed = unmatched(&e, &o);
+            let m = e.len() - missed.len();
+            let mut explained = 0;
+            for f in &missed {
+                if let Some(d) = message_facts.explain(rt, f) {
+                    explained += 1;
+                    *deviations.entry((rt.to_string(), d)).or_insert(0usize) += 1;
+                }
+            }
             if std::env::var("CONFORMANCE_SUMMARY").is_ok() {
                 for f in &e {
                     if matched(std::slice::from_ref(f), &o) == 0 {
@@ -386,6 +559,7 @@ fn agreement_with_fhir_converter() {
             let t = by_type.entry(rt.to_string()).or_default();
             t.expected += e.len();
             t.matched += m;
+            t.explained += explained;
             let mt = by_message
                 .entry(mtype.clone())
                 .or_default()
@@ -399,16 +573,25 @@ fn agreement_with_fhir_converter() {
         "\nAgreement with FHIR-Converter's expected output (facts reproduced / facts expected):"
     );
     println!(
-        "{:<20} {:>8} {:>8} {:>7}",
-        "resource type", "matched", "expected", "%"
+        "{:<20} {:>8} {:>8} {:>7} {:>10} {:>11}",
+        "resource type", "matched", "expected", "%", "explained", "% of rest"
     );
     for (rt, t) in &by_type {
         println!(
-            "{rt:<20} {:>8} {:>8} {:>6.1}%",
+            "{rt:<20} {:>8} {:>8} {:>6.1}% {:>10} {:>10.1}%",
             t.matched,
             t.expected,
-            100.0 * t.matched as f64 / t.expected.max(1) as f64
+            100.0 * t.matched as f64 / t.expected.max(1) as f64,
+            t.explained,
+            100.0 * t.matched as f64 / (t.expected - t.explained).max(1) as f64
         );
+    }
+    println!(
+        "\n\"explained\": missing facts that FHIR-Converter should not have produced, by a rule checked \
+         against the message (docs/conformance.md); \"% of rest\": agreement on the other facts."
+    );
+    for ((rt, d), n) in &deviations {
+        println!("{n:>6}  {rt}: {}", d.label());
     }
     println!("\nBy message type:");
     for (mt, types) in &by_message {
@@ -440,6 +623,17 @@ fn agreement_with_fhir_converter() {
         if pct < *floor {
             below.push(format!(
                 "{rt}: {:.1}% < floor {:.1}%",
+                pct * 100.0,
+                floor * 100.0
+            ));
+        }
+    }
+    for (rt, floor) in FLOORS_REST {
+        let t = by_type.get(*rt).copied().unwrap_or_default();
+        let pct = t.matched as f64 / (t.expected - t.explained).max(1) as f64;
+        if pct < *floor {
+            below.push(format!(
+                "{rt}: {:.1}% of the facts no deviation explains < floor {:.1}%",
                 pct * 100.0,
                 floor * 100.0
             ));

@@ -1995,3 +1995,70 @@ fn an_obr_without_spm_describes_its_specimen() {
         .join("\r");
     assert!(resource(&convert_text(&plan, &bare)["bundle"], "Specimen").is_empty());
 }
+
+/// `refs` reaches the enclosing group when the resource's own group holds none (DFT's
+/// `[ORDER: OBR] [{OBSERVATION: OBX}]`, OUL^R22's `SPECIMEN: SPM … {ORDER: OBR}`), and never takes
+/// another order's: each DFT report lists the OBX of its own order, each OUL order its own SPM.
+#[test]
+fn reports_reach_the_results_and_specimens_beside_them() {
+    let plan = plan();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fhir-converter");
+    let (dft, _) = convert(&plan, &dir.join("DFT-P03-02.hl7"));
+    let by_ref = |b: &Value, r: &Value| -> Value {
+        let target = r["reference"].as_str().unwrap_or("").to_string();
+        b["bundle"]["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| &e["resource"])
+            .find(|x| {
+                format!(
+                    "{}/{}",
+                    x["resourceType"].as_str().unwrap_or(""),
+                    x["id"].as_str().unwrap_or("")
+                ) == target
+            })
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let reports = resource(&dft["bundle"], "DiagnosticReport");
+    assert_eq!(reports.len(), 2);
+    let codes: Vec<Value> = reports
+        .iter()
+        .map(|r| {
+            assert_eq!(r["result"].as_array().map(Vec::len), Some(1), "{r}");
+            by_ref(&dft, &r["result"][0])["code"]["coding"][0]["code"].clone()
+        })
+        .collect();
+    assert_eq!(codes, vec![Value::from("ER-Dr"), Value::from("ERDr")]);
+    let placers: Vec<Value> = reports
+        .iter()
+        .map(|r| by_ref(&dft, &r["basedOn"][0])["identifier"].clone())
+        .collect();
+    assert_ne!(
+        placers[0], placers[1],
+        "each report is based on its own order"
+    );
+    assert!(
+        !dft["outcome"]
+            .to_string()
+            .contains("segment OBX was not mapped")
+    );
+
+    let (oul, _) = convert(&plan, &dir.join("OUL-R22-02.hl7"));
+    let specimens = resource(&oul["bundle"], "Specimen");
+    assert_eq!(specimens.len(), 2);
+    let orders = resource(&oul["bundle"], "ServiceRequest");
+    let linked: Vec<Value> = orders
+        .iter()
+        .map(|o| {
+            assert_eq!(o["specimen"].as_array().map(Vec::len), Some(1), "{o}");
+            o["specimen"][0]["reference"].clone()
+        })
+        .collect();
+    assert_eq!(linked.len(), 2);
+    assert_ne!(
+        linked[0], linked[1],
+        "each order takes the specimen it sits under"
+    );
+}

@@ -1458,12 +1458,39 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
             Producer::Refs(alias) => {
                 let scope = self.scope_of(frame);
-                let refs: Vec<Value> = (0..self.insts.len())
+                let mut refs: Vec<Value> = (0..self.insts.len())
                     .filter(|&i| {
                         self.insts[i].alias == *alias && self.insts[i].scope.starts_with(scope)
                     })
                     .map(|i| self.reference_to(i))
                     .collect();
+                if refs.is_empty() && scope.len() > 1 {
+                    // A segment in a group of its own (DFT's COMMON_ORDER: [ORC] [ORDER: OBR]
+                    // [{OBSERVATION: OBX}]): the enclosing group's resources that no other
+                    // resource like this one encloses (never another order's results).
+                    let parent = &scope[..scope.len() - 1];
+                    let me = self.insts.get(frame.inst);
+                    let owners: Vec<&[usize]> = self
+                        .insts
+                        .iter()
+                        .enumerate()
+                        .filter(|&(i, t)| {
+                            i != frame.inst
+                                && me.is_some_and(|m| m.alias == t.alias)
+                                && t.scope.starts_with(parent)
+                        })
+                        .map(|(_, t)| t.scope.as_slice())
+                        .collect();
+                    refs = (0..self.insts.len())
+                        .filter(|&i| {
+                            let s = &self.insts[i].scope;
+                            self.insts[i].alias == *alias
+                                && s.starts_with(parent)
+                                && !owners.iter().any(|o| s.starts_with(o))
+                        })
+                        .map(|i| self.reference_to(i))
+                        .collect();
+                }
                 (!refs.is_empty()).then(|| Produced {
                     value: Value::Array(refs),
                     choice: None,
