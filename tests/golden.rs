@@ -2062,3 +2062,73 @@ fn reports_reach_the_results_and_specimens_beside_them() {
         "each order takes the specimen it sits under"
     );
 }
+
+/// An ED or RP OBX that comes with an order (OMG^O19, OML^O21: pathology slide images) is a
+/// DocumentReference the order lists among its supportingInfo (IG OBX[DocumentReference]), not an
+/// Observation holding base64 text, and not lost.
+#[test]
+fn documents_sent_with_an_order_are_document_references() {
+    let plan = plan();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fhir-converter");
+    for file in ["OMG-O19-02.hl7", "OML-O21-03.hl7"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("corpus file");
+        let sent = text
+            .split(['\r', '\n'])
+            .filter(|s| s.starts_with("OBX|"))
+            .filter(|s| {
+                let f: Vec<&str> = s.split('|').collect();
+                match f.get(2) {
+                    Some(&"ED") => f
+                        .get(5)
+                        .is_some_and(|v| v.split('^').nth(4).is_some_and(|d| !d.is_empty())),
+                    Some(&"RP") => f
+                        .get(5)
+                        .is_some_and(|v| !v.split('^').next().unwrap_or("").is_empty()),
+                    _ => false,
+                }
+            })
+            .count();
+        let (got, _) = convert(&plan, &dir.join(file));
+        let docs = resource(&got["bundle"], "DocumentReference");
+        // Every document OBX but those of a PRIOR_RESULT (which the IG maps nowhere).
+        assert!(
+            !docs.is_empty() && docs.len() <= sent,
+            "{file}: {} of {sent}",
+            docs.len()
+        );
+        for d in &docs {
+            assert_eq!(d["status"], "current");
+            let a = &d["content"][0]["attachment"];
+            assert!(a["data"].is_string() || a["url"].is_string(), "{file}: {d}");
+            assert!(
+                d["context"]["related"][0]["reference"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("ServiceRequest/"))
+            );
+        }
+        let ids: Vec<String> = docs
+            .iter()
+            .map(|d| format!("DocumentReference/{}", d["id"].as_str().unwrap_or("")))
+            .collect();
+        let supporting: Vec<String> = resource(&got["bundle"], "ServiceRequest")
+            .iter()
+            .flat_map(|o| o["supportingInfo"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["reference"].as_str().map(str::to_string))
+            .filter(|r| r.starts_with("DocumentReference/"))
+            .collect();
+        for id in &ids {
+            assert!(
+                supporting.contains(id),
+                "{file}: {id} is no order's supportingInfo"
+            );
+        }
+        // No Observation holds a document's base64 or pointer as text.
+        for o in resource(&got["bundle"], "Observation") {
+            let v = o["valueString"].as_str().unwrap_or("");
+            assert!(
+                !v.contains("Base64") && !v.starts_with("http"),
+                "{file}: {o}"
+            );
+        }
+    }
+}
