@@ -2132,3 +2132,53 @@ fn documents_sent_with_an_order_are_document_references() {
         }
     }
 }
+
+/// v2.8's PATIENT_OBSERVATION: an OBX right after PID in an ORU^R01 is about the patient, outside
+/// any order (IG ORU_R01 → OBX[Observation]; an ED/RP one a document). It takes no order's
+/// specimen and is based on no order, though the message's order has both.
+#[test]
+fn patient_observations_in_a_result_message_belong_to_no_order() {
+    let plan = plan();
+    let lab = input("tests/golden/oru_r01_lab.hl7");
+    let text = lab.replacen(
+        "\rPV1|",
+        "\rOBX|1|NM|29463-7^Body weight^LN||72.5|kg^kg^UCUM|||||F|||20240315090000-0500\rOBX|2|RP|11502-2^Laboratory report^LN||https://example.org/prior.pdf^^application^pdf||||||F\rPV1|",
+        1,
+    );
+    let got = convert_text(&plan, &text);
+    let outcome = got["outcome"].to_string();
+    assert!(!outcome.contains("not expected here"), "{outcome}");
+    let weight: Vec<&Value> = resource(&got["bundle"], "Observation")
+        .into_iter()
+        .filter(|o| o["code"]["coding"][0]["code"] == "29463-7")
+        .collect();
+    assert_eq!(weight.len(), 1);
+    assert_eq!(weight[0]["valueQuantity"]["value"], 72.5);
+    assert!(
+        weight[0]["subject"]["reference"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Patient/"))
+    );
+    assert!(weight[0]["specimen"].is_null(), "{}", weight[0]);
+    let doc: Vec<&Value> = resource(&got["bundle"], "DiagnosticReport")
+        .into_iter()
+        .filter(|d| {
+            d["code"]["coding"][0]["code"] == "11502-2" && d["presentedForm"][0]["url"].is_string()
+        })
+        .collect();
+    assert_eq!(doc.len(), 1, "{}", got["bundle"]);
+    assert!(doc[0]["basedOn"].is_null(), "{}", doc[0]);
+    // The order's own results keep their specimen.
+    let glucose = resource(&got["bundle"], "Observation")
+        .into_iter()
+        .find(|o| o["code"]["coding"][0]["code"] == "2345-7")
+        .expect("glucose");
+    assert!(glucose["specimen"]["reference"].is_string());
+    // Neither is one of the report's results.
+    let report = resource(&got["bundle"], "DiagnosticReport")
+        .into_iter()
+        .find(|r| r["code"]["coding"][0]["code"] == "24323-8")
+        .expect("report");
+    let weight_ref = format!("Observation/{}", weight[0]["id"].as_str().unwrap_or(""));
+    assert!(!report["result"].to_string().contains(&weight_ref));
+}
