@@ -2182,3 +2182,33 @@ fn patient_observations_in_a_result_message_belong_to_no_order() {
     let weight_ref = format!("Observation/{}", weight[0]["id"].as_str().unwrap_or(""));
     assert!(!report["result"].to_string().contains(&weight_ref));
 }
+
+/// An order's notes are the NTE of its own OBR, never those of its OBX or of a prior result that
+/// follows it (OMG-O19-02: an order without notes of its own, then a PRIOR_RESULT whose OBR and
+/// OBX have notes, which the IG maps nowhere and the loss report lists).
+#[test]
+fn an_orders_notes_are_its_own() {
+    let plan = plan();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fhir-converter");
+    let (got, _) = convert(&plan, &dir.join("OMG-O19-02.hl7"));
+    for o in resource(&got["bundle"], "ServiceRequest") {
+        let notes = o["note"].to_string();
+        assert!(
+            !notes.contains("Test Note OBX1"),
+            "an OBX's note on an order: {o}"
+        );
+    }
+    assert!(
+        got["outcome"]
+            .to_string()
+            .contains("segment NTE was not mapped")
+    );
+    // ORU: the OBR's note is the order's, the OBX's note the observation's.
+    let (oru, _) = convert(
+        &plan,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/oru_r01_lab.hl7"),
+    );
+    let order = resource(&oru["bundle"], "ServiceRequest")[0];
+    assert_eq!(order["note"].as_array().map(Vec::len), Some(1), "{order}");
+    assert_eq!(order["note"][0]["text"], "Fasting specimen");
+}
