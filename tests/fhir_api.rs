@@ -1233,12 +1233,29 @@ async fn versions_history_etags_everything_and_deletes() {
             .unwrap_or_default()
             .replace("MSG00002", "MSG00002B");
         let path = gateway::scratch("a08again").join("a08.hl7");
-        std::fs::write(&path, again).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, &again).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ingest(&http, &base, &[path]).await.len(), 1);
         let (_, v) = f.get(&format!("Patient/{id}")).await;
         assert_eq!(
             v["meta"]["versionId"], "2",
             "{backend}: unchanged content makes no version"
+        );
+
+        // An access restriction (ARV) is a security label stored beside the server's meta.
+        let restricted = again.replace("MSG00002B", "MSG00002C").replacen(
+            "\rPV1|",
+            "\rARV|1|A|DEM|PAT|Patient's request\rPV1|",
+            1,
+        );
+        let path = gateway::scratch("a08arv").join("a08.hl7");
+        std::fs::write(&path, restricted).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ingest(&http, &base, &[path]).await.len(), 1);
+        let (_, v) = f.get(&format!("Patient/{id}")).await;
+        assert_eq!(v["meta"]["versionId"], "3", "{backend}: {v}");
+        assert_eq!(v["meta"]["security"][0]["code"], "DEM", "{backend}: {v}");
+        assert_eq!(
+            v["meta"]["security"][1]["system"], "http://terminology.hl7.org/CodeSystem/v2-0719",
+            "{backend}: {v}"
         );
 
         // $everything: the patient, its encounter, and what they refer to; paged exactly once.

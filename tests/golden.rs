@@ -2212,3 +2212,41 @@ fn an_orders_notes_are_its_own() {
     assert_eq!(order["note"].as_array().map(Vec::len), Some(1), "{order}");
     assert_eq!(order["note"][0]["text"], "Fasting specimen");
 }
+
+/// ARV (access restrictions) → meta.security (IG ARV): a restriction of the patient's location is
+/// the visit's, every other one the patient's; ARV-2 `D` withdraws one (nothing written).
+#[test]
+fn access_restrictions_are_security_labels() {
+    let plan = plan();
+    let base = input("tests/golden/adt_a01.hl7");
+    let with = |arvs: &str| -> Value {
+        let text = base.replacen("\rPV1|", &format!("\r{arvs}\rPV1|"), 1);
+        convert_text(&plan, &text)
+    };
+    let got = with(
+        "ARV|1|A|DEM^Demographics^HL70717|PAT|Restricted at the patient's request||||\rARV|2|A|LOC|PHY|Do not disclose the room",
+    );
+    let patient = resource(&got["bundle"], "Patient")[0];
+    let security = &patient["meta"]["security"];
+    assert_eq!(security[0]["code"], "DEM");
+    assert_eq!(
+        security[0]["system"],
+        "http://terminology.hl7.org/CodeSystem/v2-0717"
+    );
+    assert_eq!(
+        security[0]["display"],
+        "Restricted at the patient's request"
+    );
+    assert_eq!(security[1]["code"], "PAT");
+    assert_eq!(
+        security[1]["system"],
+        "http://terminology.hl7.org/CodeSystem/v2-0719"
+    );
+    assert!(security[2].is_null(), "{security}");
+    let encounter = resource(&got["bundle"], "Encounter")[0];
+    assert_eq!(encounter["meta"]["security"][0]["code"], "LOC");
+    assert_eq!(encounter["meta"]["security"][1]["code"], "PHY");
+    // A withdrawn restriction (ARV-2 D): no label.
+    let got = with("ARV|1|D|DEM|PAT");
+    assert!(resource(&got["bundle"], "Patient")[0]["meta"]["security"].is_null());
+}
