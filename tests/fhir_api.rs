@@ -919,6 +919,36 @@ async fn searches_over_the_developer_corpus() {
             "{backend}: MedicationDispense by prescription"
         );
 
+        // The charges of the DFT samples: by patient, code, account and date.
+        let (ci_key, ci) = f.first_found_by_patient(&all, "ChargeItem").await;
+        let code = ci["code"]["coding"][0]["code"].as_str().unwrap_or_default();
+        let want = keys_where(&all, "ChargeItem", |c| {
+            c["code"]["coding"][0]["code"] == code
+        });
+        assert_eq!(
+            f.all(&format!("ChargeItem?code={}", enc(code))).await,
+            want,
+            "{backend}: ChargeItem by code"
+        );
+        let account = ci["account"][0]["reference"].as_str().unwrap_or_default();
+        assert!(
+            f.all(&format!("ChargeItem?account={}", enc(account)))
+                .await
+                .contains(ci_key),
+            "{backend}: ChargeItem by account"
+        );
+        let want = keys_where(&all, "ChargeItem", |c| {
+            c["occurrenceDateTime"]
+                .as_str()
+                .is_some_and(|d| d >= "2019")
+        });
+        assert!(!want.is_empty(), "{backend}: charges since 2019");
+        assert_eq!(
+            f.all("ChargeItem?occurrence=ge2019").await,
+            want,
+            "{backend}: ChargeItem occurrence"
+        );
+
         // The documents of the MDM samples: by patient, master identifier, status and date.
         f.first_found_by_patient(&all, "DocumentReference").await;
         // An MDM document (TXA-12); those sent with orders (OBX ED/RP) have none.

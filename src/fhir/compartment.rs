@@ -10,6 +10,7 @@ const PATIENT: &[(&str, &[&str])] = &[
     ("Account", &["subject"]),
     ("AllergyIntolerance", &["patient", "recorder", "asserter"]),
     ("Appointment", &["participant.actor"]),
+    ("ChargeItem", &["subject"]),
     ("Condition", &["subject", "asserter"]),
     (
         "Coverage",

@@ -135,6 +135,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("Specimen", &[]),
     ("DocumentReference", &["status", "content"]),
     ("Appointment", &["status", "participant"]),
+    ("ChargeItem", &["status", "code", "subject"]),
     (
         "MedicationRequest",
         &[

@@ -213,6 +213,24 @@ pub static PARAMS: &[Param] = &[
         ["whenHandedOver"]
     ),
     p!("MedicationDispense", "identifier", Token, ["identifier"]),
+    p!(
+        "ChargeItem",
+        "patient",
+        Reference,
+        "subject",
+        Some("Patient")
+    ),
+    p!("ChargeItem", "subject", Reference, "subject", None),
+    p!("ChargeItem", "code", Token, ["code"]),
+    p!("ChargeItem", "identifier", Token, ["identifier"]),
+    p!(
+        "ChargeItem",
+        "occurrence",
+        Date,
+        ["occurrenceDateTime", "occurrencePeriod"]
+    ),
+    p!("ChargeItem", "entered-date", Date, ["enteredDate"]),
+    p!("ChargeItem", "account", Reference, "account", None),
 ];
 
 /// The parameter `name` of `resource`.
