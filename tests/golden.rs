@@ -2250,3 +2250,37 @@ fn access_restrictions_are_security_labels() {
     let got = with("ARV|1|D|DEM|PAT");
     assert!(resource(&got["bundle"], "Patient")[0]["meta"]["security"].is_null());
 }
+
+/// PRD (the providers of a referral): the referring provider (PRD-1 RP) is the referral's
+/// requester, the referred-to provider (RT) a performer, each a Practitioner with the license
+/// (PRD-7, type SL in table 0203, its expiration), name, address and phone of the segment.
+#[test]
+fn a_referrals_providers_request_and_perform_it() {
+    let plan = plan();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fhir-converter");
+    let (got, _) = convert(&plan, &dir.join("REF-I12-01.hl7"));
+    let practitioner = |r: &Value| -> Value {
+        let want = r["reference"].as_str().unwrap_or("").to_string();
+        resource(&got["bundle"], "Practitioner")
+            .into_iter()
+            .find(|p| format!("Practitioner/{}", p["id"].as_str().unwrap_or("")) == want)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let referral = resource(&got["bundle"], "ServiceRequest")
+        .into_iter()
+        .find(|s| s["category"][0]["coding"][0]["code"] == "Med")
+        .expect("the referral (RF1)");
+    let requester = practitioner(&referral["requester"]);
+    assert_eq!(requester["name"][0]["family"], "POWELL");
+    assert_eq!(requester["identifier"][0]["value"], "PLN1001");
+    assert_eq!(
+        requester["identifier"][0]["type"]["coding"][0]["code"],
+        "SL"
+    );
+    assert_eq!(requester["identifier"][0]["period"]["end"], "2024-01-12");
+    assert_eq!(requester["telecom"][0]["value"], "(626)555-1234");
+    let performer = practitioner(&referral["performer"][0]);
+    assert_eq!(performer["name"][0]["family"], "McWILLIAMS");
+    assert_eq!(performer["address"][0]["line"][0], "2000 PARK AVENUE");
+}
