@@ -2284,3 +2284,38 @@ fn a_referrals_providers_request_and_perform_it() {
     assert_eq!(performer["name"][0]["family"], "McWILLIAMS");
     assert_eq!(performer["address"][0]["line"][0], "2000 PARK AVENUE");
 }
+
+/// ORU^R01 v2.8's COMMON_ORDER: an ORC with its own PRT and ORDER_DOCUMENT (OBX + TXA) before the
+/// OBR. The ORC stays the order's (status, times, numbers), and the document is a
+/// DocumentReference as in MDM (TXA[DocumentReference]).
+#[test]
+fn an_order_document_in_a_result_message_is_a_document_reference() {
+    let plan = plan();
+    let lab = input("tests/golden/oru_r01_lab.hl7");
+    let text = lab.replacen(
+        "\rOBR|",
+        "\rOBX|1|TX|11506-3^Progress note^LN||Patient doing well||||||F\rTXA|1|PN^Progress note^HL70270|TX|||20240315100000-0500||||||DOC-77^LIS|||||AU||AV\rOBR|",
+        1,
+    );
+    let got = convert_text(&plan, &text);
+    let outcome = got["outcome"].to_string();
+    assert!(!outcome.contains("not expected here"), "{outcome}");
+    assert!(!outcome.contains("segment TXA was not mapped"), "{outcome}");
+    let docs = resource(&got["bundle"], "DocumentReference");
+    assert_eq!(docs.len(), 1, "{}", got["bundle"]);
+    assert_eq!(docs[0]["masterIdentifier"]["value"], "DOC-77");
+    assert_eq!(docs[0]["docStatus"], "final");
+    assert!(docs[0]["content"][0]["attachment"]["data"].is_string());
+    // The ORC is still the order's.
+    let order = resource(&got["bundle"], "ServiceRequest")[0];
+    assert!(
+        order["identifier"].to_string().contains("FIL888"),
+        "{order}"
+    );
+    // The document's OBX is its body, not an Observation.
+    assert!(
+        resource(&got["bundle"], "Observation")
+            .iter()
+            .all(|o| o["code"]["coding"][0]["code"] != "11506-3")
+    );
+}
