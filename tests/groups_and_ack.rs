@@ -35,7 +35,11 @@ fn oru_groups_follow_the_structure() {
     assert_eq!(results.len(), 1);
     let orders = g.root.find_all("PATIENT_RESULT/ORDER_OBSERVATION");
     assert_eq!(orders.len(), 2);
-    assert_eq!(ids(m, orders[0]), ["ORC", "OBR", "NTE"]);
+    assert_eq!(ids(m, orders[0]), ["OBR", "NTE"]);
+    // v2.8.2: the ORC opens the order's COMMON_ORDER group.
+    let common = orders[0].find_all("COMMON_ORDER");
+    assert_eq!(common.len(), 1);
+    assert_eq!(ids(m, common[0]), ["ORC"]);
     let obs = orders[0].find_all("OBSERVATION");
     assert_eq!(obs.len(), 2);
     assert_eq!(ids(m, obs[0]), ["OBX", "NTE"]);
