@@ -2319,3 +2319,60 @@ fn an_order_document_in_a_result_message_is_a_document_reference() {
             .all(|o| o["code"]["coding"][0]["code"] != "11506-3")
     );
 }
+
+/// IAM (ADT^A60) statuses: IAM-17 (table 0438) is the verification status, `I` an inactive
+/// allergy; a deleted record (IAM-6 D) or an erroneous one (E) is entered-in-error without a
+/// clinical status (R4 ait-2). The allergy keeps the id AL1 gives the same allergen, so the
+/// A60 updates what an A01 recorded.
+#[test]
+fn adverse_reaction_updates_set_the_allergys_status() {
+    let plan = plan();
+    let a60 = input("tests/corpus/fhir-converter/ADT-A60-01.hl7")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let with = |action: &str, status: &str| -> Value {
+        let text: String = a60
+            .split('\r')
+            .map(|s| {
+                if !s.starts_with("IAM|") {
+                    return s.to_string();
+                }
+                let mut f: Vec<String> = s.split('|').map(str::to_string).collect();
+                f[6] = action.to_string();
+                f[17] = status.to_string();
+                f.join("|")
+            })
+            .collect::<Vec<_>>()
+            .join("\r");
+        resource(&convert_text(&plan, &text)["bundle"], "AllergyIntolerance")[0].clone()
+    };
+    let inactive = with("U", "I");
+    assert_eq!(inactive["clinicalStatus"]["coding"][0]["code"], "inactive");
+    assert!(inactive["verificationStatus"].is_null(), "{inactive}");
+    for (action, status) in [("D", "C"), ("A", "E")] {
+        let gone = with(action, status);
+        assert_eq!(
+            gone["verificationStatus"]["coding"][0]["code"], "entered-in-error",
+            "{action}/{status}: {gone}"
+        );
+        assert!(gone["clinicalStatus"].is_null(), "{gone}");
+    }
+    let suspected = with("A", "S");
+    assert_eq!(
+        suspected["verificationStatus"]["coding"][0]["code"],
+        "unconfirmed"
+    );
+    // The same allergen from an A01's AL1 is the same resource.
+    let a01 = format!(
+        "{}\rAL1|1|FA^Food allergy^HL70127|12345^Peanut Allergy^L",
+        a60.replace("ADT^A60^ADT_A60", "ADT^A01^ADT_A01")
+            .split('\r')
+            .filter(|s| ["MSH", "EVN", "PID", "PV1"]
+                .iter()
+                .any(|p| s.starts_with(p)))
+            .collect::<Vec<_>>()
+            .join("\r")
+    );
+    let from_al1 = resource(&convert_text(&plan, &a01)["bundle"], "AllergyIntolerance")[0].clone();
+    assert_eq!(from_al1["id"], with("A", "C")["id"]);
+}
