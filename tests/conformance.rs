@@ -868,3 +868,147 @@ fn every_fhir_converter_corpus_message_is_accepted() {
     assert_eq!(n, 121, "the corpus has 121 messages");
     assert!(refused.is_empty(), "{}", refused.join("\n"));
 }
+
+/// The deviation rules explain only what they name: each is checked here on a small message
+/// against a fact it must explain and one it must not.
+#[test]
+fn deviation_rules_explain_only_what_they_name() {
+    let fact = |key: &str, value: &str, system: Option<&str>| Fact {
+        key: key.into(),
+        value: value.into(),
+        system: system.map(str::to_string),
+    };
+    let msg = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5.1\r\
+               PID|1||MRN1^^^H^MR||DOE^JANE\r\
+               PV1|1|P\r\
+               OBX|1|NM|1234-5^X^LN||7||||||S\r\
+               IN1|1|PLAN|||||||||||||||SPO\r\
+               IN2||||||MEDICAID-9\r";
+    let mut m = MessageFacts::new(msg, "ADT^A01");
+    let fc = "http://example.com/v2-to-fhir-converter/CodeSystem/x";
+    let none: Vec<Fact> = Vec::new();
+    let mut extra: Vec<&Fact> = Vec::new();
+    // A code found nowhere in the message, under FHIR-Converter's system: invented.
+    assert_eq!(
+        m.explain(
+            "Observation",
+            &fact("code.coding", "death-certificate", Some(fc)),
+            &none,
+            &mut extra
+        ),
+        Some(Deviation::InventedCode)
+    );
+    // A code the message sends is not invented, whatever the system.
+    assert_eq!(
+        m.explain(
+            "Observation",
+            &fact("code.coding", "1234-5", Some(fc)),
+            &none,
+            &mut extra
+        ),
+        None
+    );
+    // The insured's IN2 id on the patient while IN1-17 is SPO: explained; the patient's own MRN not.
+    assert_eq!(
+        m.explain(
+            "Patient",
+            &fact("identifier.value", "MEDICAID-9", None),
+            &none,
+            &mut extra
+        ),
+        Some(Deviation::InsuredOnPatient)
+    );
+    let self_insured = msg.replace("|SPO", "|SEL");
+    assert_eq!(
+        MessageFacts::new(&self_insured, "ADT^A01").explain(
+            "Patient",
+            &fact("identifier.value", "MEDICAID-9", None),
+            &none,
+            &mut extra
+        ),
+        None,
+        "the patient is the insured (IN1-17 SEL): IN2 is the patient's"
+    );
+    assert_eq!(
+        m.explain(
+            "Patient",
+            &fact("identifier.value", "MRN1", None),
+            &none,
+            &mut extra
+        ),
+        None
+    );
+    // OBX-11 S: one `unknown` status is explained, and only paired with our `preliminary`.
+    let ours = fact("status", "preliminary", None);
+    assert_eq!(
+        m.explain(
+            "Observation",
+            &fact("status", "unknown", None),
+            &none,
+            &mut extra
+        ),
+        None,
+        "no status of ours to pair with"
+    );
+    let mut extra = vec![&ours];
+    assert_eq!(
+        m.explain(
+            "Observation",
+            &fact("status", "unknown", None),
+            &none,
+            &mut extra
+        ),
+        Some(Deviation::PartialStatus)
+    );
+    assert!(extra.is_empty());
+    let mut extra = vec![&ours];
+    assert_eq!(
+        m.explain(
+            "Observation",
+            &fact("status", "unknown", None),
+            &none,
+            &mut extra
+        ),
+        None,
+        "the message has one OBX-11 S only"
+    );
+    // Pre-admit (PV1-2 P): in-progress explained, other statuses not.
+    let mut extra: Vec<&Fact> = Vec::new();
+    assert_eq!(
+        m.explain(
+            "Encounter",
+            &fact("status", "in-progress", None),
+            &none,
+            &mut extra
+        ),
+        Some(Deviation::PreAdmit)
+    );
+    assert_eq!(
+        m.explain(
+            "Encounter",
+            &fact("status", "finished", None),
+            &none,
+            &mut extra
+        ),
+        None
+    );
+    // A report in a result message is no order's.
+    assert_eq!(
+        MessageFacts::new(msg, "ORU^R01").explain(
+            "DiagnosticReport",
+            &fact("code.coding", "1234-5", None),
+            &none,
+            &mut extra
+        ),
+        None
+    );
+    assert_eq!(
+        MessageFacts::new(msg, "ORM^O01").explain(
+            "DiagnosticReport",
+            &fact("code.coding", "1234-5", None),
+            &none,
+            &mut extra
+        ),
+        Some(Deviation::OrderAsReport)
+    );
+}
