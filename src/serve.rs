@@ -70,7 +70,9 @@ pub struct ForwardSection {
     pub tls_key: Option<PathBuf>,
     /// FHIR writes that store Observations (device readings) are sent too, as ORU^R01.
     pub fhir_observations: bool,
-    /// MSH-3 of those ORU^R01.
+    /// FHIR writes that store Immunizations are sent too, as VXU^V04.
+    pub fhir_immunizations: bool,
+    /// MSH-3 of those ORU^R01 and VXU^V04.
     pub oru_sending_application: String,
     /// MSH-4.
     pub oru_sending_facility: String,
@@ -102,6 +104,7 @@ impl Default for ForwardSection {
             tls_cert: None,
             tls_key: None,
             fhir_observations: false,
+            fhir_immunizations: false,
             oru_sending_application: "V2FHIR".into(),
             oru_sending_facility: String::new(),
             oru_receiving_application: String::new(),
@@ -239,6 +242,7 @@ impl ForwardSection {
                 .collect(),
             include_errors: self.include_errors,
             fhir_observations: self.fhir_observations,
+            fhir_immunizations: self.fhir_immunizations,
         }
     }
 }
@@ -1039,6 +1043,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
                 receiving_facility: f.oru_receiving_facility.clone(),
                 ..Default::default()
             },
+            fhir_observations: f.fhir_observations,
+            fhir_immunizations: f.fhir_immunizations,
             plan: {
                 let p = pipeline.clone();
                 Arc::new(move || p.plan())

@@ -434,6 +434,7 @@ async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_e
         cfg.forward.mllp = format!("127.0.0.1:{port}");
         cfg.forward.timeout_secs = 5;
         cfg.forward.fhir_observations = true;
+        cfg.forward.fhir_immunizations = true;
         let running = gateway::start(&cfg).await;
         let base = format!("http://{}", gateway::http_of(&running));
         let http = gateway::http_client();
@@ -468,9 +469,48 @@ async fn a_third_party_receiver_gets_every_message_once_though_it_closes_after_e
         .await;
         let m = message(&http, &base, reading).await;
         assert_eq!(m["forward"][0]["state"], "sent", "{backend}: {m}");
+        // A vaccination recorded by a pharmacy app for the second patient: a VXU^V04, validated
+        // the same way.
+        let flu = r#"{"resourceType":"Immunization","status":"completed",
+            "identifier":[{"system":"urn:pharmacy","value":"RX-991"}],
+            "vaccineCode":{"coding":[{"system":"http://hl7.org/fhir/sid/cvx","code":"158","display":"influenza, injectable, quadrivalent"}]},
+            "patient":{"reference":"Patient?identifier=P-PY2"},
+            "occurrenceDateTime":"2026-11-29T10:30:00+01:00","primarySource":true,"lotNumber":"LOT-42",
+            "route":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0162","code":"IM"}]},
+            "doseQuantity":{"value":0.5,"unit":"mL","system":"http://unitsofmeasure.org","code":"mL"}}"#;
+        assert_eq!(
+            fhir_post(&http, &base, "/fhir/Immunization", flu.to_string()).await,
+            201,
+            "{backend}"
+        );
+        let list = messages(&http, &base).await;
+        let vaccination = list
+            .iter()
+            .filter(|m| m["source"] == "fhir")
+            .filter_map(|m| m["id"].as_i64())
+            .max()
+            .unwrap_or_else(|| panic!("{backend}: no FHIR row"));
+        wait_for("the receiver's answer to the vaccination", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                message(&http, &base, vaccination).await["forward"][0]["state"] != "pending"
+            }
+        })
+        .await;
+        let v = message(&http, &base, vaccination).await;
+        assert_eq!(v["forward"][0]["state"], "sent", "{backend}: {v}");
         let text = std::fs::read_to_string(&out).unwrap_or_default();
         let received: Vec<&str> = text.split("\n---\n").filter(|m| !m.is_empty()).collect();
-        assert_eq!(received.len(), 6, "{backend}: {received:?}");
+        assert_eq!(received.len(), 7, "{backend}: {received:?}");
+        assert_eq!(v["forward"][0]["payload"], received[6], "{backend}");
+        let vxu = received[6];
+        assert!(vxu.contains("|VXU^V04^VXU_V04|"), "{backend}: {vxu}");
+        assert!(vxu.contains("\rPID|1||P-PY2^"), "{backend}: {vxu}");
+        assert!(
+            vxu.contains("\rRXA|0|1|20261129103000+0100|20261129103000+0100|158^influenza, injectable, quadrivalent^CVX|0.5|mL^mL^UCUM|"),
+            "{backend}: {vxu}"
+        );
+        assert!(vxu.contains("\rRXR|IM^^HL70162"), "{backend}: {vxu}");
         assert_eq!(
             received[..5],
             sent[..],

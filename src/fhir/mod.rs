@@ -7,3 +7,4 @@ pub mod intake;
 pub mod oru;
 pub mod search;
 pub mod validate;
+pub mod vxu;

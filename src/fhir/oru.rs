@@ -158,12 +158,12 @@ pub fn build(
     Ok(er7::write_message(&segs, &Delimiters::default()))
 }
 
-fn text(v: &Value) -> &str {
+pub(crate) fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
 /// CWE from a CodeableConcept's first coding (else its text).
-fn cwe(cc: &Value, codes: &dyn Reverse) -> OwnedField {
+pub(crate) fn cwe(cc: &Value, codes: &dyn Reverse) -> OwnedField {
     let c = &cc["coding"][0];
     if c.is_object() {
         let system = system_name(text(&c["system"]), codes);
@@ -192,7 +192,7 @@ fn system_name(uri: &str, codes: &dyn Reverse) -> String {
         .unwrap_or_else(|| uri.to_string())
 }
 
-fn pid_segment(set_id: usize, p: &Value, codes: &dyn Reverse) -> OwnedSegment {
+pub(crate) fn pid_segment(set_id: usize, p: &Value, codes: &dyn Reverse) -> OwnedSegment {
     let mut f: Vec<OwnedField> = vec![vec![]; 8];
     f[0] = field_text(set_id.to_string());
     // PID-3: CX value ^^^ assigning authority (HD: namespace & universal id & URI) ^ type.

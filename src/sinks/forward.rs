@@ -13,7 +13,7 @@
 //! gateway holds (`fhir::oru`), sends it and keeps it with the receiver's answer. One that cannot
 //! be built (no Patient the gateway knows) is parked as `dead` with the reason.
 
-use crate::fhir::oru;
+use crate::fhir::{oru, vxu};
 use crate::mapping::plan::Plan;
 use crate::sources::mllp::{Frame, MllpCodec};
 use crate::store::{ForwardClaim, Store, now_micros};
@@ -46,8 +46,12 @@ pub struct ForwardConfig {
     pub retry_max: Duration,
     /// MLLP over TLS, if configured.
     pub tls: Option<ForwardTls>,
-    /// MSH-3 to MSH-6 of the ORU^R01 built from FHIR writes.
+    /// MSH-3 to MSH-6 of the ORU^R01 and VXU^V04 built from FHIR writes.
     pub oru: oru::Header,
+    /// FHIR writes' Observations go as an ORU^R01.
+    pub fhir_observations: bool,
+    /// FHIR writes' Immunizations go as a VXU^V04.
+    pub fhir_immunizations: bool,
     /// The mapping set now loaded (its vocabularies, read backwards, code the ORU^R01).
     pub plan: Arc<dyn Fn() -> Arc<Plan> + Send + Sync>,
 }
@@ -226,17 +230,46 @@ fn oru_control_id(c: &ForwardClaim) -> String {
     format!("V2F{}", c.message_id)
 }
 
-/// The ORU^R01 for a claimed FHIR write, built from its Observations (`Err`: why none can be
-/// built).
+/// The v2 message for a claimed FHIR write (`Err`: why none can be built): a VXU^V04 of its
+/// Immunizations (`fhir_immunizations`), else an ORU^R01 of its Observations. A write holding
+/// both, with both options on, cannot be one message: it is refused with that reason.
 async fn build_oru(cfg: &ForwardConfig, store: &Store, c: &ForwardClaim) -> Result<String, String> {
     let bundle: serde_json::Value = c
         .output
         .as_deref()
         .and_then(|t| serde_json::from_str(t).ok())
-        .ok_or("the FHIR write has no stored Bundle to build an ORU^R01 from")?;
+        .ok_or("the FHIR write has no stored Bundle to build a v2 message from")?;
     let observations = oru::observations(&bundle);
-    let mut patients = oru::bundled_patients(&bundle);
-    for id in oru::subjects(&observations) {
+    let immunizations = vxu::immunizations(&bundle);
+    let header = oru::Header {
+        timestamp: crate::clock::hl7_now(),
+        control_id: oru_control_id(c),
+        ..cfg.oru.clone()
+    };
+    if cfg.fhir_immunizations && !immunizations.is_empty() {
+        if cfg.fhir_observations && !observations.is_empty() {
+            return Err("the FHIR write holds both Observations and Immunizations: one v2 message cannot carry both (an ORU^R01 and a VXU^V04); write them in separate requests".into());
+        }
+        let ids: Vec<String> = immunizations
+            .iter()
+            .filter_map(|i| vxu::patient_id(i))
+            .map(str::to_string)
+            .collect();
+        let patients = patients_of(store, &bundle, ids).await?;
+        return vxu::build(&immunizations, &patients, &header, &PlanCodes((cfg.plan)()));
+    }
+    let patients = patients_of(store, &bundle, oru::subjects(&observations)).await?;
+    oru::build(&observations, &patients, &header, &PlanCodes((cfg.plan)()))
+}
+
+/// The Patients `ids` name: those written in the same Bundle, else the gateway's current ones.
+async fn patients_of(
+    store: &Store,
+    bundle: &serde_json::Value,
+    ids: Vec<String>,
+) -> Result<std::collections::HashMap<String, serde_json::Value>, String> {
+    let mut patients = oru::bundled_patients(bundle);
+    for id in ids {
         if patients.contains_key(&id) {
             continue;
         }
@@ -250,12 +283,7 @@ async fn build_oru(cfg: &ForwardConfig, store: &Store, c: &ForwardClaim) -> Resu
             Err(e) => return Err(format!("reading Patient/{id}: {e}")),
         }
     }
-    let header = oru::Header {
-        timestamp: crate::clock::hl7_now(),
-        control_id: oru_control_id(c),
-        ..cfg.oru.clone()
-    };
-    oru::build(&observations, &patients, &header, &PlanCodes((cfg.plan)()))
+    Ok(patients)
 }
 
 /// Send one message and wait for its ACK: the ACK's text and what it says. Many receivers
@@ -527,7 +555,7 @@ async fn send_one(
             Err(why) => {
                 tracing::warn!(
                     message_id = id,
-                    "forward: no ORU^R01 can be built for this FHIR write; parked as dead"
+                    "forward: no v2 message can be built for this FHIR write; parked as dead"
                 );
                 return Ok(dead(why, None, None));
             }

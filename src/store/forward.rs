@@ -24,12 +24,15 @@ pub struct ForwardFilter {
     pub include_errors: bool,
     /// FHIR writes holding Observations are sent too, as an ORU^R01 the forwarder builds.
     pub fhir_observations: bool,
+    /// FHIR writes holding Immunizations are sent too, as a VXU^V04 the forwarder builds.
+    pub fhir_immunizations: bool,
 }
 
 impl ForwardFilter {
     /// Is a logged message with this status, source (`mllp`, `http`, `file`, `fhir`), type
     /// (`ADT^A01`, as logged) and resources forwarded? HL7 v2 messages as received; FHIR writes
-    /// only with `fhir_observations`, when they stored an Observation (sent as an ORU^R01);
+    /// only with `fhir_observations`, when they stored an Observation (sent as an ORU^R01), or
+    /// with `fhir_immunizations`, when they stored an Immunization (sent as a VXU^V04);
     /// never rejected messages or duplicates.
     pub fn wants(
         &self,
@@ -39,11 +42,14 @@ impl ForwardFilter {
         resources: &[super::NewResource],
     ) -> bool {
         if source == crate::ingest::Source::Fhir.as_str() {
-            return self.fhir_observations
-                && status == Status::Converted
-                && resources
+            let stored = |ty: &str| {
+                resources
                     .iter()
-                    .any(|r| r.resource_type == "Observation" && !r.deleted);
+                    .any(|r| r.resource_type == ty && !r.deleted)
+            };
+            return status == Status::Converted
+                && ((self.fhir_observations && stored("Observation"))
+                    || (self.fhir_immunizations && stored("Immunization")));
         }
         let accepted = match status {
             Status::Converted => true,
@@ -603,6 +609,7 @@ mod tests {
             types: vec!["ADT^*".into(), "ORU^R01".into()],
             include_errors: true,
             fhir_observations: false,
+            fhir_immunizations: false,
         };
         assert!(some.wants(Status::Error, "mllp", "ADT^A08", &[]));
         assert!(some.wants(Status::Converted, "mllp", "ORU^R01^ORU_R01", &[]));
@@ -622,6 +629,7 @@ mod tests {
         .unwrap_or_else(|| panic!("no resource"));
         let devices = ForwardFilter {
             fhir_observations: true,
+            fhir_immunizations: false,
             ..ForwardFilter::default()
         };
         let both = [patient.clone(), reading.clone()];
@@ -633,6 +641,33 @@ mod tests {
             "FHIR^batch",
             std::slice::from_ref(&reading)
         ));
-        assert!(!all.wants(Status::Converted, "fhir", "FHIR^transaction", &[reading]));
+        assert!(!all.wants(
+            Status::Converted,
+            "fhir",
+            "FHIR^transaction",
+            std::slice::from_ref(&reading)
+        ));
+        // With fhir_immunizations, one that stored an Immunization goes (as a VXU^V04); a
+        // reading does not, unless fhir_observations is on too.
+        let vaccination = crate::store::NewResource::from_json(&serde_json::json!(
+            {"resourceType": "Immunization", "id": "i1", "status": "completed"}))
+        .unwrap_or_else(|| panic!("no resource"));
+        let pharmacy = ForwardFilter {
+            fhir_immunizations: true,
+            ..ForwardFilter::default()
+        };
+        assert!(pharmacy.wants(
+            Status::Converted,
+            "fhir",
+            "FHIR^transaction",
+            std::slice::from_ref(&vaccination)
+        ));
+        assert!(!pharmacy.wants(Status::Converted, "fhir", "FHIR^transaction", &[reading]));
+        assert!(!devices.wants(
+            Status::Converted,
+            "fhir",
+            "FHIR^transaction",
+            &[vaccination]
+        ));
     }
 }

@@ -1,7 +1,7 @@
 """A downstream MLLP receiver built on hl7apy's MLLPServer (a third-party HL7 v2 peer), used by
 tests/forward.rs. It parses each message with hl7apy, appends it to OUT (messages separated by a
-line of '---'), and answers AA with MSA-2 = MSH-10. An ORU^R01 (built by the gateway from FHIR
-writes) is parsed into its groups and validated against HL7 v2.5.1 with hl7apy's strict
+line of '---'), and answers AA with MSA-2 = MSH-10. An ORU^R01 or VXU^V04 (built by the gateway
+from FHIR writes) is parsed into its groups and validated against HL7 v2.5.1 with hl7apy's strict
 validation first: AE with the reason if it fails. Like many simple receivers it closes the
 connection after every acknowledgment.
 
@@ -44,7 +44,7 @@ class ReceiveResults(AbstractHandler):
             )
             strict.validate()
         except Exception as e:  # the reason goes back to the sender
-            return ack(control, "AE", "not a valid ORU_R01: %s" % e)
+            return ack(control, "AE", "not a valid %s: %s" % (loose.msh.msh_9.value, e))
         with open(OUT, "a", encoding="utf-8", newline="") as f:
             f.write(self.incoming_message + "\n---\n")
         return ack(control, "AA")
@@ -52,6 +52,7 @@ class ReceiveResults(AbstractHandler):
 
 HANDLERS = {t: (Receive,) for t in ["ADT^A08^ADT_A01", "ADT^A01^ADT_A01"]}
 HANDLERS["ORU^R01^ORU_R01"] = (ReceiveResults,)
+HANDLERS["VXU^V04^VXU_V04"] = (ReceiveResults,)
 server = MLLPServer("127.0.0.1", PORT, HANDLERS, timeout=10)
 print("listening", flush=True)
 server.serve_forever()
