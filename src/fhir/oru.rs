@@ -90,20 +90,7 @@ pub fn build(
     if observations.is_empty() {
         return Err("the request holds no Observation".into());
     }
-    let mut msh = OwnedSegment {
-        id: "MSH".into(),
-        fields: vec![vec![]; 12],
-    };
-    msh.fields[2] = field_text(header.sending_application.clone());
-    msh.fields[3] = field_text(header.sending_facility.clone());
-    msh.fields[4] = field_text(header.receiving_application.clone());
-    msh.fields[5] = field_text(header.receiving_facility.clone());
-    msh.fields[6] = field_text(header.timestamp.clone());
-    msh.fields[8] = field_components(&["ORU", "R01", "ORU_R01"]);
-    msh.fields[9] = field_text(header.control_id.clone());
-    msh.fields[10] = field_text("P");
-    msh.fields[11] = field_text("2.5.1");
-    let mut segs = vec![msh];
+    let mut segs = vec![msh_segment(header, &["ORU", "R01", "ORU_R01"])];
     // Group by patient, in first-seen order.
     let mut groups: Vec<(&str, Vec<&Value>)> = Vec::new();
     for (n, o) in observations.iter().enumerate() {
@@ -158,6 +145,25 @@ pub fn build(
     Ok(er7::write_message(&segs, &Delimiters::default()))
 }
 
+/// MSH of a message the gateway builds (HL7 2.5.1, processing id P), of `message_type`
+/// (MSH-9 components).
+pub(crate) fn msh_segment(header: &Header, message_type: &[&str]) -> OwnedSegment {
+    let mut msh = OwnedSegment {
+        id: "MSH".into(),
+        fields: vec![vec![]; 12],
+    };
+    msh.fields[2] = field_text(header.sending_application.clone());
+    msh.fields[3] = field_text(header.sending_facility.clone());
+    msh.fields[4] = field_text(header.receiving_application.clone());
+    msh.fields[5] = field_text(header.receiving_facility.clone());
+    msh.fields[6] = field_text(header.timestamp.clone());
+    msh.fields[8] = field_components(message_type);
+    msh.fields[9] = field_text(header.control_id.clone());
+    msh.fields[10] = field_text("P");
+    msh.fields[11] = field_text("2.5.1");
+    msh
+}
+
 pub(crate) fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
@@ -183,7 +189,7 @@ pub(crate) fn cwe(cc: &Value, codes: &dyn Reverse) -> OwnedField {
 
 /// Table 0396 name for a system URI (the `CodingSystem` vocabulary read backwards); a URI with
 /// no name is sent as is.
-fn system_name(uri: &str, codes: &dyn Reverse) -> String {
+pub(crate) fn system_name(uri: &str, codes: &dyn Reverse) -> String {
     if uri.is_empty() {
         return String::new();
     }

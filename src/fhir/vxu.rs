@@ -4,7 +4,7 @@
 //! 2.5.1 immunization guide where R4 leaves a choice (an unknown amount is `999`, RXA-9 says
 //! whether the record is the administering provider's own). Pure, like [`super::oru`].
 
-use super::oru::{Header, Reverse, cwe, dtm, pid_segment, text};
+use super::oru::{Header, Reverse, cwe, dtm, msh_segment, pid_segment, system_name, text};
 use crate::v2::delims::Delimiters;
 use crate::v2::er7::{self, Leaf, OwnedField, OwnedSegment, field_components, field_text};
 use serde_json::Value;
@@ -54,20 +54,10 @@ pub fn build(
             what(first)
         ));
     };
-    let mut msh = OwnedSegment {
-        id: "MSH".into(),
-        fields: vec![vec![]; 12],
-    };
-    msh.fields[2] = field_text(header.sending_application.clone());
-    msh.fields[3] = field_text(header.sending_facility.clone());
-    msh.fields[4] = field_text(header.receiving_application.clone());
-    msh.fields[5] = field_text(header.receiving_facility.clone());
-    msh.fields[6] = field_text(header.timestamp.clone());
-    msh.fields[8] = field_components(&["VXU", "V04", "VXU_V04"]);
-    msh.fields[9] = field_text(header.control_id.clone());
-    msh.fields[10] = field_text("P");
-    msh.fields[11] = field_text("2.5.1");
-    let mut segs = vec![msh, pid_segment(1, patient, codes)];
+    let mut segs = vec![
+        msh_segment(header, &["VXU", "V04", "VXU_V04"]),
+        pid_segment(1, patient, codes),
+    ];
     for i in immunizations {
         if patient_id(i) != Some(pid) {
             return Err(format!(
@@ -139,12 +129,7 @@ fn rxa_segment(i: &Value, codes: &dyn Reverse) -> Result<OwnedSegment, String> {
             .as_str()
             .or(dose["unit"].as_str())
             .unwrap_or("");
-        let system = match dose["system"].as_str() {
-            Some(uri) => codes
-                .v2_code("CodingSystem", uri)
-                .unwrap_or(uri.to_string()),
-            None => String::new(),
-        };
+        let system = system_name(text(&dose["system"]), codes);
         f[6] = vec![vec![
             vec![Leaf::text(code)],
             vec![Leaf::text(text(&dose["unit"]))],
@@ -169,12 +154,7 @@ fn rxa_segment(i: &Value, codes: &dyn Reverse) -> Result<OwnedSegment, String> {
     let m = &i["manufacturer"];
     if m.is_object() {
         let id = &m["identifier"];
-        let system = match id["system"].as_str() {
-            Some(uri) => codes
-                .v2_code("CodingSystem", uri)
-                .unwrap_or(uri.to_string()),
-            None => String::new(),
-        };
+        let system = system_name(text(&id["system"]), codes);
         f[16] = vec![vec![
             vec![Leaf::text(text(&id["value"]))],
             vec![Leaf::text(text(&m["display"]))],
