@@ -2376,3 +2376,29 @@ fn adverse_reaction_updates_set_the_allergys_status() {
     let from_al1 = resource(&convert_text(&plan, &a01)["bundle"], "AllergyIntolerance")[0].clone();
     assert_eq!(from_al1["id"], with("A", "C")["id"]);
 }
+
+/// A segment iterated in a subgroup brings its group along: the insured's numbers (IN2) are the
+/// patient's for the insurance whose IN1-17 says SEL, whichever insurance that is (before, only
+/// the first insurance was looked at, with its own IN1-17).
+#[test]
+fn the_insured_numbers_of_any_insurance_the_patient_holds_are_the_patients() {
+    let plan = plan();
+    let text = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01^ADT_A01|X1|P|2.5.1\r\
+                EVN|A01|20240101\r\
+                PID|1||MRN9^^^H^MR||DOE^JANE||19800101|F\r\
+                PV1|1|I\r\
+                IN1|1|PLAN1|||||||||||||||SPO\r\
+                IN2||||||MEDICARE-SPOUSE\r\
+                IN1|2|PLAN2|||||||||||||||SEL\r\
+                IN2||||||MEDICARE-SELF\r";
+    let got = convert_text(&plan, text);
+    let ids: Vec<Value> = resource(&got["bundle"], "Patient")[0]["identifier"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i["value"].clone())
+        .collect();
+    assert!(ids.contains(&Value::from("MEDICARE-SELF")), "{ids:?}");
+    assert!(!ids.contains(&Value::from("MEDICARE-SPOUSE")), "{ids:?}");
+}

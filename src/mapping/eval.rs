@@ -253,17 +253,51 @@ fn item_frame<'g, 'a>(frame: &Frame<'g, 'a>, item: Item<'a>) -> (Frame<'g, 'a>, 
             sub.value = Some(v);
             if let Some(si) = seg {
                 sub.seg = Some(si);
+                enter_group_of(&mut sub, si);
             }
             !v.is_valued()
         }
         Item::Segment(si) => {
             sub.seg = Some(si);
             sub.value = None;
+            enter_group_of(&mut sub, si);
             false
         }
         Item::None => false,
     };
     (sub, gated_out)
+}
+
+/// A segment selected in a subgroup (`IN2[*]` from PID: each INSURANCE's) becomes current with
+/// its own group: what the rule then looks up (`IN1-17` of that insurance) is found there first.
+fn enter_group_of<'g>(frame: &mut Frame<'g, '_>, seg: usize) {
+    fn path<'g>(g: &'g GroupInstance, seg: usize, out: &mut Vec<&'g GroupInstance>) -> bool {
+        for item in &g.items {
+            if let GroupItem::Group(sub) = item {
+                if sub.segments().any(|s| s == seg) {
+                    out.push(sub);
+                    return true;
+                }
+                out.push(sub);
+                if path(sub, seg, out) {
+                    return true;
+                }
+                out.pop();
+            }
+        }
+        false
+    }
+    let Some(last) = frame.chain.last() else {
+        return;
+    };
+    if last.segments().any(|s| s == seg) {
+        return;
+    }
+    let mut below = Vec::new();
+    if path(last, seg, &mut below) {
+        let chain: Vec<&'g GroupInstance> = frame.chain.iter().copied().chain(below).collect();
+        frame.chain = chain.into();
+    }
 }
 
 /// Required element missing: the resource is not emitted.
