@@ -2402,3 +2402,50 @@ fn the_insured_numbers_of_any_insurance_the_patient_holds_are_the_patients() {
     assert!(ids.contains(&Value::from("MEDICARE-SELF")), "{ids:?}");
     assert!(!ids.contains(&Value::from("MEDICARE-SPOUSE")), "{ids:?}");
 }
+
+/// PID-33/34 (last update date/time and facility), both sent: a Provenance of the Patient (IG
+/// PID[Provenance-Patient]); one of them alone makes none (the IG's condition) and is reported.
+#[test]
+fn the_patients_last_update_is_a_provenance() {
+    let plan = plan();
+    let with = golden_adt_with(
+        "PID",
+        &[
+            (33, "20240315091500-0500"),
+            (34, "GENHOSP^2.16.840.1.113883.3.999^ISO"),
+        ],
+    );
+    let got = convert_text(&plan, &with);
+    let patient = resource(&got["bundle"], "Patient")[0];
+    let p: Vec<&Value> = resource(&got["bundle"], "Provenance")
+        .into_iter()
+        .filter(|p| p["agent"][0]["type"]["coding"][0]["code"] == "custodian")
+        .collect();
+    assert_eq!(p.len(), 1, "{}", got["bundle"]);
+    assert_eq!(
+        p[0]["target"][0]["reference"],
+        format!("Patient/{}", patient["id"].as_str().unwrap_or(""))
+    );
+    assert_eq!(p[0]["recorded"], "2024-03-15T09:15:00-05:00");
+    assert_eq!(p[0]["agent"][0]["type"]["coding"][0]["code"], "custodian");
+    assert!(
+        p[0]["agent"][0]["who"]["reference"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Organization/"))
+    );
+    let outcome = got["outcome"].to_string();
+    assert!(
+        !outcome.contains("PID-33") && !outcome.contains("PID-34"),
+        "{outcome}"
+    );
+    let alone = convert_text(
+        &plan,
+        &golden_adt_with("PID", &[(33, "20240315091500-0500")]),
+    );
+    assert!(
+        resource(&alone["bundle"], "Provenance")
+            .iter()
+            .all(|p| p["agent"][0]["type"]["coding"][0]["code"] != "custodian")
+    );
+    assert!(alone["outcome"].to_string().contains("PID-33"));
+}
