@@ -2004,36 +2004,19 @@ fn reports_reach_the_results_and_specimens_beside_them() {
     let plan = plan();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fhir-converter");
     let (dft, _) = convert(&plan, &dir.join("DFT-P03-02.hl7"));
-    let by_ref = |b: &Value, r: &Value| -> Value {
-        let target = r["reference"].as_str().unwrap_or("").to_string();
-        b["bundle"]["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| &e["resource"])
-            .find(|x| {
-                format!(
-                    "{}/{}",
-                    x["resourceType"].as_str().unwrap_or(""),
-                    x["id"].as_str().unwrap_or("")
-                ) == target
-            })
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
     let reports = resource(&dft["bundle"], "DiagnosticReport");
     assert_eq!(reports.len(), 2);
     let codes: Vec<Value> = reports
         .iter()
         .map(|r| {
             assert_eq!(r["result"].as_array().map(Vec::len), Some(1), "{r}");
-            by_ref(&dft, &r["result"][0])["code"]["coding"][0]["code"].clone()
+            referenced(&dft["bundle"], &r["result"][0])["code"]["coding"][0]["code"].clone()
         })
         .collect();
     assert_eq!(codes, vec![Value::from("ER-Dr"), Value::from("ERDr")]);
     let placers: Vec<Value> = reports
         .iter()
-        .map(|r| by_ref(&dft, &r["basedOn"][0])["identifier"].clone())
+        .map(|r| referenced(&dft["bundle"], &r["basedOn"][0])["identifier"].clone())
         .collect();
     assert_ne!(
         placers[0], placers[1],
@@ -2259,19 +2242,11 @@ fn a_referrals_providers_request_and_perform_it() {
     let plan = plan();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fhir-converter");
     let (got, _) = convert(&plan, &dir.join("REF-I12-01.hl7"));
-    let practitioner = |r: &Value| -> Value {
-        let want = r["reference"].as_str().unwrap_or("").to_string();
-        resource(&got["bundle"], "Practitioner")
-            .into_iter()
-            .find(|p| format!("Practitioner/{}", p["id"].as_str().unwrap_or("")) == want)
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
     let referral = resource(&got["bundle"], "ServiceRequest")
         .into_iter()
         .find(|s| s["category"][0]["coding"][0]["code"] == "Med")
         .expect("the referral (RF1)");
-    let requester = practitioner(&referral["requester"]);
+    let requester = referenced(&got["bundle"], &referral["requester"]);
     assert_eq!(requester["name"][0]["family"], "POWELL");
     assert_eq!(requester["identifier"][0]["value"], "PLN1001");
     assert_eq!(
@@ -2280,7 +2255,7 @@ fn a_referrals_providers_request_and_perform_it() {
     );
     assert_eq!(requester["identifier"][0]["period"]["end"], "2024-01-12");
     assert_eq!(requester["telecom"][0]["value"], "(626)555-1234");
-    let performer = practitioner(&referral["performer"][0]);
+    let performer = referenced(&got["bundle"], &referral["performer"][0]);
     assert_eq!(performer["name"][0]["family"], "McWILLIAMS");
     assert_eq!(performer["address"][0]["line"][0], "2000 PARK AVENUE");
 }

@@ -35,13 +35,19 @@ pub struct Header {
 
 /// The Observations of a stored request's Bundle (entries not deleted), in entry order.
 pub fn observations(bundle: &Value) -> Vec<&Value> {
+    written(bundle, "Observation")
+}
+
+/// The resources of type `ty` a stored request's Bundle wrote (entries not deleted), in entry
+/// order.
+pub(crate) fn written<'b>(bundle: &'b Value, ty: &str) -> Vec<&'b Value> {
     bundle["entry"]
         .as_array()
         .map(|es| {
             es.iter()
                 .filter(|e| e["request"]["method"] != "DELETE")
                 .map(|e| &e["resource"])
-                .filter(|r| r["resourceType"] == "Observation")
+                .filter(|r| r["resourceType"] == ty)
                 .collect()
         })
         .unwrap_or_default()

@@ -4,7 +4,7 @@
 //! 2.5.1 immunization guide where R4 leaves a choice (an unknown amount is `999`, RXA-9 says
 //! whether the record is the administering provider's own). Pure, like [`super::oru`].
 
-use super::oru::{Header, Reverse, cwe, dtm, msh_segment, pid_segment, system_name, text};
+use super::oru::{Header, Reverse, cwe, dtm, msh_segment, pid_segment, system_name, text, written};
 use crate::v2::delims::Delimiters;
 use crate::v2::er7::{self, Leaf, OwnedField, OwnedSegment, field_components, field_text};
 use serde_json::Value;
@@ -12,16 +12,7 @@ use std::collections::HashMap;
 
 /// The Immunizations of a stored request's Bundle (entries not deleted), in entry order.
 pub fn immunizations(bundle: &Value) -> Vec<&Value> {
-    bundle["entry"]
-        .as_array()
-        .map(|es| {
-            es.iter()
-                .filter(|e| e["request"]["method"] != "DELETE")
-                .map(|e| &e["resource"])
-                .filter(|r| r["resourceType"] == "Immunization")
-                .collect()
-        })
-        .unwrap_or_default()
+    written(bundle, "Immunization")
 }
 
 /// The Patient id (`Patient/<id>` → `<id>`) an Immunization is about.

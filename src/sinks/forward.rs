@@ -224,16 +224,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 type Conn = Framed<Box<dyn Io>, MllpCodec>;
 
-/// The control id of the ORU^R01 built for a FHIR write: one per logged request, so a resend
+/// The control id of the ORU^R01 or VXU^V04 built for a FHIR write: one per logged request, so a resend
 /// carries the same one.
-fn oru_control_id(c: &ForwardClaim) -> String {
+fn built_control_id(c: &ForwardClaim) -> String {
     format!("V2F{}", c.message_id)
 }
 
 /// The v2 message for a claimed FHIR write (`Err`: why none can be built): a VXU^V04 of its
 /// Immunizations (`fhir_immunizations`), else an ORU^R01 of its Observations. A write holding
 /// both, with both options on, cannot be one message: it is refused with that reason.
-async fn build_oru(cfg: &ForwardConfig, store: &Store, c: &ForwardClaim) -> Result<String, String> {
+async fn build_message(
+    cfg: &ForwardConfig,
+    store: &Store,
+    c: &ForwardClaim,
+) -> Result<String, String> {
     let bundle: serde_json::Value = c
         .output
         .as_deref()
@@ -243,7 +247,7 @@ async fn build_oru(cfg: &ForwardConfig, store: &Store, c: &ForwardClaim) -> Resu
     let immunizations = vxu::immunizations(&bundle);
     let header = oru::Header {
         timestamp: crate::clock::hl7_now(),
-        control_id: oru_control_id(c),
+        control_id: built_control_id(c),
         ..cfg.oru.clone()
     };
     if cfg.fhir_immunizations && !immunizations.is_empty() {
@@ -547,11 +551,11 @@ async fn send_one(
             payload,
         }
     };
-    // A v2 message goes as received; a FHIR write as the ORU^R01 built for it (kept with the
+    // A v2 message goes as received; a FHIR write as the ORU^R01 or VXU^V04 built for it (kept with the
     // answer).
-    let (built, oru_id) = if c.source == crate::ingest::Source::Fhir.as_str() {
-        match build_oru(cfg, store, c).await {
-            Ok(text) => (Some(text), oru_control_id(c)),
+    let (built, built_id) = if c.source == crate::ingest::Source::Fhir.as_str() {
+        match build_message(cfg, store, c).await {
+            Ok(text) => (Some(text), built_control_id(c)),
             Err(why) => {
                 tracing::warn!(
                     message_id = id,
@@ -566,7 +570,7 @@ async fn send_one(
     let message = match &built {
         Some(text) => Message {
             bytes: text.as_bytes(),
-            control_id: &oru_id,
+            control_id: &built_id,
         },
         None => Message {
             bytes: &c.raw,
