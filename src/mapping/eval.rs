@@ -1255,6 +1255,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let v = self
                     .resolve_one(src, frame, true)
                     .unwrap_or_else(empty_value);
+                if !v.is_valued() && r.default.is_none() && !r.required && r.join.is_none() {
+                    // Nothing to produce and no fallback: the common case of a datatype rule
+                    // whose component is not sent. (`when` reads without side effects, so not
+                    // evaluating it changes nothing.)
+                    return Ok(());
+                }
                 items.push(Item::Value(v, None));
             }
             None => items.push(Item::None),
@@ -1387,6 +1393,14 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         item: Item<'a>,
         out: &mut Map<String, Value>,
     ) -> Result<bool, Missing> {
+        if let Item::Value(v, _) = item
+            && !v.is_valued()
+            && r.default.is_none()
+        {
+            // An empty value produces nothing unless there is a fallback; `when` has no side
+            // effects, so it need not be evaluated.
+            return Ok(false);
+        }
         let (sub, gated_out) = item_frame(frame, item);
         // Relative paths in `when` address the same base as a relative `from` (the datatype
         // value); when `from` selected a segment field, they address that field's value.
