@@ -546,6 +546,64 @@ fn an_alternative_with_the_same_value_is_not_reported_lost() {
     assert!(lost(&other).contains("OBR-16"), "{}", lost(&other));
 }
 
+/// A value that every rule reading it passed over (their conditions rejected it) is in the loss
+/// report: units on a coded result, which `valueCodeableConcept` cannot carry, used to be marked
+/// consumed by the quantity rules that read them before their condition failed. A rule that
+/// passes over a value by design says `rejected: consumed` (PID-30 beside PID-29's date).
+#[test]
+fn a_value_every_condition_rejected_is_reported_unless_the_rule_says_consumed() {
+    let plan = plan();
+    let lost = |text: &str| -> Vec<String> {
+        convert_text(&plan, text)["outcome"]["issue"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["diagnostics"].as_str())
+            .filter_map(|d| d.strip_prefix("field(s) not mapped: "))
+            .flat_map(|l| l.split(", ").map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    };
+    // OBX-6 on a numeric result is the quantity's unit: consumed.
+    let numeric = golden_adt_with("OBX", &[(2, "NM"), (5, "72"), (6, "/min^^UCUM")]);
+    assert!(
+        !lost(&numeric).contains(&"OBX-6".to_string()),
+        "{:?}",
+        lost(&numeric)
+    );
+    // The same units on a coded result: no rule can write them, so they are reported.
+    let coded = golden_adt_with(
+        "OBX",
+        &[
+            (2, "CWE"),
+            (5, "27268008^Salmonella^SCT"),
+            (6, "/min^^UCUM"),
+        ],
+    );
+    let coded_lost = lost(&coded);
+    assert!(coded_lost.contains(&"OBX-6".to_string()), "{coded_lost:?}");
+    // PID-30 with PID-29: the date says it (deceasedDateTime), the indicator is a deliberate
+    // pass-over; without PID-29 the indicator is mapped. Neither is reported.
+    for fields in [
+        &[(29, "20240101"), (30, "Y")][..],
+        &[(29, ""), (30, "Y")][..],
+    ] {
+        let text = golden_adt_with("PID", fields);
+        let l = lost(&text);
+        assert!(!l.contains(&"PID-30".to_string()), "{fields:?}: {l:?}");
+        let patient = convert_text(&plan, &text)["bundle"]["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["resource"].clone())
+            .find(|r| r["resourceType"] == "Patient")
+            .unwrap_or(Value::Null);
+        assert!(
+            patient.get("deceasedDateTime").is_some() ^ patient.get("deceasedBoolean").is_some(),
+            "{patient}"
+        );
+    }
+}
+
 /// A provider (or other nested resource) built twice in one message with the same id is one
 /// resource: what the first build lacked is added from the later one, and a value that differs
 /// keeps the first and is reported, never silently dropped.

@@ -269,6 +269,22 @@ fn join_needs_several_items_and_text() {
     assert!(!e.iter().any(|x| x.contains("OBX.yaml:6:")), "{e:#?}");
 }
 
+/// `rejected` says what a value the condition rejects counts as: without a `when` it means
+/// nothing and is an error; a value other than `consumed`/`reported` fails the schema.
+#[test]
+fn rejected_needs_a_condition_and_a_known_value() {
+    let e = errors(&[(
+        "m/segments/PID.yaml",
+        "kind: segment\nmap: \"PID[Patient]\"\nrules:\n  - { name: a, from: PID-30, to: deceasedBoolean, fn: boolean, rejected: consumed }\n  - { name: b, from: PID-30, to: deceasedBoolean, fn: boolean, when: { not_valued: PID-29 }, rejected: consumed }\n  - { name: c, from: PID-30, to: deceasedBoolean, fn: boolean, when: { not_valued: PID-29 }, rejected: dropped }\n",
+    )]);
+    assert!(
+        has_error(&e, "m/segments/PID.yaml:4:", "it needs a `when`"),
+        "{e:#?}"
+    );
+    assert!(!e.iter().any(|x| x.contains("PID.yaml:5:")), "{e:#?}");
+    assert!(e.iter().any(|x| x.contains("PID.yaml:6:")), "{e:#?}");
+}
+
 /// `GROUP/SEG-n` names a group some message structure has.
 #[test]
 fn a_group_path_names_a_known_group() {

@@ -203,6 +203,10 @@ pub struct Rule {
     /// Missing → the resource is not emitted, with an error.
     #[serde(default)]
     pub required: bool,
+    /// What a value the condition rejects counts as: `reported` (the default: it stays in the
+    /// loss report unless another rule consumes it) or `consumed` (a deliberate choice).
+    #[serde(default)]
+    pub rejected: Option<String>,
     /// Reference to a resource of this message by alias.
     #[serde(default, rename = "ref")]
     pub reference: Option<String>,

@@ -244,6 +244,25 @@ enum Item<'a> {
     Segment(usize),
 }
 
+/// What running a rule for one item did.
+struct Ran {
+    /// The rule's condition (if any) accepted the item.
+    accepted: bool,
+    /// Something was written.
+    wrote: bool,
+}
+
+/// Record that a condition accepted `item` (once per segment it came from).
+fn note_accepted(accepted: &mut SmallVec<[Option<usize>; 2]>, item: Item<'_>) {
+    let seg = match item {
+        Item::Value(_, seg) => seg,
+        Item::Segment(_) | Item::None => None,
+    };
+    if !accepted.contains(&seg) {
+        accepted.push(seg);
+    }
+}
+
 /// The frame a rule runs in for one selected item, and whether the item is empty (which gates
 /// the producer off).
 fn item_frame<'g, 'a>(frame: &Frame<'g, 'a>, item: Item<'a>) -> (Frame<'g, 'a>, bool) {
@@ -1187,7 +1206,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 None => Ok(()),
             };
         }
-        // Collect what `from` selects.
+        // Collect what `from` selects. A rule with a condition consumes what it selects only
+        // for the items its condition accepts (marked below): a value every rule passed over
+        // stays in the loss report, unless the rule says a rejected value is consumed too
+        // (`rejected: consumed`, a deliberate choice such as OBR-6 beside TQ1-7).
+        let mark = r.when.is_none() || r.rejected_consumed;
         let mut items: SmallVec<[Item<'a>; 2]> = SmallVec::new();
         match &r.from {
             Some(Src::Seg {
@@ -1233,9 +1256,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     let mut f2 = frame.clone();
                     f2.seg = Some(si);
                     let vals = if one.iterates() {
-                        self.resolve(&one, &f2, true)
+                        self.resolve(&one, &f2, mark)
                     } else {
-                        self.resolve_one(&one, &f2, true).into_iter().collect()
+                        self.resolve_one(&one, &f2, mark).into_iter().collect()
                     };
                     if vals.is_empty() && r.join.is_some() {
                         // An empty segment is an empty line of a joined text.
@@ -1246,14 +1269,14 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
             Some(src) if src.iterates() => {
                 items.extend(
-                    self.resolve(src, frame, true)
+                    self.resolve(src, frame, mark)
                         .into_iter()
                         .map(|v| Item::Value(v, None)),
                 );
             }
             Some(src) => {
                 let v = self
-                    .resolve_one(src, frame, true)
+                    .resolve_one(src, frame, mark)
                     .unwrap_or_else(empty_value);
                 if !v.is_valued() && r.default.is_none() && !r.required && r.join.is_none() {
                     // Nothing to produce and no fallback: the common case of a datatype rule
@@ -1266,8 +1289,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             None => items.push(Item::None),
         }
         let mut wrote = false;
+        // Segments (for `SEG[*]-f`; `None`: the rule's own frame) whose items the condition
+        // accepted, to be marked consumed now.
+        let mut accepted: SmallVec<[Option<usize>; 2]> = SmallVec::new();
         if let Some(sep) = &r.join {
-            wrote = self.run_join(r, sep, frame, items, out);
+            wrote = self.run_join(r, sep, frame, items, out, &mut accepted);
         } else {
             match (&r.group_by, &r.producer) {
                 (Some(key), Producer::Rules(rules)) => {
@@ -1280,6 +1306,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         {
                             continue;
                         }
+                        note_accepted(&mut accepted, item);
                         let k = self.first_text(key, &sub, false);
                         match groups.iter_mut().find(|(g, _)| *g == k) {
                             Some((_, members)) => members.push(item),
@@ -1302,10 +1329,17 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 }
                 _ => {
                     for item in items {
-                        wrote |= self.run_item(r, frame, item, out)?;
+                        let ran = self.run_item(r, frame, item, out)?;
+                        wrote |= ran.wrote;
+                        if ran.accepted {
+                            note_accepted(&mut accepted, item);
+                        }
                     }
                 }
             }
+        }
+        if !mark && let Some(src) = &r.from {
+            self.mark_accepted(src, frame, &accepted);
         }
         if r.required && !wrote {
             return Err(Missing(format!(
@@ -1326,6 +1360,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         frame: &Frame<'g, 'a>,
         items: SmallVec<[Item<'a>; 2]>,
         out: &mut Map<String, Value>,
+        accepted: &mut SmallVec<[Option<usize>; 2]>,
     ) -> bool {
         // An empty item the condition accepts is an empty line (a blank TX repetition or OBX).
         let mut joined = String::new();
@@ -1338,6 +1373,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             {
                 continue;
             }
+            note_accepted(accepted, item);
             if !first {
                 joined.push_str(sep);
             }
@@ -1385,21 +1421,26 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
     }
 
-    /// Run a rule for one selected item; true when something was written.
+    /// Run a rule for one selected item: whether its condition accepted it, and whether
+    /// something was written.
     fn run_item(
         &mut self,
         r: &'p RulePlan,
         frame: &Frame<'g, 'a>,
         item: Item<'a>,
         out: &mut Map<String, Value>,
-    ) -> Result<bool, Missing> {
+    ) -> Result<Ran, Missing> {
+        let rejected = Ran {
+            accepted: false,
+            wrote: false,
+        };
         if let Item::Value(v, _) = item
             && !v.is_valued()
             && r.default.is_none()
         {
-            // An empty value produces nothing unless there is a fallback; `when` has no side
-            // effects, so it need not be evaluated.
-            return Ok(false);
+            // An empty value produces nothing unless there is a fallback (and there is nothing
+            // to consume); `when` has no side effects, so it need not be evaluated.
+            return Ok(rejected);
         }
         let (sub, gated_out) = item_frame(frame, item);
         // Relative paths in `when` address the same base as a relative `from` (the datatype
@@ -1409,8 +1450,14 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         if let Some(c) = &r.when
             && !self.cond(c, cond_frame)
         {
-            return Ok(false);
+            return Ok(rejected);
         }
+        let written = |wrote| {
+            Ok(Ran {
+                accepted: true,
+                wrote,
+            })
+        };
         let mut produced = if gated_out {
             None
         } else {
@@ -1424,20 +1471,57 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 choice: None,
             });
         }
-        let Some(p) = produced else { return Ok(false) };
+        let Some(p) = produced else {
+            return written(false);
+        };
         if let Value::Array(list) = p.value {
             if matches!(r.producer, Producer::Refs(_)) {
                 let any = !list.is_empty();
                 for v in list {
                     write(out, &r.to, v, None);
                 }
-                return Ok(any);
+                return written(any);
             }
             write(out, &r.to, Value::Array(list), p.choice);
-            return Ok(true);
+            return written(true);
         }
         write(out, &r.to, p.value, p.choice);
-        Ok(true)
+        written(true)
+    }
+
+    /// Mark consumed what `src` selects for the items a condition accepted (`accepted`: their
+    /// segments for `SEG[*]-f`, `None` for the rule's own frame).
+    fn mark_accepted(&mut self, src: &Src, frame: &Frame<'g, 'a>, accepted: &[Option<usize>]) {
+        for &seg in accepted {
+            match (seg, src) {
+                (
+                    Some(si),
+                    Src::Field {
+                        seg,
+                        seg_all: true,
+                        field,
+                        rep,
+                        comp,
+                        sub,
+                    },
+                ) => {
+                    let one = Src::Field {
+                        seg: *seg,
+                        seg_all: false,
+                        field: *field,
+                        rep: *rep,
+                        comp: *comp,
+                        sub: *sub,
+                    };
+                    let mut f2 = frame.clone();
+                    f2.seg = Some(si);
+                    self.resolve(&one, &f2, true);
+                }
+                _ => {
+                    self.resolve(src, frame, true);
+                }
+            }
+        }
     }
 
     /// Run `rules` into a new object; `None` when they wrote nothing.

@@ -1681,6 +1681,13 @@ fn compile_rule(
             );
         }
     }
+    if r.rejected.is_some() && r.when.is_none() {
+        ctx.err(
+            file,
+            &format!("{ptr}/rejected"),
+            "`rejected` says what a value the condition rejects counts as: it needs a `when`",
+        );
+    }
     let origin = ctx.origin(file, ptr);
     Some(RulePlan {
         name,
@@ -1691,6 +1698,7 @@ fn compile_rule(
         vocab,
         default: r.default.clone(),
         required: r.required,
+        rejected_consumed: r.rejected.as_deref() == Some("consumed"),
         group_by,
         join: r.join.clone(),
         origin,

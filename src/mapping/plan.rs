@@ -262,6 +262,9 @@ pub struct RulePlan {
     pub default: Option<Value>,
     /// Missing → resource not emitted.
     pub required: bool,
+    /// `rejected: consumed`: what `from` selects counts as consumed even for items the
+    /// condition rejects (otherwise such items stay in the loss report).
+    pub rejected_consumed: bool,
     /// With `rules`: build one object per distinct value of this path among the selected items.
     pub group_by: Option<Src>,
     /// The selected items' texts joined by this separator into one value (`fn` applies to the
