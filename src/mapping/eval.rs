@@ -333,6 +333,7 @@ impl std::fmt::Display for Src {
                     SegScope::First => "",
                     SegScope::All => "[*]",
                     SegScope::Direct => "[.]",
+                    SegScope::Deep => "[**]",
                 }
             ),
             Src::Field {
@@ -1225,6 +1226,16 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                             .filter(|&s| self.msg.segment_id(s) == seg)
                             .map(Item::Segment),
                     );
+                }
+            }
+            Some(Src::Seg {
+                seg,
+                which: SegScope::Deep,
+            }) => {
+                if let Some(g) = frame.chain.last() {
+                    let mut found = Segs::new();
+                    collect_segments(self.msg, g, seg, true, &mut found);
+                    items.extend(found.into_iter().map(Item::Segment));
                 }
             }
             Some(Src::Seg { seg, which }) => {

@@ -260,6 +260,18 @@ pub fn parse_src(s: &str) -> Result<Src, String> {
         ));
     }
     let seg = [b[0], b[1], b[2]];
+    if let Some(r) = s[3..].strip_prefix("[**]") {
+        if !r.is_empty() {
+            return Err(format!(
+                "'{s}': SEG[**] (the segments in the current group and all its subgroups) selects \
+                 segments; read their fields in sub-rules"
+            ));
+        }
+        return Ok(Src::Seg {
+            seg,
+            which: SegScope::Deep,
+        });
+    }
     if let Some(r) = s[3..].strip_prefix("[.]") {
         if !r.is_empty() {
             return Err(format!(
@@ -1837,6 +1849,13 @@ mod tests {
                 },
             ),
             (
+                "NTE[**]",
+                Src::Seg {
+                    seg: *b"NTE",
+                    which: SegScope::Deep,
+                },
+            ),
+            (
                 "MRG",
                 Src::Seg {
                     seg: *b"MRG",
@@ -1870,6 +1889,7 @@ mod tests {
         for bad in [
             "PI",
             "PRT[.]-5",
+            "NTE[**]-3",
             "pid-3",
             "PID-",
             "PID[2]-3",

@@ -67,6 +67,9 @@ pub enum SegScope {
     All,
     /// `SEG[.]`: every occurrence directly in the current group, never in its subgroups.
     Direct,
+    /// `SEG[**]`: every occurrence in the current group and in all its subgroups, at any depth,
+    /// in message order (a scheduling message's notes: SCH's own and each booked resource's).
+    Deep,
 }
 
 impl Src {
