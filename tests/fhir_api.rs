@@ -881,7 +881,10 @@ async fn searches_over_the_developer_corpus() {
         );
 
         // The medication orders of the RDE samples: by patient, code and intent.
-        let (mr_key, mr) = f.first_found_by_patient(&all, "MedicationRequest").await;
+        f.first_found_by_patient(&all, "MedicationRequest").await;
+        let (mr_key, mr) = of_type(&all, "MedicationRequest")
+            .find(|(_, m)| m.get("medicationCodeableConcept").is_some())
+            .unwrap_or_else(|| panic!("{backend}: a MedicationRequest with a coded drug"));
         let (system, code) = codings(&mr["medicationCodeableConcept"])
             .into_iter()
             .next()
@@ -894,6 +897,32 @@ async fn searches_over_the_developer_corpus() {
             .await
             .contains(mr_key),
             "{backend}: MedicationRequest by code"
+        );
+        // A compound order names a Medication: found by the chain `medication.code`.
+        let (cx_key, cx) = of_type(&all, "MedicationRequest")
+            .find(|(_, m)| m.get("medicationReference").is_some())
+            .unwrap_or_else(|| panic!("{backend}: a compound MedicationRequest (RXC)"));
+        let med_ref = cx["medicationReference"]["reference"]
+            .as_str()
+            .unwrap_or("");
+        let med = med_ref
+            .split_once('/')
+            .and_then(|(t, id)| all.get(&(t.to_string(), id.to_string())))
+            .unwrap_or_else(|| panic!("{backend}: {med_ref} is stored"));
+        let (system, code) = codings(&med["code"]).into_iter().next().unwrap_or_default();
+        let found = f
+            .all(&format!(
+                "MedicationRequest?medication.code={}",
+                enc(&format!("{system}|{code}"))
+            ))
+            .await;
+        assert!(
+            found.contains(cx_key),
+            "{backend}: compound by medication.code: {found:?}"
+        );
+        assert!(
+            !found.contains(mr_key),
+            "{backend}: a coded drug names no Medication"
         );
         let want = keys_where(&all, "MedicationRequest", |m| m["intent"] == "filler-order");
         assert!(!want.is_empty(), "{backend}: an encoded (filler) order");

@@ -2482,3 +2482,76 @@ fn the_patients_last_update_is_a_provenance() {
     );
     assert!(alone["outcome"].to_string().contains("PID-33"));
 }
+
+/// A compound order (RXC components) makes the medication a Medication: the give code, its dose
+/// form, and one ingredient per RXC — the component as a Medication with its amount (RXC-3/4),
+/// active for A, strength RXC-5/6 per RXC-8/9. An order without RXC keeps the CodeableConcept.
+#[test]
+fn compound_orders_reference_a_medication_with_its_components() {
+    let plan = plan();
+    let b =
+        convert_text(&plan, &input("tests/corpus/fhir-converter/RDE-O11-01.hl7"))["bundle"].clone();
+    let requests = resource(&b, "MedicationRequest");
+    let encoded = requests
+        .iter()
+        .find(|r| r["intent"] == "filler-order")
+        .copied()
+        .unwrap_or(&Value::Null);
+    assert!(
+        encoded.get("medicationCodeableConcept").is_none(),
+        "{encoded}"
+    );
+    let med = referenced(&b, &encoded["medicationReference"]);
+    assert_eq!(med["resourceType"], "Medication", "{encoded}");
+    assert_eq!(med["code"]["coding"][0]["code"], "0143963401", "{med}");
+    assert_eq!(med["form"]["coding"][0]["code"], "128", "{med}");
+    let ingredient = &med["ingredient"][0];
+    assert_eq!(ingredient["isActive"], true, "{med}");
+    assert_eq!(
+        ingredient["strength"]["numerator"]["value"],
+        json!(5),
+        "{med}"
+    );
+    assert_eq!(
+        ingredient["strength"]["numerator"]["unit"], "mg/hr",
+        "{med}"
+    );
+    assert_eq!(
+        ingredient["strength"]["denominator"]["value"],
+        json!(1),
+        "{med}"
+    );
+    let component = referenced(&b, &ingredient["itemReference"]);
+    assert_eq!(
+        component["code"]["coding"][0]["code"], "0143963401",
+        "{component}"
+    );
+    assert_eq!(
+        component["amount"]["numerator"]["value"],
+        json!(4),
+        "{component}"
+    );
+    assert_eq!(
+        component["amount"]["numerator"]["unit"], "Bag",
+        "{component}"
+    );
+    // The prescriber's order (RXO and its COMPONENT RXC): strength per RXC-8/9.
+    let ordered = requests
+        .iter()
+        .find(|r| r["intent"] == "original-order" || r["intent"] == "order")
+        .copied()
+        .unwrap_or(&Value::Null);
+    let med = referenced(&b, &ordered["medicationReference"]);
+    assert_eq!(
+        med["ingredient"][0]["strength"]["denominator"]["value"],
+        json!(4),
+        "{med}"
+    );
+    // Without RXC: a CodeableConcept, as before.
+    let plain = convert_text(&plan, &input("tests/golden/rde_o11_pharmacy.hl7"))["bundle"].clone();
+    for r in resource(&plain, "MedicationRequest") {
+        assert!(r.get("medicationCodeableConcept").is_some(), "{r}");
+        assert!(r.get("medicationReference").is_none(), "{r}");
+    }
+    assert!(resource(&plain, "Medication").is_empty());
+}

@@ -180,6 +180,17 @@ pub static PARAMS: &[Param] = &[
         Token,
         ["medicationCodeableConcept"]
     ),
+    // A compound order names a Medication (its code is then searched through the chain
+    // `medication.code`; R4's `code` reads only medicationCodeableConcept).
+    p!(
+        "MedicationRequest",
+        "medication",
+        Reference,
+        "medicationReference",
+        Some("Medication")
+    ),
+    p!("Medication", "code", Token, ["code"]),
+    p!("Medication", "form", Token, ["form"]),
     p!("MedicationRequest", "status", Token, ["status"]),
     p!("MedicationRequest", "intent", Token, ["intent"]),
     p!("MedicationRequest", "authoredon", Date, ["authoredOn"]),
