@@ -2555,3 +2555,24 @@ fn compound_orders_reference_a_medication_with_its_components() {
     }
     assert!(resource(&plain, "Medication").is_empty());
 }
+
+/// A field of separators only (`^^^^^`) is as empty as an absent one: no participant with a
+/// type and nobody, no identifier with a type and no value (the HAPI samples send such fields).
+#[test]
+fn a_field_of_separators_only_makes_nothing() {
+    let plan = plan();
+    let participants = |pv1_8: &str| -> Vec<Value> {
+        let b = convert_text(&plan, &golden_adt_with("PV1", &[(8, pv1_8)]))["bundle"].clone();
+        resource(&b, "Encounter")
+            .first()
+            .and_then(|e| e["participant"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let empty = participants("^^^^^");
+    assert!(
+        empty.iter().all(|p| p.get("individual").is_some()),
+        "{empty:?}"
+    );
+    let named = participants("777^REFERRER^RITA");
+    assert_eq!(named.len(), empty.len() + 1, "{named:?}");
+}

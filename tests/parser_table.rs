@@ -174,6 +174,41 @@ fn null_is_distinct_from_empty() {
     }
 }
 
+/// A value of separators only (`^^^`, `~`, `&`) holds nothing: HL7 v2 lets trailing separators
+/// be sent or left out, so `^^^` is as empty as an absent field (a referring doctor sent as
+/// `^^^^^` is no participant). Three encoding characters (no subcomponent separator) too.
+#[test]
+fn separators_alone_are_not_a_value() {
+    for (msh2, input_pid, cases) in [
+        (
+            "^~\\&",
+            "PID|1||^^^|~|&|^&~|A^^|^B|\"\"",
+            &[
+                (3, false),
+                (4, false),
+                (5, false),
+                (6, false),
+                (7, true),
+                (8, true),
+                (9, false),
+            ][..],
+        ),
+        (
+            "^~\\",
+            "PID|1||^^^|~~|^A",
+            &[(3, false), (4, false), (5, true)][..],
+        ),
+    ] {
+        let input = format!("MSH|{msh2}|A|B|C|D|2024||ADT^A08|1|P|2.5\r{input_pid}\r");
+        let p = v2::parse(input.as_bytes()).expect("parse");
+        let m = &p.messages[0];
+        let pid = m.segments().nth(1).expect("PID");
+        for &(n, want) in cases {
+            assert_eq!(pid.field(n).is_valued(), want, "{msh2}: PID-{n}");
+        }
+    }
+}
+
 #[test]
 fn one_based_addressing() {
     let p = v2::parse(ADT.as_bytes()).expect("parse");

@@ -1210,8 +1210,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         // Collect what `from` selects. A rule with a condition consumes what it selects only
         // for the items its condition accepts (marked below): a value every rule passed over
         // stays in the loss report, unless the rule says a rejected value is consumed too
-        // (`rejected: consumed`, a deliberate choice such as OBR-6 beside TQ1-7).
-        let mark = r.when.is_none() || r.rejected_consumed;
+        // (`rejected: consumed`, a deliberate choice such as PID-30 beside PID-29's date).
+        // Builders (`via`, `rules`, `resource`) consume only what they built something from.
+        let builds = matches!(
+            r.producer,
+            Producer::Via(_) | Producer::Rules(_) | Producer::Resource { .. }
+        );
+        let mark = (r.when.is_none() && !builds) || r.rejected_consumed;
         let mut items: SmallVec<[Item<'a>; 2]> = SmallVec::new();
         match &r.from {
             Some(Src::Seg {
@@ -1342,7 +1347,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     for item in items {
                         let ran = self.run_item(r, frame, item, out)?;
                         wrote |= ran.wrote;
-                        if ran.accepted {
+                        if ran.accepted && (ran.wrote || !builds || r.rejected_consumed) {
                             note_accepted(&mut accepted, item);
                         }
                     }

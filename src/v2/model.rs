@@ -157,9 +157,21 @@ impl<'a> Value<'a> {
         self.bytes == b"\"\""
     }
 
-    /// True when the value is neither empty nor null.
+    /// True when the value is neither empty nor null: it holds something besides separators
+    /// (`^^^` or `~` alone is as empty as nothing: HL7 v2 lets trailing separators be sent or
+    /// left out).
     pub fn is_valued(&self) -> bool {
-        !self.is_empty() && !self.is_null()
+        if self.is_empty() || self.is_null() {
+            return false;
+        }
+        if self.literal {
+            return true;
+        }
+        let d = &self.delims;
+        let sub = d.subcomponent.unwrap_or(d.component);
+        self.bytes
+            .iter()
+            .any(|&b| b != d.component && b != d.repetition && b != sub)
     }
 
     fn child_delim(&self) -> Option<u8> {
