@@ -30,6 +30,9 @@ const FLOORS: &[(&str, f64)] = &[
     ("Condition", 0.90),
     ("ServiceRequest", 0.53),
     ("Procedure", 0.54),
+    ("Coverage", 0.94),
+    ("Account", 0.96),
+    ("AllergyIntolerance", 0.99),
 ];
 
 /// Minimum agreement on the facts no deviation rule explains (see `Deviation`): keeps the rules
