@@ -2576,3 +2576,38 @@ fn a_field_of_separators_only_makes_nothing() {
     let named = participants("777^REFERRER^RITA");
     assert_eq!(named.len(), empty.len() + 1, "{named:?}");
 }
+
+/// The payor (IN1-4) is one Organization with the company's id (IN1-3), its contact person and
+/// phone (IN1-6/7), as the IG's IN1[Coverage] has it; the coverage's subscriber id is the
+/// insured's id with the payer (IN1-49), the policy number (IN1-36) an identifier.
+#[test]
+fn the_payor_carries_its_id_and_contact_and_the_subscriber_id_is_in1_49() {
+    let plan = plan();
+    let b =
+        convert_text(&plan, &input("tests/corpus/fhir-converter/ADT-A01-01.hl7"))["bundle"].clone();
+    let coverage = resource(&b, "Coverage")
+        .first()
+        .copied()
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(coverage["subscriberId"], "HMO-12345", "{coverage}");
+    assert!(
+        coverage["identifier"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["value"] == "PN-145"),
+        "{coverage}"
+    );
+    let payor = referenced(&b, &coverage["payor"][0]);
+    assert_eq!(payor["name"], "Blue Cross Blue Shield of Texas", "{payor}");
+    assert_eq!(payor["identifier"][0]["value"], "IC-1.31", "{payor}");
+    assert_eq!(
+        payor["contact"][0]["telecom"][0]["value"], "(555)555-5555",
+        "{payor}"
+    );
+    assert!(
+        payor["contact"][0]["name"].get("family").is_some(),
+        "{payor}"
+    );
+}
