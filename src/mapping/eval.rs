@@ -2031,23 +2031,17 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let entries: Vec<Value> = all
             .into_iter()
             .map(|r| {
-                let rt = r
-                    .get("resourceType")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let id = r
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+                let full_url = format!("urn:uuid:{}", text("id"));
+                let url = matches!(bt, BundleType::Transaction | BundleType::Batch)
+                    .then(|| format!("{}/{}", text("resourceType"), text("id")));
                 let mut e = Map::with_capacity(3);
-                e.insert("fullUrl".into(), Value::String(format!("urn:uuid:{id}")));
+                e.insert("fullUrl".into(), Value::String(full_url));
                 e.insert("resource".into(), r);
-                if matches!(bt, BundleType::Transaction | BundleType::Batch) {
+                if let Some(url) = url {
                     let mut req = Map::with_capacity(2);
                     req.insert("method".into(), Value::String("PUT".into()));
-                    req.insert("url".into(), Value::String(format!("{rt}/{id}")));
+                    req.insert("url".into(), Value::String(url));
                     e.insert("request".into(), Value::Object(req));
                 }
                 Value::Object(e)
