@@ -1250,23 +1250,15 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         .map(Item::Segment),
                 );
             }
-            Some(Src::Field {
-                seg,
-                seg_all: true,
-                field,
-                rep,
-                comp,
-                sub,
-            }) => {
+            Some(
+                src @ Src::Field {
+                    seg, seg_all: true, ..
+                },
+            ) => {
                 // Every occurrence of the segment: each item is read (and `when` is evaluated)
                 // with that occurrence as the current segment.
-                let one = Src::Field {
-                    seg: *seg,
-                    seg_all: false,
-                    field: *field,
-                    rep: *rep,
-                    comp: *comp,
-                    sub: *sub,
+                let Some(one) = src.in_one_occurrence() else {
+                    return Ok(());
                 };
                 for si in self.segments_for(seg, true, frame) {
                     let mut f2 = frame.clone();
@@ -1509,26 +1501,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     /// segments for `SEG[*]-f`, `None` for the rule's own frame).
     fn mark_accepted(&mut self, src: &Src, frame: &Frame<'g, 'a>, accepted: &[Option<usize>]) {
         for &seg in accepted {
-            match (seg, src) {
-                (
-                    Some(si),
-                    Src::Field {
-                        seg,
-                        seg_all: true,
-                        field,
-                        rep,
-                        comp,
-                        sub,
-                    },
-                ) => {
-                    let one = Src::Field {
-                        seg: *seg,
-                        seg_all: false,
-                        field: *field,
-                        rep: *rep,
-                        comp: *comp,
-                        sub: *sub,
-                    };
+            match (seg, src.in_one_occurrence()) {
+                (Some(si), Some(one)) => {
                     let mut f2 = frame.clone();
                     f2.seg = Some(si);
                     self.resolve(&one, &f2, true);

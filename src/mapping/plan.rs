@@ -73,6 +73,29 @@ pub enum SegScope {
 }
 
 impl Src {
+    /// `SEG[*]-f…` read in one occurrence of the segment (the current one): the same path
+    /// without the `[*]` on the segment. `None` for any other path.
+    pub fn in_one_occurrence(&self) -> Option<Src> {
+        match self {
+            Src::Field {
+                seg,
+                seg_all: true,
+                field,
+                rep,
+                comp,
+                sub,
+            } => Some(Src::Field {
+                seg: *seg,
+                seg_all: false,
+                field: *field,
+                rep: *rep,
+                comp: *comp,
+                sub: *sub,
+            }),
+            _ => None,
+        }
+    }
+
     /// Does this path iterate (`[*]`)?
     pub fn iterates(&self) -> bool {
         match self {
