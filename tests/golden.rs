@@ -2611,3 +2611,58 @@ fn the_payor_carries_its_id_and_contact_and_the_subscriber_id_is_in1_49() {
         "{payor}"
     );
 }
+
+/// PD1-12 / PV2-22 (protection indicators) `Y` label the patient / visit restricted (v3
+/// confidentiality R); `N` adds nothing and is not reported as a loss.
+#[test]
+fn protection_indicators_label_the_patient_and_the_visit() {
+    let plan = plan();
+    let run = |pd1_12: &str, pv2_22: &str| -> (Value, Value, String) {
+        let text = golden_adt_with("PD1", &[(12, pd1_12)]);
+        let text = text
+            .split('\r')
+            .map(|s| {
+                if !s.starts_with("PV2|") {
+                    return s.to_string();
+                }
+                let mut f: Vec<String> = s.split('|').map(str::to_string).collect();
+                if f.len() <= 22 {
+                    f.resize(23, String::new());
+                }
+                f[22] = pv2_22.to_string();
+                f.join("|")
+            })
+            .collect::<Vec<_>>()
+            .join("\r");
+        let got = convert_text(&plan, &text);
+        let b = &got["bundle"];
+        let first = |t: &str| {
+            resource(b, t)
+                .first()
+                .copied()
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        (
+            first("Patient"),
+            first("Encounter"),
+            got["outcome"].to_string(),
+        )
+    };
+    let restricted = |r: &Value| {
+        r["meta"]["security"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["code"] == "R")
+    };
+    let (patient, encounter, _) = run("Y", "Y");
+    assert!(restricted(&patient), "{patient}");
+    assert!(restricted(&encounter), "{encounter}");
+    let (patient, encounter, outcome) = run("N", "N");
+    assert!(!restricted(&patient) && !restricted(&encounter));
+    assert!(
+        !outcome.contains("PD1-12") && !outcome.contains("PV2-22"),
+        "{outcome}"
+    );
+}
