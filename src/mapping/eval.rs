@@ -1314,7 +1314,6 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         {
                             continue;
                         }
-                        note_accepted(&mut accepted, item);
                         let k = self.first_text(key, &sub, false);
                         match groups.iter_mut().find(|(g, _)| *g == k) {
                             Some((_, members)) => members.push(item),
@@ -1323,15 +1322,19 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     }
                     for (_, members) in groups {
                         let mut obj = Map::new();
-                        for item in members {
+                        for &item in &members {
                             let (sub, gated_out) = item_frame(frame, item);
                             if !gated_out {
                                 self.run_rules(rules, &sub, &mut obj)?;
                             }
                         }
+                        // A builder consumes the items of the objects it built.
                         if !obj.is_empty() {
                             write(out, &r.to, Value::Object(obj), None);
                             wrote = true;
+                            for item in members {
+                                note_accepted(&mut accepted, item);
+                            }
                         }
                     }
                 }
