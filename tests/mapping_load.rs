@@ -285,6 +285,32 @@ fn rejected_needs_a_condition_and_a_known_value() {
     assert!(e.iter().any(|x| x.contains("PID.yaml:6:")), "{e:#?}");
 }
 
+/// `consumes` names fields read where each accepted item was: with a `SEG[*]-f` `from`, fields of
+/// that segment as `SEG[*]-n`; otherwise plain field paths. Anything else, or no `from`, is an
+/// error at the rule's line; a field the segment does not have is one too.
+#[test]
+fn consumes_names_fields_of_the_items_segment() {
+    let e = errors(&[(
+        "m/segments/OBR.yaml",
+        "kind: segment\nmap: \"OBR[DiagnosticReport]\"\nrules:\n  - { name: a, from: \"OBX[*]-5[*]\", join: \"\\n\", to: conclusion, consumes: [\"OBX[*]-2\"] }\n  - { name: b, from: \"OBX[*]-5[*]\", join: \"\\n\", to: conclusion, consumes: [\"OBX-2\"] }\n  - { name: c, from: \"OBX[*]-5[*]\", join: \"\\n\", to: conclusion, consumes: [\"NTE[*]-3\"] }\n  - { name: d, value: x, to: conclusion, consumes: [\"OBR-2\"] }\n  - { name: e, from: OBR-13, to: conclusion, consumes: [\"OBR-99\"] }\n  - { name: f, from: OBR-13, to: conclusion, consumes: [\"OBR-12\"] }\n",
+    )]);
+    assert!(!e.iter().any(|x| x.contains("OBR.yaml:4:")), "{e:#?}");
+    assert!(
+        has_error(&e, "m/segments/OBR.yaml:5:", "a field of every OBX"),
+        "{e:#?}"
+    );
+    assert!(
+        has_error(&e, "m/segments/OBR.yaml:6:", "a field of every OBX"),
+        "{e:#?}"
+    );
+    assert!(
+        has_error(&e, "m/segments/OBR.yaml:7:", "it needs a `from`"),
+        "{e:#?}"
+    );
+    assert!(e.iter().any(|x| x.contains("OBR.yaml:8:")), "{e:#?}");
+    assert!(!e.iter().any(|x| x.contains("OBR.yaml:9:")), "{e:#?}");
+}
+
 /// `GROUP/SEG-n` names a group some message structure has.
 #[test]
 fn a_group_path_names_a_known_group() {

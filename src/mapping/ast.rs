@@ -207,6 +207,10 @@ pub struct Rule {
     /// loss report unless another rule consumes it) or `consumed` (a deliberate choice).
     #[serde(default)]
     pub rejected: Option<String>,
+    /// Fields that describe the selected value (its type, its status): consumed with every item
+    /// the rule accepts, read in the same segment occurrence.
+    #[serde(default)]
+    pub consumes: Vec<String>,
     /// Reference to a resource of this message by alias.
     #[serde(default, rename = "ref")]
     pub reference: Option<String>,

@@ -1349,8 +1349,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 }
             }
         }
-        if !mark && let Some(src) = &r.from {
-            self.mark_accepted(src, frame, &accepted);
+        if let Some(src) = &r.from {
+            if !mark {
+                self.mark_accepted(src, frame, &accepted);
+            }
+            for c in &r.consumes {
+                self.mark_accepted(c, frame, &accepted);
+            }
         }
         if r.required && !wrote {
             return Err(Missing(format!(

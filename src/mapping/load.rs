@@ -1700,6 +1700,7 @@ fn compile_rule(
             "`rejected` says what a value the condition rejects counts as: it needs a `when`",
         );
     }
+    let consumes = compile_consumes(ctx, file, ptr, r, from.as_ref(), segment, item_value);
     let origin = ctx.origin(file, ptr);
     Some(RulePlan {
         name,
@@ -1711,10 +1712,68 @@ fn compile_rule(
         default: r.default.clone(),
         required: r.required,
         rejected_consumed: r.rejected.as_deref() == Some("consumed"),
+        consumes,
         group_by,
         join: r.join.clone(),
         origin,
     })
+}
+
+/// The `consumes` paths of rule `r`: fields (`SEG-n`, or `SEG[*]-n` of the segment a
+/// `SEG[*]-f` `from` reads), since they are read in the occurrence of each accepted item.
+fn compile_consumes(
+    ctx: &mut Ctx<'_>,
+    file: &str,
+    ptr: &str,
+    r: &ast::Rule,
+    from: Option<&Src>,
+    segment: Option<&str>,
+    item_value: bool,
+) -> Vec<Src> {
+    let mut out = Vec::new();
+    if !r.consumes.is_empty() && from.is_none() {
+        ctx.err(
+            file,
+            &format!("{ptr}/consumes"),
+            "`consumes` names fields consumed with the items `from` selects: it needs a `from`",
+        );
+        return out;
+    }
+    let from_seg = match from {
+        Some(Src::Field {
+            seg, seg_all: true, ..
+        }) => Some(*seg),
+        _ => None,
+    };
+    for (k, text) in r.consumes.iter().enumerate() {
+        let p = format!("{ptr}/consumes/{k}");
+        let src = match parse_src(text) {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.err(file, &p, e);
+                continue;
+            }
+        };
+        let fits = match (&src, from_seg) {
+            (Src::Field { seg, seg_all, .. }, Some(fs)) => *seg_all && *seg == fs,
+            (Src::Field { seg_all, .. }, None) => !*seg_all,
+            _ => false,
+        };
+        if !fits {
+            let want = match from_seg {
+                Some(fs) => format!(
+                    "a field of every {0} that `from` reads ({0}[*]-n)",
+                    String::from_utf8_lossy(&fs)
+                ),
+                None => "a field path (SEG-n)".to_string(),
+            };
+            ctx.err(file, &p, format!("'{text}': `consumes` takes {want}"));
+            continue;
+        }
+        check_src(ctx, file, &p, &src, segment, item_value);
+        out.push(src);
+    }
+    out
 }
 
 fn check_src(

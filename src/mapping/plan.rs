@@ -291,6 +291,9 @@ pub struct RulePlan {
     /// `rejected: consumed`: what `from` selects counts as consumed even for items the
     /// condition rejects (otherwise such items stay in the loss report).
     pub rejected_consumed: bool,
+    /// `consumes`: field paths consumed with every item the rule accepts (read in that item's
+    /// segment occurrence), though no rule writes them: OBX-2, the type of a report's text line.
+    pub consumes: Vec<Src>,
     /// With `rules`: build one object per distinct value of this path among the selected items.
     pub group_by: Option<Src>,
     /// The selected items' texts joined by this separator into one value (`fn` applies to the
