@@ -311,6 +311,36 @@ fn consumes_names_fields_of_the_items_segment() {
     assert!(!e.iter().any(|x| x.contains("OBR.yaml:9:")), "{e:#?}");
 }
 
+/// `matches` takes one path and a regular expression that compiles; `in_vocab` one path and a
+/// vocabulary that exists. Each mistake is an error at the rule's line.
+#[test]
+fn matches_and_in_vocab_conditions_are_checked() {
+    let e = errors(&[
+        (
+            "m/vocab/ObservationStatus.csv",
+            "source_code,target_code,target_display\nF,final,Final\n",
+        ),
+        (
+            "m/segments/OBX.yaml",
+            "kind: segment\nmap: \"OBX[Observation]\"\nrules:\n  - { name: a, from: OBX-5, to: valueString, when: { matches: { \"OBX-5\": '^[<>]' } } }\n  - { name: b, from: OBX-5, to: valueString, when: { matches: { \"OBX-5\": '^[<>' } } }\n  - { name: c, from: OBX-5, to: valueString, when: { in_vocab: { \"OBX-11\": ObservationStatus } } }\n  - { name: d, from: OBX-5, to: valueString, when: { in_vocab: { \"OBX-11\": NoSuchVocab } } }\n",
+        ),
+    ]);
+    assert!(!e.iter().any(|x| x.contains("OBX.yaml:4:")), "{e:#?}");
+    assert!(
+        has_error(&e, "m/segments/OBX.yaml:5:", "not a regular expression"),
+        "{e:#?}"
+    );
+    assert!(!e.iter().any(|x| x.contains("OBX.yaml:6:")), "{e:#?}");
+    assert!(
+        has_error(
+            &e,
+            "m/segments/OBX.yaml:7:",
+            "no vocabulary named NoSuchVocab"
+        ),
+        "{e:#?}"
+    );
+}
+
 /// `GROUP/SEG-n` names a group some message structure has.
 #[test]
 fn a_group_path_names_a_known_group() {

@@ -1144,6 +1144,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 values.iter().any(|v| *v == t)
             }
             Cond::Valued(src) => self.valued(src, frame),
+            Cond::Matches(src, re) => re.is_match(&self.first_text(src, frame, false)),
+            Cond::InVocab(src, vid) => {
+                let t = self.first_text(src, frame, false);
+                let code = functions::fhir_string(&t);
+                self.plan.vocabs[*vid].entries.contains_key(code.as_ref())
+            }
             Cond::NotValued(src) => !self.valued(src, frame),
             Cond::All(cs) => cs.iter().all(|c| self.cond(c, frame)),
             Cond::Any(cs) => cs.iter().any(|c| self.cond(c, frame)),

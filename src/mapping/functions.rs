@@ -24,6 +24,19 @@ fn plain(v: Value, choice: &'static str) -> Produced {
     }
 }
 
+/// A number that may follow a comparator, as labs send values beyond a measuring range (`<5`,
+/// `>= 100`): the comparator (empty for none) and the number's text. An error when the rest is
+/// not a decimal number.
+pub fn compared(s: &str) -> Result<(&'static str, &str), String> {
+    let t = s.trim();
+    let (c, rest) = ["<=", ">=", "<", ">"]
+        .iter()
+        .find_map(|c| t.strip_prefix(c).map(|r| (*c, r.trim_start())))
+        .unwrap_or(("", t));
+    decimal(rest).map_err(|_| "not a number, nor a comparator and a number".to_string())?;
+    Ok((c, rest))
+}
+
 /// A FHIR decimal from HL7 NM text: `+1.50` → `1.50`, `.5` → `0.5`; digits kept exactly.
 pub fn decimal(s: &str) -> Result<Number, String> {
     let t = s.trim();
@@ -146,6 +159,11 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
             "Time",
         ),
         Func::Decimal => plain(Value::Number(decimal(&text())?), "Decimal"),
+        Func::Comparator => match compared(&text())? {
+            ("", _) => return Ok(None),
+            (c, _) => plain(Value::String(c.to_string()), "Code"),
+        },
+        Func::ComparedDecimal => plain(Value::Number(decimal(compared(&text())?.1)?), "Decimal"),
         Func::Integer | Func::PositiveInt | Func::UnsignedInt => {
             let n: i64 = text().parse().map_err(|_| "not an integer".to_string())?;
             let ok = match f {
@@ -492,6 +510,20 @@ mod tests {
             ),
             (Func::Words, "plain text", Some(json!("plain text"))),
             (Func::Words, "^^", None),
+            (Func::Comparator, "<5", Some(json!("<"))),
+            (Func::Comparator, ">= 100", Some(json!(">="))),
+            (Func::Comparator, "7.0", None),
+            (Func::Comparator, "<high", None),
+            (Func::ComparedDecimal, "<5", Some(json!(5))),
+            (
+                Func::ComparedDecimal,
+                "<= 0.50",
+                Some(serde_json::from_str("0.50").expect("n")),
+            ),
+            (Func::ComparedDecimal, "+12", Some(json!(12))),
+            (Func::ComparedDecimal, "5.0 H", None),
+            (Func::ComparedDecimal, "12,5", None),
+            (Func::ComparedDecimal, "<>5", None),
         ];
         for (f, input, want) in cases {
             let got = run(*f, input);

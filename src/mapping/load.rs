@@ -382,7 +382,7 @@ pub fn parse_target(s: &str) -> Result<Vec<Step>, String> {
         .collect()
 }
 
-fn parse_cond(v: &Value) -> Result<Cond, String> {
+fn parse_cond(v: &Value, vocabs: &HashMap<String, VocabId>) -> Result<Cond, String> {
     let obj = v
         .as_object()
         .ok_or("a condition is an object with one key")?;
@@ -391,7 +391,7 @@ fn parse_cond(v: &Value) -> Result<Cond, String> {
         val.as_array()
             .ok_or(format!("'{k}' takes a list of conditions"))?
             .iter()
-            .map(parse_cond)
+            .map(|c| parse_cond(c, vocabs))
             .collect()
     };
     let path = |val: &Value| -> Result<Src, String> {
@@ -402,7 +402,30 @@ fn parse_cond(v: &Value) -> Result<Cond, String> {
         "not_valued" => Cond::NotValued(path(val)?),
         "all" => Cond::All(list(val)?),
         "any" => Cond::Any(list(val)?),
-        "not" => Cond::Not(Box::new(parse_cond(val)?)),
+        "not" => Cond::Not(Box::new(parse_cond(val, vocabs)?)),
+        "in_vocab" => {
+            let (p, name) = val
+                .as_object()
+                .filter(|o| o.len() == 1)
+                .and_then(|o| o.iter().next())
+                .and_then(|(p, n)| Some((p, n.as_str()?)))
+                .ok_or("'in_vocab' takes one path and a vocabulary name: { in_vocab: { \"PV1-2.1\": EncounterClass } }")?;
+            let id = *vocabs.get(name).ok_or(format!(
+                "'in_vocab' {p}: no vocabulary named {name} (mappings/vocab/{name}.csv)"
+            ))?;
+            Cond::InVocab(parse_src(p)?, id)
+        }
+        "matches" => {
+            let (p, re) = val
+                .as_object()
+                .filter(|o| o.len() == 1)
+                .and_then(|o| o.iter().next())
+                .and_then(|(p, re)| Some((p, re.as_str()?)))
+                .ok_or("'matches' takes one path and its regular expression: { matches: { \"OBX-5\": \"^[<>]\" } }")?;
+            let re = regex::Regex::new(re)
+                .map_err(|e| format!("'matches' {p}: not a regular expression: {e}"))?;
+            Cond::Matches(parse_src(p)?, re)
+        }
         p => {
             let values = val
                 .as_array()
@@ -420,7 +443,11 @@ fn parse_cond(v: &Value) -> Result<Cond, String> {
 
 fn cond_paths<'c>(c: &'c Cond, out: &mut Vec<&'c Src>) {
     match c {
-        Cond::In(s, _) | Cond::Valued(s) | Cond::NotValued(s) => out.push(s),
+        Cond::In(s, _)
+        | Cond::Valued(s)
+        | Cond::NotValued(s)
+        | Cond::Matches(s, _)
+        | Cond::InVocab(s, _) => out.push(s),
         Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| cond_paths(c, out)),
         Cond::Not(c) => cond_paths(c, out),
     }
@@ -936,7 +963,7 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
                 None => None,
             };
             let when = match &r.when {
-                Some(w) => match parse_cond(w) {
+                Some(w) => match parse_cond(w, &ctx.vocab_ids) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         ctx.err(file, &format!("{ptr}/when"), e);
@@ -1406,7 +1433,7 @@ fn compile_rule(
             Some(Src::Field { .. }) | Some(Src::Alt(_)) | Some(Src::InGroup(..))
         );
     let when = match &r.when {
-        Some(w) => match parse_cond(w) {
+        Some(w) => match parse_cond(w, &ctx.vocab_ids) {
             Ok(c) => {
                 let mut ps = vec![];
                 cond_paths(&c, &mut ps);

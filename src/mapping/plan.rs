@@ -141,6 +141,11 @@ pub enum Cond {
     Valued(Src),
     /// Not valued.
     NotValued(Src),
+    /// The value (decoded text; empty when not valued) matches this regular expression.
+    Matches(Src, regex::Regex),
+    /// The value (decoded text) is a source code of this vocabulary: a rule can keep a code the
+    /// vocabulary does not translate as the sender's own.
+    InVocab(Src, VocabId),
     /// All hold.
     All(Vec<Cond>),
     /// Any holds.
@@ -164,6 +169,11 @@ pub enum Func {
     Time,
     /// JSON number with the digits as sent.
     Decimal,
+    /// The comparator (`<`, `<=`, `>`, `>=`) before a number (`<5` → `<`); nothing for a plain
+    /// number. A Quantity's `comparator`, beside `compared_decimal` for its value.
+    Comparator,
+    /// The number of a value that may start with a comparator (`<5` → 5, `7.0` → 7.0).
+    ComparedDecimal,
     /// Integer.
     Integer,
     /// Integer > 0.
@@ -214,6 +224,8 @@ impl Func {
             "phone" => Func::Phone,
             "words" => Func::Words,
             "text_attachment" => Func::TextAttachment,
+            "comparator" => Func::Comparator,
+            "compared_decimal" => Func::ComparedDecimal,
             _ => return None,
         })
     }
