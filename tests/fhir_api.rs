@@ -1024,6 +1024,33 @@ async fn searches_over_the_developer_corpus() {
                     .contains("SUBSETTED")
             );
         }
+        // A primitive's extensions come with it: PID-7's birth time (patient-birthTime on
+        // `_birthDate`) with `birthDate`.
+        let b = f.search("Patient?_elements=birthDate&_count=500").await;
+        let entries: Vec<&Value> = b["entry"].as_array().into_iter().flatten().collect();
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["resource"]["_birthDate"]["extension"][0]["url"]
+                    == "http://hl7.org/fhir/StructureDefinition/patient-birthTime"),
+            "{backend}: a birth time with _elements=birthDate"
+        );
+        for e in entries {
+            let keys: BTreeSet<&str> = e["resource"]
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            assert!(
+                keys.is_subset(&BTreeSet::from([
+                    "resourceType",
+                    "id",
+                    "meta",
+                    "birthDate",
+                    "_birthDate"
+                ])),
+                "{keys:?}"
+            );
+        }
         assert_eq!(
             f.all("Patient?_lastUpdated=gt2000-01-01").await.len(),
             of_type(&all, "Patient").count()

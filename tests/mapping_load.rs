@@ -341,6 +341,21 @@ fn matches_and_in_vocab_conditions_are_checked() {
     );
 }
 
+/// A primitive's element (`_birthDate`, for its extensions) is a target like any element of
+/// the R4 model: one the resource lacks is an error at the rule's line.
+#[test]
+fn primitive_element_targets_are_checked_against_r4() {
+    let e = errors(&[(
+        "m/segments/PID.yaml",
+        "kind: segment\nmap: \"PID[Patient]\"\nrules:\n  - { name: a, from: PID-7, to: \"_birthDate.extension[+].valueDateTime\", fn: datetime }\n  - { name: b, from: PID-7, to: \"_birthDat.extension[+].valueDateTime\", fn: datetime }\n",
+    )]);
+    assert!(!e.iter().any(|x| x.contains("PID.yaml:4:")), "{e:#?}");
+    assert!(
+        has_error(&e, "m/segments/PID.yaml:5:", "_birthDat"),
+        "{e:#?}"
+    );
+}
+
 /// `GROUP/SEG-n` names a group some message structure has.
 #[test]
 fn a_group_path_names_a_known_group() {

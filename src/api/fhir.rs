@@ -384,11 +384,14 @@ pub async fn history_instance(
     history(&state, &headers, Some(&ty), Some(&id), raw.as_deref()).await
 }
 
-/// `_elements`: keep the named top-level elements (plus the mandatory ones), tag SUBSETTED.
+/// `_elements`: keep the named top-level elements (plus the mandatory ones) and their primitive
+/// extensions (`_birthDate` with `birthDate`), tag SUBSETTED.
 fn subset(mut v: Value, elements: &[String]) -> Value {
     if let Some(obj) = v.as_object_mut() {
         obj.retain(|k, _| {
-            matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| e == k)
+            let name = k.strip_prefix('_').unwrap_or(k);
+            matches!(k.as_str(), "resourceType" | "id" | "meta")
+                || elements.iter().any(|e| e == name)
         });
         let meta = obj.entry("meta").or_insert_with(|| json!({}));
         if let Some(m) = meta.as_object_mut() {

@@ -371,7 +371,9 @@ pub fn parse_target(s: &str) -> Result<Vec<Step>, String> {
                     (k, mode)
                 }
             };
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+            // `_birthDate`: the element of a primitive (its extensions), as in FHIR JSON.
+            let name = key.strip_prefix('_').unwrap_or(key);
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(format!("'{s}': '{key}' is not an element name"));
             }
             Ok(Step {
