@@ -301,11 +301,15 @@ fn observation_producer_and_device() {
     );
     let lost = got["outcome"].to_string();
     assert!(
-        !["OBX-15", "OBX-18", "OBX-24", "OBX-25"]
+        !["OBX-15", "OBX-24", "OBX-25"]
             .iter()
             .any(|f| lost.contains(f)),
         "{lost}"
     );
+    // Observation.device is 0..1: OBX-18's first repetition is the device, the second is
+    // reported as not mapped, by repetition.
+    assert_eq!(lost.matches("OBX-18").count(), 1, "{lost}");
+    assert!(lost.contains("OBX-18[2]"), "{lost}");
 }
 
 /// The ids of the `rt` resources converted from `text`.
@@ -525,6 +529,29 @@ fn set_ids_are_not_reported_as_lost() {
             "{set_id} reported: {lost:?}"
         );
     }
+}
+
+/// A field whose rules read only its first repetition is reported by repetition for the others
+/// (`DG1-6[2]`: the second diagnosis type), not passed as consumed; a field every repetition of
+/// which is read (`PID-3[*]`) is not reported.
+#[test]
+fn repetitions_no_rule_read_are_reported() {
+    let plan = plan();
+    let text = golden_adt_with("DG1", &[(6, "A~F")]);
+    let text = text.replace(
+        "MRN12345^^^GENHOSP^MR~",
+        "MRN12345^^^GENHOSP^MR~X1^^^OTHER^PI~",
+    );
+    let got = convert_text(&plan, &text);
+    let lost = got["outcome"].to_string();
+    assert!(lost.contains("field(s) not mapped: DG1-6[2]"), "{lost}");
+    assert!(
+        !lost.contains("DG1-6,") && !lost.contains("DG1-6\""),
+        "{lost}"
+    );
+    assert!(!lost.contains("PID-3"), "{lost}");
+    let unchanged = convert_text(&plan, &input("tests/golden/adt_a01.hl7"))["outcome"].to_string();
+    assert!(!unchanged.contains("DG1-6"), "{unchanged}");
 }
 
 /// `ORC-12 | OBR-16`: when ORC-12 is taken, OBR-16 is consumed too if it names the same provider,

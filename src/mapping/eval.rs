@@ -207,7 +207,8 @@ struct Ev<'p, 'm, 'a, 'g> {
     insts: Vec<Inst<'g>>,
     /// Index into `insts` by id (ids are UUIDv5 over the type, so one map serves every type).
     inst_ids: HashMap<String, usize>,
-    consumed: Vec<Vec<bool>>,
+    /// Per segment and field: the repetitions a rule consumed, a bit each (see [`rep_bits`]).
+    consumed: Vec<Vec<u32>>,
     /// (segment, the earlier identical segment it repeats): one resource for both, and the
     /// repeat counts as consumed wherever the first is.
     repeats: Vec<(usize, usize)>,
@@ -455,7 +456,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         inst_ids: HashMap::new(),
         consumed: msg
             .segments()
-            .map(|s| vec![false; s.field_count() + 1])
+            .map(|s| vec![0; s.field_count() + 1])
             .collect(),
         repeats: Vec::new(),
         unmapped: Vec::new(),
@@ -560,6 +561,19 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         issues: ev.issues,
         map: Some(mp.name.clone()),
         unmapped: ev.unmapped,
+    }
+}
+
+/// Every repetition of a field.
+const ALL_REPS: u32 = u32::MAX;
+
+/// The repetitions of a field a path with this selector reads, as bits (repetition n is bit
+/// n - 1); one beyond the 32nd counts as all of them (never reported as lost).
+fn rep_bits(rep: &Rep) -> u32 {
+    match rep {
+        Rep::First => 1,
+        Rep::Nth(n @ 1..=32) => 1 << (n - 1),
+        Rep::Nth(_) | Rep::All => ALL_REPS,
     }
 }
 
@@ -951,7 +965,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     && f.is_valued()
                     && let Some(c) = self.consumed.get_mut(si).and_then(|v| v.get_mut(*field))
                 {
-                    *c = true;
+                    *c |= rep_bits(rep);
                 }
                 let r = match rep {
                     Rep::Nth(n) => f.rep(*n),
@@ -1049,7 +1063,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         && f.is_valued()
                         && let Some(c) = self.consumed.get_mut(si).and_then(|v| v.get_mut(*field))
                     {
-                        *c = true;
+                        *c |= rep_bits(rep);
                     }
                     let pick = |r: V2<'a>| match (comp, sub) {
                         (Some(c), Some(s)) => r.component(*c).sub(*s),
@@ -1774,7 +1788,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         if let Some(msh) = self.consumed.get_mut(0) {
             for f in [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 15, 16, 18] {
                 if let Some(c) = msh.get_mut(f) {
-                    *c = true;
+                    *c = ALL_REPS;
                 }
             }
         }
@@ -1784,7 +1798,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         {
             for (f, _) in SFT_SOURCE {
                 if let Some(c) = used.get_mut(f) {
-                    *c = true;
+                    *c = ALL_REPS;
                 }
             }
         }
@@ -1812,7 +1826,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             if valued.is_empty() {
                 continue;
             }
-            if !used.iter().any(|u| *u) {
+            if !used.iter().any(|u| *u != 0) {
                 self.unmapped.push(seg.id().to_string());
                 self.issues.push(Issue {
                     severity: Severity::Warning,
@@ -1826,11 +1840,24 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 });
                 continue;
             }
-            let lost: Vec<String> = valued
-                .iter()
-                .filter(|&&n| !used.get(n).copied().unwrap_or(false))
-                .map(|n| format!("{}-{n}", seg.id()))
-                .collect();
+            // A field no rule read is lost whole; of a field read in part (its first repetition),
+            // the valued repetitions no rule read: `OBX-5[2]`.
+            let mut lost: Vec<String> = Vec::new();
+            for &n in &valued {
+                let bits = used.get(n).copied().unwrap_or(0);
+                if bits == 0 {
+                    lost.push(format!("{}-{n}", seg.id()));
+                    continue;
+                }
+                if bits == ALL_REPS {
+                    continue;
+                }
+                for (r, rv) in seg.field(n).children().enumerate() {
+                    if r < 32 && bits & (1 << r) == 0 && rv.is_valued() {
+                        lost.push(format!("{}-{n}[{}]", seg.id(), r + 1));
+                    }
+                }
+            }
             if !lost.is_empty() {
                 self.unmapped.extend(lost.iter().cloned());
                 self.issues.push(Issue {
