@@ -82,6 +82,11 @@ struct ConvertArgs {
     /// messages (what a feed sends that the mappings do not use yet).
     #[arg(long)]
     loss_summary: bool,
+    /// Which rule wrote each element, and what it read: with --ndjson a `trace` array in each
+    /// line, otherwise lines on stderr after each message (no values: look them up in the
+    /// Bundle by resource and path).
+    #[arg(long)]
+    trace: bool,
 }
 
 #[derive(clap::Args)]
@@ -546,6 +551,7 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
         bundle_type,
         default_zone: zone,
         validate: !a.no_validate,
+        trace: a.trace,
     };
     let mut files = Vec::new();
     for i in &a.inputs {
@@ -609,14 +615,27 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
                 }
             }
             if a.ndjson {
-                serde_json::to_writer(
-                    &mut *out,
-                    &serde_json::json!({"source": label, "bundle": c.bundle, "outcome": c.outcome()}),
-                )?;
+                let mut line = serde_json::json!({"source": label, "bundle": c.bundle, "outcome": c.outcome()});
+                if a.trace {
+                    line["trace"] = serde_json::to_value(&c.trace)?;
+                }
+                serde_json::to_writer(&mut *out, &line)?;
                 writeln!(out)?;
-            } else if let Some(b) = &c.bundle {
-                serde_json::to_writer_pretty(&mut *out, b)?;
-                writeln!(out)?;
+            } else {
+                if let Some(b) = &c.bundle {
+                    serde_json::to_writer_pretty(&mut *out, b)?;
+                    writeln!(out)?;
+                }
+                for row in &c.trace {
+                    let line = format!(
+                        "{label}: {} {}  ← {}  [{}]",
+                        row.resource, row.path, row.source, row.rule
+                    );
+                    match &bar {
+                        Some(b) => b.println(line),
+                        None => say!("{line}"),
+                    }
+                }
             }
         }
         if let Some(b) = &bar {

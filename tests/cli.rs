@@ -316,6 +316,43 @@ fn convert_loss_summary_counts_unmapped_segments_and_fields() {
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("not mapped, over"));
 }
 
+/// `--trace` lists the rule behind each element: in each NDJSON line as a `trace` array, and as
+/// lines on stderr beside pretty bundles; without it there is none.
+#[test]
+fn convert_trace_names_the_rule_behind_each_element() {
+    let out = run(
+        &["convert", "--ndjson", "--trace", "tests/golden/adt_a01.hl7"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or_default())
+            .expect("ndjson line");
+    let rows = line["trace"].as_array().expect("trace array");
+    assert!(
+        rows.iter().any(|r| r["path"] == "birthDate"
+            && r["source"] == "PID-7 (segment #3)"
+            && r["rule"]
+                .as_str()
+                .is_some_and(|x| x.starts_with("birth-date (mappings/segments/PID-Patient.yaml:"))),
+        "{rows:?}"
+    );
+    let pretty = run(&["convert", "--trace", "tests/golden/adt_a01.hl7"], None);
+    let err = String::from_utf8_lossy(&pretty.stderr);
+    assert!(
+        err.lines().any(|l| l.contains(
+            " birthDate  ← PID-7 (segment #3)  [birth-date (mappings/segments/PID-Patient.yaml:"
+        )),
+        "{err}"
+    );
+    let plain = run(&["convert", "--ndjson", "tests/golden/adt_a01.hl7"], None);
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("\"trace\""));
+}
+
 /// `serve --check` lists every problem of the settings and the files they name, all at once, and
 /// starts nothing; with the shipped defaults it passes.
 #[test]

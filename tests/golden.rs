@@ -2693,3 +2693,100 @@ fn protection_indicators_label_the_patient_and_the_visit() {
         "{outcome}"
     );
 }
+
+/// The element a trace path (`name[0].given[1]`, `valueQuantity.value`) names in `v`.
+fn at_path<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut cur = v;
+    for part in path.split('.') {
+        let (key, mut rest) = part.split_once('[').map_or((part, ""), |(k, r)| (k, r));
+        cur = cur.get(key)?;
+        while let Some((n, after)) = rest.split_once(']') {
+            cur = cur.get(n.parse::<usize>().ok()?)?;
+            rest = after.strip_prefix('[').unwrap_or(after);
+        }
+    }
+    Some(cur)
+}
+
+/// With `trace`, every element a rule wrote is listed with the resource, its path, what the
+/// rules read (outermost first, with the segment occurrence) and the rule (`name (file:line:col)`);
+/// each row points at an element the emitted Bundle has. Tracing changes nothing in the output,
+/// and is off by default.
+#[test]
+fn trace_names_the_rule_and_source_of_each_element() {
+    let plan = plan();
+    let text = input("tests/golden/adt_a01.hl7");
+    let parsed = v2fhir::v2::parse(text.as_bytes()).expect("parse");
+    let traced = eval::convert(
+        &plan,
+        &parsed.messages[0],
+        &ConvertOptions {
+            trace: true,
+            ..ConvertOptions::default()
+        },
+    );
+    let plain = eval::convert(&plan, &parsed.messages[0], &ConvertOptions::default());
+    assert!(plain.trace.is_empty());
+    assert_eq!(traced.bundle, plain.bundle);
+    let bundle = traced.bundle.as_ref().expect("bundle");
+    let resources: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| &e["resource"])
+        .collect();
+    let by_name = |name: &str| {
+        resources.iter().copied().find(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap_or(""),
+                r["id"].as_str().unwrap_or("")
+            ) == name
+        })
+    };
+    assert!(traced.trace.len() > 100, "{}", traced.trace.len());
+    for row in &traced.trace {
+        let r = by_name(&row.resource).unwrap_or_else(|| panic!("{row:?}: no such resource"));
+        assert!(at_path(r, &row.path).is_some(), "{row:?}: no such element");
+        assert!(
+            row.rule.contains("mappings/") && row.rule.contains(".yaml:"),
+            "{row:?}"
+        );
+    }
+    let row = |rt: &str, path: &str| {
+        traced
+            .trace
+            .iter()
+            .find(|r| r.resource.starts_with(&format!("{rt}/")) && r.path == path)
+            .unwrap_or_else(|| panic!("no trace row for {rt} {path}"))
+    };
+    // PID-5's first repetition, its family name component, by XPN[HumanName]'s `family` rule.
+    let family = row("Patient", "name[0].family");
+    assert_eq!(family.source, "PID-5[*] (segment #3) → .1.1");
+    assert!(
+        family
+            .rule
+            .starts_with("family (mappings/datatypes/XPN-HumanName.yaml:"),
+        "{family:?}"
+    );
+    assert_eq!(row("Patient", "birthDate").source, "PID-7 (segment #3)");
+    assert_eq!(
+        row("Patient", "name[1].family").source,
+        "PID-5[*] (segment #3) → .1.1"
+    );
+    // A nested resource's rows start from the rule that built it (PV1-7, the attending).
+    assert!(
+        traced
+            .trace
+            .iter()
+            .any(|r| r.resource.starts_with("Practitioner/")
+                && r.source.starts_with("PV1-7[*] (segment #6)")),
+        "{:?}",
+        traced.trace
+    );
+    // A constant and a reference say so.
+    assert_eq!(row("Coverage", "status").source, "constant");
+    assert_eq!(row("Observation", "subject").source, "reference to patient");
+    // The header's mapped elements carry the MessageHeader's id.
+    assert!(row("MessageHeader", "sender").source.starts_with("MSH-4"));
+}

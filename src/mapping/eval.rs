@@ -64,6 +64,9 @@ pub struct ConvertOptions {
     pub default_zone: TimeZone,
     /// Validate every resource against R4 before it leaves (default on).
     pub validate: bool,
+    /// Record which rule wrote each element ([`Conversion::trace`]; default off: it costs a
+    /// string per element).
+    pub trace: bool,
 }
 
 impl Default for ConvertOptions {
@@ -72,8 +75,35 @@ impl Default for ConvertOptions {
             bundle_type: BundleType::Transaction,
             default_zone: TimeZone::UTC,
             validate: true,
+            trace: false,
         }
     }
+}
+
+/// One element of the output and the rule that wrote it (`v2fhir convert --trace`): what an
+/// analyst patching a map needs to find the rule behind a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TraceRow {
+    /// The resource: `Patient/<id>` (`MessageHeader/<id>` for the header's mapped elements).
+    pub resource: String,
+    /// Where in the resource, FHIRPath-like: `name[0].family`.
+    pub path: String,
+    /// What the rules read, outermost first: `PID-5[*] (segment #3) → .1`.
+    pub source: String,
+    /// The rule that wrote the element: `family (mappings/datatypes/XPN-HumanName.yaml:6:5)`.
+    pub rule: String,
+}
+
+/// Trace rows being collected: one frame per object under construction, its rows' paths
+/// relative to that object until its parent writes it.
+#[derive(Default)]
+struct Tracer {
+    frames: Vec<Vec<(String, String, String)>>,
+    /// The rows of the object `build_object` just returned, for the write that places it.
+    pending: Option<Vec<(String, String, String)>>,
+    /// What the enclosing building rules read, outermost first.
+    sources: Vec<String>,
+    rows: Vec<TraceRow>,
 }
 
 /// One finding of a conversion, reported as an OperationOutcome issue.
@@ -107,6 +137,9 @@ pub struct Conversion {
     /// What the loss report lists, as addresses: a whole segment (`EVN`) or a field (`PID-33`),
     /// once per occurrence (for summaries over many messages).
     pub unmapped: Vec<String>,
+    /// With `ConvertOptions::trace`: every element of the emitted resources that a rule wrote,
+    /// with that rule and what it read. Empty otherwise.
+    pub trace: Vec<TraceRow>,
 }
 
 impl Conversion {
@@ -223,6 +256,8 @@ struct Ev<'p, 'm, 'a, 'g> {
     res_maps: Vec<MapId>,
     /// The sender overlay that applies to this message, if any.
     overlay: Option<&'p SenderPlan>,
+    /// `ConvertOptions::trace`: which rule wrote what.
+    trace: Option<Tracer>,
 }
 
 #[derive(Clone)]
@@ -440,6 +475,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
             issues,
             map: None,
             unmapped: Vec::new(),
+            trace: Vec::new(),
         };
     };
     let h = msg.header();
@@ -466,6 +502,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         sender,
         res_maps: Vec::new(),
         overlay: None,
+        trace: opts.trace.then(Tracer::default),
     };
     ev.overlay = plan.senders.iter().find(|sp| ev.sender_matches(sp));
     if let Some(sp) = ev.overlay {
@@ -554,6 +591,11 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         focus_count,
         header,
     );
+    let trace = ev
+        .trace
+        .take()
+        .map(|t| emitted_rows(t.rows, &bundle))
+        .unwrap_or_default();
     Conversion {
         structure: grouping.diagnostics.clone(),
         bundle: Some(bundle),
@@ -561,7 +603,38 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         issues: ev.issues,
         map: Some(mp.name.clone()),
         unmapped: ev.unmapped,
+        trace,
     }
+}
+
+/// The trace rows of the resources the Bundle holds (not of those validation dropped); the
+/// header's rows, recorded before its id existed, get the MessageHeader's id.
+fn emitted_rows(rows: Vec<TraceRow>, bundle: &Value) -> Vec<TraceRow> {
+    let entries = bundle.get("entry").and_then(Value::as_array);
+    let names: HashSet<String> = entries
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let r = e.get("resource")?;
+            Some(format!(
+                "{}/{}",
+                r.get("resourceType")?.as_str()?,
+                r.get("id")?.as_str()?
+            ))
+        })
+        .collect();
+    let header = names
+        .iter()
+        .find(|n| n.starts_with("MessageHeader/"))
+        .cloned();
+    rows.into_iter()
+        .filter_map(|mut row| {
+            if row.resource == "MessageHeader" {
+                row.resource = header.clone()?;
+            }
+            names.contains(&row.resource).then_some(row)
+        })
+        .collect()
 }
 
 /// Every repetition of a field.
@@ -1185,7 +1258,15 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let mut obj = Map::with_capacity(2 + rules.len().min(24));
         obj.insert("resourceType".into(), Value::String(inst.rtype.clone()));
         obj.insert("id".into(), Value::String(inst.id.clone()));
-        self.run_rules(rules, &frame, &mut obj)?;
+        if self.trace.is_none() {
+            self.run_rules(rules, &frame, &mut obj)?;
+            return Ok(Value::Object(obj));
+        }
+        let name = format!("{}/{}", inst.rtype, inst.id);
+        self.trace_open();
+        let built = self.run_rules(rules, &frame, &mut obj);
+        self.trace_close(&name);
+        built?;
         Ok(Value::Object(obj))
     }
 
@@ -1342,15 +1423,26 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     }
                     for (_, members) in groups {
                         let mut obj = Map::new();
+                        self.trace_open();
+                        let own = self.source_of(r, frame);
+                        if let Some(t) = self.trace.as_mut() {
+                            t.sources.push(own);
+                        }
+                        let mut built = Ok(());
                         for &item in &members {
                             let (sub, gated_out) = item_frame(frame, item);
-                            if !gated_out {
-                                self.run_rules(rules, &sub, &mut obj)?;
+                            if !gated_out && built.is_ok() {
+                                built = self.run_rules(rules, &sub, &mut obj);
                             }
                         }
+                        if let Some(t) = self.trace.as_mut() {
+                            t.pending = t.frames.pop();
+                            t.sources.pop();
+                        }
+                        built?;
                         // A builder consumes the items of the objects it built.
                         if !obj.is_empty() {
-                            write(out, &r.to, Value::Object(obj), None);
+                            self.emit(out, r, frame, Value::Object(obj), None, true);
                             wrote = true;
                             for item in members {
                                 note_accepted(&mut accepted, item);
@@ -1429,7 +1521,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let produced = functions::apply_str(f, &joined);
         match self.function_result(r, produced) {
             Some(p) => {
-                write(out, &r.to, p.value, p.choice);
+                self.emit(out, r, frame, p.value, p.choice, false);
                 true
             }
             None => false,
@@ -1496,6 +1588,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         };
         let mut produced = if gated_out {
             None
+        } else if self.trace.is_some() {
+            self.produce_traced(r, &sub)?
         } else {
             self.produce(r, &sub)?
         };
@@ -1510,19 +1604,155 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let Some(p) = produced else {
             return written(false);
         };
+        let built = matches!(r.producer, Producer::Via(_) | Producer::Rules(_));
         if let Value::Array(list) = p.value {
             if matches!(r.producer, Producer::Refs(_)) {
                 let any = !list.is_empty();
                 for v in list {
-                    write(out, &r.to, v, None);
+                    self.emit(out, r, &sub, v, None, false);
                 }
                 return written(any);
             }
-            write(out, &r.to, Value::Array(list), p.choice);
+            self.emit(out, r, &sub, Value::Array(list), p.choice, built);
             return written(true);
         }
-        write(out, &r.to, p.value, p.choice);
+        self.emit(out, r, &sub, p.value, p.choice, built);
         written(true)
+    }
+
+    /// [`Ev::produce`] when tracing: what a building rule read starts its rules' sources.
+    #[cold]
+    #[inline(never)]
+    fn produce_traced(
+        &mut self,
+        r: &'p RulePlan,
+        frame: &Frame<'g, 'a>,
+    ) -> Result<Option<Produced>, Missing> {
+        if !matches!(
+            r.producer,
+            Producer::Via(_) | Producer::Rules(_) | Producer::Resource { .. }
+        ) {
+            return self.produce(r, frame);
+        }
+        let own = self.source_of(r, frame);
+        if let Some(t) = self.trace.as_mut() {
+            t.sources.push(own);
+        }
+        let p = self.produce(r, frame);
+        if let Some(t) = self.trace.as_mut() {
+            t.sources.pop();
+        }
+        p
+    }
+
+    /// Write rule `r`'s value at its target; when tracing, record where it went and why. `built`:
+    /// the value is the object `build_object` (or a `group_by`) just made, whose own rows are
+    /// re-based under the path it is written at.
+    #[inline]
+    fn emit(
+        &mut self,
+        out: &mut Map<String, Value>,
+        r: &RulePlan,
+        frame: &Frame<'g, 'a>,
+        v: Value,
+        choice: Option<&str>,
+        built: bool,
+    ) {
+        if self.trace.is_none() {
+            write(out, &r.to, v, choice);
+            return;
+        }
+        self.emit_traced(out, r, frame, v, choice, built);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn emit_traced(
+        &mut self,
+        out: &mut Map<String, Value>,
+        r: &RulePlan,
+        frame: &Frame<'g, 'a>,
+        v: Value,
+        choice: Option<&str>,
+        built: bool,
+    ) {
+        let mut path = String::new();
+        write_rec(out, &r.to, v, choice, &mut path);
+        let own = self.source_of(r, frame);
+        let Some(t) = self.trace.as_mut() else {
+            return;
+        };
+        let source = t
+            .sources
+            .iter()
+            .chain(std::iter::once(&own))
+            .filter(|s| !s.is_empty())
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" → ");
+        let children = if built { t.pending.take() } else { None };
+        let Some(top) = t.frames.last_mut() else {
+            return;
+        };
+        match children {
+            Some(rows) if !rows.is_empty() => {
+                for (p, s, rule) in rows {
+                    let at = if p.starts_with('[') || p.is_empty() {
+                        format!("{path}{p}")
+                    } else {
+                        format!("{path}.{p}")
+                    };
+                    top.push((at, s, rule));
+                }
+            }
+            _ => top.push((path, source, format!("{} ({})", r.name, r.origin))),
+        }
+    }
+
+    /// What rule `r` read, for the trace: its `from` (with the segment occurrence when the path
+    /// names a segment), or what it produced without one (nothing for a builder without
+    /// `from`: its rules read what the enclosing rule selected).
+    fn source_of(&self, r: &RulePlan, frame: &Frame<'g, 'a>) -> String {
+        let from = match &r.from {
+            Some(src) if is_relative(src) => return src.to_string(),
+            Some(src) => src.to_string(),
+            None => {
+                return match &r.producer {
+                    Producer::Const(_) => "constant".to_string(),
+                    Producer::Ref(a) | Producer::Refs(a) => {
+                        format!("reference to {}", self.plan.aliases[*a])
+                    }
+                    _ => String::new(),
+                };
+            }
+        };
+        match frame.seg {
+            Some(si) => format!("{from} (segment #{})", si + 1),
+            None => from,
+        }
+    }
+
+    /// Start collecting the trace rows of a new object.
+    #[inline]
+    fn trace_open(&mut self) {
+        if let Some(t) = self.trace.as_mut() {
+            t.frames.push(Vec::new());
+        }
+    }
+
+    /// The rows of the object being finished belong to resource `name`.
+    fn trace_close(&mut self, name: &str) {
+        if let Some(t) = self.trace.as_mut()
+            && let Some(rows) = t.frames.pop()
+        {
+            t.rows
+                .extend(rows.into_iter().map(|(path, source, rule)| TraceRow {
+                    resource: name.to_string(),
+                    path,
+                    source,
+                    rule,
+                }));
+        }
     }
 
     /// Mark consumed what `src` selects for the items a condition accepted (`accepted`: their
@@ -1550,7 +1780,16 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     ) -> Result<Option<Produced>, Missing> {
         // Sized for every rule writing a key of its own: no regrowth (and rehash) while filling.
         let mut obj = Map::with_capacity(rules.len().min(16));
-        self.run_rules(rules, frame, &mut obj)?;
+        if self.trace.is_none() {
+            self.run_rules(rules, frame, &mut obj)?;
+        } else {
+            self.trace_open();
+            let built = self.run_rules(rules, frame, &mut obj);
+            if let Some(t) = self.trace.as_mut() {
+                t.pending = t.frames.pop();
+            }
+            built?;
+        }
         Ok((!obj.is_empty()).then(|| Produced {
             value: Value::Object(obj),
             choice: None,
@@ -1655,8 +1894,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let mut obj = Map::new();
                 obj.insert("resourceType".into(), Value::String(rtype.clone()));
                 let mut body = Map::new();
-                self.run_rules(&self.map_plan(*map).rules, frame, &mut body)?;
-                self.run_rules(rules, frame, &mut body)?;
+                self.trace_open();
+                let built = self
+                    .run_rules(&self.map_plan(*map).rules, frame, &mut body)
+                    .and_then(|()| self.run_rules(rules, frame, &mut body));
+                let rows = self.trace.as_mut().and_then(|t| t.frames.pop());
+                built?;
                 if body.is_empty() {
                     return Ok(None);
                 }
@@ -1682,6 +1925,15 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 obj.insert("id".into(), Value::String(id.clone()));
                 obj.extend(body);
                 let full = format!("{rtype}/{id}");
+                if let (Some(t), Some(rows)) = (self.trace.as_mut(), rows) {
+                    t.rows
+                        .extend(rows.into_iter().map(|(path, source, rule)| TraceRow {
+                            resource: full.clone(),
+                            path,
+                            source,
+                            rule,
+                        }));
+                }
                 match self.extra_ids.get(&full) {
                     None => {
                         self.extra_ids.insert(full.clone(), self.extra.len());
@@ -1885,7 +2137,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             inst: usize::MAX,
         };
         let rules = &self.map_plan(id).rules;
-        if let Err(Missing(what)) = self.run_rules(rules, &frame, &mut obj) {
+        self.trace_open();
+        let built = self.run_rules(rules, &frame, &mut obj);
+        self.trace_close("MessageHeader");
+        if let Err(Missing(what)) = built {
             self.issues.push(Issue {
                 severity: Severity::Error,
                 code: "required",
@@ -2153,7 +2408,48 @@ fn empty_value<'a>() -> V2<'a> {
 
 /// Write `v` at `steps` inside `obj`. Empty values are never written; `[+]` elements that end
 /// up empty are removed.
+#[inline]
 pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Option<&str>) {
+    write_rec(obj, steps, v, choice, &mut NoPath);
+}
+
+/// Where a write went, for the trace: `name[0].family`.
+trait PathRec {
+    fn key(&mut self, key: &str);
+    fn index(&mut self, i: usize);
+}
+
+/// No path recorded (the usual case: not tracing).
+struct NoPath;
+
+impl PathRec for NoPath {
+    #[inline(always)]
+    fn key(&mut self, _: &str) {}
+    #[inline(always)]
+    fn index(&mut self, _: usize) {}
+}
+
+impl PathRec for String {
+    fn key(&mut self, key: &str) {
+        if !self.is_empty() {
+            self.push('.');
+        }
+        self.push_str(key);
+    }
+    fn index(&mut self, i: usize) {
+        use std::fmt::Write as _;
+        let _ = write!(self, "[{i}]");
+    }
+}
+
+/// [`write`], telling `path` where the value went.
+fn write_rec<P: PathRec>(
+    obj: &mut Map<String, Value>,
+    steps: &[Step],
+    v: Value,
+    choice: Option<&str>,
+    path: &mut P,
+) {
     if is_empty_json(&v) {
         return;
     }
@@ -2165,6 +2461,7 @@ pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Opt
         (Mode::Choice, None) => Cow::Owned(format!("{}String", step.key)),
         _ => Cow::Borrowed(&step.key),
     };
+    path.key(&key);
     if rest.is_empty() && matches!(step.mode, Mode::Plain | Mode::Choice) {
         // One lookup: `insert` replaces a value in place (its position is kept).
         obj.insert(key.into_owned(), v);
@@ -2181,11 +2478,11 @@ pub fn write(obj: &mut Map<String, Value>, steps: &[Step], v: Value, choice: Opt
     });
     let now_empty = match (slot, step.mode) {
         (Value::Object(c), Mode::Plain | Mode::Choice) => {
-            write(c, rest, v, choice);
+            write_rec(c, rest, v, choice, path);
             c.is_empty()
         }
         (Value::Array(a), Mode::Append | Mode::Last | Mode::Index(_)) => {
-            write_list(a, step.mode, rest, v, choice);
+            write_list(a, step.mode, rest, v, choice, path);
             a.is_empty()
         }
         _ => false,
@@ -2206,18 +2503,42 @@ fn holds_reference(v: &Value) -> bool {
 }
 
 /// Write into list `a` as `mode` says; `rest` continues inside the addressed element.
-fn write_list(a: &mut Vec<Value>, mode: Mode, rest: &[Step], v: Value, choice: Option<&str>) {
+fn write_list<P: PathRec>(
+    a: &mut Vec<Value>,
+    mode: Mode,
+    rest: &[Step],
+    v: Value,
+    choice: Option<&str>,
+    path: &mut P,
+) {
     if rest.is_empty() {
         match mode {
             // The same resource named twice (a practitioner in two ROL segments) is one entry.
-            Mode::Append if holds_reference(&v) && a.contains(&v) => {}
-            Mode::Append => a.push(v),
+            Mode::Append if holds_reference(&v) && a.contains(&v) => {
+                path.index(a.iter().position(|x| *x == v).unwrap_or(0));
+            }
+            Mode::Append => {
+                path.index(a.len());
+                a.push(v);
+            }
             Mode::Last => match a.last_mut() {
-                Some(last) => *last = v,
-                None => a.push(v),
+                Some(last) => {
+                    *last = v;
+                    path.index(a.len() - 1);
+                }
+                None => {
+                    path.index(0);
+                    a.push(v);
+                }
             },
-            Mode::Index(n) if n < a.len() => a[n] = v,
-            Mode::Index(n) if n == a.len() => a.push(v),
+            Mode::Index(n) if n < a.len() => {
+                path.index(n);
+                a[n] = v;
+            }
+            Mode::Index(n) if n == a.len() => {
+                path.index(n);
+                a.push(v);
+            }
             _ => {}
         }
         return;
@@ -2244,8 +2565,9 @@ fn write_list(a: &mut Vec<Value>, mode: Mode, rest: &[Step], v: Value, choice: O
         }
         _ => return,
     };
+    path.index(idx);
     if let Some(Value::Object(c)) = a.get_mut(idx) {
-        write(c, rest, v, choice);
+        write_rec(c, rest, v, choice, path);
     }
     if a.get(idx).is_some_and(is_empty_json) {
         a.remove(idx);
