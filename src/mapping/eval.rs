@@ -226,6 +226,10 @@ struct Inst<'g> {
     id: String,
 }
 
+/// Counters that number records within a message, like Set IDs, and are not data: RXA-1 and
+/// RXA-2 (give and administration sub-ID counters, `0` and `1` in every immunization message).
+const COUNTERS: &[(&str, usize)] = &[("RXA", 1), ("RXA", 2)];
+
 /// Segments whose field 1 is a Set ID (HL7 v2.5.1–2.9): a counter within the message, not data.
 const SET_ID_FIRST: &[&str] = &[
     "AFF", "AIG", "AIL", "AIP", "AIS", "AL1", "ARV", "CER", "CON", "DB1", "DG1", "EDU", "FT1",
@@ -2057,7 +2061,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     }
 
     /// Segments and fields no rule consumed. A Set ID (field 1 of the segments in
-    /// [`SET_ID_FIRST`]) only numbers the segment within its message and is not reported.
+    /// [`SET_ID_FIRST`]) only numbers the segment within its message and is not reported, nor
+    /// are the other [`COUNTERS`].
     fn loss_report(&mut self) {
         for &(dup, first) in &self.repeats {
             if let Some(used) = self.consumed.get(first).cloned()
@@ -2070,9 +2075,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             let i = seg.index();
             let used = &self.consumed[i];
             let set_id = SET_ID_FIRST.contains(&seg.id());
+            let counter = |n: usize| COUNTERS.iter().any(|&(s, f)| s == seg.id() && f == n);
             let valued: Vec<usize> = seg
                 .fields()
-                .filter(|(n, v)| v.is_valued() && !(set_id && *n == 1))
+                .filter(|(n, v)| v.is_valued() && !(set_id && *n == 1) && !counter(*n))
                 .map(|(n, _)| n)
                 .collect();
             if valued.is_empty() {
