@@ -37,10 +37,29 @@ pub fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
     Some(cur)
 }
 
+/// ` (written by RULE from SOURCE)` for the element at `path` of `resource`, from the trace of
+/// conversion `c`; empty when no rule wrote it.
+fn written_by(c: &eval::Conversion, resource: &Value, path: &str) -> String {
+    let name = format!(
+        "{}/{}",
+        resource["resourceType"].as_str().unwrap_or(""),
+        resource["id"].as_str().unwrap_or("")
+    );
+    c.trace
+        .iter()
+        .find(|row| row.resource == name && row.path == path)
+        .map(|row| format!(" (written by {} from {})", row.rule, row.source))
+        .unwrap_or_default()
+}
+
 /// Run every message map's tests; input paths are relative to `base` (the mapping set's parent).
 pub fn run_all(plan: &Plan, base: &Path) -> Report {
     let mut r = Report::default();
-    let opts = ConvertOptions::default();
+    // Traced, so that a wrong value names the rule that wrote it.
+    let opts = ConvertOptions {
+        trace: true,
+        ..ConvertOptions::default()
+    };
     for mp in &plan.messages {
         for t in &mp.tests {
             let path = base.join(&t.input);
@@ -98,10 +117,11 @@ pub fn run_all(plan: &Plan, base: &Path) -> Report {
                                         None
                                     }
                                     other => Some(format!(
-                                        "{}.{}: expected {want}, got {}",
+                                        "{}.{}: expected {want}, got {}{}",
                                         e.resource,
                                         e.path,
-                                        other.map(|g| g.to_string()).unwrap_or("nothing".into())
+                                        other.map(|g| g.to_string()).unwrap_or("nothing".into()),
+                                        written_by(&c, res, &e.path)
                                     )),
                                 }
                             } else {
@@ -131,4 +151,31 @@ pub fn run_all(plan: &Plan, base: &Path) -> Report {
         }
     }
     r
+}
+
+#[cfg(test)]
+mod written_by_tests {
+    use super::*;
+
+    /// A failed expectation names the rule that wrote the element, from the conversion's trace.
+    #[test]
+    fn names_the_rule_behind_an_element() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let plan = crate::mapping::load::load_dir(&root.join("mappings")).expect("mappings load");
+        let bytes = std::fs::read(root.join("tests/golden/adt_a01.hl7")).expect("golden input");
+        let parsed = crate::v2::parse(&bytes).expect("parse");
+        let opts = ConvertOptions {
+            trace: true,
+            ..ConvertOptions::default()
+        };
+        let c = eval::convert(&plan, &parsed.messages[0], &opts);
+        let patient = c.resources_of("patient")[0];
+        let said = written_by(&c, patient, "birthDate");
+        assert!(
+            said.starts_with(" (written by birth-date (mappings/segments/PID-Patient.yaml:")
+                && said.ends_with(" from PID-7 (segment #3))"),
+            "{said}"
+        );
+        assert_eq!(written_by(&c, patient, "photo"), "");
+    }
 }
