@@ -79,6 +79,26 @@ fn check(bytes: &[u8]) {
                 "emitted an invalid resource: {problems:?}"
             );
         }
+        // Tracing changes nothing in the output, and names only emitted resources.
+        let traced = eval::convert(
+            plan(),
+            m,
+            &ConvertOptions {
+                trace: true,
+                ..ConvertOptions::default()
+            },
+        );
+        assert_eq!(
+            traced.bundle.as_ref(),
+            Some(b),
+            "tracing changed the Bundle"
+        );
+        for row in &traced.trace {
+            assert!(
+                ids.contains(&row.resource),
+                "trace row of no resource: {row:?}"
+            );
+        }
         let mut stack: Vec<&Value> = vec![b];
         while let Some(v) = stack.pop() {
             match v {
