@@ -178,11 +178,11 @@ fn null_is_distinct_from_empty() {
 /// be sent or left out, so `^^^` is as empty as an absent field (a referring doctor sent as
 /// `^^^^^` is no participant). Three encoding characters (no subcomponent separator) too.
 #[test]
-fn separators_alone_are_not_a_value() {
+fn separators_and_blanks_alone_are_not_a_value() {
     for (msh2, input_pid, cases) in [
         (
             "^~\\&",
-            "PID|1||^^^|~|&|^&~|A^^|^B|\"\"",
+            "PID|1||^^^|~|&|^&~|A^^|^B|\"\"| | ^ |A B",
             &[
                 (3, false),
                 (4, false),
@@ -191,6 +191,10 @@ fn separators_alone_are_not_a_value() {
                 (7, true),
                 (8, true),
                 (9, false),
+                // Blanks alone carry no data either; a blank inside a value is part of it.
+                (10, false),
+                (11, false),
+                (12, true),
             ][..],
         ),
         (

@@ -157,9 +157,9 @@ impl<'a> Value<'a> {
         self.bytes == b"\"\""
     }
 
-    /// True when the value is neither empty nor null: it holds something besides separators
-    /// (`^^^` or `~` alone is as empty as nothing: HL7 v2 lets trailing separators be sent or
-    /// left out).
+    /// True when the value is neither empty nor null: it holds something besides separators and
+    /// blanks (`^^^`, `~` or ` ` alone is as empty as nothing: HL7 v2 lets trailing separators be
+    /// sent or left out, and a field of spaces carries no data).
     pub fn is_valued(&self) -> bool {
         if self.is_empty() || self.is_null() {
             return false;
@@ -169,9 +169,10 @@ impl<'a> Value<'a> {
         }
         let d = &self.delims;
         let sub = d.subcomponent.unwrap_or(d.component);
+        // Separators and blanks alone carry no data (`^^^`, `PID|1|| |…`).
         self.bytes
             .iter()
-            .any(|&b| b != d.component && b != d.repetition && b != sub)
+            .any(|&b| b != d.component && b != d.repetition && b != sub && !b.is_ascii_whitespace())
     }
 
     fn child_delim(&self) -> Option<u8> {
