@@ -211,6 +211,7 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
             plain(Value::String(w), "String")
         }
         Func::TextAttachment => text_attachment(&text()),
+        Func::Narrative => narrative(&text()),
     };
     Ok(Some(out))
 }
@@ -236,6 +237,28 @@ pub fn apply_str(f: Func, text: &str) -> Result<Option<Produced>, String> {
         Func::TextAttachment => text_attachment(text),
         _ => return Err(format!("fn {f:?} cannot apply to joined text")),
     }))
+}
+
+/// A Narrative holding `text` (escaped for XHTML, line breaks as `<br/>`), marked `additional`:
+/// it says more than the structured elements do.
+fn narrative(text: &str) -> Produced {
+    let mut div = String::from("<div xmlns=\"http://www.w3.org/1999/xhtml\">");
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            div.push_str("<br/>");
+        }
+        for c in line.chars() {
+            match c {
+                '<' => div.push_str("&lt;"),
+                '>' => div.push_str("&gt;"),
+                '&' => div.push_str("&amp;"),
+                '"' => div.push_str("&quot;"),
+                c => div.push(c),
+            }
+        }
+    }
+    div.push_str("</div>");
+    plain(json!({ "status": "additional", "div": div }), "Narrative")
 }
 
 fn text_attachment(text: &str) -> Produced {
@@ -524,6 +547,14 @@ mod tests {
             (Func::ComparedDecimal, "5.0 H", None),
             (Func::ComparedDecimal, "12,5", None),
             (Func::ComparedDecimal, "<>5", None),
+            (
+                Func::Narrative,
+                "Chest pain <2h & fever",
+                Some(json!({
+                    "status": "additional",
+                    "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Chest pain &lt;2h &amp; fever</div>"
+                })),
+            ),
         ];
         for (f, input, want) in cases {
             let got = run(*f, input);

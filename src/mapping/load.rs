@@ -1507,7 +1507,10 @@ fn compile_rule(
     } else if let Some(f) = &r.func {
         let func = Func::from_name(f)?;
         if let Some(t) = &elem_ty {
-            let object_fn = matches!(func, Func::Sn | Func::Attachment | Func::TextAttachment);
+            let object_fn = matches!(
+                func,
+                Func::Sn | Func::Attachment | Func::TextAttachment | Func::Narrative
+            );
             if t != "*" && !object_fn && !is_primitive(t) {
                 ctx.err(
                     file,

@@ -174,6 +174,8 @@ pub enum Func {
     Comparator,
     /// The number of a value that may start with a comparator (`<5` → 5, `7.0` → 7.0).
     ComparedDecimal,
+    /// Text → a Narrative (`status` additional, the text escaped in an XHTML `div`).
+    Narrative,
     /// Integer.
     Integer,
     /// Integer > 0.
@@ -226,6 +228,7 @@ impl Func {
             "text_attachment" => Func::TextAttachment,
             "comparator" => Func::Comparator,
             "compared_decimal" => Func::ComparedDecimal,
+            "narrative" => Func::Narrative,
             _ => return None,
         })
     }
