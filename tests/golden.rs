@@ -2694,20 +2694,6 @@ fn protection_indicators_label_the_patient_and_the_visit() {
     );
 }
 
-/// The element a trace path (`name[0].given[1]`, `valueQuantity.value`) names in `v`.
-fn at_path<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
-    let mut cur = v;
-    for part in path.split('.') {
-        let (key, mut rest) = part.split_once('[').map_or((part, ""), |(k, r)| (k, r));
-        cur = cur.get(key)?;
-        while let Some((n, after)) = rest.split_once(']') {
-            cur = cur.get(n.parse::<usize>().ok()?)?;
-            rest = after.strip_prefix('[').unwrap_or(after);
-        }
-    }
-    Some(cur)
-}
-
 /// With `trace`, every element a rule wrote is listed with the resource, its path, what the
 /// rules read (outermost first, with the segment occurrence) and the rule (`name (file:line:col)`);
 /// each row points at an element the emitted Bundle has. Tracing changes nothing in the output,
@@ -2747,7 +2733,10 @@ fn trace_names_the_rule_and_source_of_each_element() {
     assert!(traced.trace.len() > 100, "{}", traced.trace.len());
     for row in &traced.trace {
         let r = by_name(&row.resource).unwrap_or_else(|| panic!("{row:?}: no such resource"));
-        assert!(at_path(r, &row.path).is_some(), "{row:?}: no such element");
+        assert!(
+            v2fhir::mapping::tests::lookup(r, &row.path).is_some(),
+            "{row:?}: no such element"
+        );
         assert!(
             row.rule.contains("mappings/") && row.rule.contains(".yaml:"),
             "{row:?}"

@@ -312,7 +312,7 @@ fn consumes_names_fields_of_the_items_segment() {
 }
 
 /// `matches` takes one path and a regular expression that compiles; `in_vocab` one path and a
-/// vocabulary that exists. Each mistake is an error at the rule's line.
+/// vocabulary that exists; `converts` one path and a function that exists. Each mistake is an error at the rule's line.
 #[test]
 fn matches_and_in_vocab_conditions_are_checked() {
     let e = errors(&[
@@ -322,7 +322,7 @@ fn matches_and_in_vocab_conditions_are_checked() {
         ),
         (
             "m/segments/OBX.yaml",
-            "kind: segment\nmap: \"OBX[Observation]\"\nrules:\n  - { name: a, from: OBX-5, to: valueString, when: { matches: { \"OBX-5\": '^[<>]' } } }\n  - { name: b, from: OBX-5, to: valueString, when: { matches: { \"OBX-5\": '^[<>' } } }\n  - { name: c, from: OBX-5, to: valueString, when: { in_vocab: { \"OBX-11\": ObservationStatus } } }\n  - { name: d, from: OBX-5, to: valueString, when: { in_vocab: { \"OBX-11\": NoSuchVocab } } }\n",
+            "kind: segment\nmap: \"OBX[Observation]\"\nrules:\n  - { name: a, from: OBX-5, to: valueString, when: { matches: { \"OBX-5\": '^[<>]' } } }\n  - { name: b, from: OBX-5, to: valueString, when: { matches: { \"OBX-5\": '^[<>' } } }\n  - { name: c, from: OBX-5, to: valueString, when: { in_vocab: { \"OBX-11\": ObservationStatus } } }\n  - { name: d, from: OBX-5, to: valueString, when: { in_vocab: { \"OBX-11\": NoSuchVocab } } }\n  - { name: e, from: OBX-5, to: valueString, when: { converts: { \"OBX-5\": compared_decimal } } }\n  - { name: f, from: OBX-5, to: valueString, when: { converts: { \"OBX-5\": no_such_fn } } }\n",
         ),
     ]);
     assert!(!e.iter().any(|x| x.contains("OBX.yaml:4:")), "{e:#?}");
@@ -337,6 +337,12 @@ fn matches_and_in_vocab_conditions_are_checked() {
             "m/segments/OBX.yaml:7:",
             "no vocabulary named NoSuchVocab"
         ),
+        "{e:#?}"
+    );
+    // `converts` names a function that exists.
+    assert!(!e.iter().any(|x| x.contains("OBX.yaml:8:")), "{e:#?}");
+    assert!(
+        has_error(&e, "m/segments/OBX.yaml:9:", "no function named no_such_fn"),
         "{e:#?}"
     );
 }

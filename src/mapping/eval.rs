@@ -230,6 +230,11 @@ struct Inst<'g> {
 /// RXA-2 (give and administration sub-ID counters, `0` and `1` in every immunization message).
 const COUNTERS: &[(&str, usize)] = &[("RXA", 1), ("RXA", 2)];
 
+/// Is field `n` of segment `seg` a counter (a Set ID or one of [`COUNTERS`]), never reported lost?
+fn is_counter(seg: &str, n: usize) -> bool {
+    (n == 1 && SET_ID_FIRST.contains(&seg)) || COUNTERS.iter().any(|&(s, f)| s == seg && f == n)
+}
+
 /// Segments whose field 1 is a Set ID (HL7 v2.5.1–2.9): a counter within the message, not data.
 const SET_ID_FIRST: &[&str] = &[
     "AFF", "AIG", "AIL", "AIP", "AIS", "AL1", "ARV", "CER", "CON", "DB1", "DG1", "EDU", "FT1",
@@ -1236,6 +1241,21 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
             Cond::Valued(src) => self.valued(src, frame),
             Cond::Matches(src, re) => re.is_match(&self.first_text(src, frame, false)),
+            Cond::Converts(src, f) => {
+                let v = if src.iterates() {
+                    self.resolve(src, frame, false)
+                        .into_iter()
+                        .find(|v| v.is_valued())
+                } else {
+                    self.resolve_one(src, frame, false)
+                };
+                v.is_some_and(|v| {
+                    matches!(
+                        functions::apply(*f, &v, &self.opts.default_zone),
+                        Ok(Some(_))
+                    )
+                })
+            }
             Cond::InVocab(src, vid) => {
                 let t = self.first_text(src, frame, false);
                 let code = functions::fhir_string(&t);
@@ -1428,10 +1448,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     for (_, members) in groups {
                         let mut obj = Map::new();
                         self.trace_open();
-                        let own = self.source_of(r, frame);
-                        if let Some(t) = self.trace.as_mut() {
-                            t.sources.push(own);
-                        }
+                        self.trace_enter(r, frame);
                         let mut built = Ok(());
                         for &item in &members {
                             let (sub, gated_out) = item_frame(frame, item);
@@ -1441,8 +1458,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         }
                         if let Some(t) = self.trace.as_mut() {
                             t.pending = t.frames.pop();
-                            t.sources.pop();
                         }
+                        self.trace_leave();
                         built?;
                         // A builder consumes the items of the objects it built.
                         if !obj.is_empty() {
@@ -1638,15 +1655,27 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         ) {
             return self.produce(r, frame);
         }
-        let own = self.source_of(r, frame);
-        if let Some(t) = self.trace.as_mut() {
-            t.sources.push(own);
-        }
+        self.trace_enter(r, frame);
         let p = self.produce(r, frame);
+        self.trace_leave();
+        p
+    }
+
+    /// When tracing: what building rule `r` read starts the sources of its rules' rows.
+    fn trace_enter(&mut self, r: &RulePlan, frame: &Frame<'g, 'a>) {
+        if self.trace.is_some() {
+            let own = self.source_of(r, frame);
+            if let Some(t) = self.trace.as_mut() {
+                t.sources.push(own);
+            }
+        }
+    }
+
+    /// The end of [`Ev::trace_enter`]'s building rule.
+    fn trace_leave(&mut self) {
         if let Some(t) = self.trace.as_mut() {
             t.sources.pop();
         }
-        p
     }
 
     /// Write rule `r`'s value at its target; when tracing, record where it went and why. `built`:
@@ -2062,7 +2091,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
 
     /// Segments and fields no rule consumed. A Set ID (field 1 of the segments in
     /// [`SET_ID_FIRST`]) only numbers the segment within its message and is not reported, nor
-    /// are the other [`COUNTERS`].
+    /// are the other [`COUNTERS`] ([`is_counter`]).
     fn loss_report(&mut self) {
         for &(dup, first) in &self.repeats {
             if let Some(used) = self.consumed.get(first).cloned()
@@ -2074,11 +2103,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         for seg in self.msg.segments() {
             let i = seg.index();
             let used = &self.consumed[i];
-            let set_id = SET_ID_FIRST.contains(&seg.id());
-            let counter = |n: usize| COUNTERS.iter().any(|&(s, f)| s == seg.id() && f == n);
             let valued: Vec<usize> = seg
                 .fields()
-                .filter(|(n, v)| v.is_valued() && !(set_id && *n == 1) && !counter(*n))
+                .filter(|(n, v)| v.is_valued() && !is_counter(seg.id(), *n))
                 .map(|(n, _)| n)
                 .collect();
             if valued.is_empty() {

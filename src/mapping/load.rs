@@ -406,24 +406,29 @@ fn parse_cond(v: &Value, vocabs: &HashMap<String, VocabId>) -> Result<Cond, Stri
         "any" => Cond::Any(list(val)?),
         "not" => Cond::Not(Box::new(parse_cond(val, vocabs)?)),
         "in_vocab" => {
-            let (p, name) = val
-                .as_object()
-                .filter(|o| o.len() == 1)
-                .and_then(|o| o.iter().next())
-                .and_then(|(p, n)| Some((p, n.as_str()?)))
-                .ok_or("'in_vocab' takes one path and a vocabulary name: { in_vocab: { \"PV1-2.1\": EncounterClass } }")?;
+            let (p, name) = path_and_text(
+                val,
+                "'in_vocab' takes one path and a vocabulary name: { in_vocab: { \"PV1-2.1\": EncounterClass } }",
+            )?;
             let id = *vocabs.get(name).ok_or(format!(
                 "'in_vocab' {p}: no vocabulary named {name} (mappings/vocab/{name}.csv)"
             ))?;
             Cond::InVocab(parse_src(p)?, id)
         }
+        "converts" => {
+            let (p, f) = path_and_text(
+                val,
+                "'converts' takes one path and a function name: { converts: { \"OBX-5\": compared_decimal } }",
+            )?;
+            let func =
+                Func::from_name(f).ok_or(format!("'converts' {p}: no function named {f}"))?;
+            Cond::Converts(parse_src(p)?, func)
+        }
         "matches" => {
-            let (p, re) = val
-                .as_object()
-                .filter(|o| o.len() == 1)
-                .and_then(|o| o.iter().next())
-                .and_then(|(p, re)| Some((p, re.as_str()?)))
-                .ok_or("'matches' takes one path and its regular expression: { matches: { \"OBX-5\": \"^[<>]\" } }")?;
+            let (p, re) = path_and_text(
+                val,
+                "'matches' takes one path and its regular expression: { matches: { \"OBX-5\": \"^[<>]\" } }",
+            )?;
             let re = regex::Regex::new(re)
                 .map_err(|e| format!("'matches' {p}: not a regular expression: {e}"))?;
             Cond::Matches(parse_src(p)?, re)
@@ -443,13 +448,24 @@ fn parse_cond(v: &Value, vocabs: &HashMap<String, VocabId>) -> Result<Cond, Stri
     })
 }
 
+/// The one `PATH: text` pair of a condition such as `{ matches: { PATH: regex } }`; `usage`
+/// (what the condition takes, with an example) when `val` is anything else.
+fn path_and_text<'v>(val: &'v Value, usage: &str) -> Result<(&'v str, &'v str), String> {
+    val.as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next())
+        .and_then(|(p, t)| Some((p.as_str(), t.as_str()?)))
+        .ok_or_else(|| usage.to_string())
+}
+
 fn cond_paths<'c>(c: &'c Cond, out: &mut Vec<&'c Src>) {
     match c {
         Cond::In(s, _)
         | Cond::Valued(s)
         | Cond::NotValued(s)
         | Cond::Matches(s, _)
-        | Cond::InVocab(s, _) => out.push(s),
+        | Cond::InVocab(s, _)
+        | Cond::Converts(s, _) => out.push(s),
         Cond::All(v) | Cond::Any(v) => v.iter().for_each(|c| cond_paths(c, out)),
         Cond::Not(c) => cond_paths(c, out),
     }

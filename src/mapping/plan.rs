@@ -146,6 +146,10 @@ pub enum Cond {
     /// The value (decoded text) is a source code of this vocabulary: a rule can keep a code the
     /// vocabulary does not translate as the sender's own.
     InVocab(Src, VocabId),
+    /// The value is one this function converts (`compared_decimal`: a number, possibly after a
+    /// comparator): the rule that applies the function and the one that keeps the text otherwise
+    /// agree by construction.
+    Converts(Src, Func),
     /// All hold.
     All(Vec<Cond>),
     /// Any holds.
