@@ -2779,3 +2779,50 @@ fn trace_names_the_rule_and_source_of_each_element() {
     // The header's mapped elements carry the MessageHeader's id.
     assert!(row("MessageHeader", "sender").source.starts_with("MSH-4"));
 }
+
+/// Coding-system names (CWE.3, HL7 table 0396, and the PHIN VADS names public-health feeds send)
+/// become the FHIR system URI; a name no vocabulary entry knows leaves the coding without a system
+/// and is reported.
+#[test]
+fn coding_system_names_become_system_uris() {
+    let plan = plan();
+    let cases = [
+        ("LN", Some("http://loinc.org")),
+        ("PH_SNOMED-CT", Some("http://snomed.info/sct")),
+        ("FIPS5_2", Some("urn:oid:2.16.840.1.113883.6.92")),
+        ("FIPS6_4", Some("urn:oid:2.16.840.1.113883.6.93")),
+        (
+            "PH_YesNo_HL7_2x",
+            Some("http://terminology.hl7.org/CodeSystem/v2-0136"),
+        ),
+        (
+            "NULLFL",
+            Some("http://terminology.hl7.org/CodeSystem/v3-NullFlavor"),
+        ),
+        ("DCM", Some("http://dicom.nema.org/resources/ontology/DCM")),
+        ("NOT-A-SYSTEM", None),
+    ];
+    for (name, want) in cases {
+        let msg = format!(
+            "MSH|^~\\&|LAB|FAC|EHR|FAC|20240315143000-0500||ORU^R01^ORU_R01|CS-{name}|P|2.5.1\r\
+             PID|1||MRN1^^^FAC^MR||DOE^JANE\r\
+             OBR|1|P1|F1|68991-9^Epidemiologic Information^LN\r\
+             OBX|1|CWE|77966-0^Reporting State^LN||25^Massachusetts^{name}||||||F\r"
+        );
+        let got = convert_text(&plan, &msg);
+        let obs = resource(&got["bundle"], "Observation");
+        let coding = &obs[0]["valueCodeableConcept"]["coding"][0];
+        assert_eq!(coding["code"], "25", "{name}");
+        assert_eq!(coding["system"].as_str(), want, "{name}");
+        let reported = got["outcome"]["issue"]
+            .as_array()
+            .expect("issues")
+            .iter()
+            .any(|i| {
+                i["diagnostics"].as_str().is_some_and(|d| {
+                    d.contains(&format!("'{name}' has no entry in vocabulary CodingSystem"))
+                })
+            });
+        assert_eq!(reported, want.is_none(), "{name}: reported as unknown");
+    }
+}
