@@ -1219,8 +1219,9 @@ fn the_event_facility_is_the_provenance_location() {
 }
 
 /// The first SFT names the sending software (IG SFT[MessageHeader]): SFT-3 is
-/// `MessageHeader.source.software`, SFT-2 its version; the rest of it (vendor, binary id, product
-/// information, install date) and any further SFT stay in the loss report.
+/// `MessageHeader.source.software`, SFT-2 its version; the rest of it (vendor, binary id, install
+/// date) and any further SFT are Devices (IG SFT[Device], see
+/// `sending_software_is_a_provenance_entity`), no longer in the loss report.
 #[test]
 fn the_sending_software_is_the_message_headers_source() {
     let plan = plan();
@@ -1238,12 +1239,11 @@ fn the_sending_software_is_the_message_headers_source() {
     assert_eq!(source["software"], "AcmeADT", "{source}");
     assert_eq!(source["version"], "4.2.1", "{source}");
     let outcome = got["outcome"].to_string();
-    assert!(outcome.contains("SFT-1, SFT-4, SFT-6"), "{outcome}");
-    assert!(
-        outcome.contains("segment SFT was not mapped"),
-        "the second SFT: {outcome}"
-    );
-    assert!(!outcome.contains("SFT-3"), "{outcome}");
+    assert!(!outcome.contains("SFT"), "{outcome}");
+    let devices = resource(&got["bundle"], "Device");
+    assert_eq!(devices.len(), 2, "one Device per SFT");
+    assert_eq!(devices[0]["manufacturer"], "Acme Health");
+    assert_eq!(devices[0]["modelNumber"], "B-77");
 }
 
 /// An order whose control code (ORC-1) maps to no status and that sends no ORC-5 still has the
@@ -2825,4 +2825,46 @@ fn coding_system_names_become_system_uris() {
             });
         assert_eq!(reported, want.is_none(), "{name}: reported as unknown");
     }
+}
+
+/// The software of an SFT segment is a Device (IG SFT[Device]) that the Bundle's Provenance names
+/// as an entity: the first SFT the source, a later one (a system the message passed through) a
+/// derivation.
+#[test]
+fn sending_software_is_a_provenance_entity() {
+    let plan = plan();
+    let text = input("tests/golden/oru_r01_lab.hl7").replace(
+        "\rPID|",
+        "\rSFT|Relay Inc|2.0|RelayEngine|R2||20240201\rPID|",
+    );
+    let got = convert_text(&plan, &text);
+    let devices = resource(&got["bundle"], "Device");
+    let id_of = |name: &str| {
+        devices
+            .iter()
+            .find(|d| d["deviceName"][0]["name"] == name)
+            .and_then(|d| d["id"].as_str())
+            .map(|id| format!("Device/{id}"))
+            .unwrap_or_else(|| panic!("no Device {name}"))
+    };
+    let provenance = resource(&got["bundle"], "Provenance")
+        .into_iter()
+        .find(|p| p["agent"][0]["who"]["display"] == "v2fhir")
+        .expect("the conversion's Provenance");
+    let entities = provenance["entity"].as_array().expect("entities");
+    assert_eq!(entities.len(), 3, "the message and two software entities");
+    assert_eq!(entities[1]["role"], "source");
+    assert_eq!(entities[1]["what"]["reference"], id_of("AcmeLIS").as_str());
+    assert_eq!(entities[2]["role"], "derivation");
+    assert_eq!(
+        entities[2]["what"]["reference"],
+        id_of("RelayEngine").as_str()
+    );
+    // Nothing of either SFT is left in the loss report.
+    let lost = got["outcome"]["issue"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .any(|i| i["diagnostics"].as_str().is_some_and(|d| d.contains("SFT")));
+    assert!(!lost, "{}", got["outcome"]);
 }

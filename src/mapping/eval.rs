@@ -594,11 +594,13 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         .filter_map(|(pos, (i, _))| i.map(|i| (plan.aliases[ev.insts[i].alias].clone(), pos + 1)))
         .collect();
     let focus_count = resources.iter().filter(|(i, _)| i.is_some()).count();
+    let software = ev.software_entities(&resources);
     let bundle = ev.bundle(
         mp,
         resources.into_iter().map(|(_, v)| v).collect(),
         focus_count,
         header,
+        software,
     );
     let trace = ev
         .trace
@@ -2185,12 +2187,36 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         obj
     }
 
+    /// The Provenance entities of the software that sent or handled the message: each Device a
+    /// map built from an SFT segment (IG SFT[Device]) and emitted, the first SFT's the `source`,
+    /// later ones (systems the message passed through) `derivation`s.
+    fn software_entities(&self, resources: &[(Option<usize>, Value)]) -> Vec<Value> {
+        let mut devices: Vec<(usize, String)> = resources
+            .iter()
+            .filter_map(|(i, _)| {
+                let inst = self.insts.get((*i)?)?;
+                (inst.rtype == "Device" && self.msg.segment_id(inst.seg) == b"SFT")
+                    .then(|| (inst.seg, format!("Device/{}", inst.id)))
+            })
+            .collect();
+        devices.sort();
+        devices
+            .into_iter()
+            .enumerate()
+            .map(|(n, (_, reference))| {
+                let role = if n == 0 { "source" } else { "derivation" };
+                json!({"role": role, "what": {"reference": reference}})
+            })
+            .collect()
+    }
+
     fn bundle(
         &mut self,
         mp: &MessagePlan,
         resources: Vec<Value>,
         focus_count: usize,
         header: Map<String, Value>,
+        software: Vec<Value>,
     ) -> Value {
         let h = self.msg.header();
         let zone = &self.opts.default_zone;
@@ -2300,6 +2326,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let control_text = functions::fhir_string(control);
         if !control_text.is_empty() {
             prov["entity"][0]["what"]["identifier"] = json!({"value": control_text});
+        }
+        if let Some(entities) = prov["entity"].as_array_mut() {
+            entities.extend(software);
         }
         if ts.is_none() {
             prov["recorded"] = json!("1970-01-01T00:00:00Z");
