@@ -2868,3 +2868,183 @@ fn sending_software_is_a_provenance_entity() {
         .any(|i| i["diagnostics"].as_str().is_some_and(|d| d.contains("SFT")));
     assert!(!lost, "{}", got["outcome"]);
 }
+
+/// Codes translated as the IG's ConceptMaps have them, including the codes they map to nothing.
+#[test]
+fn codes_follow_the_igs_concept_maps() {
+    let plan = plan();
+    let adt = input("tests/golden/adt_a01.hl7")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    // Marital status (table 0002 → v3 MaritalStatus / NullFlavor).
+    for (v2, system, code) in [
+        (
+            "M",
+            "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus",
+            "M",
+        ),
+        (
+            "P",
+            "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus",
+            "T",
+        ),
+        (
+            "T",
+            "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+            "NAVU",
+        ),
+        (
+            "O",
+            "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+            "OTH",
+        ),
+        (
+            "U",
+            "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+            "UNK",
+        ),
+    ] {
+        let text = adt.replace("|M^Married^HL70002|", &format!("|{v2}^^HL70002|"));
+        let got = convert_text(&plan, &text);
+        let coding = &resource(&got["bundle"], "Patient")[0]["maritalStatus"]["coding"][0];
+        assert_eq!(
+            (coding["system"].as_str(), coding["code"].as_str()),
+            (Some(system), Some(code)),
+            "{v2}"
+        );
+    }
+    // Name type (table 0200 → name-use): MSK is anonymous; tribal (T) and unknown (U) names get no
+    // use (not `temp` or `usual`), and are not reported.
+    for (v2, want) in [
+        ("L", Some("official")),
+        ("MSK", Some("anonymous")),
+        ("T", None),
+        ("U", None),
+    ] {
+        let text = adt.replace(
+            "DOE^JANE^QUINN^^DR^^L~",
+            &format!("DOE^JANE^QUINN^^DR^^{v2}~"),
+        );
+        let got = convert_text(&plan, &text);
+        let name = &resource(&got["bundle"], "Patient")[0]["name"][0];
+        assert_eq!(name["family"], "DOE");
+        assert_eq!(name["use"].as_str(), want, "{v2}");
+        assert!(
+            !got["outcome"].to_string().contains("NameUse"),
+            "{v2}: {}",
+            got["outcome"]
+        );
+    }
+    // Patient class (table 0004): E, I, O, P are v3 ActCodes; the others stay table 0004 codes.
+    for (v2, system, code) in [
+        (
+            "I",
+            "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            "IMP",
+        ),
+        (
+            "E",
+            "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            "EMER",
+        ),
+        ("R", "http://terminology.hl7.org/CodeSystem/v2-0004", "R"),
+        ("B", "http://terminology.hl7.org/CodeSystem/v2-0004", "B"),
+    ] {
+        let text = adt.replace("PV1|1|I|", &format!("PV1|1|{v2}|"));
+        let got = convert_text(&plan, &text);
+        let class = &resource(&got["bundle"], "Encounter")[0]["class"];
+        assert_eq!(
+            (class["system"].as_str(), class["code"].as_str()),
+            (Some(system), Some(code)),
+            "{v2}"
+        );
+    }
+    // Relationship (table 0063): family roles are v3 RoleCodes; roles neither v3 nor table 0131
+    // has stay table 0063 codes (they were all table 0131 "other").
+    for (v2, system, code) in [
+        (
+            "SPO",
+            "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+            "SPS",
+        ),
+        (
+            "DOM",
+            "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+            "SIGOTHR",
+        ),
+        (
+            "CGV",
+            "http://terminology.hl7.org/CodeSystem/v2-0063",
+            "CGV",
+        ),
+        (
+            "GRD",
+            "http://terminology.hl7.org/CodeSystem/v2-0063",
+            "GRD",
+        ),
+    ] {
+        let text = adt.replace("|SPO^Spouse^HL70063|", &format!("|{v2}^^HL70063|"));
+        let got = convert_text(&plan, &text);
+        let person = resource(&got["bundle"], "RelatedPerson")
+            .into_iter()
+            .find(|p| p["name"][0]["family"] == "DOE" && p["name"][0]["given"][0] == "JOHN")
+            .expect("the next of kin");
+        let coding = &person["relationship"][0]["coding"][0];
+        assert_eq!(
+            (coding["system"].as_str(), coding["code"].as_str()),
+            (Some(system), Some(code)),
+            "{v2}"
+        );
+    }
+    // Allergen type (table 0127): an animal allergy is `biologic`; a miscellaneous one has no
+    // category (it was `medication`).
+    for (v2, want) in [
+        ("DA", Some("medication")),
+        ("AA", Some("biologic")),
+        ("MA", None),
+    ] {
+        let text = adt.replace("AL1|1|DA|", &format!("AL1|1|{v2}|"));
+        let got = convert_text(&plan, &text);
+        let allergy = &resource(&got["bundle"], "AllergyIntolerance")[0];
+        assert_eq!(allergy["category"][0].as_str(), want, "{v2}");
+        assert!(
+            !got["outcome"].to_string().contains("AllergyCategory"),
+            "{v2}"
+        );
+    }
+    // Result status (table 0123): Y and Z are errors (no order, no patient), not final reports.
+    let oru = input("tests/golden/oru_r01_lab.hl7");
+    let obr25 = |status: &str| {
+        let text = oru.replacen(
+            "20240315142500-0500|||F\r",
+            &format!("20240315142500-0500|||{status}\r"),
+            1,
+        );
+        let got = convert_text(&plan, &text);
+        let reports = resource(&got["bundle"], "DiagnosticReport");
+        let panel = reports
+            .iter()
+            .find(|r| r["result"].is_array())
+            .expect("the panel's report");
+        (
+            panel["status"].as_str().map(str::to_string),
+            got["outcome"].to_string(),
+        )
+    };
+    assert_eq!(obr25("F").0.as_deref(), Some("final"));
+    let (status, outcome) = obr25("Y");
+    assert_eq!(status.as_deref(), Some("unknown"));
+    assert!(
+        outcome.contains("'Y' has no entry in vocabulary DiagnosticReportStatus"),
+        "{outcome}"
+    );
+    // A document's status is its OBX-11, table 0085: A (amended) is `amended`, not table 0123's
+    // `partial` ("some results available").
+    let text = oru.replace("^Base64^JVBERi0xLjQK||||||F", "^Base64^JVBERi0xLjQK||||||A");
+    let got = convert_text(&plan, &text);
+    let document = resource(&got["bundle"], "DiagnosticReport")
+        .into_iter()
+        .find(|r| r["presentedForm"].is_array())
+        .expect("the document's report");
+    assert_eq!(document["status"], "amended");
+}
