@@ -3048,3 +3048,51 @@ fn codes_follow_the_igs_concept_maps() {
         .expect("the document's report");
     assert_eq!(document["status"], "amended");
 }
+
+/// A family name's parts (FN.2–FN.5) are FHIR's extensions on `family`, the assembly order
+/// (XPN.11) an extension of the name, and the name a person is called by (XPN.15) a second name
+/// of use nickname rather than an extra given name (IG XPN[HumanName], FN[HumanName]).
+#[test]
+fn family_name_parts_assembly_order_and_called_by() {
+    let plan = plan();
+    let adt = input("tests/golden/adt_a01.hl7")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let text = adt.replace(
+        "|DOE^JANE^QUINN^^DR^^L~SMITH^JANE^^^^^M|",
+        "|Berg&van der&Berg&de&Vries^Anna^^^^^L^^^^G^^^^Annie|",
+    );
+    let got = convert_text(&plan, &text);
+    let names = resource(&got["bundle"], "Patient")[0]["name"]
+        .as_array()
+        .expect("names")
+        .clone();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let official = &names[0];
+    assert_eq!(official["family"], "Berg");
+    assert_eq!(official["given"], json!(["Anna"]));
+    let ext = |url: &str| {
+        official["_family"]["extension"]
+            .as_array()
+            .expect("family extensions")
+            .iter()
+            .find(|e| {
+                e["url"] == format!("http://hl7.org/fhir/StructureDefinition/humanname-{url}")
+            })
+            .map(|e| e["valueString"].clone())
+    };
+    assert_eq!(ext("own-prefix"), Some(json!("van der")));
+    assert_eq!(ext("own-name"), Some(json!("Berg")));
+    assert_eq!(ext("partner-prefix"), Some(json!("de")));
+    assert_eq!(ext("partner-name"), Some(json!("Vries")));
+    assert_eq!(
+        official["extension"][0],
+        json!({"url": "http://hl7.org/fhir/StructureDefinition/humanname-assembly-order", "valueCode": "G"})
+    );
+    assert_eq!(names[1], json!({"given": ["Annie"], "use": "nickname"}));
+    assert!(
+        !got["outcome"].to_string().contains("PID-5"),
+        "{}",
+        got["outcome"]
+    );
+}
