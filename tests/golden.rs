@@ -55,6 +55,19 @@ fn golden_files() {
     );
 }
 
+/// The loss report's whole segments and whole fields (not the parts of mapped fields, listed as
+/// `component(s) not mapped`), as one text.
+fn lost_fields(outcome: &Value) -> String {
+    outcome["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["diagnostics"].as_str())
+        .filter(|d| d.starts_with("field(s) not mapped") || d.starts_with("segment "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn resource<'v>(bundle: &'v Value, rt: &str) -> Vec<&'v Value> {
     bundle["entry"]
         .as_array()
@@ -299,7 +312,7 @@ fn observation_producer_and_device() {
         ),
         "{o}"
     );
-    let lost = got["outcome"].to_string();
+    let lost = lost_fields(&got["outcome"]);
     assert!(
         !["OBX-15", "OBX-24", "OBX-25"]
             .iter()
@@ -1238,7 +1251,7 @@ fn the_sending_software_is_the_message_headers_source() {
     let source = &resource(&got["bundle"], "MessageHeader")[0]["source"];
     assert_eq!(source["software"], "AcmeADT", "{source}");
     assert_eq!(source["version"], "4.2.1", "{source}");
-    let outcome = got["outcome"].to_string();
+    let outcome = lost_fields(&got["outcome"]);
     assert!(!outcome.contains("SFT"), "{outcome}");
     let devices = resource(&got["bundle"], "Device");
     assert_eq!(devices.len(), 2, "one Device per SFT");
@@ -1278,7 +1291,7 @@ fn an_order_control_code_without_a_status_gives_unknown() {
 #[test]
 fn a_repeat_pattern_makes_the_order_time_a_timing() {
     let plan = plan();
-    let order = |tq1_6: &str| -> (Value, String) {
+    let order = |tq1_6: &str| -> (Value, Value) {
         let text = [
             "MSH|^~\\&|OE|HOSP|RIS|HOSP|20240401080000||OMG^O19^OMG_O19|OMG0002|P|2.5.1",
             "PID|1||MRN5^^^HOSP^MR||ROE^RITA||19700101|F",
@@ -1292,7 +1305,7 @@ fn a_repeat_pattern_makes_the_order_time_a_timing() {
             .first()
             .map(|r| (*r).clone())
             .unwrap_or(Value::Null);
-        (sr, got["outcome"].to_string())
+        (sr, got["outcome"].clone())
     };
     let (sr, outcome) = order("3^D&day&ISO");
     let timing = &sr["occurrenceTiming"];
@@ -1307,8 +1320,9 @@ fn a_repeat_pattern_makes_the_order_time_a_timing() {
         timing["repeat"]["boundsDuration"],
         json!({"value": 3, "code": "d", "unit": "d", "system": "http://unitsofmeasure.org"})
     );
-    assert!(!outcome.contains("TQ1-6"), "{outcome}");
+    assert!(!lost_fields(&outcome).contains("TQ1-6"), "{outcome}");
     let (sr, outcome) = order("3^fortnights");
+    let outcome = outcome.to_string();
     assert!(
         sr["occurrenceTiming"]["repeat"]
             .get("boundsDuration")
@@ -1522,10 +1536,19 @@ fn the_message_header_names_sender_receiver_and_language() {
     assert_eq!(mh["source"]["name"], "ADTAPP", "MSH-3 stays the name");
     assert_eq!(mh["destination"][0]["endpoint"], "urn:oid:2.16.840.1.1.25");
     assert_eq!(mh["language"], "en-US");
-    let outcome = got["outcome"].to_string();
+    let outcome = lost_fields(&got["outcome"]);
     for f in ["MSH-17", "MSH-19", "MSH-22", "MSH-24", "MSH-25"] {
         assert!(!outcome.contains(f), "{f} reported lost: {outcome}");
     }
+    // Of the network addresses only the universal id is the endpoint: the namespace and the id's
+    // type are listed as parts not mapped.
+    assert!(
+        got["outcome"]
+            .to_string()
+            .contains("component(s) not mapped: MSH-24.1, MSH-24.3, MSH-25.1, MSH-25.3"),
+        "{}",
+        got["outcome"]
+    );
     // MSH-23 says more than MSH-6: it is the receiver. Without MSH-5 the destination still has
     // the endpoint R4 requires.
     let got = msh(&[(5, ""), (23, "Receiving Org")]);
@@ -1592,7 +1615,8 @@ fn pharmacy_orders_are_medication_requests() {
     }
     assert_eq!(
         ordered["dosageInstruction"][0]["doseAndRate"][0]["doseRange"]["low"],
-        json!({"value": 2, "unit": "capsule"})
+        json!({"value": 2, "unit": "capsule", "code": "cap", "system": "http://unitsofmeasure.org"}),
+        "RXO-4: the text as unit, the code and its system (UCUM) as sent"
     );
     assert_eq!(
         ordered["substitution"]["allowedCodeableConcept"]["coding"][0]["code"],
@@ -1600,12 +1624,15 @@ fn pharmacy_orders_are_medication_requests() {
     );
     assert_eq!(
         ordered["dispenseRequest"]["quantity"],
-        json!({"value": 10, "unit": "capsule"})
+        json!({"value": 10, "unit": "capsule", "code": "cap", "system": "http://unitsofmeasure.org"})
     );
     let dose = &encoded["dosageInstruction"][0];
     assert_eq!(
         dose["doseAndRate"][0]["doseRange"],
-        json!({"low": {"value": 1, "unit": "capsule"}, "high": {"value": 2, "unit": "capsule"}})
+        json!({
+            "low": {"value": 1, "unit": "capsule", "code": "cap", "system": "http://unitsofmeasure.org"},
+            "high": {"value": 2, "unit": "capsule", "code": "cap", "system": "http://unitsofmeasure.org"}
+        })
     );
     assert_eq!(dose["text"], "Take with water\nFinish the course");
     // The encoded timing (TQ1 of TIMING_ENCODED, after RXE) is the encoded order's; the order's
@@ -1616,7 +1643,7 @@ fn pharmacy_orders_are_medication_requests() {
         "BID"
     );
     assert!(
-        !got["outcome"].to_string().contains("TQ1"),
+        !lost_fields(&got["outcome"]).contains("TQ1"),
         "{}",
         got["outcome"]
     );
@@ -1627,7 +1654,7 @@ fn pharmacy_orders_are_medication_requests() {
     assert_eq!(encoded["identifier"][1]["value"], "RX-55");
     assert_eq!(
         encoded["dispenseRequest"]["quantity"],
-        json!({"value": 20, "unit": "capsule"})
+        json!({"value": 20, "unit": "capsule", "code": "cap", "system": "http://unitsofmeasure.org"})
     );
     // A discontinued order (ORC-1 DC) is stopped; ORC-5 CA (cancelled) wins over ORC-1.
     let got = convert_text(&plan, &text.replace("ORC|NW|", "ORC|DC|"));
@@ -1695,7 +1722,10 @@ fn a_dispense_is_a_medication_dispense_of_its_prescription() {
         "Take with water"
     );
     assert_eq!(d["whenHandedOver"], "2026-11-30T12:45:00+01:00");
-    assert_eq!(d["quantity"], json!({"value": 20, "unit": "capsule"}));
+    assert_eq!(
+        d["quantity"],
+        json!({"value": 20, "unit": "capsule", "code": "cap", "system": "http://unitsofmeasure.org"})
+    );
     assert_eq!(d["identifier"][0]["value"], "RX-55");
     assert_eq!(d["note"][0]["text"], "Take after meals\nKeep refrigerated");
     assert_eq!(
@@ -2860,13 +2890,12 @@ fn sending_software_is_a_provenance_entity() {
         entities[2]["what"]["reference"],
         id_of("RelayEngine").as_str()
     );
-    // Nothing of either SFT is left in the loss report.
-    let lost = got["outcome"]["issue"]
-        .as_array()
-        .expect("issues")
-        .iter()
-        .any(|i| i["diagnostics"].as_str().is_some_and(|d| d.contains("SFT")));
-    assert!(!lost, "{}", got["outcome"]);
+    // No SFT field is left in the loss report (of SFT-1, an XON, the parts other than the name are).
+    assert!(
+        !lost_fields(&got["outcome"]).contains("SFT"),
+        "{}",
+        got["outcome"]
+    );
 }
 
 /// Codes translated as the IG's ConceptMaps have them, including the codes they map to nothing.
@@ -3092,6 +3121,46 @@ fn family_name_parts_assembly_order_and_called_by() {
     assert_eq!(names[1], json!({"given": ["Annie"], "use": "nickname"}));
     assert!(
         !got["outcome"].to_string().contains("PID-5"),
+        "{}",
+        got["outcome"]
+    );
+}
+
+/// Of a mapped field, the loss report names the valued components nothing was made from, but not
+/// a qualifier its rule read (CX.4.3) nor the table name beside a translated code (PID-16.3).
+#[test]
+fn components_nothing_was_made_from_are_reported() {
+    let plan = plan();
+    let adt = input("tests/golden/adt_a01.hl7")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    // CX.6 (assigning facility) sent with the MRN; the golden PID-3 sends CX.4 with its type ISO.
+    let text = adt.replace(
+        "|MRN12345^^^GENHOSP^MR~",
+        "|MRN12345^^^GENHOSP&1.2.3&ISO^MR^EASTWING~",
+    );
+    let got = convert_text(&plan, &text);
+    let parts: Vec<String> = got["outcome"]["issue"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .filter_map(|i| i["diagnostics"].as_str())
+        .filter_map(|d| d.strip_prefix("component(s) not mapped: "))
+        .flat_map(|d| d.split(", ").map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    assert!(parts.contains(&"PID-3.6".to_string()), "{parts:?}");
+    assert!(!parts.iter().any(|p| p.starts_with("PID-3.4")), "{parts:?}");
+    assert!(!parts.iter().any(|p| p.starts_with("PID-16")), "{parts:?}");
+    // The identifier itself is there, with the system CX.4.2 gives as an ISO OID.
+    let patient = &resource(&got["bundle"], "Patient")[0];
+    assert_eq!(
+        patient["identifier"][0]["system"], "urn:oid:1.2.3",
+        "{patient}"
+    );
+    // The same message without CX.6 reports no part of PID-3.
+    let got = convert_text(&plan, &adt);
+    assert!(
+        !got["outcome"].to_string().contains("PID-3."),
         "{}",
         got["outcome"]
     );

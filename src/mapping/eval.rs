@@ -267,6 +267,20 @@ struct Ev<'p, 'm, 'a, 'g> {
     overlay: Option<&'p SenderPlan>,
     /// `ConvertOptions::trace`: which rule wrote what.
     trace: Option<Tracer>,
+    /// The message's bytes that some rule turned into an output value (a bit per byte of
+    /// `Message::input`): the loss report names the valued components and subcomponents of a
+    /// mapped field that no rule produced anything from (see [`Ev::mark_produced`]).
+    produced: Vec<u64>,
+    /// While a rule's `when` is evaluated: the byte ranges (start, length) of the values it read,
+    /// so that a qualifier inside the value the rule writes from (CX.4.3 saying how to read
+    /// CX.4.2) counts as produced when the rule writes.
+    cond_reads: Vec<(usize, usize)>,
+    /// `cond_reads` is being collected.
+    collecting: bool,
+    /// Where the codes a vocabulary translated start (byte offsets): the coding-system name
+    /// beside such a code (CWE.3 beside CWE.1, CWE.6 beside CWE.4: `HL70002`) is accounted for
+    /// by the translation.
+    coded: Vec<usize>,
 }
 
 #[derive(Clone)]
@@ -512,6 +526,10 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         res_maps: Vec::new(),
         overlay: None,
         trace: opts.trace.then(Tracer::default),
+        produced: vec![0; msg.input.len() / 64 + 1],
+        cond_reads: Vec::new(),
+        collecting: false,
+        coded: Vec::new(),
     };
     ev.overlay = plan.senders.iter().find(|sp| ev.sender_matches(sp));
     if let Some(sp) = ev.overlay {
@@ -651,6 +669,25 @@ fn emitted_rows(rows: Vec<TraceRow>, bundle: &Value) -> Vec<TraceRow> {
 /// Every repetition of a field.
 const ALL_REPS: u32 = u32::MAX;
 
+/// Call `f(word, mask)` for each 64-bit word of a bit set that bits `start..end` touch, with the
+/// mask of those bits in it.
+#[inline]
+fn for_words(start: usize, end: usize, mut f: impl FnMut(usize, u64)) {
+    let mut b = start;
+    while b < end {
+        let word = b / 64;
+        let lo = b % 64;
+        let hi = (end - word * 64).min(64);
+        let mask = if hi - lo == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << (hi - lo)) - 1) << lo
+        };
+        f(word, mask);
+        b = (word + 1) * 64;
+    }
+}
+
 /// The repetitions of a field a path with this selector reads, as bits (repetition n is bit
 /// n - 1); one beyond the 32nd counts as all of them (never reported as lost).
 fn rep_bits(rep: &Rep) -> u32 {
@@ -762,6 +799,78 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             };
             values.iter().any(|v| *v == whole || *v == first)
         })
+    }
+
+    /// Record that `v`'s bytes became (part of) an output value.
+    fn mark_produced(&mut self, v: &V2<'a>) {
+        let raw = v.raw();
+        let start = (raw.as_ptr() as usize).wrapping_sub(self.msg.input.as_ptr() as usize);
+        self.mark_range(start, raw.len());
+    }
+
+    /// Record bytes `start..start + len` of the message as produced (ignored outside it).
+    fn mark_range(&mut self, start: usize, len: usize) {
+        let n = self.msg.input.len();
+        if len == 0 || start >= n {
+            return;
+        }
+        let end = start.saturating_add(len).min(n);
+        for_words(start, end, |word, mask| {
+            if let Some(w) = self.produced.get_mut(word) {
+                *w |= mask;
+            }
+        });
+    }
+
+    /// Did any byte of `v` become part of an output value?
+    fn was_produced(&self, v: &V2<'a>) -> bool {
+        let raw = v.raw();
+        let base = self.msg.input.as_ptr() as usize;
+        let start = (raw.as_ptr() as usize).wrapping_sub(base);
+        if raw.is_empty() || start >= self.msg.input.len() {
+            return false;
+        }
+        let end = (start + raw.len()).min(self.msg.input.len());
+        let mut any = false;
+        for_words(start, end, |word, mask| {
+            any |= self.produced.get(word).is_some_and(|w| w & mask != 0);
+        });
+        any
+    }
+
+    /// The valued leaves (components, or subcomponents where a component has them) of field
+    /// repetition `rv` that no rule produced anything from, as `.c` / `.c.s` suffixes, when some
+    /// other part of it was produced (a repetition only read by conditions, used as a key or
+    /// consumed whole by `consumes` is judged at the field level alone).
+    fn unproduced_leaves(&self, rv: &V2<'a>) -> Vec<String> {
+        if !self.was_produced(rv) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let offset =
+            |v: &V2<'a>| (v.raw().as_ptr() as usize).wrapping_sub(self.msg.input.as_ptr() as usize);
+        let comps: SmallVec<[V2<'a>; 8]> = rv.children().collect();
+        // A coding-system name beside a code a vocabulary translated (`M^Married^HL70002`).
+        let translated = |code: usize| {
+            comps
+                .get(code)
+                .is_some_and(|c| c.is_valued() && self.coded.contains(&offset(c)))
+        };
+        for (c, comp) in comps.iter().enumerate() {
+            if !comp.is_valued() || (c == 2 && translated(0)) || (c == 5 && translated(3)) {
+                continue;
+            }
+            if comp.has_children() {
+                for (sidx, sub) in comp.children().enumerate() {
+                    if sub.is_valued() && !self.was_produced(&sub) {
+                        out.push(format!(".{}.{}", c + 1, sidx + 1));
+                    }
+                }
+            } else if !self.was_produced(comp) {
+                out.push(format!(".{}", c + 1));
+            }
+        }
+        out
     }
 
     fn seg_label(&self, i: usize) -> String {
@@ -1216,6 +1325,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         } else {
             self.resolve_one(src, frame, mark)
         };
+        if let Some(v) = &v {
+            self.note_read(v);
+        }
         match v.filter(|v| v.is_valued()).and_then(|v| v.text()) {
             Some(Cow::Borrowed(t)) => Cow::Borrowed(t.trim()),
             Some(Cow::Owned(t)) if t.trim().len() == t.len() => Cow::Owned(t),
@@ -1226,12 +1338,30 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
 
     fn valued(&mut self, src: &Src, frame: &Frame<'g, 'a>) -> bool {
         if src.iterates() {
-            self.resolve(src, frame, false)
-                .iter()
-                .any(|v| v.is_valued())
+            let vals = self.resolve(src, frame, false);
+            let valued = vals.iter().any(|v| v.is_valued());
+            for v in &vals {
+                self.note_read(v);
+            }
+            valued
         } else {
-            self.resolve_one(src, frame, false)
-                .is_some_and(|v| v.is_valued())
+            let v = self.resolve_one(src, frame, false);
+            if let Some(v) = &v {
+                self.note_read(v);
+            }
+            v.is_some_and(|v| v.is_valued())
+        }
+    }
+
+    /// While a condition is evaluated for a rule (`cond_reads` is on), remember what it read.
+    #[inline]
+    fn note_read(&mut self, v: &V2<'a>) {
+        if self.collecting {
+            let raw = v.raw();
+            if !raw.is_empty() {
+                let start = (raw.as_ptr() as usize).wrapping_sub(self.msg.input.as_ptr() as usize);
+                self.cond_reads.push((start, raw.len()));
+            }
         }
     }
 
@@ -1251,6 +1381,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 } else {
                     self.resolve_one(src, frame, false)
                 };
+                if let Some(v) = &v {
+                    self.note_read(v);
+                }
                 v.is_some_and(|v| {
                     matches!(
                         functions::apply(*f, &v, &self.opts.default_zone),
@@ -1529,6 +1662,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 joined.push_str(sep);
             }
             first = false;
+            if let Some(v) = sub.value {
+                self.mark_produced(&v);
+            }
             if let Some(text) = sub.value.and_then(|v| v.text()) {
                 joined.push_str(&text);
                 any = true;
@@ -1598,10 +1734,27 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         // value); when `from` selected a segment field, they address that field's value.
         let relative_from = matches!(&r.from, Some(src) if is_relative(src));
         let cond_frame = if relative_from { frame } else { &sub };
-        if let Some(c) = &r.when
-            && !self.cond(c, cond_frame)
-        {
-            return Ok(rejected);
+        // What the condition read inside the value it judged (a qualifier such as CX.4.3).
+        if let Some(c) = &r.when {
+            // Conditions run no rules, so the reads collected here are this condition's alone.
+            self.cond_reads.clear();
+            self.collecting = true;
+            let accepted = self.cond(c, cond_frame);
+            self.collecting = false;
+            if !accepted {
+                return Ok(rejected);
+            }
+            if let Some(container) = cond_frame.value {
+                let raw = container.raw();
+                let start = (raw.as_ptr() as usize).wrapping_sub(self.msg.input.as_ptr() as usize);
+                let end = start.saturating_add(raw.len());
+                for i in 0..self.cond_reads.len() {
+                    let (s, l) = self.cond_reads[i];
+                    if s >= start && s.saturating_add(l) <= end {
+                        self.mark_range(s, l);
+                    }
+                }
+            }
         }
         let written = |wrote| {
             Ok(Ran {
@@ -1856,18 +2009,33 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 .filter(|t| !t.is_empty())
         };
         let p = match &r.producer {
-            Producer::Text => text_of(&frame.value).map(|t| Produced {
-                value: Value::String(t),
-                choice: Some("String"),
-            }),
-            Producer::Const(v) => Some(Produced {
-                value: v.clone(),
-                choice: None,
-            }),
+            Producer::Text => {
+                if let Some(v) = &frame.value {
+                    self.mark_produced(v);
+                }
+                text_of(&frame.value).map(|t| Produced {
+                    value: Value::String(t),
+                    choice: Some("String"),
+                })
+            }
+            Producer::Const(v) => {
+                // A constant chosen by a value (`from: PV1-2.1, value: planned`) uses that value;
+                // without `from` the frame's value is the datatype's, which it does not use.
+                if r.from.is_some()
+                    && let Some(read) = &frame.value
+                {
+                    self.mark_produced(read);
+                }
+                Some(Produced {
+                    value: v.clone(),
+                    choice: None,
+                })
+            }
             Producer::Fn(f) => {
                 let Some(v) = frame.value else {
                     return Ok(None);
                 };
+                self.mark_produced(&v);
                 let produced = functions::apply(*f, &v, &self.opts.default_zone);
                 self.function_result(r, produced)
             }
@@ -1995,6 +2163,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let vocab = &self.plan.vocabs[vid];
                 match vocab.entries.get(&s) {
                     Some(e) => {
+                        if let Some(v) = &frame.value {
+                            let at = (v.raw().as_ptr() as usize)
+                                .wrapping_sub(self.msg.input.as_ptr() as usize);
+                            self.coded.push(at);
+                        }
                         let v = match field {
                             VocabField::Code => &e.code,
                             VocabField::Display => &e.display,
@@ -2130,19 +2303,32 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             // A field no rule read is lost whole; of a field read in part (its first repetition),
             // the valued repetitions no rule read: `OBX-5[2]`.
             let mut lost: Vec<String> = Vec::new();
+            // Parts of mapped fields: `PID-5.1.5`, `PID-11[2].8`.
+            let mut parts: Vec<String> = Vec::new();
             for &n in &valued {
                 let bits = used.get(n).copied().unwrap_or(0);
                 if bits == 0 {
                     lost.push(format!("{}-{n}", seg.id()));
                     continue;
                 }
-                if bits == ALL_REPS {
-                    continue;
-                }
                 for (r, rv) in seg.field(n).children().enumerate() {
-                    if r < 32 && bits & (1 << r) == 0 && rv.is_valued() {
-                        lost.push(format!("{}-{n}[{}]", seg.id(), r + 1));
+                    if !rv.is_valued() {
+                        continue;
                     }
+                    if bits != ALL_REPS && r < 32 && bits & (1 << r) == 0 {
+                        lost.push(format!("{}-{n}[{}]", seg.id(), r + 1));
+                        continue;
+                    }
+                    let rep = if r == 0 {
+                        String::new()
+                    } else {
+                        format!("[{}]", r + 1)
+                    };
+                    parts.extend(
+                        self.unproduced_leaves(&rv)
+                            .into_iter()
+                            .map(|leaf| format!("{}-{n}{rep}{leaf}", seg.id())),
+                    );
                 }
             }
             if !lost.is_empty() {
@@ -2151,6 +2337,15 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     severity: Severity::Info,
                     code: "informational",
                     text: format!("field(s) not mapped: {}", lost.join(", ")),
+                    location: Some(format!("{} (segment #{})", seg.id(), i + 1)),
+                });
+            }
+            if !parts.is_empty() {
+                self.unmapped.extend(parts.iter().cloned());
+                self.issues.push(Issue {
+                    severity: Severity::Info,
+                    code: "informational",
+                    text: format!("component(s) not mapped: {}", parts.join(", ")),
                     location: Some(format!("{} (segment #{})", seg.id(), i + 1)),
                 });
             }
@@ -2633,6 +2828,38 @@ fn write_list<P: PathRec>(
     }
     if a.get(idx).is_some_and(is_empty_json) {
         a.remove(idx);
+    }
+}
+
+#[cfg(test)]
+mod bitset_tests {
+    use super::for_words;
+
+    /// Set bits `start..end` in a fresh bit set of `n` words through `for_words`.
+    fn set(n: usize, start: usize, end: usize) -> Vec<u64> {
+        let mut bits = vec![0u64; n];
+        for_words(start, end, |w, m| bits[w] |= m);
+        bits
+    }
+
+    #[test]
+    fn ranges_set_exactly_their_bits() {
+        for (start, end) in [
+            (0, 1),
+            (3, 9),
+            (0, 64),
+            (60, 70),
+            (64, 128),
+            (5, 200),
+            (127, 129),
+        ] {
+            let bits = set(4, start, end);
+            for b in 0..256 {
+                let on = bits[b / 64] & (1 << (b % 64)) != 0;
+                assert_eq!(on, (start..end).contains(&b), "{start}..{end} bit {b}");
+            }
+        }
+        assert_eq!(set(2, 7, 7), vec![0, 0], "an empty range sets nothing");
     }
 }
 
