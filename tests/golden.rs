@@ -3165,3 +3165,70 @@ fn components_nothing_was_made_from_are_reported() {
         got["outcome"]
     );
 }
+
+/// CX.2/.3 (check digit and scheme) are the IG's identifier extensions; of an XCN, the degree is
+/// also a qualification (table 0360), the professional suffix (XCN.21) a suffix and XCN.19/20 the
+/// name's period (IG CX[Identifier], XCN[Practitioner]).
+#[test]
+fn check_digits_degrees_and_professional_suffixes() {
+    let plan = plan();
+    let adt = input("tests/golden/adt_a01.hl7")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let text = adt
+        .replace("|MRN12345^^^GENHOSP^MR~", "|MRN12345^7^M10^GENHOSP^MR~")
+        .replace(
+            "|1234^ATTEND^ALICE^^^DR^^^NPI|",
+            "|1234^ATTEND^ALICE^^^DR^MD^^NPI^^^^^^^^^^20200101^20301231^FACP|",
+        );
+    let got = convert_text(&plan, &text);
+    let patient = &resource(&got["bundle"], "Patient")[0];
+    assert_eq!(
+        patient["identifier"][0]["extension"],
+        json!([
+            {"url": "http://hl7.org/fhir/StructureDefinition/identifier-checkDigit", "valueString": "7"},
+            {"url": "http://hl7.org/fhir/StructureDefinition/namingsystem-checkDigit", "valueString": "M10"}
+        ])
+    );
+    let attending = resource(&got["bundle"], "Practitioner")
+        .into_iter()
+        .find(|p| p["name"][0]["family"] == "ATTEND")
+        .expect("the attending doctor");
+    assert_eq!(attending["name"][0]["suffix"], json!(["MD", "FACP"]));
+    assert_eq!(attending["name"][0]["period"]["start"], "2020-01-01");
+    assert_eq!(
+        attending["qualification"][0]["code"]["coding"][0],
+        json!({"system": "http://terminology.hl7.org/CodeSystem/v2-0360", "code": "MD"})
+    );
+    assert!(
+        !got["outcome"].to_string().contains("PV1-7."),
+        "{}",
+        got["outcome"]
+    );
+    // PL.7/PL.8: the building and floor are identifiers of the visit's Location, like room and bed.
+    let text = adt.replace("|4EAST^401^B^GENHOSP|", "|4EAST^401^B^GENHOSP^^^MAIN^3|");
+    let got = convert_text(&plan, &text);
+    let location = resource(&got["bundle"], "Location")
+        .into_iter()
+        .find(|l| l["name"] == "4EAST")
+        .expect("the ward's Location");
+    let ids: Vec<(String, String)> = location["identifier"]
+        .as_array()
+        .expect("identifiers")
+        .iter()
+        .map(|i| {
+            (
+                i["type"]["text"].as_str().unwrap_or("").to_string(),
+                i["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for want in [("building", "MAIN"), ("floor", "3")] {
+        assert!(ids.contains(&(want.0.into(), want.1.into())), "{ids:?}");
+    }
+    assert!(
+        !got["outcome"].to_string().contains("PV1-3."),
+        "{}",
+        got["outcome"]
+    );
+}
