@@ -311,6 +311,27 @@ fn consumes_names_fields_of_the_items_segment() {
     assert!(!e.iter().any(|x| x.contains("OBR.yaml:9:")), "{e:#?}");
 }
 
+/// In a datatype map, `consumes` may also name a component of the value the rule reads (the type
+/// of the id it converts); in a segment map a component path is an error.
+#[test]
+fn consumes_takes_components_in_datatype_maps() {
+    let e = errors(&[
+        (
+            "m/datatypes/HD.yaml",
+            "kind: datatype\nmap: \"HD[Organization]\"\nrules:\n  - { name: a, from: \".2\", to: name, consumes: [\".3\"] }\n",
+        ),
+        (
+            "m/segments/OBR.yaml",
+            "kind: segment\nmap: \"OBR[DiagnosticReport]\"\nrules:\n  - { name: a, from: OBR-13, to: conclusion, consumes: [\".3\"] }\n",
+        ),
+    ]);
+    assert!(!e.iter().any(|x| x.contains("HD.yaml")), "{e:#?}");
+    assert!(
+        has_error(&e, "m/segments/OBR.yaml:4:", "a field path (SEG-n)"),
+        "{e:#?}"
+    );
+}
+
 /// `matches` takes one path and a regular expression that compiles; `in_vocab` one path and a
 /// vocabulary that exists; `converts` one path and a function that exists. Each mistake is an error at the rule's line.
 #[test]

@@ -849,15 +849,14 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let mut out = Vec::new();
         let offset =
             |v: &V2<'a>| (v.raw().as_ptr() as usize).wrapping_sub(self.msg.input.as_ptr() as usize);
-        let comps: SmallVec<[V2<'a>; 8]> = rv.children().collect();
-        // A coding-system name beside a code a vocabulary translated (`M^Married^HL70002`).
-        let translated = |code: usize| {
-            comps
-                .get(code)
-                .is_some_and(|c| c.is_valued() && self.coded.contains(&offset(c)))
-        };
-        for (c, comp) in comps.iter().enumerate() {
-            if !comp.is_valued() || (c == 2 && translated(0)) || (c == 5 && translated(3)) {
+        // A coding-system name beside a code a vocabulary translated (`M^Married^HL70002`): CWE.3
+        // beside CWE.1, CWE.6 beside CWE.4 (the code comes first, so one pass knows it).
+        let mut translated = [false; 2];
+        for (c, comp) in rv.children().enumerate() {
+            if c == 0 || c == 3 {
+                translated[c / 3] = comp.is_valued() && self.coded.contains(&offset(&comp));
+            }
+            if !comp.is_valued() || (c == 2 && translated[0]) || (c == 5 && translated[1]) {
                 continue;
             }
             if comp.has_children() {
@@ -866,7 +865,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         out.push(format!(".{}.{}", c + 1, sidx + 1));
                     }
                 }
-            } else if !self.was_produced(comp) {
+            } else if !self.was_produced(&comp) {
                 out.push(format!(".{}", c + 1));
             }
         }
@@ -1623,6 +1622,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
             for c in &r.consumes {
                 self.mark_accepted(c, frame, &accepted);
+                // `consumes: [".9.3"]` in a datatype map: that component is accounted for too.
+                if matches!(c, Src::Rel(_)) && !accepted.is_empty() {
+                    let vals = self.resolve(c, frame, false);
+                    for v in &vals {
+                        self.mark_produced(v);
+                    }
+                }
             }
         }
         if r.required && !wrote {

@@ -1805,6 +1805,9 @@ fn compile_consumes(
         let fits = match (&src, from_seg) {
             (Src::Field { seg, seg_all, .. }, Some(fs)) => *seg_all && *seg == fs,
             (Src::Field { seg_all, .. }, None) => !*seg_all,
+            // In a datatype map: a component of the value the rule reads (the `.3` type of the
+            // `.2` id it converts), accounted for with it.
+            (Src::Rel(parts), None) => segment.is_none() && !parts.is_empty(),
             _ => false,
         };
         if !fits {
@@ -1813,6 +1816,9 @@ fn compile_consumes(
                     "a field of every {0} that `from` reads ({0}[*]-n)",
                     String::from_utf8_lossy(&fs)
                 ),
+                None if segment.is_none() => {
+                    "a field path (SEG-n) or a component of the value (.n)".to_string()
+                }
                 None => "a field path (SEG-n)".to_string(),
             };
             ctx.err(file, &p, format!("'{text}': `consumes` takes {want}"));
