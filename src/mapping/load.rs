@@ -1748,7 +1748,15 @@ fn compile_rule(
             "`rejected` says what a value the condition rejects counts as: it needs a `when`",
         );
     }
-    let consumes = compile_consumes(ctx, file, ptr, r, from.as_ref(), segment, item_value);
+    let consumes = compile_consumes(
+        ctx,
+        file,
+        ptr,
+        r,
+        from.as_ref(),
+        (segment, item_value),
+        has_value,
+    );
     let origin = ctx.origin(file, ptr);
     Some(RulePlan {
         name,
@@ -1775,8 +1783,8 @@ fn compile_consumes(
     ptr: &str,
     r: &ast::Rule,
     from: Option<&Src>,
-    segment: Option<&str>,
-    item_value: bool,
+    (segment, item_value): (Option<&str>, bool),
+    in_value: bool,
 ) -> Vec<Src> {
     let mut out = Vec::new();
     if !r.consumes.is_empty() && from.is_none() {
@@ -1805,9 +1813,10 @@ fn compile_consumes(
         let fits = match (&src, from_seg) {
             (Src::Field { seg, seg_all, .. }, Some(fs)) => *seg_all && *seg == fs,
             (Src::Field { seg_all, .. }, None) => !*seg_all,
-            // In a datatype map: a component of the value the rule reads (the `.3` type of the
-            // `.2` id it converts), accounted for with it.
-            (Src::Rel(parts), None) => segment.is_none() && !parts.is_empty(),
+            // Where rules read a value (a datatype map, the rules of a building rule): a
+            // component of that value (the `.3` type of the `.2` id a rule converts), accounted
+            // for with it.
+            (Src::Rel(parts), None) => in_value && !parts.is_empty(),
             _ => false,
         };
         if !fits {
@@ -1816,7 +1825,7 @@ fn compile_consumes(
                     "a field of every {0} that `from` reads ({0}[*]-n)",
                     String::from_utf8_lossy(&fs)
                 ),
-                None if segment.is_none() => {
+                None if in_value => {
                     "a field path (SEG-n) or a component of the value (.n)".to_string()
                 }
                 None => "a field path (SEG-n)".to_string(),

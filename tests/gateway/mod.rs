@@ -195,7 +195,17 @@ pub fn mllp_receiver(
 ) -> (Received, tokio::task::JoinHandle<()>) {
     let got: Received = std::sync::Arc::default();
     let seen = got.clone();
+    // Cleared when the receiver's task is aborted or ends (its future dropped): a connection task
+    // that is mid-poll on another worker then, and so not yet cancelled, answers nothing more.
+    struct Alive(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let task = tokio::spawn(async move {
+        let _alive = Alive(alive.clone());
         let mut connections = tokio::task::JoinSet::new();
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -203,6 +213,7 @@ pub fn mllp_receiver(
             };
             let seen = seen.clone();
             let tls = tls.clone();
+            let alive = alive.clone();
             connections.spawn(async move {
                 let mut s: Box<dyn Stream> = match tls {
                     None => Box::new(tcp),
@@ -214,6 +225,9 @@ pub fn mllp_receiver(
                 };
                 let mut pending = Vec::new();
                 while let Some(message) = read_frame(&mut s, &mut pending).await {
+                    if !alive.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
                     let control = control_id(&message);
                     let seen_before = {
                         let mut g = seen.lock().unwrap_or_else(|e| e.into_inner());
