@@ -3205,6 +3205,31 @@ fn check_digits_degrees_and_professional_suffixes() {
         "{}",
         got["outcome"]
     );
+    // PID-20 (driver's licence, DLN): DLN.2, the issuing state, is who issued it.
+    let text = adt.replace(
+        "|M^Married^HL70002||||||N^",
+        "|M^Married^HL70002||||D1234567^NC&North Carolina&FIPS5_2^20301231||N^",
+    );
+    let got = convert_text(&plan, &text);
+    let licence = resource(&got["bundle"], "Patient")[0]["identifier"]
+        .as_array()
+        .expect("identifiers")
+        .iter()
+        .find(|i| i["type"]["coding"][0]["code"] == "DL")
+        .cloned()
+        .expect("the driver's licence");
+    assert_eq!(licence["value"], "D1234567");
+    assert_eq!(licence["assigner"]["display"], "North Carolina");
+    assert_eq!(
+        licence["assigner"]["identifier"],
+        json!({"system": "urn:oid:2.16.840.1.113883.6.92", "value": "NC"})
+    );
+    assert_eq!(licence["period"]["end"], "2030-12-31");
+    assert!(
+        !got["outcome"].to_string().contains("PID-20"),
+        "{}",
+        got["outcome"]
+    );
     // PL.7/PL.8: the building and floor are identifiers of the visit's Location, like room and bed.
     let text = adt.replace("|4EAST^401^B^GENHOSP|", "|4EAST^401^B^GENHOSP^^^MAIN^3|");
     let got = convert_text(&plan, &text);
