@@ -3157,6 +3157,21 @@ fn components_nothing_was_made_from_are_reported() {
         patient["identifier"][0]["system"], "urn:oid:1.2.3",
         "{patient}"
     );
+    // A universal id typed GUID is the system as a UUID URN (as one typed ISO is an OID URN).
+    let text = adt.replace(
+        "|MRN12345^^^GENHOSP^MR~",
+        "|MRN12345^^^GENHOSP&426d2726-51fc-89fe-a946-8596e80a80eb&GUID^MR~",
+    );
+    let got = convert_text(&plan, &text);
+    assert_eq!(
+        resource(&got["bundle"], "Patient")[0]["identifier"][0]["system"],
+        "urn:uuid:426d2726-51fc-89fe-a946-8596e80a80eb"
+    );
+    assert!(
+        !got["outcome"].to_string().contains("PID-3."),
+        "{}",
+        got["outcome"]
+    );
     // The same message without CX.6 reports no part of PID-3.
     let got = convert_text(&plan, &adt);
     assert!(
