@@ -3272,3 +3272,32 @@ fn check_digits_degrees_and_professional_suffixes() {
         got["outcome"]
     );
 }
+
+/// A coded field bound to one HL7 table keeps, like any CWE, the code system version (CWE.7) and
+/// the sender's alternate code (CWE.4–.6).
+#[test]
+fn table_bound_codes_keep_their_alternate_code_and_version() {
+    let plan = plan();
+    let adt = input("tests/golden/adt_a01.hl7")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let text = adt.replace(
+        "||MED|||",
+        "||MED^Medicine^HL70069^IM^Internal medicine^L^2.5|||",
+    );
+    let got = convert_text(&plan, &text);
+    let service = &resource(&got["bundle"], "Encounter")[0]["serviceType"];
+    assert_eq!(
+        service["coding"],
+        json!([
+            {"code": "MED", "display": "Medicine", "system": "http://terminology.hl7.org/CodeSystem/v2-0069", "version": "2.5"},
+            {"code": "IM", "display": "Internal medicine"}
+        ]),
+        "{service}"
+    );
+    assert!(
+        !got["outcome"].to_string().contains("PV1-10"),
+        "{}",
+        got["outcome"]
+    );
+}
