@@ -849,14 +849,16 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let mut out = Vec::new();
         let offset =
             |v: &V2<'a>| (v.raw().as_ptr() as usize).wrapping_sub(self.msg.input.as_ptr() as usize);
-        // A coding-system name beside a code a vocabulary translated (`M^Married^HL70002`): CWE.3
-        // beside CWE.1, CWE.6 beside CWE.4 (the code comes first, so one pass knows it).
+        // The text and coding-system name beside a code a vocabulary translated
+        // (`F^Female^HL70001`: the translation has its own display): CWE.2/.3 beside CWE.1,
+        // CWE.5/.6 beside CWE.4 (the code comes first, so one pass knows it).
         let mut translated = [false; 2];
         for (c, comp) in rv.children().enumerate() {
             if c == 0 || c == 3 {
                 translated[c / 3] = comp.is_valued() && self.coded.contains(&offset(&comp));
             }
-            if !comp.is_valued() || (c == 2 && translated[0]) || (c == 5 && translated[1]) {
+            let beside = matches!(c, 1 | 2) && translated[0] || matches!(c, 4 | 5) && translated[1];
+            if !comp.is_valued() || beside {
                 continue;
             }
             if comp.has_children() {
