@@ -3151,6 +3151,17 @@ fn components_nothing_was_made_from_are_reported() {
     assert!(parts.contains(&"PID-3.6".to_string()), "{parts:?}");
     assert!(!parts.iter().any(|p| p.starts_with("PID-3.4")), "{parts:?}");
     assert!(!parts.iter().any(|p| p.starts_with("PID-16")), "{parts:?}");
+    // Nor the text and table beside a code a vocabulary translated (F^Female^HL70001 → female).
+    let got = convert_text(
+        &plan,
+        &text.replace("|19800102|F|", "|19800102|F^Female^HL70001|"),
+    );
+    assert_eq!(resource(&got["bundle"], "Patient")[0]["gender"], "female");
+    assert!(
+        !got["outcome"].to_string().contains("PID-8"),
+        "{}",
+        got["outcome"]
+    );
     // The identifier itself is there, with the system CX.4.2 gives as an ISO OID.
     let patient = &resource(&got["bundle"], "Patient")[0];
     assert_eq!(
