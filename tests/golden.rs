@@ -3311,4 +3311,21 @@ fn table_bound_codes_keep_their_alternate_code_and_version() {
         "{}",
         got["outcome"]
     );
+    // CWE[Coding] (here the language as sent, beside its BCP-47 tag) keeps CWE.7 as the version.
+    let text = adt.replace("|eng^English^ISO6392|", "|ara^Arabic^HL70296^^^^v2|");
+    let got = convert_text(&plan, &text);
+    let language = &resource(&got["bundle"], "Patient")[0]["communication"][0]["language"];
+    let as_sent = language["coding"]
+        .as_array()
+        .expect("codings")
+        .iter()
+        .find(|c| c["system"] == "http://terminology.hl7.org/CodeSystem/v2-0296")
+        .cloned()
+        .expect("the code as sent");
+    assert_eq!(as_sent["version"], "v2", "{language}");
+    assert!(
+        !got["outcome"].to_string().contains("PID-15"),
+        "{}",
+        got["outcome"]
+    );
 }
