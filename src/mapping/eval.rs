@@ -801,11 +801,19 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         })
     }
 
-    /// Record that `v`'s bytes became (part of) an output value.
-    fn mark_produced(&mut self, v: &V2<'a>) {
+    /// Where `v` lies in the message: its first byte's offset in `Message::input` and its length
+    /// (an offset past the input's end for a value that is not in it).
+    #[inline]
+    fn span(&self, v: &V2<'a>) -> (usize, usize) {
         let raw = v.raw();
         let start = (raw.as_ptr() as usize).wrapping_sub(self.msg.input.as_ptr() as usize);
-        self.mark_range(start, raw.len());
+        (start, raw.len())
+    }
+
+    /// Record that `v`'s bytes became (part of) an output value.
+    fn mark_produced(&mut self, v: &V2<'a>) {
+        let (start, len) = self.span(v);
+        self.mark_range(start, len);
     }
 
     /// Record bytes `start..start + len` of the message as produced (ignored outside it).
@@ -824,13 +832,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
 
     /// Did any byte of `v` become part of an output value?
     fn was_produced(&self, v: &V2<'a>) -> bool {
-        let raw = v.raw();
-        let base = self.msg.input.as_ptr() as usize;
-        let start = (raw.as_ptr() as usize).wrapping_sub(base);
-        if raw.is_empty() || start >= self.msg.input.len() {
+        let (start, len) = self.span(v);
+        let n = self.msg.input.len();
+        if len == 0 || start >= n {
             return false;
         }
-        let end = (start + raw.len()).min(self.msg.input.len());
+        let end = start.saturating_add(len).min(n);
         let mut any = false;
         for_words(start, end, |word, mask| {
             any |= self.produced.get(word).is_some_and(|w| w & mask != 0);
@@ -847,15 +854,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             return Vec::new();
         }
         let mut out = Vec::new();
-        let offset =
-            |v: &V2<'a>| (v.raw().as_ptr() as usize).wrapping_sub(self.msg.input.as_ptr() as usize);
         // The text and coding-system name beside a code a vocabulary translated
         // (`F^Female^HL70001`: the translation has its own display): CWE.2/.3 beside CWE.1,
         // CWE.5/.6 beside CWE.4 (the code comes first, so one pass knows it).
         let mut translated = [false; 2];
         for (c, comp) in rv.children().enumerate() {
             if c == 0 || c == 3 {
-                translated[c / 3] = comp.is_valued() && self.coded.contains(&offset(&comp));
+                translated[c / 3] = comp.is_valued() && self.coded.contains(&self.span(&comp).0);
             }
             let beside = matches!(c, 1 | 2) && translated[0] || matches!(c, 4 | 5) && translated[1];
             if !comp.is_valued() || beside {
@@ -1317,8 +1322,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
     }
 
-    /// The trimmed decoded text of the first valued value `src` selects; `""` when none.
-    fn first_text(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> Cow<'a, str> {
+    /// The value `src` selects: of an iterating path its first valued one, else the one it names
+    /// (which may be empty). Noted as read while a condition is collected.
+    fn first_value(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> Option<V2<'a>> {
         let v = if src.iterates() {
             self.resolve(src, frame, mark)
                 .into_iter()
@@ -1329,6 +1335,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         if let Some(v) = &v {
             self.note_read(v);
         }
+        v
+    }
+
+    /// The trimmed decoded text of the first valued value `src` selects; `""` when none.
+    fn first_text(&mut self, src: &Src, frame: &Frame<'g, 'a>, mark: bool) -> Cow<'a, str> {
+        let v = self.first_value(src, frame, mark);
         match v.filter(|v| v.is_valued()).and_then(|v| v.text()) {
             Some(Cow::Borrowed(t)) => Cow::Borrowed(t.trim()),
             Some(Cow::Owned(t)) if t.trim().len() == t.len() => Cow::Owned(t),
@@ -1354,14 +1366,13 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         }
     }
 
-    /// While a condition is evaluated for a rule (`cond_reads` is on), remember what it read.
+    /// While a condition is evaluated for a rule (`collecting`), remember what it read.
     #[inline]
     fn note_read(&mut self, v: &V2<'a>) {
         if self.collecting {
-            let raw = v.raw();
-            if !raw.is_empty() {
-                let start = (raw.as_ptr() as usize).wrapping_sub(self.msg.input.as_ptr() as usize);
-                self.cond_reads.push((start, raw.len()));
+            let (start, len) = self.span(v);
+            if len > 0 {
+                self.cond_reads.push((start, len));
             }
         }
     }
@@ -1375,16 +1386,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             Cond::Valued(src) => self.valued(src, frame),
             Cond::Matches(src, re) => re.is_match(&self.first_text(src, frame, false)),
             Cond::Converts(src, f) => {
-                let v = if src.iterates() {
-                    self.resolve(src, frame, false)
-                        .into_iter()
-                        .find(|v| v.is_valued())
-                } else {
-                    self.resolve_one(src, frame, false)
-                };
-                if let Some(v) = &v {
-                    self.note_read(v);
-                }
+                let v = self.first_value(src, frame, false);
                 v.is_some_and(|v| {
                     matches!(
                         functions::apply(*f, &v, &self.opts.default_zone),
@@ -1753,9 +1755,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 return Ok(rejected);
             }
             if let Some(container) = cond_frame.value {
-                let raw = container.raw();
-                let start = (raw.as_ptr() as usize).wrapping_sub(self.msg.input.as_ptr() as usize);
-                let end = start.saturating_add(raw.len());
+                let (start, len) = self.span(&container);
+                let end = start.saturating_add(len);
                 for i in 0..self.cond_reads.len() {
                     let (s, l) = self.cond_reads[i];
                     if s >= start && s.saturating_add(l) <= end {
@@ -2172,8 +2173,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 match vocab.entries.get(&s) {
                     Some(e) => {
                         if let Some(v) = &frame.value {
-                            let at = (v.raw().as_ptr() as usize)
-                                .wrapping_sub(self.msg.input.as_ptr() as usize);
+                            let at = self.span(v).0;
                             self.coded.push(at);
                         }
                         let v = match field {
@@ -2394,21 +2394,22 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     /// map built from an SFT segment (IG SFT[Device]) and emitted, the first SFT's the `source`,
     /// later ones (systems the message passed through) `derivation`s.
     fn software_entities(&self, resources: &[(Option<usize>, Value)]) -> Vec<Value> {
-        let mut devices: Vec<(usize, String)> = resources
+        // (segment, instance) of each, in message order.
+        let mut devices: Vec<(usize, usize)> = resources
             .iter()
             .filter_map(|(i, _)| {
                 let inst = self.insts.get((*i)?)?;
                 (inst.rtype == "Device" && self.msg.segment_id(inst.seg) == b"SFT")
-                    .then(|| (inst.seg, format!("Device/{}", inst.id)))
+                    .then_some((inst.seg, (*i)?))
             })
             .collect();
-        devices.sort();
+        devices.sort_unstable();
         devices
             .into_iter()
             .enumerate()
-            .map(|(n, (_, reference))| {
+            .map(|(n, (_, i))| {
                 let role = if n == 0 { "source" } else { "derivation" };
-                json!({"role": role, "what": {"reference": reference}})
+                json!({"role": role, "what": self.reference_to(i)})
             })
             .collect()
     }
