@@ -9,8 +9,24 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// A fresh directory under `target/test-scratch`.
-fn scratch(name: &str) -> PathBuf {
+/// A fresh directory under `target/test-scratch`, removed when the test passes (a failing test
+/// leaves it for inspection).
+struct Scratch(PathBuf);
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target/test-scratch")
@@ -21,7 +37,7 @@ fn scratch(name: &str) -> PathBuf {
         ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    dir
+    Scratch(dir)
 }
 
 /// A writer through the shim with a tiny page cache, so that large transactions spill pages into
@@ -69,7 +85,8 @@ fn contents(c: &Connection) -> BTreeMap<u64, Vec<u8>> {
 }
 
 fn run_rounds(sync: &str) {
-    let path = scratch(sync).join("w.db");
+    let dir = scratch(sync);
+    let path = dir.join("w.db");
     let w = writer(&path, sync);
     // A reader on SQLite's own VFS, as the gateway's read pool and checkpointer are.
     let r = Connection::open(&path).expect("open reader");
@@ -175,7 +192,8 @@ fn every_commit_is_visible_with_an_fsync_per_commit() {
 /// the kernel gets one write per commit, not two per page.
 #[test]
 fn a_transactions_frames_reach_the_kernel_in_one_write() {
-    let path = scratch("together").join("t.db");
+    let dir = scratch("together");
+    let path = dir.join("t.db");
     let w = writer(&path, "NORMAL");
     w.execute_batch("PRAGMA cache_size=-16384; CREATE INDEX t_v ON t (v);")
         .expect("set up");
@@ -221,7 +239,7 @@ fn child_writer(path: &str) -> ! {
                 "INSERT INTO t (k, v) VALUES (?1, ?2)",
                 params![
                     (n * 1000 + i) as i64,
-                    value(n, i, 200 + (n as usize % 9) * 3000)
+                    value(n, i, 200 + (n as usize % 9) * 1500)
                 ],
             )
             .expect("insert");
@@ -236,7 +254,12 @@ fn a_killed_writer_keeps_every_committed_transaction() {
     if let Ok(path) = std::env::var("WALBUF_CHILD_DB") {
         child_writer(&path);
     }
-    let path = scratch("killed").join("k.db");
+    const COMMITS: u64 = 200;
+    let dir = scratch("killed");
+    let path = dir.join("k.db");
+    // The writer's stderr goes to a file, so that a writer that dies on its own says why.
+    let err_path = dir.join("writer.stderr");
+    let err = std::fs::File::create(&err_path).expect("stderr file");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "a_killed_writer_keeps_every_committed_transaction",
@@ -245,7 +268,7 @@ fn a_killed_writer_keeps_every_committed_transaction() {
         ])
         .env("WALBUF_CHILD_DB", &path)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(err)
         .spawn()
         .expect("start the writer");
     let out = child.stdout.take().expect("stdout");
@@ -254,15 +277,19 @@ fn a_killed_writer_keeps_every_committed_transaction() {
         let Ok(line) = line else { break };
         if let Ok(n) = line.trim().parse::<u64>() {
             last = n;
-            if n >= 300 {
+            if n >= COMMITS {
                 break;
             }
         }
     }
     // SIGKILL in the middle of whatever the writer is doing (usually a transaction).
-    child.kill().expect("kill the writer");
-    let _ = child.wait();
-    assert!(last >= 300, "the writer committed ({last})");
+    let _ = child.kill();
+    let status = child.wait().expect("wait for the writer");
+    assert!(
+        last >= COMMITS,
+        "the writer stopped on its own after {last} commits ({status}); its stderr:\n{}",
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
     let c = Connection::open(&path).expect("open after the crash");
     let ok: String = c
         .query_row("PRAGMA integrity_check", [], |x| x.get(0))
@@ -281,6 +308,7 @@ fn a_killed_writer_keeps_every_committed_transaction() {
             1 + n % 50,
             "transaction {n}, reported committed, is there whole"
         );
-        assert_eq!(bytes as u64, (1 + n % 50) * (200 + (n % 9) * 3000));
+        assert_eq!(bytes as u64, (1 + n % 50) * (200 + (n % 9) * 1500));
     }
+    drop(c);
 }
