@@ -2044,7 +2044,19 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let Some(v) = frame.value else {
                     return Ok(None);
                 };
-                self.mark_produced(&v);
+                if *f == Func::PersonName {
+                    // Only the parts the name is made of: a name's type or validity stays listed.
+                    for (c, s) in functions::PERSON_NAME_PARTS {
+                        let part = if s == 0 {
+                            v.component(c)
+                        } else {
+                            v.component(c).sub(s)
+                        };
+                        self.mark_produced(&part);
+                    }
+                } else {
+                    self.mark_produced(&v);
+                }
                 let produced = functions::apply(*f, &v, &self.opts.default_zone);
                 self.function_result(r, produced)
             }

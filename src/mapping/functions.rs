@@ -210,6 +210,13 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
             }
             plain(Value::String(w), "String")
         }
+        Func::PersonName => {
+            let n = person_name(v);
+            if n.is_empty() {
+                return Err("the name holds no part to write".into());
+            }
+            plain(Value::String(n), "String")
+        }
         Func::TextAttachment => text_attachment(&text()),
         Func::Narrative => narrative(&text()),
     };
@@ -291,6 +298,42 @@ fn words(v: &V2<'_>) -> String {
     }
     let mut out = String::new();
     walk(v, &mut out);
+    out
+}
+
+/// The components of an XPN that [`person_name`] reads (`(component, subcomponent)`, 0: the
+/// whole component): family name (FN.1), given, middle, suffix, prefix, degree, assembly order.
+pub const PERSON_NAME_PARTS: [(usize, usize); 7] =
+    [(1, 1), (2, 0), (3, 0), (4, 0), (5, 0), (6, 0), (11, 0)];
+
+/// An XPN as one string, as the IG's XPN[string] map has it: the parts joined by spaces in the
+/// order XPN.11 (table 0444) gives — `G` or none: prefix, given, middle, family, suffix, degree;
+/// `F`: prefix, family, given, middle, suffix, degree.
+fn person_name(v: &V2<'_>) -> String {
+    let part = |c: usize, s: usize| {
+        let x = if s == 0 {
+            v.component(c)
+        } else {
+            v.component(c).sub(s)
+        };
+        words(&x)
+    };
+    let family_first = v.component(11).text().is_some_and(|t| t.trim() == "F");
+    let order: [(usize, usize); 6] = if family_first {
+        [(5, 0), (1, 1), (2, 0), (3, 0), (4, 0), (6, 0)]
+    } else {
+        [(5, 0), (2, 0), (3, 0), (1, 1), (4, 0), (6, 0)]
+    };
+    let mut out = String::new();
+    for (c, s) in order {
+        let w = part(c, s);
+        if !w.is_empty() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&w);
+        }
+    }
     out
 }
 
@@ -533,6 +576,22 @@ mod tests {
             ),
             (Func::Words, "plain text", Some(json!("plain text"))),
             (Func::Words, "^^", None),
+            (
+                Func::PersonName,
+                "Smith&van der^Anna^L^Jr^Dr^PhD",
+                Some(json!("Dr Anna L Smith Jr PhD")),
+            ),
+            (
+                Func::PersonName,
+                "Wang^Li^^^^^^^^^F",
+                Some(json!("Wang Li")),
+            ),
+            (
+                Func::PersonName,
+                "SMITH^Angela^L",
+                Some(json!("Angela L SMITH")),
+            ),
+            (Func::PersonName, "^^^^^^L", None),
             (Func::Comparator, "<5", Some(json!("<"))),
             (Func::Comparator, ">= 100", Some(json!(">="))),
             (Func::Comparator, "7.0", None),

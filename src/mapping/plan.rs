@@ -203,6 +203,9 @@ pub enum Func {
     /// A composite value as text: its components' decoded texts, empty ones skipped, joined by
     /// spaces (`Smith^John^^Dr` → `Smith John Dr`), never the raw delimiters.
     Words,
+    /// XPN → the name as one string (IG XPN[string]): prefix (XPN.5), given (.2), middle (.3),
+    /// family (.1.1), suffix (.4), degree (.6), or family first when XPN.11 is `F`.
+    PersonName,
     /// Text → an Attachment holding it: `contentType` `text/plain; charset=utf-8` and `data` its
     /// UTF-8 bytes in base64 (a TX or FT document body).
     TextAttachment,
@@ -229,6 +232,7 @@ impl Func {
             "attachment" => Func::Attachment,
             "phone" => Func::Phone,
             "words" => Func::Words,
+            "person_name" => Func::PersonName,
             "text_attachment" => Func::TextAttachment,
             "comparator" => Func::Comparator,
             "compared_decimal" => Func::ComparedDecimal,
