@@ -204,7 +204,7 @@ fn sender_overlays_apply_only_to_their_sender() {
     let plan = plan();
     let msg = |app: &str| {
         format!(
-            "MSH|^~\\&|{app}|FAC|EHR|FAC|20240101||ORU^R01^ORU_R01|C1|P|2.5.1\rPID|1|EXT-42^^^LAB^MR|MRN-7^^^HOSP^MR||DOE^JO\rOBR|1|||GLU^Glucose^LN\rOBX|1|NM|GLU^Glucose^LN||5|mmol/L|3-6||||F||from overlay\r"
+            "MSH|^~\\&|{app}|FAC|EHR|FAC|20240101||ORU^R01^ORU_R01|C1|P|2.5.1\rPID|1|EXT-42^^^LAB^MR|MRN-7^^^HOSP^MR||DOE^JO\rOBR|1|||GLU^Glucose^LN\rOBX|1|NM|GLU^Glucose^LN||5|mmol/L|3-6||||F||from overlay\rZLB|1|BENCH 4\rOBX|2|NM|K^Potassium^LN||4|mmol/L|3-6||||F\rZLB|1|BENCH 9\r"
         )
     };
     let run = |app: &str| {
@@ -228,6 +228,29 @@ fn sender_overlays_apply_only_to_their_sender() {
     assert_eq!(ids(&over)[0]["value"], "EXT-42");
     assert!(c_note(&base).is_none());
     assert_eq!(c_note(&over).as_deref(), Some("from overlay"));
+    // The lab's Z-segment: each OBX reads the ZLB of its own group; without the overlay the
+    // segment is reported, not dropped silently.
+    let notes = |c: &eval::Conversion, i: usize| {
+        c.resources_of("observation")[i]["note"]
+            .as_array()
+            .map(|n| {
+                n.iter()
+                    .filter_map(|x| x["text"].as_str())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(notes(&over, 0), ["from overlay", "BENCH 4"]);
+    assert_eq!(notes(&over, 1), ["BENCH 9"]);
+    assert!(notes(&base, 1).is_empty());
+    assert!(
+        base.issues
+            .iter()
+            .any(|i| i.text.contains("segment ZLB was not mapped")),
+        "{:?}",
+        base.issues
+    );
     assert!(
         over.issues
             .iter()
