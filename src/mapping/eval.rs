@@ -2044,9 +2044,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let Some(v) = frame.value else {
                     return Ok(None);
                 };
-                if *f == Func::PersonName {
-                    // Only the parts the name is made of: a name's type or validity stays listed.
-                    for (c, s) in functions::PERSON_NAME_PARTS {
+                if let Some(parts) = functions::reads(*f) {
+                    // Only the parts the function reads: a name's type or validity, an RPT's
+                    // other components, stay listed unless another rule uses them.
+                    for &(c, s) in parts {
                         let part = if s == 0 {
                             v.component(c)
                         } else {

@@ -217,6 +217,7 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
             }
             plain(Value::String(n), "String")
         }
+        Func::OffsetMinutes => plain(Value::Number(offset_minutes(v)?.into()), "UnsignedInt"),
         Func::TextAttachment => text_attachment(&text()),
         Func::Narrative => narrative(&text()),
     };
@@ -299,6 +300,54 @@ fn words(v: &V2<'_>) -> String {
     let mut out = String::new();
     walk(v, &mut out);
     out
+}
+
+/// The parts of a value a function reads, `(component, subcomponent)` (0: the whole component),
+/// for the functions that read only some of them; `None`: the whole value.
+pub fn reads(f: Func) -> Option<&'static [(usize, usize)]> {
+    match f {
+        Func::PersonName => Some(&PERSON_NAME_PARTS),
+        Func::OffsetMinutes => Some(&[(9, 0), (10, 1)]),
+        _ => None,
+    }
+}
+
+/// An RPT's event offset (RPT.9, a number, in the unit RPT.10.1 names) in whole minutes: `120^s`
+/// is 2, `1^hr` 60. An error for a unit other than seconds, minutes, hours, days or weeks, a
+/// negative or fractional number, or seconds that make no whole minute.
+fn offset_minutes(v: &V2<'_>) -> Result<u64, String> {
+    let q = v
+        .component(9)
+        .text()
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    let unit = v
+        .component(10)
+        .sub(1)
+        .text()
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    if q.is_empty() {
+        return Err("no event offset (RPT.9)".into());
+    }
+    let n: u64 = q
+        .parse()
+        .map_err(|_| "the event offset (RPT.9) is not a whole, non-negative number".to_string())?;
+    let per_minute_or_seconds = match unit.as_str() {
+        "s" | "S" | "sec" | "second" | "seconds" => {
+            if !n.is_multiple_of(60) {
+                return Err("an event offset in seconds that is no whole number of minutes".into());
+            }
+            return Ok(n / 60);
+        }
+        "min" | "MIN" | "minute" | "minutes" => 1,
+        "h" | "H" | "hr" | "Hr" | "HR" | "hour" | "hours" => 60,
+        "d" | "D" | "day" | "days" => 1440,
+        "wk" | "WK" | "week" | "weeks" => 10080,
+        _ => return Err("the event offset's unit (RPT.10) is not one of s, min, h, d, wk".into()),
+    };
+    n.checked_mul(per_minute_or_seconds)
+        .ok_or_else(|| "the event offset is too large".to_string())
 }
 
 /// The components of an XPN that [`person_name`] reads (`(component, subcomponent)`, 0: the
@@ -592,6 +641,21 @@ mod tests {
                 Some(json!("Angela L SMITH")),
             ),
             (Func::PersonName, "^^^^^^L", None),
+            (
+                Func::OffsetMinutes,
+                "Once^^^^1^d^^AC^1^hr&Hour&ANS+",
+                Some(json!(60)),
+            ),
+            (
+                Func::OffsetMinutes,
+                "P^HD^^^12^min^^PC^120^s",
+                Some(json!(2)),
+            ),
+            (Func::OffsetMinutes, "P^^^^^^^PC^90^s", None),
+            (Func::OffsetMinutes, "P^^^^^^^PC^2^d", Some(json!(2880))),
+            (Func::OffsetMinutes, "P^^^^^^^PC^-5^min", None),
+            (Func::OffsetMinutes, "P^^^^^^^PC^5^mo", None),
+            (Func::OffsetMinutes, "P^^^^^^^PC", None),
             (Func::Comparator, "<5", Some(json!("<"))),
             (Func::Comparator, ">= 100", Some(json!(">="))),
             (Func::Comparator, "7.0", None),

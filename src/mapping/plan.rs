@@ -206,6 +206,9 @@ pub enum Func {
     /// XPN → the name as one string (IG XPN[string]): prefix (XPN.5), given (.2), middle (.3),
     /// family (.1.1), suffix (.4), degree (.6), or family first when XPN.11 is `F`.
     PersonName,
+    /// RPT → the event offset (RPT.9 with its unit RPT.10: s, min, h, d, wk) in whole minutes,
+    /// as `Timing.repeat.offset` takes it.
+    OffsetMinutes,
     /// Text → an Attachment holding it: `contentType` `text/plain; charset=utf-8` and `data` its
     /// UTF-8 bytes in base64 (a TX or FT document body).
     TextAttachment,
@@ -233,6 +236,7 @@ impl Func {
             "phone" => Func::Phone,
             "words" => Func::Words,
             "person_name" => Func::PersonName,
+            "offset_minutes" => Func::OffsetMinutes,
             "text_attachment" => Func::TextAttachment,
             "comparator" => Func::Comparator,
             "compared_decimal" => Func::ComparedDecimal,
