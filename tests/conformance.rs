@@ -39,13 +39,15 @@ const FLOORS: &[(&str, f64)] = &[
 /// honest — a map that regresses cannot hide behind them, and a rule that explained too much
 /// would show as a jump here. Measured 2026-11-30: Patient 99.8%, Encounter 99.9%, Observation
 /// 100% (components compared since the repeating OBX-5 of 2026-11-30; 99.4% before),
-/// Immunization 100%, DiagnosticReport 96.9%.
+/// Immunization 100%, DiagnosticReport 96.9%; 2026-12-01: Procedure 100% (charges' procedure
+/// codes explained; 70.7% before).
 const FLOORS_REST: &[(&str, f64)] = &[
     ("Patient", 0.99),
     ("Encounter", 0.99),
     ("Observation", 0.995),
     ("Immunization", 1.0),
     ("DiagnosticReport", 0.96),
+    ("Procedure", 0.99),
 ];
 
 /// Which elements are facts, per resource type (dotted paths, arrays flattened).
@@ -346,6 +348,9 @@ enum Deviation {
     DeathCertification,
     /// An ED/RP OBX sent with an order as an Observation; it is a DocumentReference.
     OrderDocument,
+    /// A Procedure made of a charge's procedure code (FT1-25): a charge bills a procedure, it
+    /// does not record one (we write a ChargeItem; PR1 segments are our Procedures).
+    ChargeAsProcedure,
 }
 
 impl Deviation {
@@ -369,6 +374,9 @@ impl Deviation {
             Deviation::OrderDocument => {
                 "an order's ED/RP OBX as an Observation (ours: a DocumentReference)"
             }
+            Deviation::ChargeAsProcedure => {
+                "a charge's procedure code (FT1-25) as a Procedure (ours: a ChargeItem)"
+            }
         }
     }
 }
@@ -383,6 +391,8 @@ struct MessageFacts {
     stated_report_statuses: usize,
     /// Observation facts (status, value) of an order's ED/RP OBX, not yet used.
     order_document_facts: usize,
+    /// Procedure statuses of charges' procedure codes (FT1-25), not yet used.
+    charge_procedures: usize,
 }
 
 impl MessageFacts {
@@ -417,7 +427,12 @@ impl MessageFacts {
         } else {
             0
         };
+        let charge_procedures = segments
+            .iter()
+            .filter(|f| f[0] == "FT1" && f.get(25).is_some_and(|v| !v.is_empty()))
+            .count();
         MessageFacts {
+            charge_procedures,
             mtype: mtype.to_string(),
             segments,
             partial_statuses,
@@ -557,6 +572,20 @@ impl MessageFacts {
                     return Some(Deviation::PartialStatus);
                 }
                 None
+            }
+            "Procedure"
+                if f.key == "code.coding"
+                    && self
+                        .field("FT1", 25)
+                        .any(|v| v.split('^').next() == Some(f.value.as_str())) =>
+            {
+                Some(Deviation::ChargeAsProcedure)
+            }
+            "Procedure"
+                if f.key == "status" && f.value == "unknown" && self.charge_procedures > 0 =>
+            {
+                self.charge_procedures -= 1;
+                Some(Deviation::ChargeAsProcedure)
             }
             "Immunization" if f.key == "reportOrigin.coding" => self
                 .field("RXA", 9)
