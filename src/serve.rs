@@ -1296,8 +1296,11 @@ pub fn init_logging(cfg: &LogSection) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: redirected to a file or a journal, escape codes are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = if cfg.format == "json" {
         builder.json().try_init()
