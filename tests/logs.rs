@@ -99,6 +99,11 @@ async fn no_phi_in_logs_by_default() {
         !text.contains("19800101"),
         "a birth date reached the log:\n{text}"
     );
+    // Written to a file, the log has no terminal colour codes.
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escape codes in a log written to a file:\n{text}"
+    );
     // A SQLite store's URL is not parsed as PostgreSQL's (sqlx warned about `mode=rwc` at every
     // start).
     assert!(
