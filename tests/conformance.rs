@@ -351,6 +351,9 @@ enum Deviation {
     /// A Procedure made of a charge's procedure code (FT1-25): a charge bills a procedure, it
     /// does not record one (we write a ChargeItem; PR1 segments are our Procedures).
     ChargeAsProcedure,
+    /// The placer group number (ORC-4) as an identifier of the order; the IG makes it the
+    /// ServiceRequest's `requisition`, as we do.
+    GroupNumberAsIdentifier,
 }
 
 impl Deviation {
@@ -376,6 +379,9 @@ impl Deviation {
             }
             Deviation::ChargeAsProcedure => {
                 "a charge's procedure code (FT1-25) as a Procedure (ours: a ChargeItem)"
+            }
+            Deviation::GroupNumberAsIdentifier => {
+                "the placer group number (ORC-4) as an identifier (IG: requisition)"
             }
         }
     }
@@ -586,6 +592,14 @@ impl MessageFacts {
             {
                 self.charge_procedures -= 1;
                 Some(Deviation::ChargeAsProcedure)
+            }
+            "ServiceRequest"
+                if f.key == "identifier.value"
+                    && self
+                        .field("ORC", 4)
+                        .any(|v| v.split('^').next() == Some(f.value.as_str())) =>
+            {
+                Some(Deviation::GroupNumberAsIdentifier)
             }
             "Immunization" if f.key == "reportOrigin.coding" => self
                 .field("RXA", 9)
