@@ -78,8 +78,9 @@ struct ConvertArgs {
     /// Skip R4 validation (not recommended).
     #[arg(long)]
     no_validate: bool,
-    /// At the end, on stderr: how often each segment and field went unmapped over all the
-    /// messages (what a feed sends that the mappings do not use yet).
+    /// At the end, on stderr: how often each segment, field and component went unmapped, and
+    /// each code no vocabulary translated, over all the messages (what a feed sends that the
+    /// mappings and vocabularies do not cover yet).
     #[arg(long)]
     loss_summary: bool,
     /// Which rule wrote each element, and what it read: with --ndjson a `trace` array in each
@@ -497,10 +498,19 @@ fn load_plan(dir: &std::path::Path) -> Result<v2fhir::mapping::plan::Plan> {
     }
 }
 
-/// The `--loss-summary` text: whole segments, then fields, most frequent first.
-fn loss_summary(lost: std::collections::HashMap<String, usize>, messages: usize) -> String {
-    let mut v: Vec<(String, usize)> = lost.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+/// The `--loss-summary` text: whole segments, then fields, then the codes no vocabulary
+/// translated, most frequent first.
+fn loss_summary(
+    lost: std::collections::HashMap<String, usize>,
+    untranslated: std::collections::HashMap<String, usize>,
+    messages: usize,
+) -> String {
+    let sorted = |m: std::collections::HashMap<String, usize>| {
+        let mut v: Vec<(String, usize)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    };
+    let v = sorted(lost);
     let line = |segments: bool| {
         v.iter()
             .filter(|(k, _)| k.contains('-') != segments)
@@ -508,10 +518,16 @@ fn loss_summary(lost: std::collections::HashMap<String, usize>, messages: usize)
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let codes = sorted(untranslated)
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "not mapped, over {messages} message(s) (occurrences):\n  segments: {}\n  fields:   {}",
+        "not mapped, over {messages} message(s) (occurrences):\n  segments: {}\n  fields:   {}\n  codes no vocabulary translated: {}",
         line(true),
-        line(false)
+        line(false),
+        codes
     )
 }
 
@@ -559,6 +575,8 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
     }
     let (mut ok, mut failed) = (0usize, 0usize);
     let mut lost: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut untranslated: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
     // A progress bar for many files, on a terminal only (never in pipes or CI logs).
     use std::io::IsTerminal;
     let bar = (files.len() > 20 && std::io::stderr().is_terminal()).then(|| {
@@ -613,6 +631,9 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
                 for u in &c.unmapped {
                     *lost.entry(u.clone()).or_default() += 1;
                 }
+                for u in &c.untranslated {
+                    *untranslated.entry(u.clone()).or_default() += 1;
+                }
             }
             if a.ndjson {
                 let mut line = serde_json::json!({"source": label, "bundle": c.bundle, "outcome": c.outcome()});
@@ -647,7 +668,7 @@ fn convert(a: ConvertArgs, out: &mut impl Write) -> Result<ExitCode> {
         b.finish_and_clear();
     }
     if a.loss_summary {
-        say!("{}", loss_summary(lost, ok + failed));
+        say!("{}", loss_summary(lost, untranslated, ok + failed));
     }
     say!("{ok} converted, {failed} failed");
     Ok(if failed == 0 {

@@ -272,8 +272,8 @@ fn ack_answers_ae_when_conversion_fails() {
     assert!(text.contains("207^Application internal error^HL70357|E||||Observation not emitted: required code (OBX-3) is missing"), "{text}");
 }
 
-/// `--loss-summary` counts what went unmapped over all the messages: whole segments and fields,
-/// most frequent first, on stderr (stdout keeps the bundles).
+/// `--loss-summary` counts what went unmapped over all the messages: whole segments, fields and
+/// codes no vocabulary translated, most frequent first, on stderr (stdout keeps the bundles).
 #[test]
 fn convert_loss_summary_counts_unmapped_segments_and_fields() {
     let out = run(
@@ -311,6 +311,13 @@ fn convert_loss_summary_counts_unmapped_segments_and_fields() {
         .filter_map(|x| x.rsplit(' ').next()?.parse().ok())
         .collect();
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{fields}");
+    // The codes a vocabulary had no entry for: a golden OBX sends result status N (not asked),
+    // which table 0085's map to FHIR leaves without a target.
+    let codes = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("codes no vocabulary translated:"))
+        .unwrap_or_else(|| panic!("no codes line: {summary}"));
+    assert!(codes.contains("ObservationStatus 'N' 1"), "{codes}");
     // Without the flag, no summary.
     let plain = run(&["convert", "--ndjson", "tests/golden"], None);
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("not mapped, over"));

@@ -137,6 +137,9 @@ pub struct Conversion {
     /// What the loss report lists, as addresses: a whole segment (`EVN`) or a field (`PID-33`),
     /// once per occurrence (for summaries over many messages).
     pub unmapped: Vec<String>,
+    /// Codes a vocabulary had no entry for, as `Vocabulary 'code'` (the code cut at 40
+    /// characters), once per occurrence: what a sender's vocabulary files still lack.
+    pub untranslated: Vec<String>,
     /// With `ConvertOptions::trace`: every element of the emitted resources that a rule wrote,
     /// with that rule and what it read. Empty otherwise.
     pub trace: Vec<TraceRow>,
@@ -256,6 +259,8 @@ struct Ev<'p, 'm, 'a, 'g> {
     repeats: Vec<(usize, usize)>,
     /// The loss report's addresses (see [`Conversion::unmapped`]).
     unmapped: Vec<String>,
+    /// Codes no vocabulary entry translated (see [`Conversion::untranslated`]).
+    untranslated: Vec<String>,
     issues: Vec<Issue>,
     extra: Vec<Value>,
     /// Index into `extra` by `Type/id`.
@@ -498,6 +503,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
             issues,
             map: None,
             unmapped: Vec::new(),
+            untranslated: Vec::new(),
             trace: Vec::new(),
         };
     };
@@ -519,6 +525,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
             .collect(),
         repeats: Vec::new(),
         unmapped: Vec::new(),
+        untranslated: Vec::new(),
         issues,
         extra: Vec::new(),
         extra_ids: HashMap::new(),
@@ -632,6 +639,7 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         issues: ev.issues,
         map: Some(mp.name.clone()),
         unmapped: ev.unmapped,
+        untranslated: ev.untranslated,
         trace,
     }
 }
@@ -2201,14 +2209,14 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     }
                     None => {
                         if field == VocabField::Code {
+                            let code: String = s.chars().take(40).collect();
+                            self.untranslated.push(format!("{} '{}'", vocab.name, code));
                             self.issues.push(Issue {
                                 severity: Severity::Warning,
                                 code: "code-invalid",
                                 text: format!(
                                     "code '{}' has no entry in vocabulary {} (rule {})",
-                                    s.chars().take(40).collect::<String>(),
-                                    vocab.name,
-                                    r.name
+                                    code, vocab.name, r.name
                                 ),
                                 location: Some(self.loc_of(r)),
                             });
