@@ -454,6 +454,12 @@ impl MessageFacts {
             .filter_map(move |f| f.get(n).map(String::as_str))
     }
 
+    /// Whether some `seg`'s field `n` has `value` as its first component (`71045^Xray…^C4`).
+    fn first_component_is(&self, seg: &str, n: usize, value: &str) -> bool {
+        self.field(seg, n)
+            .any(|v| v.split('^').next() == Some(value))
+    }
+
     /// Whether `value` is a whole component or repetition of a field of an OBX in a prior result
     /// of an OMG^O19 or OML^O21: after the message's second PV1 (the first is the patient's
     /// visit; each PRIOR_RESULT starts with one).
@@ -580,10 +586,7 @@ impl MessageFacts {
                 None
             }
             "Procedure"
-                if f.key == "code.coding"
-                    && self
-                        .field("FT1", 25)
-                        .any(|v| v.split('^').next() == Some(f.value.as_str())) =>
+                if f.key == "code.coding" && self.first_component_is("FT1", 25, &f.value) =>
             {
                 Some(Deviation::ChargeAsProcedure)
             }
@@ -594,10 +597,7 @@ impl MessageFacts {
                 Some(Deviation::ChargeAsProcedure)
             }
             "ServiceRequest"
-                if f.key == "identifier.value"
-                    && self
-                        .field("ORC", 4)
-                        .any(|v| v.split('^').next() == Some(f.value.as_str())) =>
+                if f.key == "identifier.value" && self.first_component_is("ORC", 4, &f.value) =>
             {
                 Some(Deviation::GroupNumberAsIdentifier)
             }

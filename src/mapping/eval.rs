@@ -824,13 +824,18 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         self.mark_range(start, len);
     }
 
+    /// Bytes `start..start + len` as a range within the message; `None` when empty or outside it.
+    #[inline]
+    fn in_message(&self, start: usize, len: usize) -> Option<(usize, usize)> {
+        let n = self.msg.input.len();
+        (len > 0 && start < n).then(|| (start, start.saturating_add(len).min(n)))
+    }
+
     /// Record bytes `start..start + len` of the message as produced (ignored outside it).
     fn mark_range(&mut self, start: usize, len: usize) {
-        let n = self.msg.input.len();
-        if len == 0 || start >= n {
+        let Some((start, end)) = self.in_message(start, len) else {
             return;
-        }
-        let end = start.saturating_add(len).min(n);
+        };
         for_words(start, end, |word, mask| {
             if let Some(w) = self.produced.get_mut(word) {
                 *w |= mask;
@@ -841,11 +846,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
     /// Did any byte of `v` become part of an output value?
     fn was_produced(&self, v: &V2<'a>) -> bool {
         let (start, len) = self.span(v);
-        let n = self.msg.input.len();
-        if len == 0 || start >= n {
+        let Some((start, end)) = self.in_message(start, len) else {
             return false;
-        }
-        let end = start.saturating_add(len).min(n);
+        };
         let mut any = false;
         for_words(start, end, |word, mask| {
             any |= self.produced.get(word).is_some_and(|w| w & mask != 0);
@@ -2055,13 +2058,8 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 if let Some(parts) = functions::reads(*f) {
                     // Only the parts the function reads: a name's type or validity, an RPT's
                     // other components, stay listed unless another rule uses them.
-                    for &(c, s) in parts {
-                        let part = if s == 0 {
-                            v.component(c)
-                        } else {
-                            v.component(c).sub(s)
-                        };
-                        self.mark_produced(&part);
+                    for &at in parts {
+                        self.mark_produced(&functions::part(&v, at));
                     }
                 } else {
                     self.mark_produced(&v);
@@ -2194,8 +2192,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 match vocab.entries.get(&s) {
                     Some(e) => {
                         if let Some(v) = &frame.value {
+                            // The code, display and system rules of one coding read the same
+                            // value: record it once (`coded` is searched per component).
                             let at = self.span(v).0;
-                            self.coded.push(at);
+                            if self.coded.last() != Some(&at) {
+                                self.coded.push(at);
+                            }
                         }
                         let v = match field {
                             VocabField::Code => &e.code,
@@ -2360,25 +2362,25 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     );
                 }
             }
-            if !lost.is_empty() {
-                self.unmapped.extend(lost.iter().cloned());
-                self.issues.push(Issue {
-                    severity: Severity::Info,
-                    code: "informational",
-                    text: format!("field(s) not mapped: {}", lost.join(", ")),
-                    location: Some(format!("{} (segment #{})", seg.id(), i + 1)),
-                });
-            }
-            if !parts.is_empty() {
-                self.unmapped.extend(parts.iter().cloned());
-                self.issues.push(Issue {
-                    severity: Severity::Info,
-                    code: "informational",
-                    text: format!("component(s) not mapped: {}", parts.join(", ")),
-                    location: Some(format!("{} (segment #{})", seg.id(), i + 1)),
-                });
-            }
+            let location = format!("{} (segment #{})", seg.id(), i + 1);
+            self.report_unmapped("field(s)", lost, &location);
+            self.report_unmapped("component(s)", parts, &location);
         }
+    }
+
+    /// One informational issue listing `addresses` (`what` not mapped) in the segment at
+    /// `location`, and the addresses for [`Conversion::unmapped`]; nothing when there are none.
+    fn report_unmapped(&mut self, what: &str, addresses: Vec<String>, location: &str) {
+        if addresses.is_empty() {
+            return;
+        }
+        self.issues.push(Issue {
+            severity: Severity::Info,
+            code: "informational",
+            text: format!("{what} not mapped: {}", addresses.join(", ")),
+            location: Some(location.to_string()),
+        });
+        self.unmapped.extend(addresses);
     }
 
     /// The elements `MSH[MessageHeader]` builds from the MSH (nothing without that map). Nested

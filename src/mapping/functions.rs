@@ -302,31 +302,40 @@ fn words(v: &V2<'_>) -> String {
     out
 }
 
+/// Part `(component, subcomponent)` of `v` (subcomponent 0: the whole component).
+pub fn part<'a>(v: &V2<'a>, (c, s): (usize, usize)) -> V2<'a> {
+    if s == 0 {
+        v.component(c)
+    } else {
+        v.component(c).sub(s)
+    }
+}
+
 /// The parts of a value a function reads, `(component, subcomponent)` (0: the whole component),
 /// for the functions that read only some of them; `None`: the whole value.
 pub fn reads(f: Func) -> Option<&'static [(usize, usize)]> {
     match f {
         Func::PersonName => Some(&PERSON_NAME_PARTS),
-        Func::OffsetMinutes => Some(&[(9, 0), (10, 1)]),
+        Func::OffsetMinutes => Some(&OFFSET_PARTS),
         _ => None,
     }
 }
+
+/// The parts of an RPT that [`offset_minutes`] reads: the offset (RPT.9) and its unit's code
+/// (RPT.10.1).
+const OFFSET_PARTS: [(usize, usize); 2] = [(9, 0), (10, 1)];
 
 /// An RPT's event offset (RPT.9, a number, in the unit RPT.10.1 names) in whole minutes: `120^s`
 /// is 2, `1^hr` 60. An error for a unit other than seconds, minutes, hours, days or weeks, a
 /// negative or fractional number, or seconds that make no whole minute.
 fn offset_minutes(v: &V2<'_>) -> Result<u64, String> {
-    let q = v
-        .component(9)
-        .text()
-        .map(|t| t.trim().to_string())
-        .unwrap_or_default();
-    let unit = v
-        .component(10)
-        .sub(1)
-        .text()
-        .map(|t| t.trim().to_string())
-        .unwrap_or_default();
+    let text = |at| {
+        part(v, at)
+            .text()
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    };
+    let (q, unit) = (text(OFFSET_PARTS[0]), text(OFFSET_PARTS[1]));
     if q.is_empty() {
         return Err("no event offset (RPT.9)".into());
     }
@@ -359,14 +368,6 @@ pub const PERSON_NAME_PARTS: [(usize, usize); 7] =
 /// order XPN.11 (table 0444) gives — `G` or none: prefix, given, middle, family, suffix, degree;
 /// `F`: prefix, family, given, middle, suffix, degree.
 fn person_name(v: &V2<'_>) -> String {
-    let part = |c: usize, s: usize| {
-        let x = if s == 0 {
-            v.component(c)
-        } else {
-            v.component(c).sub(s)
-        };
-        words(&x)
-    };
     let family_first = v.component(11).text().is_some_and(|t| t.trim() == "F");
     let order: [(usize, usize); 6] = if family_first {
         [(5, 0), (1, 1), (2, 0), (3, 0), (4, 0), (6, 0)]
@@ -374,8 +375,8 @@ fn person_name(v: &V2<'_>) -> String {
         [(5, 0), (2, 0), (3, 0), (1, 1), (4, 0), (6, 0)]
     };
     let mut out = String::new();
-    for (c, s) in order {
-        let w = part(c, s);
+    for at in order {
+        let w = words(&part(v, at));
         if !w.is_empty() {
             if !out.is_empty() {
                 out.push(' ');
