@@ -34,7 +34,11 @@ fn main() {
             let t = measure(budget, || {
                 let p = v2fhir::v2::parse(black_box(bytes)).expect("parse");
                 let c = eval::convert(&plan, &p.messages[0], &opts);
-                let json = serde_json::to_vec(&c.bundle).expect("serialize");
+                let json = c
+                    .bundle
+                    .as_ref()
+                    .map(v2fhir::fhir::json::to_vec)
+                    .unwrap_or_default();
                 black_box(json.len());
             });
             report(name, "parse+map+validate+json", bytes.len(), t);

@@ -418,10 +418,9 @@ fn prepare_message(
     }
 }
 
-/// Compact JSON text. `serde_json::to_string` writes into a `Vec` directly; `Value::to_string`
-/// goes through `fmt::Write` and is measurably slower on 15 KB bundles.
+/// Compact JSON text (`fhir::json`: serde_json's bytes, written faster).
 fn json_text(v: &serde_json::Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+    crate::fhir::json::to_string(v)
 }
 
 /// Parse findings and conversion issues as one OperationOutcome.

@@ -4,6 +4,7 @@ pub mod compartment;
 pub mod datetime;
 pub mod ids;
 pub mod intake;
+pub mod json;
 pub mod oru;
 pub mod search;
 pub mod validate;

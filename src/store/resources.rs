@@ -41,7 +41,7 @@ impl NewResource {
     pub fn from_json(resource: &serde_json::Value) -> Option<NewResource> {
         let resource_type = resource.get("resourceType")?.as_str()?.to_string();
         let id = resource.get("id")?.as_str()?.to_string();
-        let content = serde_json::to_string(resource).ok()?;
+        let content = crate::fhir::json::to_string(resource);
         let hash = crate::ingest::content_hash(content.as_bytes());
         Some(NewResource {
             resource_type,
@@ -72,8 +72,8 @@ impl NewResource {
     /// Bundle's (the same bytes as `serde_json::to_string(bundle)`, for half the serializing).
     pub fn from_bundle(bundle: &serde_json::Value) -> (String, Vec<NewResource>) {
         let found = Self::entries(bundle);
-        let text = bundle_text(bundle, &found)
-            .unwrap_or_else(|| serde_json::to_string(bundle).unwrap_or_default());
+        let text =
+            bundle_text(bundle, &found).unwrap_or_else(|| crate::fhir::json::to_string(bundle));
         (text, found.into_iter().map(|(_, r)| r).collect())
     }
 
@@ -143,7 +143,7 @@ fn bundle_text(bundle: &serde_json::Value, found: &[(usize, NewResource)]) -> Op
                     }
                     Some(resource)
                 })?,
-                _ => serde_json::to_writer(&mut *out, e).ok()?,
+                _ => crate::fhir::json::write_value(out, e),
             }
         }
         out.push(b']');
@@ -164,10 +164,10 @@ fn write_object(
         if i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut *out, k).ok()?;
+        crate::fhir::json::write_str(out, k);
         out.push(b':');
         if !special(out, k, v)? {
-            serde_json::to_writer(&mut *out, v).ok()?;
+            crate::fhir::json::write_value(out, v);
         }
     }
     out.push(b'}');

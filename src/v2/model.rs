@@ -221,7 +221,7 @@ impl<'a> Value<'a> {
         if n == 0 {
             return Value::absent(self.child_level(), self.delims, self.charset);
         }
-        if self.child_delim().is_none() {
+        let Some(d) = self.child_delim() else {
             return if n == 1 {
                 Value {
                     level: self.child_level(),
@@ -230,10 +230,21 @@ impl<'a> Value<'a> {
             } else {
                 Value::absent(self.child_level(), self.delims, self.charset)
             };
+        };
+        // Skip n - 1 separators, then cut at the next one (no Value per skipped child).
+        let mut rest = self.bytes;
+        for _ in 1..n {
+            match find_byte(d, rest) {
+                Some(p) => rest = &rest[p + 1..],
+                None => return Value::absent(self.child_level(), self.delims, self.charset),
+            }
         }
-        self.children()
-            .nth(n - 1)
-            .unwrap_or_else(|| Value::absent(self.child_level(), self.delims, self.charset))
+        let end = find_byte(d, rest).unwrap_or(rest.len());
+        Value {
+            bytes: &rest[..end],
+            level: self.child_level(),
+            ..*self
+        }
     }
 
     /// Repetition `n` (1-based) of a field. On other levels, this value itself for `n == 1`.
@@ -361,9 +372,13 @@ pub(crate) fn is_header_id(id: &[u8]) -> bool {
 impl<'m, 'a> Segment<'m, 'a> {
     /// The three-character segment id (e.g. `PID`). Non-UTF-8 ids come back lossily decoded.
     pub fn id(&self) -> &'a str {
+        std::str::from_utf8(self.id_bytes()).unwrap_or("???")
+    }
+
+    /// The segment id's bytes as sent (no UTF-8 check: for comparisons).
+    fn id_bytes(&self) -> &'a [u8] {
         let s = self.seg.start as usize;
-        let bytes = self.msg.input.get(s..s + 3).unwrap_or(&[]);
-        std::str::from_utf8(bytes).unwrap_or("???")
+        self.msg.input.get(s..s + 3).unwrap_or(&[])
     }
 
     /// 0-based index of this segment in the message (MSH is 0).
@@ -399,7 +414,7 @@ impl<'m, 'a> Segment<'m, 'a> {
     /// The highest field number present (HL7 numbering).
     pub fn field_count(&self) -> usize {
         let n = self.pieces();
-        if is_header_id(self.id().as_bytes()) && n > 0 {
+        if is_header_id(self.id_bytes()) && n > 0 {
             n + 1
         } else {
             n
@@ -424,7 +439,7 @@ impl<'m, 'a> Segment<'m, 'a> {
     pub fn field(&self, n: usize) -> Value<'a> {
         let d = self.msg.delims;
         let cs = self.msg.charset;
-        if is_header_id(self.id().as_bytes()) {
+        if is_header_id(self.id_bytes()) {
             match n {
                 0 => Value::absent(Level::Field, d, cs),
                 1 => {
