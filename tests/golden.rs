@@ -3352,3 +3352,61 @@ fn table_bound_codes_keep_their_alternate_code_and_version() {
         got["outcome"]
     );
 }
+
+/// A coding system sent by its OID or URI in place of a table 0396 name is that system
+/// (`CodingSystem.csv`'s `#! unmatched: uri`); a name that is neither stays reported; the
+/// second alternate code (CWE.10–.13) is the third coding, as the IG maps it.
+#[test]
+fn coding_systems_sent_as_oids_or_uris_and_second_alternates() {
+    let plan = plan();
+    let got = convert_text(&plan, &input("tests/golden/oru_r01_coding_systems.hl7"));
+    let observations: Vec<&Value> = got["bundle"]["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == "Observation")
+        .collect();
+    assert_eq!(observations.len(), 3);
+    let codings = |v: &Value| -> Vec<(String, String)> {
+        v["coding"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["code"].as_str().unwrap_or("").to_string(),
+                    c["system"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |xs: &[(&str, &str)]| -> Vec<(String, String)> {
+        xs.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        codings(&observations[0]["code"]),
+        pairs(&[("2345-7", "http://loinc.org"), ("GLU", ""), ("G-1", "")])
+    );
+    assert_eq!(observations[0]["code"]["coding"][2]["version"], "3");
+    assert_eq!(
+        codings(&observations[1]["code"]),
+        pairs(&[("94500-6", "urn:oid:2.16.840.1.113883.6.1")])
+    );
+    assert_eq!(
+        codings(&observations[1]["valueCodeableConcept"]),
+        pairs(&[
+            ("260373001", "http://snomed.info/sct"),
+            ("DET", "urn:oid:2.16.840.1.113883.12.78")
+        ])
+    );
+    assert_eq!(codings(&observations[2]["code"]), pairs(&[("XYZ-1", "")]));
+    let outcome = got["outcome"].to_string();
+    assert!(
+        outcome.contains("code 'NOTASYSTEM' has no entry in vocabulary CodingSystem"),
+        "{outcome}"
+    );
+    assert!(!outcome.contains("2.16.840.1.113883.6.1"), "{outcome}");
+}

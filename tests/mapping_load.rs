@@ -432,3 +432,32 @@ fn nested_resource_rules_are_checked() {
     );
     assert_eq!(e.len(), 2, "{e:#?}");
 }
+
+/// A vocabulary's `#! unmatched: FUNCTION` line names a function that can apply to a code alone;
+/// a mistyped directive or function is an error that names the line, and the set does not load.
+#[test]
+fn vocabulary_directives_are_checked() {
+    let good = errors(&[(
+        "m/vocab/CodingSystem.csv",
+        "# comment\n#! unmatched: uri\nsource_code,target_code\nLN,http://loinc.org\n",
+    )]);
+    assert!(good.is_empty(), "{good:#?}");
+    let e = errors(&[
+        (
+            "m/vocab/A.csv",
+            "#! unmatched: date\nsource_code,target_code\nX,y\n",
+        ),
+        (
+            "m/vocab/B.csv",
+            "# fine\n#! fallback: uri\nsource_code,target_code\nX,y\n",
+        ),
+    ]);
+    assert!(
+        has_error(&e, "m/vocab/A.csv:", "line 1: 'unmatched: date'"),
+        "{e:#?}"
+    );
+    assert!(
+        has_error(&e, "m/vocab/B.csv:", "line 2: unknown directive"),
+        "{e:#?}"
+    );
+}

@@ -2210,6 +2210,26 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                         })
                     }
                     None => {
+                        // The vocabulary's fallback for codes it lacks (an OID or URI sent in
+                        // place of a table 0396 name is already a code system).
+                        let fallback = match (field, vocab.unmatched) {
+                            (VocabField::Code, Some(f)) => {
+                                functions::apply_str(f, &s).ok().flatten()
+                            }
+                            _ => None,
+                        };
+                        if let Some(p) = fallback {
+                            if let Some(v) = &frame.value {
+                                let at = self.span(v).0;
+                                if self.coded.last() != Some(&at) {
+                                    self.coded.push(at);
+                                }
+                            }
+                            return Ok(Some(Produced {
+                                value: p.value,
+                                choice,
+                            }));
+                        }
                         if field == VocabField::Code {
                             let code: String = s.chars().take(40).collect();
                             self.untranslated.push(format!("{} '{}'", vocab.name, code));

@@ -181,22 +181,7 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
             "N" | "NO" | "F" | "FALSE" | "0" => plain(Value::Bool(false), "Boolean"),
             _ => return Err("not a Y/N boolean".into()),
         },
-        Func::Uri => {
-            let t = text();
-            let uri = if is_oid(&t) {
-                format!("urn:oid:{t}")
-            } else if t.len() == 36
-                && t.bytes().filter(|&b| b == b'-').count() == 4
-                && t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-            {
-                format!("urn:uuid:{}", t.to_ascii_lowercase())
-            } else if t.contains(':') && !t.contains(' ') {
-                t
-            } else {
-                return Err("not an OID, UUID or URI".into());
-            };
-            plain(Value::String(uri), "Uri")
-        }
+        Func::Uri => plain(Value::String(uri(text())?), "Uri"),
         Func::Sn => sn(v)?,
         Func::Attachment => attachment(v)?,
         Func::Phone => plain(
@@ -232,7 +217,29 @@ pub fn joinable(f: Func) -> bool {
     )
 }
 
-/// Apply a [`joinable`] function to text already decoded (the joined texts of a `join` rule).
+/// The functions a vocabulary may apply to a code it has no row for (`#! unmatched: uri`).
+pub fn vocab_fallback(f: Func) -> bool {
+    matches!(f, Func::Text | Func::Upper | Func::Lower | Func::Uri)
+}
+
+/// An OID as `urn:oid:`, a UUID as `urn:uuid:` (lower case), a URI as is.
+fn uri(t: String) -> Result<String, String> {
+    if is_oid(&t) {
+        Ok(format!("urn:oid:{t}"))
+    } else if t.len() == 36
+        && t.bytes().filter(|&b| b == b'-').count() == 4
+        && t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    {
+        Ok(format!("urn:uuid:{}", t.to_ascii_lowercase()))
+    } else if t.contains(':') && !t.contains(' ') {
+        Ok(t)
+    } else {
+        Err("not an OID, UUID or URI".into())
+    }
+}
+
+/// Apply a [`joinable`] or [`vocab_fallback`] function to text already decoded (the joined
+/// texts of a `join` rule, a code a vocabulary has no row for).
 pub fn apply_str(f: Func, text: &str) -> Result<Option<Produced>, String> {
     if text.is_empty() {
         return Ok(None);
@@ -242,6 +249,7 @@ pub fn apply_str(f: Func, text: &str) -> Result<Option<Produced>, String> {
         Func::Text => plain(Value::String(s.into_owned()), "String"),
         Func::Upper => plain(Value::String(s.to_uppercase()), "String"),
         Func::Lower => plain(Value::String(s.to_lowercase()), "String"),
+        Func::Uri => plain(Value::String(uri(s.into_owned())?), "Uri"),
         Func::TextAttachment => text_attachment(text),
         _ => return Err(format!("fn {f:?} cannot apply to joined text")),
     }))

@@ -488,6 +488,32 @@ fn split_map_name(n: &str) -> Option<(&str, &str)> {
 }
 
 fn read_vocab(name: &str, text: &str) -> Result<Vocab, String> {
+    // `#! key: value` lines are directives; other `#` lines are comments.
+    let mut unmatched = None;
+    for (i, line) in text.lines().enumerate() {
+        let Some(d) = line.strip_prefix("#!") else {
+            continue;
+        };
+        match d.split_once(':').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("unmatched", f)) => match Func::from_name(f) {
+                Some(func) if crate::mapping::functions::vocab_fallback(func) => {
+                    unmatched = Some(func)
+                }
+                _ => {
+                    return Err(format!(
+                        "line {}: 'unmatched: {f}': a vocabulary can apply uri, text, upper or lower to a code it has no row for",
+                        i + 1
+                    ));
+                }
+            },
+            _ => {
+                return Err(format!(
+                    "line {}: unknown directive '#!{d}' (known: '#! unmatched: FUNCTION')",
+                    i + 1
+                ));
+            }
+        }
+    }
     let mut rows = text
         .lines()
         .enumerate()
@@ -525,6 +551,7 @@ fn read_vocab(name: &str, text: &str) -> Result<Vocab, String> {
     Ok(Vocab {
         name: name.to_string(),
         entries,
+        unmatched,
     })
 }
 

@@ -433,6 +433,9 @@ pub struct Vocab {
     pub name: String,
     /// source_code → entry.
     pub entries: HashMap<String, VocabEntry>,
+    /// Applied to a code with no entry (`#! unmatched: uri`): what it converts is the target
+    /// code; what it refuses is reported as untranslated, as without it.
+    pub unmatched: Option<Func>,
 }
 
 /// A compiled sender overlay: when every matcher holds, these maps replace the base ones.
