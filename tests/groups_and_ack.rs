@@ -369,3 +369,50 @@ fn reject_without_msh() {
     assert_eq!(s[2][3], "100^Segment sequence error^HL70357");
     assert!(v2::parse(a.as_bytes()).is_ok());
 }
+
+/// A message that declares OUL_R22 (specimens first) but lays out its orders and results first,
+/// as OUL_R24 does, is read as OUL_R24 (`fallback` in the structure files) and the outcome
+/// says so; one that follows OUL_R22 keeps it, and a fallback is taken only when it places more.
+#[test]
+fn a_declared_structure_the_segments_do_not_follow_falls_back_to_a_listed_one() {
+    let r24_layout = "MSH|^~\\&|LIS|LAB|EHR|HOSP|20240101||OUL^R22^OUL_R22|1|P|2.5.1\r\
+PID|1||123^^^H^MR\rPV1|1|O\rOBR|1|O1|F1|GLU^Glucose^L\rOBX|1|NM|GLU||5.5|mmol/L|||||F\r\
+OBX|2|NM|NA||140|mmol/L|||||F\r";
+    let p = v2::parse(r24_layout.as_bytes()).expect("parse");
+    let m = &p.messages[0];
+    let g = Structures::builtin().group(m);
+    assert_eq!(g.structure.as_deref(), Some("OUL_R24"));
+    let results = g.root.find_all("ORDER/RESULT");
+    assert_eq!(results.len(), 2, "{g:#?}");
+    let fallback: Vec<_> = g
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == Code::StructureFallback)
+        .collect();
+    assert_eq!(fallback.len(), 1);
+    assert!(
+        fallback[0]
+            .message
+            .contains("do not follow OUL_R22 (4 out of place or missing); read as OUL_R24, which places all but 0"),
+        "{}",
+        fallback[0].message
+    );
+    assert_eq!(fallback[0].location.line, 1);
+    // Following the declared structure: no fallback.
+    let r22 = "MSH|^~\\&|LIS|LAB|EHR|HOSP|20240101||OUL^R22^OUL_R22|2|P|2.5.1\r\
+PID|1||123^^^H^MR\rSPM|1|S1||SER\rOBR|1|O1|F1|GLU^Glucose^L\rOBX|1|NM|GLU||5.5|mmol/L|||||F\r";
+    let p = v2::parse(r22.as_bytes()).expect("parse");
+    let g = Structures::builtin().group(&p.messages[0]);
+    assert_eq!(g.structure.as_deref(), Some("OUL_R22"));
+    assert!(
+        !g.diagnostics
+            .iter()
+            .any(|d| d.code == Code::StructureFallback)
+    );
+    // Out of place in every OUL structure alike (an ORU segment order): the declared one stays.
+    let neither = "MSH|^~\\&|LIS|LAB|EHR|HOSP|20240101||OUL^R22^OUL_R22|3|P|2.5.1\r\
+PID|1||123^^^H^MR\rNK1|1\rPID|2\r";
+    let p = v2::parse(neither.as_bytes()).expect("parse");
+    let g = Structures::builtin().group(&p.messages[0]);
+    assert_eq!(g.structure.as_deref(), Some("OUL_R22"));
+}

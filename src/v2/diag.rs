@@ -60,6 +60,8 @@ pub enum Code {
     MissingSegment,
     /// No structure definition known for this message type.
     UnknownStructure,
+    /// The segments follow another structure than the one declared, which was used instead.
+    StructureFallback,
     /// Input exceeds a configured or absolute limit.
     TooLarge,
     /// Segments that belong to no message (no MSH before them); skipped.
@@ -91,6 +93,7 @@ impl Code {
             Code::ZSegment => "z_segment",
             Code::MissingSegment => "missing_segment",
             Code::UnknownStructure => "unknown_structure",
+            Code::StructureFallback => "structure_fallback",
             Code::TooLarge => "too_large",
             Code::OrphanSegment => "orphan_segment",
             Code::Conversion => "conversion",

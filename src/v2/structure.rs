@@ -112,6 +112,10 @@ fn compute_first(children: &mut [Node]) -> Vec<String> {
 pub struct Structures {
     defs: HashMap<String, Arc<Group>>,
     triggers: HashMap<String, String>,
+    /// `fallback X = Y Z`: structures to read a message of structure X as when X leaves some
+    /// of its segments unplaced (senders that declare one OUL structure and send another's
+    /// layout).
+    fallbacks: HashMap<String, Vec<String>>,
 }
 
 /// A definition error with its file and line.
@@ -354,6 +358,7 @@ impl Structures {
     /// Add the definitions of one file. All errors are returned, not just the first.
     pub fn add_file(&mut self, file: &str, text: &str) -> Result<(), Vec<StructureError>> {
         let mut errors = Vec::new();
+        let mut fallback_lines: Vec<(usize, String, Vec<String>)> = Vec::new();
         // Join indented continuation lines into statements.
         let mut stmts: Vec<(usize, String)> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
@@ -382,12 +387,26 @@ impl Structures {
                 errors.push(StructureError {
                     file: file.into(),
                     line,
-                    message: "expected 'NAME = ...' or 'trigger ... = NAME'".into(),
+                    message:
+                        "expected 'NAME = ...', 'trigger ... = NAME' or 'fallback NAME = NAME ...'"
+                            .into(),
                 });
                 continue;
             };
             let lhs = lhs.trim();
             let rhs = rhs.trim();
+            if let Some(name) = lhs.strip_prefix("fallback ") {
+                let alts: Vec<String> = rhs.split_whitespace().map(str::to_string).collect();
+                if alts.is_empty() {
+                    errors.push(StructureError {
+                        file: file.into(),
+                        line,
+                        message: format!("fallback {} names no structure", name.trim()),
+                    });
+                }
+                fallback_lines.push((line, name.trim().to_string(), alts));
+                continue;
+            }
             if let Some(list) = lhs.strip_prefix("trigger ") {
                 for t in list.split_whitespace() {
                     if !t.contains('^') {
@@ -438,6 +457,18 @@ impl Structures {
                 }
                 Err(e) => errors.push(e),
             }
+        }
+        for (line, name, alts) in fallback_lines {
+            for n in std::iter::once(&name).chain(&alts) {
+                if !self.defs.contains_key(n) {
+                    errors.push(StructureError {
+                        file: file.into(),
+                        line,
+                        message: format!("fallback names unknown structure {n}"),
+                    });
+                }
+            }
+            self.fallbacks.entry(name).or_default().extend(alts);
         }
         for (t, target) in &self.triggers {
             if !self.defs.contains_key(target) {
@@ -527,9 +558,58 @@ impl Structures {
                 diagnostics: diags,
             };
         };
-        let root = group_segments(def, msg, &mut diags);
+        let mut root = group_segments(def, msg, &mut diags);
+        let mut structure = def.name.to_string();
+        // A sender that declares one structure and sends another's layout (OUL_R22 with its
+        // orders before the specimens): of the declared structure's fallbacks, the one that
+        // leaves fewest segments unplaced, if it leaves fewer than the declared one.
+        let unplaced = |d: &[Diagnostic]| {
+            d.iter()
+                .filter(|x| matches!(x.code, Code::UnexpectedSegment | Code::MissingSegment))
+                .count()
+        };
+        let declared = unplaced(&diags);
+        if declared > 0
+            && let Some(alts) = self.fallbacks.get(&*def.name)
+        {
+            let mut best: Option<(usize, &Arc<Group>, GroupInstance, Vec<Diagnostic>)> = None;
+            for alt in alts.iter().filter_map(|n| self.defs.get(n)) {
+                let mut d = Vec::new();
+                let r = group_segments(alt, msg, &mut d);
+                let n = unplaced(&d);
+                if n < declared && best.as_ref().is_none_or(|b| n < b.0) {
+                    best = Some((n, alt, r, d));
+                }
+            }
+            if let Some((n, alt, r, d)) = best {
+                let (offset, line) = msg
+                    .segment(0)
+                    .map(|s| (s.offset(), s.line()))
+                    .unwrap_or((0, 1));
+                let mut notes = vec![Diagnostic::new(
+                    Severity::Warning,
+                    Code::StructureFallback,
+                    Location {
+                        segment: Some("MSH".into()),
+                        segment_seq: Some(1),
+                        field: Some(9),
+                        offset,
+                        line,
+                        ..Location::default()
+                    },
+                    format!(
+                        "the segments do not follow {} ({declared} out of place or missing); read as {}, which places all but {n}",
+                        def.name, alt.name
+                    ),
+                )];
+                notes.extend(d);
+                diags = notes;
+                root = r;
+                structure = alt.name.to_string();
+            }
+        }
         Grouping {
-            structure: Some(def.name.to_string()),
+            structure: Some(structure),
             root,
             diagnostics: diags,
         }
@@ -974,6 +1054,29 @@ mod tests {
         assert!(
             text.iter()
                 .any(|t| t.contains("trigger 'FOO' must be TYPE^EVENT")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn fallbacks_name_known_structures() {
+        let mut s = Structures::default();
+        let errs = s
+            .add_file(
+                "f.hl7s",
+                "A_1 = MSH PID\nB_1 = MSH PV1\nfallback A_1 = B_1\nfallback B_1 = C_9\nfallback A_1 =\n",
+            )
+            .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t == "f.hl7s:4: fallback names unknown structure C_9"),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t == "f.hl7s:5: fallback A_1 names no structure"),
             "{text:?}"
         );
     }
