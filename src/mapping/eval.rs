@@ -2506,6 +2506,9 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let mut mh = json!({
             "resourceType": "MessageHeader",
             "id": mh_id,
+            // Filled by MSH[MessageHeader] (MSH-8, MSH-11) or removed below: here so that it
+            // comes out after the id, where FHIR puts it.
+            "meta": {},
             "eventCoding": {"system": "http://terminology.hl7.org/CodeSystem/v2-0003", "code": code(h.trigger_event.as_deref().or(h.message_code.as_deref()).unwrap_or("unknown"))},
             "source": {"endpoint": endpoint(&h.sending_application)},
         });
@@ -2547,6 +2550,11 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         // network address, is a better endpoint than MSH-3); a destination it adds (MSH-6's
         // receiver without MSH-5) still needs the endpoint R4 requires.
         merge_into(&mut mh, Value::Object(header));
+        if let Some(m) = mh.as_object_mut()
+            && m.get("meta").is_some_and(is_empty_json)
+        {
+            m.shift_remove("meta");
+        }
         if let Some(dests) = mh.get_mut("destination").and_then(Value::as_array_mut) {
             for d in dests.iter_mut() {
                 if d.get("endpoint").is_none() {
