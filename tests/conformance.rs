@@ -26,7 +26,7 @@ const FLOORS: &[(&str, f64)] = &[
     ("Observation", 0.86),
     ("Immunization", 0.85),
     ("DiagnosticReport", 0.50),
-    ("RelatedPerson", 0.96),
+    ("RelatedPerson", 0.98),
     ("Condition", 0.93),
     ("ServiceRequest", 0.64),
     ("Procedure", 0.65),
