@@ -461,3 +461,83 @@ fn vocabulary_directives_are_checked() {
         "{e:#?}"
     );
 }
+
+/// `extends`: a map starts from another map's rules; its own rules replace the base's of the same
+/// name in place and the others follow. A base that is missing, of the other kind, of another
+/// FHIR type, or a cycle is an error at the map's `extends` line.
+#[test]
+fn extends_takes_the_base_rules_and_checks_the_base() {
+    let base = (
+        "m/datatypes/CWE.yaml",
+        "kind: datatype\nmap: \"CWE[CodeableConcept]\"\nrules:\n  - { name: code, from: \".1\", to: \"coding[+].code\" }\n  - { name: text, from: \".9\", to: text }\n",
+    );
+    let derived = (
+        "m/datatypes/IS.yaml",
+        "kind: datatype\nmap: \"CWE[CodeableConcept:X]\"\nextends: \"CWE[CodeableConcept]\"\nrules:\n  - { name: text, from: \".2\", to: text }\n  - { name: extra, from: \".4\", to: \"coding[+].code\" }\n",
+    );
+    let owned: Vec<(String, String)> = [base, derived]
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    let plan = v2fhir::mapping::load::load_sources(&owned).unwrap_or_else(|e| panic!("{e:#?}"));
+    let m = plan
+        .maps
+        .iter()
+        .find(|m| m.name == "CWE[CodeableConcept:X]")
+        .expect("derived map");
+    let names: Vec<&str> = m.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["code", "text", "extra"]);
+    assert_eq!(
+        m.rules[1].from.as_ref().map(|s| s.to_string()).as_deref(),
+        Some(".2")
+    );
+
+    let e = errors(&[
+        base,
+        (
+            "m/datatypes/A.yaml",
+            "kind: datatype\nmap: \"CWE[CodeableConcept:A]\"\nextends: \"CWE[CodeableConcept:Nope]\"\nrules: []\n",
+        ),
+        (
+            "m/datatypes/B.yaml",
+            "kind: datatype\nmap: \"CX[Identifier:B]\"\nextends: \"CWE[CodeableConcept]\"\nrules: []\n",
+        ),
+        (
+            "m/segments/C.yaml",
+            "kind: segment\nmap: \"PID[CodeableConcept]\"\nextends: \"CWE[CodeableConcept]\"\nrules: []\n",
+        ),
+        (
+            "m/datatypes/D.yaml",
+            "kind: datatype\nmap: \"CWE[CodeableConcept:D]\"\nextends: \"CWE[CodeableConcept:E]\"\nrules: []\n",
+        ),
+        (
+            "m/datatypes/E.yaml",
+            "kind: datatype\nmap: \"CWE[CodeableConcept:E]\"\nextends: \"CWE[CodeableConcept:D]\"\nrules: []\n",
+        ),
+    ]);
+    assert!(
+        has_error(
+            &e,
+            "m/datatypes/A.yaml:3:",
+            "no segment or datatype map named CWE[CodeableConcept:Nope]"
+        ),
+        "{e:#?}"
+    );
+    assert!(
+        has_error(
+            &e,
+            "m/datatypes/B.yaml:3:",
+            "a map extends one of its own FHIR type"
+        ),
+        "{e:#?}"
+    );
+    assert!(
+        has_error(
+            &e,
+            "m/segments/C.yaml:3:",
+            "a map extends one of its own kind"
+        ),
+        "{e:#?}"
+    );
+    assert!(e.iter().any(|x| x.contains("extends itself")), "{e:#?}");
+}

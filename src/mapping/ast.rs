@@ -159,6 +159,10 @@ pub struct Expectation {
 pub struct RuleMap {
     /// `PID[Patient]`, `CX[Identifier]`.
     pub map: String,
+    /// Another map of the same kind and FHIR type whose rules this one starts from: a rule of
+    /// this map with the name of one of those replaces it in place, the others follow them.
+    #[serde(default)]
+    pub extends: Option<String>,
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,

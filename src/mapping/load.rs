@@ -480,6 +480,93 @@ fn src_fields(s: &Src, out: &mut Vec<([u8; 3], usize)>) {
     }
 }
 
+/// Give map `i` its base's rules (`extends`), the base's own base first: a rule of map `i` with
+/// the name of a base rule replaces it in place, the others follow the base's. A base that is
+/// missing, of the other kind, of another FHIR type or segment, or a cycle is an error at the
+/// map's `extends`.
+fn resolve_extends(
+    i: usize,
+    defs: &[(String, &ast::RuleMap, bool)],
+    maps: &mut [MapPlan],
+    done: &mut [bool],
+    visiting: &mut Vec<usize>,
+    ctx: &mut Ctx<'_>,
+) {
+    if done[i] {
+        return;
+    }
+    done[i] = true;
+    let (file, m, is_segment) = &defs[i];
+    let Some(base_name) = &m.extends else {
+        return;
+    };
+    let fail = |ctx: &mut Ctx<'_>, message: String| {
+        ctx.err(file, "/extends", message);
+        ctx.quiet_maps.insert(m.map.clone());
+    };
+    let Some(&b) = ctx.map_ids.get(base_name) else {
+        if !ctx.quiet_maps.contains(base_name.as_str()) {
+            fail(ctx, format!("no segment or datatype map named {base_name}"));
+        }
+        return;
+    };
+    if b == i || visiting.contains(&b) {
+        fail(
+            ctx,
+            format!("{} extends itself (through {base_name})", m.map),
+        );
+        return;
+    }
+    let kind = |seg: bool| if seg { "segment" } else { "datatype" };
+    if defs[b].2 != *is_segment {
+        fail(
+            ctx,
+            format!(
+                "{} is a {} map and {base_name} a {} map: a map extends one of its own kind",
+                m.map,
+                kind(*is_segment),
+                kind(defs[b].2)
+            ),
+        );
+        return;
+    }
+    let segment = |name: &str| split_map_name(name).map(|(l, _)| l.to_string());
+    if *is_segment && segment(&m.map) != segment(base_name) {
+        fail(
+            ctx,
+            format!("{} and {base_name} read different segments", m.map),
+        );
+        return;
+    }
+    if maps[b].fhir_type != maps[i].fhir_type {
+        fail(
+            ctx,
+            format!(
+                "{} makes {} and {base_name} makes {}: a map extends one of its own FHIR type",
+                m.map, maps[i].fhir_type, maps[b].fhir_type
+            ),
+        );
+        return;
+    }
+    // The base first, so that its own base is already in it.
+    done[i] = false;
+    visiting.push(i);
+    resolve_extends(b, defs, maps, done, visiting, ctx);
+    visiting.pop();
+    done[i] = true;
+    let mut rules = maps[b].rules.clone();
+    for r in std::mem::take(&mut maps[i].rules) {
+        match rules.iter().position(|x| x.name == r.name) {
+            Some(p) => rules[p] = r,
+            None => rules.push(r),
+        }
+    }
+    maps[i].rules = rules;
+    if ctx.quiet_maps.contains(base_name.as_str()) {
+        ctx.quiet_maps.insert(m.map.clone());
+    }
+}
+
 /// Split `X[Y]` or `X[Y:Variant]` into (`X`, `Y`): the FHIR type without the variant name.
 fn split_map_name(n: &str) -> Option<(&str, &str)> {
     let (a, b) = n.split_once('[')?;
@@ -859,6 +946,21 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
             fhir_type: fhir_type.to_string(),
             rules,
         });
+    }
+    // `extends`: a map starts from its base's rules (after the base's own `extends`).
+    let mut done: Vec<bool> = map_defs
+        .iter()
+        .map(|(_, m, _)| m.extends.is_none())
+        .collect();
+    for i in 0..map_defs.len() {
+        resolve_extends(
+            i,
+            &map_defs,
+            &mut maps,
+            &mut done,
+            &mut Vec::new(),
+            &mut ctx,
+        );
     }
     let mut messages = Vec::new();
     let mut message_names = HashMap::new();
