@@ -183,6 +183,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_escape_at_any_position_of_any_short_length() {
+        for len in 1..=40usize {
+            for at in 0..len {
+                for esc in ['"', '\\', '\n', '\u{1}'] {
+                    let mut s: Vec<char> = "abcdefghijklmnopqrstuvwxyz0123456789ABCD"
+                        .chars()
+                        .take(len)
+                        .collect();
+                    s[at] = esc;
+                    let s: String = s.into_iter().collect();
+                    assert_eq!(
+                        to_vec(&Value::String(s.clone())),
+                        serde_json::to_vec(&Value::String(s.clone())).unwrap(),
+                        "{s:?}"
+                    );
+                }
+            }
+        }
+    }
+
     fn arb_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
