@@ -232,3 +232,22 @@ fn exercise(bytes: &[u8]) {
         }
     }
 }
+
+proptest! {
+    /// `Value::component(n)` is the n-th piece of the field's first repetition split at `^`,
+    /// for every n up to past the end (an absent value beyond it), whatever the lengths.
+    #[test]
+    fn the_nth_component_is_the_nth_piece(
+        pieces in prop::collection::vec("[a-z]{0,12}", 1..40),
+        n in 0usize..45,
+    ) {
+        let field = pieces.join("^");
+        let msg = format!("MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rPID|1||{field}\r");
+        let p = v2::parse(msg.as_bytes()).expect("parse");
+        let m = &p.messages[0];
+        let pid = m.segment(1).expect("PID");
+        let got = pid.field(3).component(n);
+        let want = if n == 0 { None } else { pieces.get(n - 1) };
+        prop_assert_eq!(got.raw(), want.map_or(&b""[..], |w| w.as_bytes()));
+    }
+}

@@ -231,11 +231,23 @@ impl<'a> Value<'a> {
                 Value::absent(self.child_level(), self.delims, self.charset)
             };
         };
-        // Skip n - 1 separators, then cut at the next one (no Value per skipped child).
+        // Skip n - 1 separators in one scalar pass (children are short: a search call per
+        // child costs more than it saves), then cut at the next one.
         let mut rest = self.bytes;
-        for _ in 1..n {
-            match find_byte(d, rest) {
-                Some(p) => rest = &rest[p + 1..],
+        if n > 1 {
+            let mut seen = 1;
+            let mut from = None;
+            for (i, &b) in self.bytes.iter().enumerate() {
+                if b == d {
+                    seen += 1;
+                    if seen == n {
+                        from = Some(i + 1);
+                        break;
+                    }
+                }
+            }
+            match from {
+                Some(p) => rest = self.bytes.get(p..).unwrap_or(&[]),
                 None => return Value::absent(self.child_level(), self.delims, self.charset),
             }
         }
