@@ -393,7 +393,7 @@ OBX|2|NM|NA||140|mmol/L|||||F\r";
     assert!(
         fallback[0]
             .message
-            .contains("do not follow OUL_R22 (4 out of place or missing); read as OUL_R24, which places all but 0"),
+            .contains("do not follow OUL_R22 (4 out of place or missing); read as OUL_R24, which places every one"),
         "{}",
         fallback[0].message
     );

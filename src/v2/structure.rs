@@ -598,8 +598,14 @@ impl Structures {
                         ..Location::default()
                     },
                     format!(
-                        "the segments do not follow {} ({declared} out of place or missing); read as {}, which places all but {n}",
-                        def.name, alt.name
+                        "the segments do not follow {} ({declared} out of place or missing); read as {}, {}",
+                        def.name,
+                        alt.name,
+                        if n == 0 {
+                            "which places every one".to_string()
+                        } else {
+                            format!("which leaves {n} out of place or missing")
+                        }
                     ),
                 )];
                 notes.extend(d);
