@@ -1184,3 +1184,59 @@ fn es256_jwt(kp: &rcgen::KeyPair, header: &Value, claims: &Value) -> String {
         .unwrap_or_else(|e| panic!("{e}"));
     format!("{msg}.{}", B64.encode(sig.as_ref()))
 }
+
+/// A message laid out as another structure than it declares (OUL^R22 sent in OUL_R24's order)
+/// is read as the fallback structure: accepted (AA), its results stored, and the ACK says how it
+/// was read in a warning ERR, so the sender's interface team sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structure_fallback_is_accepted_and_reported_in_the_ack() {
+    let http = gateway::http_client();
+    let url = format!(
+        "sqlite://{}/v2fhir.db",
+        gateway::scratch("fallback").display()
+    );
+    let running = gateway::start(&gateway::config(&url)).await;
+    let base = format!(
+        "http://{}",
+        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
+    );
+    let body = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/oul_r22_orders_first.hl7"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ack = http
+        .post(format!("{base}/v2/messages"))
+        .header("content-type", ER7)
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    let segs: Vec<&str> = ack.split('\r').filter(|s| !s.is_empty()).collect();
+    assert!(
+        segs.iter().any(|s| s.starts_with("MSA|AA|OUL0001")),
+        "{ack}"
+    );
+    let err = segs
+        .iter()
+        .find(|s| s.starts_with("ERR|"))
+        .unwrap_or_else(|| panic!("no ERR: {ack}"));
+    let fields: Vec<&str> = err.split('|').collect();
+    assert_eq!(fields.get(4), Some(&"W"), "a warning: {err}");
+    assert!(
+        err.contains("do not follow OUL_R22") && err.contains("read as OUL_R24"),
+        "{err}"
+    );
+    let (_, found) = json(
+        http.get(format!("{base}/fhir/Observation?_summary=count"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(found["total"], 2, "{found}");
+    running.shutdown().await;
+}
