@@ -251,3 +251,26 @@ proptest! {
         prop_assert_eq!(got.raw(), want.map_or(&b""[..], |w| w.as_bytes()));
     }
 }
+
+proptest! {
+    /// `child_at` over the ends `child_ends` gave is `child`, at every level and for every n
+    /// (0, each child, past the end).
+    #[test]
+    fn child_at_is_child(field in "[a-c^~&]{0,40}", n in 0usize..16) {
+        let msg = format!("MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rPID|1||{field}\r");
+        let p = v2::parse(msg.as_bytes()).expect("parse");
+        let m = &p.messages[0];
+        let f = m.segment(1).expect("PID").field(3);
+        let rep = f.rep(1);
+        let comp = rep.component(1);
+        for v in [f, rep, comp, comp.sub(1)] {
+            let mut ends = smallvec::SmallVec::<[u32; 32]>::new();
+            if v.child_ends(&mut ends) {
+                let (a, b) = (v.child_at(&ends, n), v.child(n));
+                prop_assert_eq!(a.raw(), b.raw());
+                prop_assert_eq!(a.level(), b.level());
+                prop_assert_eq!(a.is_valued(), b.is_valued());
+            }
+        }
+    }
+}

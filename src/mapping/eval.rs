@@ -6,7 +6,7 @@ use super::functions::{self, Produced};
 use super::plan::*;
 use crate::fhir::{ids, validate};
 use crate::v2::structure::{GroupInstance, GroupItem, Grouping};
-use crate::v2::{Message, Severity, Structures, Value as V2};
+use crate::v2::{Level, Message, Severity, Structures, Value as V2};
 use jiff::tz::TimeZone;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -282,6 +282,11 @@ struct Ev<'p, 'm, 'a, 'g> {
     cond_reads: Vec<(usize, usize)>,
     /// `cond_reads` is being collected.
     collecting: bool,
+    /// The value whose children were last split (`(bytes, length, level)`) and where they end:
+    /// the rules of a datatype map read one component after another of the same value, and
+    /// each would otherwise scan it from its start.
+    split_of: Option<(usize, usize, Level)>,
+    split_ends: SmallVec<[u32; 32]>,
     /// Where the codes a vocabulary translated start (byte offsets): the coding-system name
     /// beside such a code (CWE.3 beside CWE.1, CWE.6 beside CWE.4: `HL70002`) is accounted for
     /// by the translation.
@@ -536,6 +541,8 @@ pub fn convert(plan: &Plan, msg: &Message<'_>, opts: &ConvertOptions) -> Convers
         produced: vec![0; msg.input.len() / 64 + 1],
         cond_reads: Vec::new(),
         collecting: false,
+        split_of: None,
+        split_ends: SmallVec::new(),
         coded: Vec::new(),
     };
     ev.overlay = plan.senders.iter().find(|sp| ev.sender_matches(sp));
@@ -1189,8 +1196,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
             Src::Rel(parts) => {
                 let mut v = frame.value?;
-                for &p in parts {
-                    v = v.child(p);
+                for (k, &p) in parts.iter().enumerate() {
+                    v = if k == 0 {
+                        self.child_memo(v, p)
+                    } else {
+                        v.child(p)
+                    };
                 }
                 Some(v)
             }
@@ -1213,6 +1224,19 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
             }
             _ => self.resolve(src, frame, mark).into_iter().next(),
         }
+    }
+
+    /// Child `n` of `v`, through the split of the last value split when `v` is that value.
+    fn child_memo(&mut self, v: V2<'a>, n: usize) -> V2<'a> {
+        let key = (v.raw().as_ptr() as usize, v.raw().len(), v.level());
+        if self.split_of != Some(key) {
+            if !v.child_ends(&mut self.split_ends) {
+                self.split_of = None;
+                return v.child(n);
+            }
+            self.split_of = Some(key);
+        }
+        v.child_at(&self.split_ends, n)
     }
 
     /// The frame for reading inside the first instance of group `name`: the current group or
@@ -1292,8 +1316,12 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let Some(mut v) = frame.value else {
                     return Vals::new();
                 };
-                for &p in parts {
-                    v = v.child(p);
+                for (k, &p) in parts.iter().enumerate() {
+                    v = if k == 0 {
+                        self.child_memo(v, p)
+                    } else {
+                        v.child(p)
+                    };
                 }
                 smallvec::smallvec![v]
             }

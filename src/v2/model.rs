@@ -259,6 +259,38 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// Where each child ends (offsets into [`Value::raw`], the last one its length), for
+    /// [`Value::child_at`]: one pass for a caller that reads several children of one value.
+    /// `false` (and `ends` empty) when the value has no child separator: use [`Value::child`].
+    pub fn child_ends(&self, ends: &mut smallvec::SmallVec<[u32; 32]>) -> bool {
+        ends.clear();
+        let Some(d) = self.child_delim() else {
+            return false;
+        };
+        for (i, &b) in self.bytes.iter().enumerate() {
+            if b == d {
+                ends.push(i as u32);
+            }
+        }
+        ends.push(self.bytes.len() as u32);
+        true
+    }
+
+    /// Child `n` (1-based) from the `ends` [`Value::child_ends`] gave for this value: the same
+    /// value as [`Value::child`]`(n)`.
+    pub fn child_at(&self, ends: &[u32], n: usize) -> Value<'a> {
+        if n == 0 || n > ends.len() {
+            return Value::absent(self.child_level(), self.delims, self.charset);
+        }
+        let start = if n == 1 { 0 } else { ends[n - 2] as usize + 1 };
+        let end = ends[n - 1] as usize;
+        Value {
+            bytes: self.bytes.get(start..end).unwrap_or(&[]),
+            level: self.child_level(),
+            ..*self
+        }
+    }
+
     /// Repetition `n` (1-based) of a field. On other levels, this value itself for `n == 1`.
     pub fn rep(&self, n: usize) -> Value<'a> {
         match self.level {
