@@ -1196,15 +1196,9 @@ async fn a_structure_fallback_is_accepted_and_reported_in_the_ack() {
         gateway::scratch("fallback").display()
     );
     let running = gateway::start(&gateway::config(&url)).await;
-    let base = format!(
-        "http://{}",
-        running.http_addr.unwrap_or_else(|| panic!("no HTTP"))
-    );
-    let body = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden/oul_r22_orders_first.hl7"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("http://{}", gateway::http_of(&running));
+    let body = std::fs::read(gateway::root().join("tests/golden/oul_r22_orders_first.hl7"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let ack = http
         .post(format!("{base}/v2/messages"))
         .header("content-type", ER7)

@@ -453,11 +453,11 @@ fn vocabulary_directives_are_checked() {
         ),
     ]);
     assert!(
-        has_error(&e, "m/vocab/A.csv:", "line 1: 'unmatched: date'"),
+        has_error(&e, "m/vocab/A.csv:1:", "'unmatched: date'"),
         "{e:#?}"
     );
     assert!(
-        has_error(&e, "m/vocab/B.csv:", "line 2: unknown directive"),
+        has_error(&e, "m/vocab/B.csv:2:", "unknown directive"),
         "{e:#?}"
     );
 }
@@ -540,4 +540,25 @@ fn extends_takes_the_base_rules_and_checks_the_base() {
         "{e:#?}"
     );
     assert!(e.iter().any(|x| x.contains("extends itself")), "{e:#?}");
+}
+
+/// A vocabulary's own mistakes are reported at their line: a source code twice, a header
+/// without `target_code`.
+#[test]
+fn vocabulary_errors_name_their_line() {
+    let e = errors(&[
+        (
+            "m/vocab/Dup.csv",
+            "# a comment\nsource_code,target_code\nA,a\nA,b\n",
+        ),
+        ("m/vocab/Head.csv", "\n# c\nsource_code,code\nA,a\n"),
+    ]);
+    assert!(
+        has_error(&e, "m/vocab/Dup.csv:4:", "source_code 'A' appears twice"),
+        "{e:#?}"
+    );
+    assert!(
+        has_error(&e, "m/vocab/Head.csv:3:", "header must have target_code"),
+        "{e:#?}"
+    );
 }

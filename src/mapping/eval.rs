@@ -1194,17 +1194,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                     _ => r,
                 })
             }
-            Src::Rel(parts) => {
-                let mut v = frame.value?;
-                for (k, &p) in parts.iter().enumerate() {
-                    v = if k == 0 {
-                        self.child_memo(v, p)
-                    } else {
-                        v.child(p)
-                    };
-                }
-                Some(v)
-            }
+            Src::Rel(parts) => Some(self.relative(frame.value?, parts)),
             Src::Alt(alts) if !src.iterates() => {
                 for (i, a) in alts.iter().enumerate() {
                     if let Some(v) = self.resolve_one(a, frame, mark)
@@ -1223,6 +1213,27 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 self.resolve_one(inner, &f2, mark)
             }
             _ => self.resolve(src, frame, mark).into_iter().next(),
+        }
+    }
+
+    /// The part of `v` a relative path (`.9.1`) names: its first step through [`Ev::child_memo`].
+    fn relative(&mut self, v: V2<'a>, parts: &[usize]) -> V2<'a> {
+        let Some((&first, rest)) = parts.split_first() else {
+            return v;
+        };
+        rest.iter()
+            .fold(self.child_memo(v, first), |v, &p| v.child(p))
+    }
+
+    /// Record that the value a vocabulary translated (or its fallback converted) starts at its
+    /// span: the code, display and system rules of one coding read the same value, so once
+    /// (`coded` is searched per component by the loss report).
+    fn note_coded(&mut self, value: &Option<V2<'a>>) {
+        if let Some(v) = value {
+            let at = self.span(v).0;
+            if self.coded.last() != Some(&at) {
+                self.coded.push(at);
+            }
         }
     }
 
@@ -1313,17 +1324,10 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 out
             }
             Src::Rel(parts) => {
-                let Some(mut v) = frame.value else {
+                let Some(v) = frame.value else {
                     return Vals::new();
                 };
-                for (k, &p) in parts.iter().enumerate() {
-                    v = if k == 0 {
-                        self.child_memo(v, p)
-                    } else {
-                        v.child(p)
-                    };
-                }
-                smallvec::smallvec![v]
+                smallvec::smallvec![self.relative(v, parts)]
             }
             Src::InGroup(group, inner) => match self.group_frame(group, frame) {
                 Some(f2) => self.resolve(inner, &f2, mark),
@@ -2219,14 +2223,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 let vocab = &self.plan.vocabs[vid];
                 match vocab.entries.get(&s) {
                     Some(e) => {
-                        if let Some(v) = &frame.value {
-                            // The code, display and system rules of one coding read the same
-                            // value: record it once (`coded` is searched per component).
-                            let at = self.span(v).0;
-                            if self.coded.last() != Some(&at) {
-                                self.coded.push(at);
-                            }
-                        }
+                        self.note_coded(&frame.value);
                         let v = match field {
                             VocabField::Code => &e.code,
                             VocabField::Display => &e.display,
@@ -2247,12 +2244,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                             _ => None,
                         };
                         if let Some(p) = fallback {
-                            if let Some(v) = &frame.value {
-                                let at = self.span(v).0;
-                                if self.coded.last() != Some(&at) {
-                                    self.coded.push(at);
-                                }
-                            }
+                            self.note_coded(&frame.value);
                             return Ok(Some(Produced {
                                 value: p.value,
                                 choice,
@@ -2534,7 +2526,7 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
         let mut mh = json!({
             "resourceType": "MessageHeader",
             "id": mh_id,
-            // Filled by MSH[MessageHeader] (MSH-8, MSH-11) or removed below: here so that it
+            // Filled by MSH[MessageHeader] (MSH-11's tags) or removed below: here so that it
             // comes out after the id, where FHIR puts it.
             "meta": {},
             "eventCoding": {"system": "http://terminology.hl7.org/CodeSystem/v2-0003", "code": code(h.trigger_event.as_deref().or(h.message_code.as_deref()).unwrap_or("unknown"))},

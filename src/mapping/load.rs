@@ -482,8 +482,8 @@ fn src_fields(s: &Src, out: &mut Vec<([u8; 3], usize)>) {
 
 /// Give map `i` its base's rules (`extends`), the base's own base first: a rule of map `i` with
 /// the name of a base rule replaces it in place, the others follow the base's. A base that is
-/// missing, of the other kind, of another FHIR type or segment, or a cycle is an error at the
-/// map's `extends`.
+/// missing, of the other kind, of another FHIR type or segment, or a cycle (map `i` reached again
+/// through its bases: `visiting`) is an error at the map's `extends`. Each map is resolved once.
 fn resolve_extends(
     i: usize,
     defs: &[(String, &ast::RuleMap, bool)],
@@ -492,67 +492,59 @@ fn resolve_extends(
     visiting: &mut Vec<usize>,
     ctx: &mut Ctx<'_>,
 ) {
-    if done[i] {
-        return;
-    }
-    done[i] = true;
     let (file, m, is_segment) = &defs[i];
-    let Some(base_name) = &m.extends else {
+    let Some(base_name) = m.extends.as_ref().filter(|_| !done[i]) else {
         return;
     };
     let fail = |ctx: &mut Ctx<'_>, message: String| {
         ctx.err(file, "/extends", message);
         ctx.quiet_maps.insert(m.map.clone());
     };
-    let Some(&b) = ctx.map_ids.get(base_name) else {
-        if !ctx.quiet_maps.contains(base_name.as_str()) {
-            fail(ctx, format!("no segment or datatype map named {base_name}"));
-        }
-        return;
-    };
-    if b == i || visiting.contains(&b) {
+    if visiting.contains(&i) {
+        done[i] = true;
         fail(
             ctx,
             format!("{} extends itself (through {base_name})", m.map),
         );
         return;
     }
+    let Some(&b) = ctx.map_ids.get(base_name) else {
+        done[i] = true;
+        if !ctx.quiet_maps.contains(base_name.as_str()) {
+            fail(ctx, format!("no segment or datatype map named {base_name}"));
+        }
+        return;
+    };
     let kind = |seg: bool| if seg { "segment" } else { "datatype" };
-    if defs[b].2 != *is_segment {
-        fail(
-            ctx,
-            format!(
-                "{} is a {} map and {base_name} a {} map: a map extends one of its own kind",
-                m.map,
-                kind(*is_segment),
-                kind(defs[b].2)
-            ),
-        );
-        return;
-    }
     let segment = |name: &str| split_map_name(name).map(|(l, _)| l.to_string());
-    if *is_segment && segment(&m.map) != segment(base_name) {
-        fail(
-            ctx,
-            format!("{} and {base_name} read different segments", m.map),
-        );
+    let mismatch = if defs[b].2 != *is_segment {
+        Some(format!(
+            "{} is a {} map and {base_name} a {} map: a map extends one of its own kind",
+            m.map,
+            kind(*is_segment),
+            kind(defs[b].2)
+        ))
+    } else if *is_segment && segment(&m.map) != segment(base_name) {
+        Some(format!("{} and {base_name} read different segments", m.map))
+    } else if maps[b].fhir_type != maps[i].fhir_type {
+        Some(format!(
+            "{} makes {} and {base_name} makes {}: a map extends one of its own FHIR type",
+            m.map, maps[i].fhir_type, maps[b].fhir_type
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = mismatch {
+        done[i] = true;
+        fail(ctx, message);
         return;
     }
-    if maps[b].fhir_type != maps[i].fhir_type {
-        fail(
-            ctx,
-            format!(
-                "{} makes {} and {base_name} makes {}: a map extends one of its own FHIR type",
-                m.map, maps[i].fhir_type, maps[b].fhir_type
-            ),
-        );
-        return;
-    }
-    // The base first, so that its own base is already in it.
-    done[i] = false;
     visiting.push(i);
     resolve_extends(b, defs, maps, done, visiting, ctx);
     visiting.pop();
+    if done[i] {
+        return; // a cycle through this map was reported while its bases resolved
+    }
     done[i] = true;
     let mut rules = maps[b].rules.clone();
     for r in std::mem::take(&mut maps[i].rules) {
@@ -574,7 +566,8 @@ fn split_map_name(n: &str) -> Option<(&str, &str)> {
     Some((a, inner.split(':').next().unwrap_or(inner)))
 }
 
-fn read_vocab(name: &str, text: &str) -> Result<Vocab, String> {
+/// A vocabulary CSV; an error names its 1-based line.
+fn read_vocab(name: &str, text: &str) -> Result<Vocab, (usize, String)> {
     // `#! key: value` lines are directives; other `#` lines are comments.
     let mut unmatched = None;
     for (i, line) in text.lines().enumerate() {
@@ -587,16 +580,18 @@ fn read_vocab(name: &str, text: &str) -> Result<Vocab, String> {
                     unmatched = Some(func)
                 }
                 _ => {
-                    return Err(format!(
-                        "line {}: 'unmatched: {f}': a vocabulary can apply uri, text, upper or lower to a code it has no row for",
-                        i + 1
+                    return Err((
+                        i + 1,
+                        format!(
+                            "'unmatched: {f}': a vocabulary can apply uri, text, upper or lower to a code it has no row for"
+                        ),
                     ));
                 }
             },
             _ => {
-                return Err(format!(
-                    "line {}: unknown directive '#!{d}' (known: '#! unmatched: FUNCTION')",
-                    i + 1
+                return Err((
+                    i + 1,
+                    format!("unknown directive '#!{d}' (known: '#! unmatched: FUNCTION')"),
                 ));
             }
         }
@@ -605,14 +600,17 @@ fn read_vocab(name: &str, text: &str) -> Result<Vocab, String> {
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
-    let (_, header) = rows.next().ok_or("empty vocabulary file")?;
+    let (header_at, header) = rows
+        .next()
+        .ok_or((1, "empty vocabulary file".to_string()))?;
     let cols: Vec<String> = split_csv(header)
         .into_iter()
         .map(|c| c.trim().to_string())
         .collect();
     let col = |n: &str| cols.iter().position(|c| c == n);
-    let sc = col("source_code").ok_or("header must have source_code")?;
-    let tc = col("target_code").ok_or("header must have target_code")?;
+    let missing = |c: &str| (header_at + 1, format!("header must have {c}"));
+    let sc = col("source_code").ok_or_else(|| missing("source_code"))?;
+    let tc = col("target_code").ok_or_else(|| missing("target_code"))?;
     let (td, ts) = (col("target_display"), col("target_system"));
     let mut entries = HashMap::new();
     for (i, line) in rows {
@@ -624,7 +622,7 @@ fn read_vocab(name: &str, text: &str) -> Result<Vocab, String> {
         };
         let key = get(Some(sc));
         if entries.contains_key(&key) {
-            return Err(format!("line {}: source_code '{key}' appears twice", i + 1));
+            return Err((i + 1, format!("source_code '{key}' appears twice")));
         }
         entries.insert(
             key,
@@ -755,11 +753,11 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
                 .unwrap_or_default();
             match read_vocab(&stem, text) {
                 Ok(v) => vocabs.push(v),
-                Err(e) => errors.push(LoadError {
+                Err((line, message)) => errors.push(LoadError {
                     file: name.clone(),
-                    line: 1,
+                    line,
                     col: 1,
-                    message: e,
+                    message,
                 }),
             }
             continue;
@@ -948,10 +946,7 @@ pub fn load_sources(sources: &[(String, String)]) -> Result<Plan, Vec<LoadError>
         });
     }
     // `extends`: a map starts from its base's rules (after the base's own `extends`).
-    let mut done: Vec<bool> = map_defs
-        .iter()
-        .map(|(_, m, _)| m.extends.is_none())
-        .collect();
+    let mut done = vec![false; map_defs.len()];
     for i in 0..map_defs.len() {
         resolve_extends(
             i,
