@@ -1024,6 +1024,20 @@ async fn searches_over_the_developer_corpus() {
                     .contains("SUBSETTED")
             );
         }
+        // The mandatory elements come whether asked for or not: an Observation's status and code.
+        let b = f
+            .search("Observation?_elements=valueQuantity&_count=5")
+            .await;
+        let entries: Vec<&Value> = b["entry"].as_array().into_iter().flatten().collect();
+        assert!(!entries.is_empty(), "{backend}: observations");
+        for e in entries {
+            let r = &e["resource"];
+            assert!(
+                r["status"].is_string() && r["code"].is_object(),
+                "{backend}: _elements keeps mandatory elements: {r}"
+            );
+            assert!(r.get("subject").is_none(), "{backend}: {r}");
+        }
         // A primitive's extensions come with it: PID-7's birth time (patient-birthTime on
         // `_birthDate`) with `birthDate`.
         let b = f.search("Patient?_elements=birthDate&_count=500").await;
@@ -1112,9 +1126,28 @@ async fn searches_over_the_developer_corpus() {
         // Unknown parameters: ignored with a warning (lenient), 400 under strict; bad values 400.
         let b = f.search("Patient?bogus=1&_summary=count").await;
         assert_eq!(b["total"], of_type(&all, "Patient").count());
+        let outcome = b["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["search"]["mode"] == "outcome");
         assert!(
-            b.to_string().contains("bogus"),
-            "lenient search reports what it ignored"
+            outcome.is_some_and(|o| o["resource"].to_string().contains("bogus")),
+            "{backend}: lenient search reports what it ignored: {b}"
+        );
+        // The links name the parameters the search used, not the ignored one.
+        let b = f.search("Patient?bogus=1&gender=female&_count=1").await;
+        for l in b["link"].as_array().into_iter().flatten() {
+            let url = l["url"].as_str().unwrap_or("");
+            assert!(
+                !url.contains("bogus") && url.contains("gender=female"),
+                "{backend}: {} link {url}",
+                l["relation"]
+            );
+        }
+        assert!(
+            b["link"].to_string().contains("\"next\""),
+            "{backend}: more than one female patient, so a next link: {b}"
         );
         let (s, _, text) = f
             .get_full("Patient?bogus=1", &[("prefer", "handling=strict")])

@@ -388,10 +388,18 @@ pub async fn history_instance(
 /// extensions (`_birthDate` with `birthDate`), tag SUBSETTED.
 fn subset(mut v: Value, elements: &[String]) -> Value {
     if let Some(obj) = v.as_object_mut() {
+        // The search spec: servers SHOULD return the mandatory elements whether they are
+        // requested or not (an Observation's status and code with `_elements=value`).
+        let rt = obj
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         obj.retain(|k, _| {
             let name = k.strip_prefix('_').unwrap_or(k);
             matches!(k.as_str(), "resourceType" | "id" | "meta")
                 || elements.iter().any(|e| e == name)
+                || crate::fhir::validate::mandatory_elements(&rt).any(|m| m == name)
         });
         let meta = obj.entry("meta").or_insert_with(|| json!({}));
         if let Some(m) = meta.as_object_mut() {
@@ -420,8 +428,15 @@ async fn search(
     let count_total = !pairs.iter().any(|(n, v)| n == "_total" && v == "none");
     let page = state.pipeline.store().search(&q, count_total).await?;
     let base = base(state, headers);
-    let keep = query::link_params(&pairs);
-    let mut links = vec![json!({"relation": "self", "url": link_url(&base, ty, &pairs)})];
+    // The links carry the parameters the search used: one ignored under lenient handling is
+    // left out (the search spec: the server SHALL return the parameters it actually used), and
+    // reported in an OperationOutcome entry below.
+    let used: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(n, _)| !q.ignored.contains(n))
+        .collect();
+    let keep = query::link_params(&used);
+    let mut links = vec![json!({"relation": "self", "url": link_url(&base, ty, &used)})];
     if let Some((sk, rid)) = page.next {
         let mut next = keep;
         next.push(("_page".into(), format!("{sk},{rid}")));

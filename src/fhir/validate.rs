@@ -152,6 +152,16 @@ const REQUIRED: &[(&str, &[&str])] = &[
     ("Bundle", &["type"]),
 ];
 
+/// The top-level elements R4 requires of `resource_type` (both names of a required choice,
+/// `occurrenceDateTime` and `occurrenceString`), for the types we emit; empty for the others.
+pub fn mandatory_elements(resource_type: &str) -> impl Iterator<Item = &'static str> {
+    REQUIRED
+        .iter()
+        .find(|(t, _)| *t == resource_type)
+        .into_iter()
+        .flat_map(|(_, req)| req.iter().flat_map(|r| r.split('|')))
+}
+
 /// Validate one resource. An empty result means valid.
 pub fn validate(resource: &Value) -> Vec<Invalid> {
     let rt = resource
