@@ -1024,6 +1024,50 @@ async fn searches_over_the_developer_corpus() {
                     .contains("SUBSETTED")
             );
         }
+        // _summary=data: everything but the narrative; _summary=text: the narrative, id, meta
+        // and the mandatory elements; _summary=true is not supported (ignored and reported).
+        let full = f.search("Observation?_sort=_lastUpdated&_count=4").await;
+        let data = f
+            .search("Observation?_sort=_lastUpdated&_count=4&_summary=data")
+            .await;
+        let keys = |b: &Value| -> Vec<BTreeSet<String>> {
+            b["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    e["resource"]
+                        .as_object()
+                        .map(|o| o.keys().filter(|k| *k != "text").cloned().collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        assert_eq!(keys(&data), keys(&full), "{backend}: _summary=data");
+        assert!(
+            data["entry"][0]["resource"]["meta"]["tag"]
+                .to_string()
+                .contains("SUBSETTED")
+        );
+        let text = f.search("Observation?_count=4&_summary=text").await;
+        for k in keys(&text) {
+            assert!(
+                k.is_subset(&BTreeSet::from(
+                    ["resourceType", "id", "meta", "status", "code"].map(String::from)
+                )) && k.contains("status"),
+                "{backend}: _summary=text {k:?}"
+            );
+        }
+        let b = f.search("Patient?_summary=true&_count=1").await;
+        assert!(
+            !b["link"].to_string().contains("_summary")
+                && b["entry"].to_string().contains("_summary=true"),
+            "{backend}: _summary=true ignored and reported: {b}"
+        );
+        let (s, _, _) = f
+            .get_full("Patient?_summary=true", &[("prefer", "handling=strict")])
+            .await;
+        assert_eq!(s, 400, "{backend}: _summary=true under strict handling");
         // The mandatory elements come whether asked for or not: an Observation's status and code.
         let b = f
             .search("Observation?_elements=valueQuantity&_count=5")

@@ -386,10 +386,24 @@ pub async fn history_instance(
 
 /// `_elements`: keep the named top-level elements (plus the mandatory ones) and their primitive
 /// extensions (`_birthDate` with `birthDate`), tag SUBSETTED.
-fn subset(mut v: Value, elements: &[String]) -> Value {
+fn subset(v: Value, elements: &[String]) -> Value {
+    keep_elements(v, |name| elements.iter().any(|e| e == name), true)
+}
+
+/// `_summary=text` (the narrative, id, meta and the mandatory elements) or `_summary=data`
+/// (everything but the narrative), tagged SUBSETTED.
+fn summarize(v: Value, summary: query::Summary) -> Value {
+    match summary {
+        query::Summary::Text => keep_elements(v, |name| name == "text", true),
+        query::Summary::Data => keep_elements(v, |name| name != "text", false),
+    }
+}
+
+/// Keep `resourceType`, `id`, `meta`, the elements `wanted` accepts (a primitive's `_name`
+/// with its `name`) and, with `mandatory`, those R4 requires of the type (the search spec:
+/// servers SHOULD return them whether they are requested or not); tag the result SUBSETTED.
+fn keep_elements(mut v: Value, wanted: impl Fn(&str) -> bool, mandatory: bool) -> Value {
     if let Some(obj) = v.as_object_mut() {
-        // The search spec: servers SHOULD return the mandatory elements whether they are
-        // requested or not (an Observation's status and code with `_elements=value`).
         let rt = obj
             .get("resourceType")
             .and_then(Value::as_str)
@@ -398,8 +412,8 @@ fn subset(mut v: Value, elements: &[String]) -> Value {
         obj.retain(|k, _| {
             let name = k.strip_prefix('_').unwrap_or(k);
             matches!(k.as_str(), "resourceType" | "id" | "meta")
-                || elements.iter().any(|e| e == name)
-                || crate::fhir::validate::mandatory_elements(&rt).any(|m| m == name)
+                || wanted(name)
+                || (mandatory && crate::fhir::validate::mandatory_elements(&rt).any(|m| m == name))
         });
         let meta = obj.entry("meta").or_insert_with(|| json!({}));
         if let Some(m) = meta.as_object_mut() {
@@ -433,7 +447,11 @@ async fn search(
     // reported in an OperationOutcome entry below.
     let used: Vec<(String, String)> = pairs
         .into_iter()
-        .filter(|(n, _)| !q.ignored.contains(n))
+        .filter(|(n, v)| {
+            !q.ignored
+                .iter()
+                .any(|i| i == n || i.strip_prefix(n.as_str()) == Some(&format!("={v}")))
+        })
         .collect();
     let keep = query::link_params(&used);
     let mut links = vec![json!({"relation": "self", "url": link_url(&base, ty, &used)})];
@@ -442,9 +460,15 @@ async fn search(
         next.push(("_page".into(), format!("{sk},{rid}")));
         links.push(json!({"relation": "next", "url": link_url(&base, ty, &next)}));
     }
-    let render = |r: &ResourceRow| match &q.elements {
-        Some(e) => subset(r.to_json(), e),
-        None => r.to_json(),
+    let render = |r: &ResourceRow| {
+        let v = match &q.elements {
+            Some(e) => subset(r.to_json(), e),
+            None => r.to_json(),
+        };
+        match q.summary {
+            Some(s) => summarize(v, s),
+            None => v,
+        }
     };
     let mut entries: Vec<Value> = Vec::new();
     for r in &page.matches {
@@ -662,7 +686,8 @@ pub fn capability_statement(base: &str, types: &[String]) -> Value {
                 or refused with 400 (Prefer: handling=strict). Supported modifiers: string :exact and \
                 :contains, reference :[type]; chains of one level (e.g. subject:Patient.identifier); \
                 _count, _sort (_lastUpdated and date parameters), _include, _revinclude, \
-                _summary=count, _elements, _total=none.",
+                _summary=count, text and data (not true: R4's JSON Schema does not say which \
+                elements are summary elements), _elements, _total=none.",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"},
                             {"code": "history-system"}],

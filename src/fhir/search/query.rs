@@ -123,6 +123,15 @@ pub struct Include {
     pub target: Option<String>,
 }
 
+/// `_summary=text` or `_summary=data` (R4 search, "Summary").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    /// The narrative, `id`, `meta` and the mandatory elements.
+    Text,
+    /// Everything but the narrative.
+    Data,
+}
+
 /// A parsed search.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchQuery {
@@ -140,6 +149,8 @@ pub struct SearchQuery {
     pub revinclude: Vec<Include>,
     /// `_summary=count`.
     pub summary_count: bool,
+    /// `_summary=text` or `_summary=data`.
+    pub summary: Option<Summary>,
     /// `_elements`.
     pub elements: Option<Vec<String>>,
     /// Position after which this page starts (`_page`, from a `next` link): sort value and rid.
@@ -498,6 +509,7 @@ pub fn parse(
         include: Vec::new(),
         revinclude: Vec::new(),
         summary_count: false,
+        summary: None,
         elements: None,
         after: None,
         ignored: Vec::new(),
@@ -533,11 +545,15 @@ pub fn parse(
             "_revinclude" => q.revinclude.push(include_of(value, "_revinclude")?),
             "_summary" => match value.as_str() {
                 "count" => q.summary_count = true,
+                "text" => q.summary = Some(Summary::Text),
+                "data" => q.summary = Some(Summary::Data),
                 "false" => {}
                 other => {
+                    // `true` needs each element's isSummary flag, which the R4 JSON Schema
+                    // does not carry.
                     if strict {
                         return Err(format!(
-                            "_summary '{other}' is not supported (count, false)"
+                            "_summary '{other}' is not supported (count, text, data, false)"
                         ));
                     }
                     q.ignored.push(format!("_summary={other}"));
@@ -760,6 +776,7 @@ mod tests {
         );
         assert_eq!(q.revinclude[0].key, None);
         assert!(q.summary_count);
+        assert_eq!(q.summary, None);
         assert_eq!(q.elements, Some(vec!["status".into(), "code".into()]));
         assert_eq!(q.after, Some((17, 42)));
     }
