@@ -284,15 +284,13 @@ fn at<'a>(v: &'a Value, path: &str, out: &mut Vec<&'a Value>) {
         None => (path, None),
     };
     let Some(next) = v.get(head) else { return };
-    let items: Vec<&Value> = match next {
-        Value::Array(a) => a.iter().collect(),
-        other => vec![other],
+    let mut visit = |item: &'a Value| match rest {
+        Some(r) => at(item, r, out),
+        None => out.push(item),
     };
-    for item in items {
-        match rest {
-            Some(r) => at(item, r, out),
-            None => out.push(item),
-        }
+    match next {
+        Value::Array(a) => a.iter().for_each(&mut visit),
+        other => visit(other),
     }
 }
 
@@ -327,16 +325,15 @@ pub fn reference_key(reference: &str) -> Option<String> {
 
 fn collect_refs(v: &Value, out: &mut Vec<String>) {
     match v {
+        // One pass over the members (no lookup by key): a `reference` string is a target, any
+        // other member may hold references deeper down.
         Value::Object(m) => {
-            if let Some(k) = m
-                .get("reference")
-                .and_then(Value::as_str)
-                .and_then(reference_key)
-            {
-                out.push(k);
-            }
             for (k, child) in m {
-                if k != "reference" {
+                if k == "reference" {
+                    if let Some(key) = child.as_str().and_then(reference_key) {
+                        out.push(key);
+                    }
+                } else {
                     collect_refs(child, out);
                 }
             }
@@ -370,10 +367,14 @@ pub fn index(resource: &Value) -> IndexRows {
             }
             let mut found = Vec::new();
             collect_refs(v, &mut found);
+            if found.is_empty() {
+                continue;
+            }
             found.sort();
             found.dedup();
+            let key = [ty, ".", elem.as_str()].concat();
             for target in found.into_iter().filter(|t| refs_wanted(t)) {
-                rows.refs.push((format!("{ty}.{elem}"), target));
+                rows.refs.push((key.clone(), target));
             }
         }
     }
