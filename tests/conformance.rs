@@ -28,7 +28,7 @@ const FLOORS: &[(&str, f64)] = &[
     ("DiagnosticReport", 0.50),
     ("RelatedPerson", 0.98),
     ("Condition", 0.93),
-    ("ServiceRequest", 0.64),
+    ("ServiceRequest", 0.68),
     ("Procedure", 0.65),
     ("Coverage", 0.99),
     ("Account", 0.96),

@@ -1282,29 +1282,53 @@ fn the_sending_software_is_the_message_headers_source() {
     assert_eq!(devices[0]["modelNumber"], "B-77");
 }
 
-/// An order whose control code (ORC-1) maps to no status and that sends no ORC-5 still has the
-/// status R4 requires: `unknown`, with a warning naming the code (before, the ServiceRequest failed
-/// validation and was not emitted).
+/// An order that sends no ORC-5 takes its status from the order control code (ORC-1) through the
+/// IG's concept map OrderControlCode[ServiceRequest.status]; a code that map gives no status (XR,
+/// SC, RE…) still leaves the status R4 requires: `unknown`, silently (before, the ServiceRequest
+/// failed validation and was not emitted); a code outside table 0119 gives `unknown` too, with a
+/// warning naming it.
 #[test]
 fn an_order_control_code_without_a_status_gives_unknown() {
     let plan = plan();
-    let text = [
-        "MSH|^~\\&|OE|HOSP|RIS|HOSP|20240401080000||ORM^O01|ORM0001|P|2.3",
-        "PID|1||MRN5^^^HOSP^MR||ROE^RITA||19700101|F",
-        "ORC|XR|PL-9^OE|FL-9^RIS",
-        "OBR|1|PL-9^OE|FL-9^RIS|73560^KNEE RIGHT AP LAT^C4|||20240401073000",
-    ]
-    .join("\r");
-    let got = convert_text(&plan, &text);
-    let orders = resource(&got["bundle"], "ServiceRequest");
-    assert_eq!(orders.len(), 1, "{}", got["outcome"]);
-    assert_eq!(orders[0]["status"], "unknown");
-    let outcome = got["outcome"].to_string();
+    let order = |control: &str| {
+        let text = [
+            "MSH|^~\\&|OE|HOSP|RIS|HOSP|20240401080000||ORM^O01|ORM0001|P|2.3",
+            "PID|1||MRN5^^^HOSP^MR||ROE^RITA||19700101|F",
+            &format!("ORC|{control}|PL-9^OE|FL-9^RIS"),
+            "OBR|1|PL-9^OE|FL-9^RIS|73560^KNEE RIGHT AP LAT^C4|||20240401073000",
+        ]
+        .join("\r");
+        let got = convert_text(&plan, &text);
+        let orders = resource(&got["bundle"], "ServiceRequest");
+        assert_eq!(orders.len(), 1, "{control}: {}", got["outcome"]);
+        let outcome = got["outcome"].to_string();
+        assert!(!outcome.contains("\"error\""), "{outcome}");
+        (orders[0]["status"].clone(), outcome)
+    };
+    for (control, status) in [
+        ("NW", "active"),
+        ("CA", "active"),
+        ("HD", "active"),
+        ("HR", "on-hold"),
+        ("OC", "revoked"),
+        ("FU", "completed"),
+        ("XR", "unknown"),
+        ("SC", "unknown"),
+        ("RE", "unknown"),
+    ] {
+        let (got, outcome) = order(control);
+        assert_eq!(got, status, "ORC-1 {control}");
+        assert!(
+            !outcome.contains("has no entry in vocabulary OrderControlStatus"),
+            "{control}: {outcome}"
+        );
+    }
+    let (got, outcome) = order("ZZ");
+    assert_eq!(got, "unknown");
     assert!(
-        outcome.contains("'XR' has no entry in vocabulary OrderControlIntent"),
+        outcome.contains("'ZZ' has no entry in vocabulary OrderControlStatus"),
         "{outcome}"
     );
-    assert!(!outcome.contains("\"error\""), "{outcome}");
 }
 
 /// A TQ1 repeat pattern makes the order's time a Timing (IG TQ1[ServiceRequest]): the pattern's
