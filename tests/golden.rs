@@ -3434,3 +3434,32 @@ fn coding_systems_sent_as_oids_or_uris_and_second_alternates() {
     );
     assert!(!outcome.contains("2.16.840.1.113883.6.1"), "{outcome}");
 }
+
+/// A reaction's severity (IAR-2) through the IG's AllergySeverity map: MI is mild; U (unknown),
+/// which the map gives no severity, leaves the reaction without one and reports nothing.
+#[test]
+fn an_unknown_reaction_severity_is_left_out_silently() {
+    let plan = plan();
+    let reaction = |severity: &str| {
+        let text = [
+            "MSH|^~\\&|ADTApp|HOSP|EHR|HOSP|20240401080000||ADT^A60^ADT_A60|A60-1|P|2.8",
+            "PID|1||MRN7^^^HOSP^MR||ROE^RITA||19700101|F",
+            "IAM|1|FA^Food allergy^HL70127|12345^Peanut^L|||A^Add^HL70206|56789^Cona^L",
+            &format!("IAR|34567^Skin rash^L|{severity}|AL^Allergy"),
+        ]
+        .join("\r");
+        let got = convert_text(&plan, &text);
+        let allergies = resource(&got["bundle"], "AllergyIntolerance");
+        assert_eq!(allergies.len(), 1, "{}", got["outcome"]);
+        (
+            allergies[0]["reaction"][0].clone(),
+            got["outcome"].to_string(),
+        )
+    };
+    let (r, _) = reaction("MI^Mild");
+    assert_eq!(r["severity"], "mild", "{r}");
+    let (r, outcome) = reaction("U^Unknown");
+    assert!(r.get("severity").is_none(), "{r}");
+    assert_eq!(r["manifestation"][0]["coding"][0]["code"], "34567", "{r}");
+    assert!(!outcome.contains("ReactionSeverity"), "{outcome}");
+}
