@@ -354,6 +354,9 @@ enum Deviation {
     /// The placer group number (ORC-4) as an identifier of the order; the IG makes it the
     /// ServiceRequest's `requisition`, as we do.
     GroupNumberAsIdentifier,
+    /// The parent order (ORC-8) as a ServiceRequest of its own; the IG's ORC[ServiceRequest] makes
+    /// it the order's `basedOn`, a reference by identifier, as we do.
+    ParentOrder,
 }
 
 impl Deviation {
@@ -383,6 +386,7 @@ impl Deviation {
             Deviation::GroupNumberAsIdentifier => {
                 "the placer group number (ORC-4) as an identifier (IG: requisition)"
             }
+            Deviation::ParentOrder => "the parent order (ORC-8) as a resource (IG: basedOn)",
         }
     }
 }
@@ -399,6 +403,9 @@ struct MessageFacts {
     order_document_facts: usize,
     /// Procedure statuses of charges' procedure codes (FT1-25), not yet used.
     charge_procedures: usize,
+    /// Status and intent facts of parent orders (ORC-8: two per ORC that sends one), not yet
+    /// used.
+    parent_order_facts: usize,
 }
 
 impl MessageFacts {
@@ -437,8 +444,13 @@ impl MessageFacts {
             .iter()
             .filter(|f| f[0] == "FT1" && f.get(25).is_some_and(|v| !v.is_empty()))
             .count();
+        let parent_order_facts = 2 * segments
+            .iter()
+            .filter(|f| f[0] == "ORC" && f.get(8).is_some_and(|v| !v.is_empty()))
+            .count();
         MessageFacts {
             charge_procedures,
+            parent_order_facts,
             mtype: mtype.to_string(),
             segments,
             partial_statuses,
@@ -600,6 +612,20 @@ impl MessageFacts {
                 if f.key == "identifier.value" && self.first_component_is("ORC", 4, &f.value) =>
             {
                 Some(Deviation::GroupNumberAsIdentifier)
+            }
+            "ServiceRequest"
+                if f.key == "identifier.value"
+                    && self
+                        .field("ORC", 8)
+                        .any(|v| v.split('^').any(|c| c.split('&').next() == Some(&f.value))) =>
+            {
+                Some(Deviation::ParentOrder)
+            }
+            "ServiceRequest"
+                if (f.key == "status" || f.key == "intent") && self.parent_order_facts > 0 =>
+            {
+                self.parent_order_facts -= 1;
+                Some(Deviation::ParentOrder)
             }
             "Immunization" if f.key == "reportOrigin.coding" => self
                 .field("RXA", 9)
