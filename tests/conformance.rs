@@ -357,6 +357,9 @@ enum Deviation {
     /// The parent order (ORC-8) as a ServiceRequest of its own; the IG's ORC[ServiceRequest] makes
     /// it the order's `basedOn`, a reference by identifier, as we do.
     ParentOrder,
+    /// Intent `filler-order` for the orders of results and schedules; the IG's ORC[ServiceRequest]
+    /// and OBR[ServiceRequest] give every order the intent `order`, as we do.
+    FillerOrderIntent,
 }
 
 impl Deviation {
@@ -387,6 +390,7 @@ impl Deviation {
                 "the placer group number (ORC-4) as an identifier (IG: requisition)"
             }
             Deviation::ParentOrder => "the parent order (ORC-8) as a resource (IG: basedOn)",
+            Deviation::FillerOrderIntent => "intent filler-order (IG: order)",
         }
     }
 }
@@ -620,6 +624,11 @@ impl MessageFacts {
                         .any(|v| v.split('^').any(|c| c.split('&').next() == Some(&f.value))) =>
             {
                 Some(Deviation::ParentOrder)
+            }
+            "ServiceRequest"
+                if f.key == "intent" && f.value == "filler-order" && take(&["order"]) =>
+            {
+                Some(Deviation::FillerOrderIntent)
             }
             "ServiceRequest"
                 if (f.key == "status" || f.key == "intent") && self.parent_order_facts > 0 =>
