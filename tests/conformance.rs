@@ -360,6 +360,10 @@ enum Deviation {
     /// Intent `filler-order` for the orders of results and schedules; the IG's ORC[ServiceRequest]
     /// and OBR[ServiceRequest] give every order the intent `order`, as we do.
     FillerOrderIntent,
+    /// A ServiceRequest of a scheduled service (AIS); we make the service the Appointment's
+    /// `serviceType` (IG SCH/AIS[Appointment]), the IG's AIS[ServiceRequest] giving such a
+    /// request neither the status nor the intent R4 requires.
+    ServiceAsRequest,
 }
 
 impl Deviation {
@@ -391,6 +395,9 @@ impl Deviation {
             }
             Deviation::ParentOrder => "the parent order (ORC-8) as a resource (IG: basedOn)",
             Deviation::FillerOrderIntent => "intent filler-order (IG: order)",
+            Deviation::ServiceAsRequest => {
+                "a scheduled service (AIS) as a ServiceRequest (ours: Appointment.serviceType)"
+            }
         }
     }
 }
@@ -410,6 +417,8 @@ struct MessageFacts {
     /// Status and intent facts of parent orders (ORC-8: two per ORC that sends one), not yet
     /// used.
     parent_order_facts: usize,
+    /// Status and intent facts of scheduled services (AIS: two each), not yet used.
+    service_request_facts: usize,
 }
 
 impl MessageFacts {
@@ -452,9 +461,11 @@ impl MessageFacts {
             .iter()
             .filter(|f| f[0] == "ORC" && f.get(8).is_some_and(|v| !v.is_empty()))
             .count();
+        let service_request_facts = 2 * segments.iter().filter(|f| f[0] == "AIS").count();
         MessageFacts {
             charge_procedures,
             parent_order_facts,
+            service_request_facts,
             mtype: mtype.to_string(),
             segments,
             partial_statuses,
@@ -624,6 +635,17 @@ impl MessageFacts {
                         .any(|v| v.split('^').any(|c| c.split('&').next() == Some(&f.value))) =>
             {
                 Some(Deviation::ParentOrder)
+            }
+            "ServiceRequest"
+                if f.key == "code.coding" && self.first_component_is("AIS", 3, &f.value) =>
+            {
+                Some(Deviation::ServiceAsRequest)
+            }
+            "ServiceRequest"
+                if (f.key == "status" || f.key == "intent") && self.service_request_facts > 0 =>
+            {
+                self.service_request_facts -= 1;
+                Some(Deviation::ServiceAsRequest)
             }
             "ServiceRequest"
                 if f.key == "intent" && f.value == "filler-order" && take(&["order"]) =>
