@@ -41,7 +41,8 @@ const FLOORS: &[(&str, f64)] = &[
 /// 100% (components compared since the repeating OBX-5 of 2026-11-30; 99.4% before),
 /// Immunization 100%, DiagnosticReport 96.9%; 2026-12-01: Procedure 100% (charges' procedure
 /// codes explained; 70.7% before), ServiceRequest 86.6% (status by the IG's order control map,
-/// parent orders, scheduled services and filler-order intents explained; 67.5% before).
+/// parent orders, scheduled services and filler-order intents explained; 67.5% before),
+/// Condition 100% (the cause of death explained; 93.1% before).
 const FLOORS_REST: &[(&str, f64)] = &[
     ("Patient", 0.99),
     ("Encounter", 0.99),
@@ -50,6 +51,7 @@ const FLOORS_REST: &[(&str, f64)] = &[
     ("DiagnosticReport", 0.96),
     ("Procedure", 0.99),
     ("ServiceRequest", 0.86),
+    ("Condition", 0.99),
 ];
 
 /// Which elements are facts, per resource type (dotted paths, arrays flattened).
@@ -366,6 +368,9 @@ enum Deviation {
     /// `serviceType` (IG SCH/AIS[Appointment]), the IG's AIS[ServiceRequest] giving such a
     /// request neither the status nor the intent R4 requires.
     ServiceAsRequest,
+    /// The cause of death (PDA-1) as a Condition; we record it as VRDR does, an Observation of
+    /// the cause of death (LOINC 69453-9) whose value is the cause.
+    DeathCauseAsCondition,
 }
 
 impl Deviation {
@@ -397,6 +402,9 @@ impl Deviation {
             }
             Deviation::ParentOrder => "the parent order (ORC-8) as a resource (IG: basedOn)",
             Deviation::FillerOrderIntent => "intent filler-order (IG: order)",
+            Deviation::DeathCauseAsCondition => {
+                "the cause of death (PDA-1) as a Condition (ours: Observation 69453-9)"
+            }
             Deviation::ServiceAsRequest => {
                 "a scheduled service (AIS) as a ServiceRequest (ours: Appointment.serviceType)"
             }
@@ -637,6 +645,11 @@ impl MessageFacts {
                         .any(|v| v.split('^').any(|c| c.split('&').next() == Some(&f.value))) =>
             {
                 Some(Deviation::ParentOrder)
+            }
+            "Condition"
+                if f.key == "code.coding" && self.first_component_is("PDA", 1, &f.value) =>
+            {
+                Some(Deviation::DeathCauseAsCondition)
             }
             "ServiceRequest"
                 if f.key == "code.coding" && self.first_component_is("AIS", 3, &f.value) =>
