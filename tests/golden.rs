@@ -3463,3 +3463,86 @@ fn an_unknown_reaction_severity_is_left_out_silently() {
     assert_eq!(r["manifestation"][0]["coding"][0]["code"], "34567", "{r}");
     assert!(!outcome.contains("ReactionSeverity"), "{outcome}");
 }
+
+/// A start or an end without the other and a service duration (TQ1-6): the duration gives the
+/// other bound (IG TQ1[ServiceRequest]: TQ1-7 + TQ1-6, TQ1-8 - TQ1-6), and TQ1-6 is consumed.
+#[test]
+fn a_service_duration_gives_the_missing_bound() {
+    let plan = plan();
+    let order = |tq1: &str| -> (Value, Value) {
+        let text = [
+            "MSH|^~\\&|OE|HOSP|RIS|HOSP|20240401080000||OMG^O19^OMG_O19|OMG0003|P|2.5.1",
+            "PID|1||MRN5^^^HOSP^MR||ROE^RITA||19700101|F",
+            "ORC|NW|PL-11^OE",
+            tq1,
+            "OBR|1|PL-11^OE||73560^KNEE RIGHT AP LAT^C4",
+        ]
+        .join("\r");
+        let got = convert_text(&plan, &text);
+        let sr = resource(&got["bundle"], "ServiceRequest")
+            .first()
+            .map(|r| (*r).clone())
+            .unwrap_or(Value::Null);
+        (
+            sr["occurrenceTiming"]["repeat"].clone(),
+            got["outcome"].clone(),
+        )
+    };
+    let (repeat, outcome) =
+        order("TQ1|1||TID&three times a day&HL70335|||2^h&hour&UCUM|202404011000+0200");
+    assert_eq!(
+        repeat["boundsPeriod"],
+        json!({"start": "2024-04-01T10:00:00+02:00", "end": "2024-04-01T12:00:00+02:00"}),
+        "{repeat}"
+    );
+    assert!(repeat.get("boundsDuration").is_none(), "{repeat}");
+    assert!(!lost_fields(&outcome).contains("TQ1-6"), "{outcome}");
+    let (repeat, _) = order("TQ1|1||TID&three times a day&HL70335|||3^d&day&UCUM||20240410");
+    assert_eq!(
+        repeat["boundsPeriod"],
+        json!({"end": "2024-04-10", "start": "2024-04-07"}),
+        "{repeat}"
+    );
+    // Both bounds sent: the duration adds nothing, and stays in the loss report (the IG maps it
+    // only where a bound is missing).
+    let (repeat, outcome) = order(
+        "TQ1|1||TID&three times a day&HL70335|||2^h&hour&UCUM|202404011000+0200|202404011100+0200",
+    );
+    assert_eq!(
+        repeat["boundsPeriod"]["end"], "2024-04-01T11:00:00+02:00",
+        "{repeat}"
+    );
+    assert!(lost_fields(&outcome).contains("TQ1-6"), "{outcome}");
+}
+
+/// A booked resource's period ends after its duration (IG AIP/AIL/AIG[Appointment]: the start
+/// plus AIx-9 in the units of AIx-10; AIG-11/12): the FHIR-Converter SIU sample books each for
+/// 50 minutes.
+#[test]
+fn a_booked_resource_period_ends_after_its_duration() {
+    let plan = plan();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fhir-converter/SIU-S12-01.hl7"),
+    )
+    .expect("SIU sample");
+    let got = convert_text(&plan, &text.replace("\r\n", "\r").replace('\n', "\r"));
+    let appointments = resource(&got["bundle"], "Appointment");
+    assert_eq!(appointments.len(), 1, "{}", got["outcome"]);
+    let periods: Vec<&Value> = appointments[0]["participant"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("period"))
+        .collect();
+    assert_eq!(periods.len(), 3, "AIG, AIL and AIP: {}", appointments[0]);
+    for p in periods {
+        assert_eq!(
+            *p,
+            json!({"start": "2021-09-24T09:30:00+02:15", "end": "2021-09-24T10:20:00+02:15"})
+        );
+    }
+    let lost = lost_fields(&got["outcome"]);
+    for f in ["AIP-9", "AIP-10", "AIL-9", "AIL-10", "AIG-11", "AIG-12"] {
+        assert!(!lost.contains(f), "{f} consumed: {lost}");
+    }
+}

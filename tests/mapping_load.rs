@@ -562,3 +562,32 @@ fn vocabulary_errors_name_their_line() {
         "{e:#?}"
     );
 }
+
+/// `with` gives a function further inputs: only `end_after`/`start_before` take them, and they
+/// need them; the paths are checked like any source path.
+#[test]
+fn function_inputs_are_checked() {
+    let e = errors(&[(
+        "m/segments/PV1.yaml",
+        "kind: segment\nmap: \"PV1[Encounter]\"\nrules:\n  - { name: a, from: PV1-44, to: period.start, fn: datetime, with: [PV1-45] }\n  - { name: b, from: PV1-44, to: period.end, fn: end_after }\n  - { name: c, from: PV1-44, to: period.end, fn: end_after, with: [PV1-999] }\n  - { name: d, from: PV1-44, to: period.end, fn: end_after, with: [PV1-45, PV1-46, PV1-47] }\n  - { name: e, from: PV1-44, to: period.end, fn: end_after, with: [PV1-45, PV1-46] }\n",
+    )]);
+    let has = |prefix: &str, text: &str| has_error(&e, prefix, text);
+    assert!(
+        has(
+            "m/segments/PV1.yaml:4:",
+            "`with` gives a function further inputs"
+        ),
+        "{e:#?}"
+    );
+    assert!(
+        has("m/segments/PV1.yaml:5:", "fn end_after needs `with`"),
+        "{e:#?}"
+    );
+    assert!(has("m/segments/PV1.yaml:6:", "PV1-999"), "{e:#?}");
+    // Three inputs: the schema allows two at most.
+    assert!(has("m/segments/PV1.yaml:7:", ""), "{e:#?}");
+    assert!(
+        !e.iter().any(|x| x.to_string().contains("PV1.yaml:8:")),
+        "{e:#?}"
+    );
+}

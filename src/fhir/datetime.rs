@@ -147,7 +147,119 @@ fn fmt_offset(minutes: i32) -> String {
     format!("{sign}{:02}:{:02}", m / 60, m % 60)
 }
 
+/// A unit of a duration ([`Dtm::moved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationUnit {
+    /// Seconds.
+    Second,
+    /// Minutes.
+    Minute,
+    /// Hours.
+    Hour,
+    /// Calendar days.
+    Day,
+    /// Weeks.
+    Week,
+    /// Calendar months.
+    Month,
+    /// Calendar years.
+    Year,
+}
+
+impl DurationUnit {
+    /// The unit as senders write it (UCUM, ANSI and words, any case): `s`, `sec`, `min`, `h`,
+    /// `hr`, `d`, `wk`, `mo`, `a`, `yr`, `second(s)` … `year(s)`.
+    pub fn parse(s: &str) -> Option<DurationUnit> {
+        use DurationUnit::*;
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "s" | "sec" | "second" | "seconds" => Second,
+            "min" | "minute" | "minutes" => Minute,
+            "h" | "hr" | "hour" | "hours" => Hour,
+            "d" | "day" | "days" => Day,
+            "wk" | "week" | "weeks" => Week,
+            "mo" | "month" | "months" => Month,
+            "a" | "yr" | "year" | "years" => Year,
+            _ => return None,
+        })
+    }
+
+    /// Seconds per unit, for the units of fixed length.
+    fn seconds(self) -> Option<f64> {
+        match self {
+            DurationUnit::Second => Some(1.0),
+            DurationUnit::Minute => Some(60.0),
+            DurationUnit::Hour => Some(3600.0),
+            _ => None,
+        }
+    }
+}
+
 impl Dtm {
+    /// This date/time moved by `amount` `unit`s (negative: back): hours, minutes and seconds
+    /// as elapsed time (a whole number of seconds in all), days, weeks, months and years on the
+    /// calendar (whole numbers; the 31st plus a month is the month's last day). The result keeps
+    /// the offset and the fraction sent, and this value's precision unless the move needs a
+    /// finer one (10:00 plus 90 minutes is 11:30). An error for a date without a day, a date
+    /// without a time moved by hours or less, a fractional calendar amount, or a result out of
+    /// range.
+    pub fn moved(&self, amount: f64, unit: DurationUnit) -> Result<Dtm, String> {
+        let (Some(month), Some(day)) = (self.month, self.day) else {
+            return Err("a date/time without a day cannot be moved by a duration".into());
+        };
+        let whole = |x: f64| (x - x.round()).abs() < 1e-9 && x.abs() < 1e12;
+        let span = match unit.seconds() {
+            Some(per) => {
+                if self.hour.is_none() {
+                    return Err("a date without a time cannot be moved by hours or less".into());
+                }
+                let s = amount * per;
+                if !whole(s) {
+                    return Err("the duration is not a whole number of seconds".into());
+                }
+                jiff::Span::new().try_seconds(s.round() as i64)
+            }
+            None => {
+                if !whole(amount) {
+                    return Err("a duration in days, weeks, months or years must be whole".into());
+                }
+                let n = amount.round() as i64;
+                match unit {
+                    DurationUnit::Day => jiff::Span::new().try_days(n),
+                    DurationUnit::Week => jiff::Span::new().try_weeks(n),
+                    DurationUnit::Month => jiff::Span::new().try_months(n),
+                    _ => jiff::Span::new().try_years(n),
+                }
+            }
+        }
+        .map_err(|_| "the duration is out of range".to_string())?;
+        let start = DateTime::new(
+            self.year,
+            month,
+            day,
+            self.hour.unwrap_or(0),
+            self.minute.unwrap_or(0),
+            self.second.unwrap_or(0).min(59),
+            0,
+        )
+        .map_err(|_| "the date/time is not a valid calendar date".to_string())?;
+        let end = start
+            .checked_add(span)
+            .map_err(|_| "the moved date/time is out of range".to_string())?;
+        let second = (self.second.is_some() || end.second() != 0).then(|| end.second());
+        let minute =
+            (self.minute.is_some() || end.minute() != 0 || second.is_some()).then(|| end.minute());
+        Ok(Dtm {
+            year: end.year(),
+            month: Some(end.month()),
+            day: Some(end.day()),
+            hour: self.hour.map(|_| end.hour()),
+            minute: self.hour.and(minute),
+            second: self.hour.and(second),
+            fraction: self.fraction.clone(),
+            offset: self.offset,
+        })
+    }
+
     /// FHIR `date`: `YYYY`, `YYYY-MM` or `YYYY-MM-DD` (time dropped).
     pub fn to_date(&self) -> String {
         match (self.month, self.day) {

@@ -215,6 +215,10 @@ pub struct Rule {
     /// the rule accepts, read in the same segment occurrence.
     #[serde(default)]
     pub consumes: Vec<String>,
+    /// A function's further inputs (`fn: end_after, with: [AIP-9, AIP-10]`): paths read in the
+    /// rule's context, consumed when the function produces a value.
+    #[serde(default)]
+    pub with: Vec<String>,
     /// Reference to a resource of this message by alias.
     #[serde(default, rename = "ref")]
     pub reference: Option<String>,

@@ -2096,7 +2096,29 @@ impl<'p, 'm, 'a, 'g> Ev<'p, 'm, 'a, 'g> {
                 } else {
                     self.mark_produced(&v);
                 }
-                let produced = functions::apply(*f, &v, &self.opts.default_zone);
+                let produced = if r.with.is_empty() {
+                    functions::apply(*f, &v, &self.opts.default_zone)
+                } else {
+                    // Further inputs (`with`), read in the rule's context; consumed only when
+                    // the function made something of them.
+                    let args: SmallVec<[V2<'a>; 2]> = r
+                        .with
+                        .iter()
+                        .map(|s| {
+                            self.resolve_one(s, frame, false)
+                                .unwrap_or_else(empty_value)
+                        })
+                        .collect();
+                    let out = functions::apply_with(*f, &v, &args, &self.opts.default_zone);
+                    if matches!(out, Ok(Some(_))) {
+                        for s in &r.with {
+                            if let Some(a) = self.resolve_one(s, frame, true) {
+                                self.mark_produced(&a);
+                            }
+                        }
+                    }
+                    out
+                };
                 self.function_result(r, produced)
             }
             Producer::Via(map) => self.build_object(&self.map_plan(*map).rules, frame)?,

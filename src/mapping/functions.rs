@@ -205,8 +205,56 @@ pub fn apply(f: Func, v: &V2<'_>, zone: &TimeZone) -> Result<Option<Produced>, S
         Func::OffsetMinutes => plain(Value::Number(offset_minutes(v)?.into()), "UnsignedInt"),
         Func::TextAttachment => text_attachment(&text()),
         Func::Narrative => narrative(&text()),
+        // The loader gives these their `with` inputs, and the evaluator calls `apply_with`.
+        Func::EndAfter | Func::StartBefore => {
+            return Err("needs the duration (`with`)".into());
+        }
     };
     Ok(Some(out))
+}
+
+/// Apply `f` to a v2 value and its further inputs (`with`): [`Func::EndAfter`] and
+/// [`Func::StartBefore`] move the date/time `v` by the duration `with` gives — one CQ
+/// (`50^min&Minutes&ISO`), or a number and its unit (`50`, `min^Minutes^ISO`). `Ok(None)` when
+/// `v` or the duration is not sent; an error for a date/time too coarse for the unit (a date
+/// and hours), a negative or unreadable number, or an unknown unit.
+pub fn apply_with(
+    f: Func,
+    v: &V2<'_>,
+    with: &[V2<'_>],
+    zone: &TimeZone,
+) -> Result<Option<Produced>, String> {
+    let sign = match f {
+        Func::EndAfter => 1,
+        Func::StartBefore => -1,
+        _ => return apply(f, v, zone),
+    };
+    if !v.is_valued() {
+        return Ok(None);
+    }
+    let (number, unit) = match with {
+        [cq] => (cq.component(1), cq.component(2).sub(1)),
+        [n, u, ..] => (*n, u.component(1)),
+        [] => return Err("needs the duration (`with`)".into()),
+    };
+    let text = |x: V2<'_>| x.text().map(|t| t.trim().to_string()).unwrap_or_default();
+    let (number, unit) = (text(number), text(unit));
+    if number.is_empty() {
+        return Ok(None);
+    }
+    let amount: f64 = number
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| "the duration is not a non-negative number".to_string())?;
+    let unit = datetime::DurationUnit::parse(&unit)
+        .ok_or_else(|| "the duration's unit is not one of s, min, h, d, wk, mo, a".to_string())?;
+    let start = datetime::parse_dtm(&first_component(v))?;
+    let moved = start.moved(sign as f64 * amount, unit)?;
+    Ok(Some(plain(
+        Value::String(moved.to_datetime(zone)),
+        "DateTime",
+    )))
 }
 
 /// The functions a `join` rule may apply to the joined text (the loader allows no others).
@@ -560,6 +608,86 @@ mod tests {
         let m = &p.messages[0];
         let v = m.segment(1).map(|s| s.field(5).rep(1)).ok_or("no OBX")?;
         apply(f, &v, &TimeZone::UTC)
+    }
+
+    /// `end_after` / `start_before`: OBX-5 the date/time, OBX-6 and OBX-7 the `with` inputs.
+    fn run_with(f: Func, at: &str, with: &[&str]) -> Result<Option<Value>, String> {
+        let fields = with.join("|");
+        let msg = format!("MSH|^~\\&|A|B|C|D|2024||ORU^R01|1|P|2.5\rOBX|1|ST|X||{at}|{fields}\r");
+        let p = crate::v2::parse(msg.as_bytes()).map_err(|e| e.to_string())?;
+        let seg = p.messages[0].segment(1).ok_or("no OBX")?;
+        let args: Vec<V2<'_>> = (0..with.len()).map(|i| seg.field(6 + i).rep(1)).collect();
+        let v = seg.field(5).rep(1);
+        apply_with(f, &v, &args, &TimeZone::UTC).map(|o| o.map(|p| p.value))
+    }
+
+    #[test]
+    fn durations_move_dates_and_times() {
+        let ok: &[(Func, &str, &[&str], &str)] = &[
+            // A number and its unit (AIx-7/8); the offset and the precision sent are kept.
+            (
+                Func::EndAfter,
+                "20210924093000+0215",
+                &["50", "min^Minutes^ISO"],
+                "2021-09-24T10:20:00+02:15",
+            ),
+            (
+                Func::EndAfter,
+                "202109240930",
+                &["2", "h"],
+                "2021-09-24T11:30:00Z",
+            ),
+            (
+                Func::EndAfter,
+                "2021092423",
+                &["90", "MIN"],
+                "2021-09-25T00:30:00Z",
+            ),
+            (
+                Func::EndAfter,
+                "2021092423",
+                &["1.5", "hr"],
+                "2021-09-25T00:30:00Z",
+            ),
+            // A CQ (TQ1-6): the unit is its second component's code.
+            (Func::EndAfter, "20210924", &["3^d&day&ISO+"], "2021-09-27"),
+            (Func::EndAfter, "20210131", &["1^mo"], "2021-02-28"),
+            (Func::EndAfter, "20200229", &["1^a"], "2021-02-28"),
+            (Func::EndAfter, "20211230", &["1^wk"], "2022-01-06"),
+            (
+                Func::StartBefore,
+                "20210924103000",
+                &["30^s"],
+                "2021-09-24T10:29:30Z",
+            ),
+            (Func::StartBefore, "20210301", &["1^d"], "2021-02-28"),
+        ];
+        for (f, at, with, want) in ok {
+            assert_eq!(
+                run_with(*f, at, with),
+                Ok(Some(json!(want))),
+                "{f:?} {at} {with:?}"
+            );
+        }
+        // Nothing to move, or no duration: nothing written, no error.
+        assert_eq!(run_with(Func::EndAfter, "", &["50", "min"]), Ok(None));
+        assert_eq!(run_with(Func::EndAfter, "20210924", &["", "min"]), Ok(None));
+        for (at, with) in [
+            ("20210924", &["50", "min"][..]), // a date moved by minutes
+            ("202109", &["1", "d"][..]),      // no day
+            ("20210924", &["-1", "d"][..]),   // negative
+            ("20210924", &["1.5", "d"][..]),  // a fractional day
+            ("20210924", &["1", "fortnight"][..]),
+            ("20210924", &["x", "d"][..]),
+            ("202109240930", &["0.001", "s"][..]),
+            ("99991231", &["1", "a"][..]), // out of range
+        ] {
+            assert!(
+                run_with(Func::EndAfter, at, with).is_err(),
+                "{at} {with:?}: {:?}",
+                run_with(Func::EndAfter, at, with)
+            );
+        }
     }
 
     #[test]

@@ -1881,6 +1881,7 @@ fn compile_rule(
         (segment, item_value),
         has_value,
     );
+    let with = compile_with(ctx, file, ptr, r, &producer, segment, item_value);
     let origin = ctx.origin(file, ptr);
     Some(RulePlan {
         name,
@@ -1893,10 +1894,54 @@ fn compile_rule(
         required: r.required,
         rejected_consumed: r.rejected.as_deref() == Some("consumed"),
         consumes,
+        with,
         group_by,
         join: r.join.clone(),
         origin,
     })
+}
+
+/// The `with` paths of rule `r`: the further inputs of its function, which must take them
+/// (`end_after`, `start_before`: one CQ, or a number and its unit); such a function needs them.
+fn compile_with(
+    ctx: &mut Ctx<'_>,
+    file: &str,
+    ptr: &str,
+    r: &ast::Rule,
+    producer: &Producer,
+    segment: Option<&str>,
+    item_value: bool,
+) -> Vec<Src> {
+    let takes = matches!(producer, Producer::Fn(f) if f.takes_with());
+    if !r.with.is_empty() && !takes {
+        ctx.err(
+            file,
+            &format!("{ptr}/with"),
+            "`with` gives a function further inputs: it needs `fn: end_after` or `fn: start_before`",
+        );
+        return Vec::new();
+    }
+    if takes && !(1..=2).contains(&r.with.len()) {
+        let f = r.func.as_deref().unwrap_or("");
+        ctx.err(
+            file,
+            &format!("{ptr}/fn"),
+            format!("fn {f} needs `with`: the duration (a CQ), or its number and its unit"),
+        );
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (k, text) in r.with.iter().enumerate() {
+        let p = format!("{ptr}/with/{k}");
+        match parse_src(text) {
+            Ok(src) => {
+                check_src(ctx, file, &p, &src, segment, item_value);
+                out.push(src);
+            }
+            Err(e) => ctx.err(file, &p, e),
+        }
+    }
+    out
 }
 
 /// The `consumes` paths of rule `r`: fields (`SEG-n`, or `SEG[*]-n` of the segment a

@@ -212,6 +212,13 @@ pub enum Func {
     /// Text → an Attachment holding it: `contentType` `text/plain; charset=utf-8` and `data` its
     /// UTF-8 bytes in base64 (a TX or FT document body).
     TextAttachment,
+    /// A date/time plus a duration given by `with`: a CQ (`50^min`), or a number and its unit
+    /// (`AIP-9`, `AIP-10`), in s, min, h, d, wk, mo or a. The end of a period whose start and
+    /// duration are sent (IG AIx[Appointment], TQ1[ServiceRequest]).
+    EndAfter,
+    /// A date/time minus a duration given by `with` (as [`Func::EndAfter`]): the start of a period
+    /// whose end and duration are sent.
+    StartBefore,
 }
 
 impl Func {
@@ -241,8 +248,15 @@ impl Func {
             "comparator" => Func::Comparator,
             "compared_decimal" => Func::ComparedDecimal,
             "narrative" => Func::Narrative,
+            "end_after" => Func::EndAfter,
+            "start_before" => Func::StartBefore,
             _ => return None,
         })
+    }
+
+    /// Whether the function takes further inputs (`with`), which it then requires.
+    pub fn takes_with(self) -> bool {
+        matches!(self, Func::EndAfter | Func::StartBefore)
     }
 }
 
@@ -321,6 +335,8 @@ pub struct RulePlan {
     /// `consumes`: field paths consumed with every item the rule accepts (read in that item's
     /// segment occurrence), though no rule writes them: OBX-2, the type of a report's text line.
     pub consumes: Vec<Src>,
+    /// `with`: the function's further inputs, read in the rule's context.
+    pub with: Vec<Src>,
     /// With `rules`: build one object per distinct value of this path among the selected items.
     pub group_by: Option<Src>,
     /// The selected items' texts joined by this separator into one value (`fn` applies to the
