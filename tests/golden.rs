@@ -1331,6 +1331,25 @@ fn an_order_control_code_without_a_status_gives_unknown() {
     );
 }
 
+/// An OMG^O19 knee X-ray order timed by `tq1` (a TQ1 segment): its ServiceRequest (null when
+/// none was emitted) and the conversion's outcome.
+fn timed_order(plan: &v2fhir::mapping::plan::Plan, tq1: &str) -> (Value, Value) {
+    let text = [
+        "MSH|^~\\&|OE|HOSP|RIS|HOSP|20240401080000||OMG^O19^OMG_O19|OMG0002|P|2.5.1",
+        "PID|1||MRN5^^^HOSP^MR||ROE^RITA||19700101|F",
+        "ORC|NW|PL-10^OE",
+        tq1,
+        "OBR|1|PL-10^OE||73560^KNEE RIGHT AP LAT^C4",
+    ]
+    .join("\r");
+    let got = convert_text(plan, &text);
+    let sr = resource(&got["bundle"], "ServiceRequest")
+        .first()
+        .map(|r| (*r).clone())
+        .unwrap_or(Value::Null);
+    (sr, got["outcome"].clone())
+}
+
 /// A TQ1 repeat pattern makes the order's time a Timing (IG TQ1[ServiceRequest]): the pattern's
 /// code (RPT-1, a CWE in subcomponents) and, with no start or end sent, the service duration
 /// (TQ1-6) as `boundsDuration` in UCUM. A unit of time that does not map writes no duration
@@ -1338,21 +1357,11 @@ fn an_order_control_code_without_a_status_gives_unknown() {
 #[test]
 fn a_repeat_pattern_makes_the_order_time_a_timing() {
     let plan = plan();
-    let order = |tq1_6: &str| -> (Value, Value) {
-        let text = [
-            "MSH|^~\\&|OE|HOSP|RIS|HOSP|20240401080000||OMG^O19^OMG_O19|OMG0002|P|2.5.1",
-            "PID|1||MRN5^^^HOSP^MR||ROE^RITA||19700101|F",
-            "ORC|NW|PL-10^OE",
+    let order = |tq1_6: &str| {
+        timed_order(
+            &plan,
             &format!("TQ1|1||TID&three times a day&HL70335|||{tq1_6}"),
-            "OBR|1|PL-10^OE||73560^KNEE RIGHT AP LAT^C4",
-        ]
-        .join("\r");
-        let got = convert_text(&plan, &text);
-        let sr = resource(&got["bundle"], "ServiceRequest")
-            .first()
-            .map(|r| (*r).clone())
-            .unwrap_or(Value::Null);
-        (sr, got["outcome"].clone())
+        )
     };
     let (sr, outcome) = order("3^D&day&ISO");
     let timing = &sr["occurrenceTiming"];
@@ -3469,24 +3478,9 @@ fn an_unknown_reaction_severity_is_left_out_silently() {
 #[test]
 fn a_service_duration_gives_the_missing_bound() {
     let plan = plan();
-    let order = |tq1: &str| -> (Value, Value) {
-        let text = [
-            "MSH|^~\\&|OE|HOSP|RIS|HOSP|20240401080000||OMG^O19^OMG_O19|OMG0003|P|2.5.1",
-            "PID|1||MRN5^^^HOSP^MR||ROE^RITA||19700101|F",
-            "ORC|NW|PL-11^OE",
-            tq1,
-            "OBR|1|PL-11^OE||73560^KNEE RIGHT AP LAT^C4",
-        ]
-        .join("\r");
-        let got = convert_text(&plan, &text);
-        let sr = resource(&got["bundle"], "ServiceRequest")
-            .first()
-            .map(|r| (*r).clone())
-            .unwrap_or(Value::Null);
-        (
-            sr["occurrenceTiming"]["repeat"].clone(),
-            got["outcome"].clone(),
-        )
+    let order = |tq1: &str| {
+        let (sr, outcome) = timed_order(&plan, tq1);
+        (sr["occurrenceTiming"]["repeat"].clone(), outcome)
     };
     let (repeat, outcome) =
         order("TQ1|1||TID&three times a day&HL70335|||2^h&hour&UCUM|202404011000+0200");
