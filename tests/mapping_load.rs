@@ -585,7 +585,7 @@ fn function_inputs_are_checked() {
     );
     assert!(has("m/segments/PV1.yaml:6:", "PV1-999"), "{e:#?}");
     // Three inputs: the schema allows two at most.
-    assert!(has("m/segments/PV1.yaml:7:", ""), "{e:#?}");
+    assert!(has("m/segments/PV1.yaml:7:", "/with"), "{e:#?}");
     assert!(
         !e.iter().any(|x| x.to_string().contains("PV1.yaml:8:")),
         "{e:#?}"

@@ -407,13 +407,17 @@ fn keep_elements(mut v: Value, wanted: impl Fn(&str) -> bool, mandatory: bool) -
         let rt = obj
             .get("resourceType")
             .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+            .unwrap_or("");
+        let required: Vec<&str> = if mandatory {
+            crate::fhir::validate::mandatory_elements(rt).collect()
+        } else {
+            Vec::new()
+        };
         obj.retain(|k, _| {
             let name = k.strip_prefix('_').unwrap_or(k);
             matches!(k.as_str(), "resourceType" | "id" | "meta")
                 || wanted(name)
-                || (mandatory && crate::fhir::validate::mandatory_elements(&rt).any(|m| m == name))
+                || required.contains(&name)
         });
         let meta = obj.entry("meta").or_insert_with(|| json!({}));
         if let Some(m) = meta.as_object_mut() {
